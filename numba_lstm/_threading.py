@@ -1,0 +1,51 @@
+"""Choose Numba's threading layer before the first parallel kernel runs.
+
+numba_lstm uses Intel TBB as Numba's threading layer, for two reasons measured
+on the development machine (see DESIGN.md):
+
+* ``omp`` (GNU OpenMP) makes a ``multiprocessing`` child forked after a
+  parallel call die ("fork() called from a process already using GNU OpenMP");
+* ``workqueue`` is not safe for concurrent calls from several Python threads.
+
+The PyPI ``tbb`` wheel installs ``libtbb.so.12`` into ``<prefix>/lib``, which
+the dynamic loader does not search, so Numba would report "No threading layer
+could be loaded".  Loading the library once with ``RTLD_GLOBAL`` makes it
+visible to Numba's ``tbbpool`` extension.  Numba's default priority list
+already prefers ``tbb`` when it loads, so nothing else is changed: a user who
+sets ``NUMBA_THREADING_LAYER`` (or ``numba.config.THREADING_LAYER``) keeps
+their choice.
+"""
+
+import ctypes
+import os
+import sys
+
+_TBB_SONAME = "libtbb.so.12"
+
+
+def _candidate_dirs():
+    seen = []
+    for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix):
+        path = os.path.join(prefix, "lib")
+        if path not in seen:
+            seen.append(path)
+    return seen
+
+
+def preload_tbb():
+    """Load ``libtbb.so.12`` globally if the ``tbb`` wheel installed it.
+
+    Returns the path that was loaded, or None when no library was found (Numba
+    then falls back to its next threading layer, see ``threading_layer()``).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    for folder in _candidate_dirs():
+        path = os.path.join(folder, _TBB_SONAME)
+        if os.path.exists(path):
+            try:
+                ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+            except OSError:
+                return None
+            return path
+    return None

@@ -1,0 +1,83 @@
+"""Argument checks shared by every public entry point.
+
+Each check raises ``TypeError`` (wrong kind or dtype) or ``ValueError`` (wrong
+rank, shape or value) with a message that names the argument, says what was
+expected and what was given.  Nothing here casts a dtype: float32 and float64
+are the only accepted dtypes and mixing them is an error.
+"""
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    return f"{type(value).__name__} {value!r}"[:200]
+
+
+def as_float_array(name, value, dtype=None):
+    """Return ``value`` as a C-contiguous float32/float64 array, never cast.
+
+    ``dtype`` (if given) is the dtype every other argument of the call has;
+    a different float dtype is refused rather than converted.  Non-contiguous
+    and read-only inputs are copied into a fresh C-contiguous array (the
+    caller's array is never written).
+    """
+    if not isinstance(value, np.ndarray):
+        if isinstance(value, (list, tuple)):
+            raise TypeError(
+                f"{name} must be a numpy array of float32 or float64, got a "
+                f"{type(value).__name__}; convert it with numpy.asarray(..., dtype=...) first"
+            )
+        raise TypeError(f"{name} must be a numpy array of float32 or float64, got {_describe(value)}")
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must have dtype float32 or float64, got {value.dtype}; "
+            "numba_lstm never casts arrays silently"
+        )
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(
+            f"{name} has dtype {value.dtype} but the other arrays are {np.dtype(dtype)}; "
+            "pass every array in one dtype"
+        )
+    if not value.flags.c_contiguous or not value.flags.writeable:
+        # Kernels are compiled for writeable C-contiguous arrays; copying keeps
+        # one compiled variant per dtype and never touches the caller's array.
+        value = np.array(value, order="C", copy=True)
+    return value
+
+
+def check_shape(name, value, expected, meaning=""):
+    """Raise ValueError unless ``value.shape == expected``."""
+    if value.shape != tuple(expected):
+        what = f" {meaning}" if meaning else ""
+        raise ValueError(f"{name} must have shape {tuple(expected)}{what}, got {value.shape}")
+
+
+def check_ndim(name, value, ndim, letters):
+    """Raise ValueError unless ``value`` has ``ndim`` axes (named by ``letters``)."""
+    if value.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D {letters}, got {value.ndim}-D shape {value.shape}")
+
+
+def check_weights(W, b, input_size=None):
+    """Validate the native weights; return ``(W, b, I, H)``.
+
+    ``W`` is (I + H, 4H) and ``b`` is (4H,).  ``I`` comes from ``input_size``
+    when given (the layer knows it), else from ``W`` and ``H``.
+    """
+    W = as_float_array("W", W)
+    check_ndim("W", W, 2, "(I + H, 4H)")
+    G = W.shape[1]
+    if G == 0 or G % 4:
+        raise ValueError(f"W must have shape (I + H, 4H) with 4H a positive multiple of 4, got {W.shape}")
+    H = G // 4
+    b = as_float_array("b", b, W.dtype)
+    check_shape("b", b, (G,), "(4H,) to match W")
+    if input_size is None:
+        input_size = W.shape[0] - H
+    if input_size < 1 or W.shape[0] != input_size + H:
+        raise ValueError(f"W must have shape (I + H, 4H) = ({input_size} + {H}, {G}), got {W.shape}")
+    return W, b, input_size, H

@@ -1,0 +1,76 @@
+"""The LSTM layer object: parameters, initialisation, forward/backward plumbing."""
+
+import numpy as np
+import pytest
+from conftest import as64, assert_close, make_problem
+
+import numba_lstm
+from numba_lstm import reference
+
+
+def test_parameter_count_matches_keras_lstm2_on_4_features():
+    layer = numba_lstm.LSTM(4, 2)
+    assert layer.num_parameters == 56
+    assert layer.W.shape == (6, 8) and layer.b.shape == (8,)
+
+
+def test_seed_makes_initialisation_reproducible(dtype):
+    a = numba_lstm.LSTM(3, 5, dtype=dtype, seed=42)
+    b = numba_lstm.LSTM(3, 5, dtype=dtype, seed=42)
+    c = numba_lstm.LSTM(3, 5, dtype=dtype, seed=43)
+    np.testing.assert_array_equal(a.W, b.W)
+    assert not np.array_equal(a.W, c.W)
+    assert a.W.dtype == dtype and a.b.dtype == dtype
+    bound = 1 / np.sqrt(5)
+    assert np.all(np.abs(a.W) <= bound) and np.all(np.abs(a.b) <= bound)
+
+
+def test_layer_forward_backward_match_reference(dtype):
+    T, B, I, H = 6, 3, 4, 5
+    layer = numba_lstm.LSTM(I, H, dtype=dtype, seed=1)
+    p = make_problem(T, B, I, H, dtype)
+    y, (h_n, c_n) = layer(p["x"], (p["h0"], p["c0"]))
+    ref = as64({"x": p["x"], "W": layer.W, "b": layer.b, "h0": p["h0"], "c0": p["c0"]})
+    ry, rh, rc, rcache = reference.lstm_forward(**ref)
+    assert_close(y, ry, dtype, "y")
+    assert_close(h_n, rh, dtype, "h_n")
+    assert_close(c_n, rc, dtype, "c_n")
+    dy = np.random.default_rng(2).standard_normal(y.shape).astype(dtype)
+    dx = layer.backward(dy)
+    rg = reference.lstm_backward(dy.astype(np.float64), rcache)
+    assert_close(dx, rg.dx, dtype, "dx")
+    assert_close(layer.dW, rg.dW, dtype, "dW")
+    assert_close(layer.db, rg.db, dtype, "db")
+    assert_close(layer.grads["h0"], rg.dh0, dtype, "dh0")
+    assert_close(layer.grads["c0"], rg.dc0, dtype, "dc0")
+    assert set(layer.grads) >= set(layer.params)
+
+
+def test_batch_first_is_a_transpose_of_time_major(dtype):
+    layer = numba_lstm.LSTM(3, 4, dtype=dtype, seed=0)
+    layer_bf = numba_lstm.LSTM(3, 4, batch_first=True, dtype=dtype, seed=0)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(dtype)
+    y, (h, c) = layer(x)
+    y_bf, (h_bf, c_bf) = layer_bf(x.transpose(1, 0, 2))
+    np.testing.assert_array_equal(y_bf, y.transpose(1, 0, 2))
+    np.testing.assert_array_equal(h_bf, h)
+    dx = layer.backward(np.ones_like(y))
+    dx_bf = layer_bf.backward(np.ones_like(y_bf))
+    np.testing.assert_array_equal(dx_bf, dx.transpose(1, 0, 2))
+
+
+def test_backward_before_forward_is_an_error():
+    with pytest.raises(RuntimeError, match="before forward"):
+        numba_lstm.LSTM(2, 3).backward(np.zeros((1, 1, 3), np.float32))
+
+
+def test_input_of_other_dtype_is_refused_not_cast():
+    layer = numba_lstm.LSTM(2, 3, dtype=np.float32)
+    with pytest.raises(TypeError, match="x has dtype float64"):
+        layer(np.zeros((1, 1, 2)))
+
+
+def test_wrong_feature_count_names_input_size():
+    layer = numba_lstm.LSTM(2, 3)
+    with pytest.raises(ValueError, match="input_size"):
+        layer(np.zeros((1, 1, 5), np.float32))

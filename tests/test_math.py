@@ -1,0 +1,56 @@
+"""The vectorisable gate nonlinearities: accuracy, saturation, NaN."""
+
+import numba
+import numpy as np
+import pytest
+
+from numba_lstm import _math
+
+
+@numba.njit
+def _apply(x, out_tanh, out_sigmoid):
+    for k in range(x.size):
+        out_tanh[k] = _math.tanh(x[k])
+        out_sigmoid[k] = _math.sigmoid(x[k])
+
+
+def _run(x):
+    t = np.empty_like(x)
+    s = np.empty_like(x)
+    _apply(x, t, s)
+    return t, s
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(np.float32, 1e-6), (np.float64, 1e-15)])
+def test_accuracy_against_exact(dtype, tol):
+    x = np.linspace(-30, 30, 600_001).astype(dtype)
+    t, s = _run(x)
+    exact = np.tanh(x.astype(np.float64))
+    assert np.max(np.abs(t - exact)) < tol
+    assert np.max(np.abs(s - (0.5 * exact_half(x) + 0.5))) < tol
+
+
+def exact_half(x):
+    return np.tanh(0.5 * x.astype(np.float64))
+
+
+def test_float32_is_odd_and_bounded():
+    x = np.linspace(0, 20, 10_001).astype(np.float32)
+    t, s = _run(x)
+    tn, sn = _run(-x)
+    np.testing.assert_array_equal(tn, -t)
+    assert np.all(np.abs(t) <= 1) and np.all((s >= 0) & (s <= 1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_saturates_without_nan(dtype):
+    x = np.array([1e4, -1e4, 3e38, -3e38, np.inf, -np.inf], dtype)
+    t, s = _run(x)
+    np.testing.assert_array_equal(t, [1, -1, 1, -1, 1, -1])
+    np.testing.assert_array_equal(s, [1, 0, 1, 0, 1, 0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_propagates(dtype):
+    t, s = _run(np.array([np.nan], dtype))
+    assert np.isnan(t[0]) and np.isnan(s[0])

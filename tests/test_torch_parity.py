@@ -1,0 +1,75 @@
+"""Live parity with torch.nn.LSTM: outputs, final states and every gradient."""
+
+import numpy as np
+import pytest
+from conftest import assert_close, import_or_skip, make_problem
+
+import numba_lstm
+
+torch = import_or_skip("torch")
+
+TORCH_DTYPE = {np.float32: torch.float32, np.float64: torch.float64}
+
+
+def _torch_lstm_with(W, b, I, H, dtype):
+    """A torch.nn.LSTM holding the native (W, b); the bias goes to b_ih, b_hh = 0."""
+    module = torch.nn.LSTM(I, H).to(TORCH_DTYPE[dtype])
+    with torch.no_grad():
+        module.weight_ih_l0.copy_(torch.from_numpy(W[:I].T.copy()))
+        module.weight_hh_l0.copy_(torch.from_numpy(W[I:].T.copy()))
+        module.bias_ih_l0.copy_(torch.from_numpy(b))
+        module.bias_hh_l0.zero_()
+    return module
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3, 5), (20, 4, 10, 16), (7, 3, 17, 9)])
+def test_matches_torch_forward_and_gradients(shape, dtype):
+    T, B, I, H = shape
+    p = make_problem(T, B, I, H, dtype)
+    rng = np.random.default_rng(3)
+    dy = rng.standard_normal((T, B, H)).astype(dtype)
+    dh_n = rng.standard_normal((B, H)).astype(dtype)
+    dc_n = rng.standard_normal((B, H)).astype(dtype)
+
+    y, h_n, c_n, cache = numba_lstm.lstm_forward(**p)
+    grads = numba_lstm.lstm_backward(dy, cache, dh_n, dc_n)
+
+    module = _torch_lstm_with(p["W"], p["b"], I, H, dtype)
+    x_t = torch.from_numpy(p["x"]).requires_grad_(True)
+    h0_t = torch.from_numpy(p["h0"][None]).requires_grad_(True)
+    c0_t = torch.from_numpy(p["c0"][None]).requires_grad_(True)
+    y_t, (hn_t, cn_t) = module(x_t, (h0_t, c0_t))
+    loss = (
+        (y_t * torch.from_numpy(dy)).sum()
+        + (hn_t[0] * torch.from_numpy(dh_n)).sum()
+        + (cn_t[0] * torch.from_numpy(dc_n)).sum()
+    )
+    loss.backward()
+
+    assert_close(y, y_t.detach().numpy(), dtype, "y")
+    assert_close(h_n, hn_t[0].detach().numpy(), dtype, "h_n")
+    assert_close(c_n, cn_t[0].detach().numpy(), dtype, "c_n")
+    assert_close(grads.dx, x_t.grad.numpy(), dtype, "dx")
+    assert_close(grads.dW[:I], module.weight_ih_l0.grad.numpy().T, dtype, "dW_x")
+    assert_close(grads.dW[I:], module.weight_hh_l0.grad.numpy().T, dtype, "dW_h")
+    assert_close(grads.db, module.bias_ih_l0.grad.numpy(), dtype, "db")
+    assert_close(grads.dh0, h0_t.grad.numpy()[0], dtype, "dh0")
+    assert_close(grads.dc0, c0_t.grad.numpy()[0], dtype, "dc0")
+
+
+def test_layer_matches_torch_batch_first(dtype):
+    B, T, I, H = 3, 6, 5, 4
+    layer = numba_lstm.LSTM(I, H, batch_first=True, dtype=dtype, seed=0)
+    module = _torch_lstm_with(layer.W, layer.b, I, H, dtype)
+    module.batch_first = True
+    x = np.random.default_rng(0).standard_normal((B, T, I)).astype(dtype)
+    y, (h_n, c_n) = layer(x)
+    x_t = torch.from_numpy(x).requires_grad_(True)
+    y_t, (hn_t, cn_t) = module(x_t)
+    assert_close(y, y_t.detach().numpy(), dtype, "y")
+    assert_close(h_n, hn_t[0].detach().numpy(), dtype, "h_n")
+    dy = np.ones_like(y)
+    dx = layer.backward(dy)
+    y_t.backward(torch.from_numpy(dy))
+    assert_close(dx, x_t.grad.numpy(), dtype, "dx")
+    assert_close(layer.dW[:I], module.weight_ih_l0.grad.numpy().T, dtype, "dW_x")
