@@ -1,0 +1,291 @@
+"""Optimizers and gradient clipping for NumPy training loops.
+
+An optimizer takes a dict of name -> parameter array (``layer.params``, or
+several of them merged with ``merge``) and updates those arrays in place from
+a dict of gradients with the same names (``layer.grads``); extra keys in the
+gradients, such as ``"h0"`` and ``"c0"``, are ignored.  The update rules and
+their order of operations follow ``torch.optim`` (``SGD``, ``Adam``,
+``AdamW``), so a model trained here follows the same trajectory as the same
+model in PyTorch, and ``clip_grad_norm`` follows
+``torch.nn.utils.clip_grad_norm_``.
+
+Every update runs in the parameters' dtype: float32 parameters stay float32
+and so does the optimizer's state.
+"""
+
+import math
+
+import numpy as np
+
+from numba_lstm._validation import FLOAT_DTYPES
+
+__all__ = ["SGD", "Adam", "AdamW", "clip_grad_norm", "merge"]
+
+
+def merge(dicts):
+    """Merge named dicts into one with dotted names.
+
+    Parameters
+    ----------
+    dicts : dict of prefix -> dict of name -> ndarray
+        For example ``{"lstm": lstm.params, "head": head.params}``.
+
+    Returns
+    -------
+    dict of ``"prefix.name"`` -> ndarray
+        The same arrays (not copies), e.g. ``{"lstm.W": ..., "head.W": ...}``,
+        so an optimizer built on ``merge(params)`` updates the layers' own
+        arrays, and ``merge(grads)`` gives the matching gradients.
+    """
+    if not isinstance(dicts, dict):
+        raise TypeError(f"dicts must be a dict of prefix -> dict of arrays, got {type(dicts).__name__}")
+    merged = {}
+    for prefix, named in dicts.items():
+        if not isinstance(named, dict):
+            raise TypeError(f"dicts[{prefix!r}] must be a dict of name -> array, got {type(named).__name__}")
+        for name, value in named.items():
+            merged[f"{prefix}.{name}"] = value
+    return merged
+
+
+def _check_number(name, value, low=0.0, low_inclusive=True, high=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    below = value < low if low_inclusive else value <= low
+    if not math.isfinite(value) or below or (high is not None and value >= high):
+        bound = f"{'>=' if low_inclusive else '>'} {low}" + (f" and < {high}" if high is not None else "")
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+    return value
+
+
+def _check_params(params):
+    if not isinstance(params, dict) or not params:
+        raise TypeError(
+            "params must be a non-empty dict of name -> parameter array (e.g. layer.params), "
+            f"got {type(params).__name__}"
+        )
+    for name, p in params.items():
+        if not isinstance(p, np.ndarray):
+            raise TypeError(f"params[{name!r}] must be a numpy array, got {type(p).__name__}")
+        if p.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"params[{name!r}] must have dtype float32 or float64, got {p.dtype}")
+        if not p.flags.writeable:
+            raise ValueError(f"params[{name!r}] must be writeable: the optimizer updates it in place")
+    return dict(params)
+
+
+def _check_grad(name, g, p):
+    """Return the gradient of parameter ``name`` checked against ``p``, or None to skip."""
+    if g is None:
+        return None
+    if not isinstance(g, np.ndarray):
+        raise TypeError(f"grads[{name!r}] must be a numpy array, got {type(g).__name__}")
+    if g.shape != p.shape:
+        raise ValueError(f"grads[{name!r}] must have shape {p.shape} (its parameter's), got {g.shape}")
+    if g.dtype != p.dtype:
+        raise TypeError(f"grads[{name!r}] must have dtype {p.dtype} (its parameter's), got {g.dtype}")
+    return g
+
+
+class Optimizer:
+    """Base class: holds the parameters and walks the gradients in ``step``.
+
+    Parameters whose gradient is ``None`` are skipped (like a PyTorch
+    parameter whose ``.grad`` is None); a parameter name missing from the
+    gradients is an error, because it usually means the names do not match.
+    """
+
+    def __init__(self, params, lr):
+        self.params = _check_params(params)
+        self.lr = _check_number("lr", lr)
+        self.state = {name: {} for name in self.params}
+
+    def step(self, grads):
+        """Update every parameter in place from ``grads`` (a dict with the same names)."""
+        if not isinstance(grads, dict):
+            raise TypeError(f"grads must be a dict of name -> gradient array, got {type(grads).__name__}")
+        missing = [name for name in self.params if name not in grads]
+        if missing:
+            raise KeyError(
+                f"grads has no entry for parameter(s) {missing}; expected the names {list(self.params)}, "
+                f"got {list(grads)}"
+            )
+        checked = [(name, p, _check_grad(name, grads[name], p)) for name, p in self.params.items()]
+        for name, p, g in checked:
+            if g is not None:
+                self._update(p, g, self.state[name])
+
+    def _update(self, p, g, state):
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with momentum, as ``torch.optim.SGD``.
+
+    With weight decay ``λ``, momentum ``μ``, dampening ``τ``::
+
+        d = g + λ p
+        buf = d (first step), else μ buf + (1 - τ) d
+        d = d + μ buf (nesterov), else buf
+        p -= lr d
+
+    Parameters
+    ----------
+    params : dict of name -> ndarray
+    lr : float
+    momentum : float, default 0
+    dampening : float, default 0
+    weight_decay : float, default 0
+        L2 penalty added to the gradient.
+    nesterov : bool, default False
+        Needs ``momentum > 0`` and ``dampening == 0``.
+    """
+
+    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(params, lr)
+        self.momentum = _check_number("momentum", momentum)
+        self.dampening = _check_number("dampening", dampening)
+        self.weight_decay = _check_number("weight_decay", weight_decay)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError(
+                "nesterov=True needs momentum > 0 and dampening == 0, "
+                f"got momentum={self.momentum} and dampening={self.dampening}"
+            )
+
+    def _update(self, p, g, state):
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.momentum:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.copy()
+            else:
+                buf *= self.momentum
+                buf += (1.0 - self.dampening) * g
+            g = g + self.momentum * buf if self.nesterov else buf
+        p -= self.lr * g
+
+
+class Adam(Optimizer):
+    """Adam, as ``torch.optim.Adam`` (``weight_decay`` is an L2 penalty on the gradient).
+
+    At step ``t``, with ``g`` the gradient plus ``weight_decay * p``::
+
+        m = β1 m + (1 - β1) g
+        v = β2 v + (1 - β2) g²
+        p -= lr / (1 - β1^t) · m / (sqrt(v) / sqrt(1 - β2^t) + eps)
+
+    Parameters
+    ----------
+    params : dict of name -> ndarray
+    lr : float, default 1e-3
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, default 1e-8
+    weight_decay : float, default 0
+    """
+
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, lr)
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        self.betas = (
+            _check_number("betas[0]", betas[0], high=1.0),
+            _check_number("betas[1]", betas[1], high=1.0),
+        )
+        self.eps = _check_number("eps", eps)
+        self.weight_decay = _check_number("weight_decay", weight_decay)
+
+    def _update(self, p, g, state):
+        beta1, beta2 = self.betas
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = np.zeros_like(p)
+            state["exp_avg_sq"] = np.zeros_like(p)
+        state["step"] += 1
+        t = state["step"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        if self.weight_decay:
+            if self.decoupled:
+                p *= 1.0 - self.lr * self.weight_decay
+            else:
+                g = g + self.weight_decay * p
+        m += (1.0 - beta1) * (g - m)  # torch's exp_avg.lerp_(g, 1 - beta1)
+        v *= beta2
+        v += (1.0 - beta2) * (g * g)
+        step_size = self.lr / (1.0 - beta1**t)
+        denom = np.sqrt(v)
+        denom /= math.sqrt(1.0 - beta2**t)
+        denom += self.eps
+        p -= step_size * (m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay, as ``torch.optim.AdamW``.
+
+    The parameter first shrinks by ``p *= 1 - lr * weight_decay``; the Adam
+    step then uses the plain gradient.  Same arguments as ``Adam``, with
+    ``weight_decay`` defaulting to 0.01 as in PyTorch.
+    """
+
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+def clip_grad_norm(grads, max_norm, names=None):
+    """Scale gradients in place so that their global 2-norm is at most ``max_norm``.
+
+    As ``torch.nn.utils.clip_grad_norm_``: the total norm is the 2-norm of all
+    the gradients together, and every gradient is multiplied by
+    ``min(1, max_norm / (total_norm + 1e-6))``.
+
+    Parameters
+    ----------
+    grads : dict of name -> ndarray
+    max_norm : float
+    names : iterable of str, optional
+        Only these entries are measured and scaled (for example
+        ``layer.params``, to leave ``"h0"`` / ``"c0"`` out).  All entries by
+        default; ``None`` values are skipped.
+
+    Returns
+    -------
+    float
+        The total norm before clipping.  If it is ``nan`` the gradients are
+        scaled by ``nan``, if it is ``inf`` by 0, as PyTorch does (which
+        raises only with ``error_if_nonfinite=True``).
+    """
+    if not isinstance(grads, dict):
+        raise TypeError(f"grads must be a dict of name -> gradient array, got {type(grads).__name__}")
+    max_norm = _check_number("max_norm", max_norm)
+    if names is None:
+        names = list(grads)
+    else:
+        names = list(names)
+        missing = [name for name in names if name not in grads]
+        if missing:
+            raise KeyError(f"grads has no entry for {missing} named in names; it has {list(grads)}")
+    arrays = []
+    for name in names:
+        g = grads[name]
+        if g is None:
+            continue
+        if not isinstance(g, np.ndarray) or g.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"grads[{name!r}] must be a float32 or float64 numpy array, got {g!r:.80}")
+        arrays.append(g)
+    if not arrays:
+        return 0.0
+    with np.errstate(over="ignore", invalid="ignore"):  # non-finite norms are reported, not warned
+        total = math.sqrt(sum(float(np.dot(g.ravel(), g.ravel())) for g in arrays if g.size))
+        # np.dot in float32 overflows where the norm is still finite: redo in float64.
+        if math.isinf(total):
+            total = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in arrays))
+        coef = min(max_norm / (total + 1e-6), 1.0)  # nan stays nan, inf gives 0 (as torch)
+        for g in arrays:
+            g *= coef
+    return total

@@ -1,0 +1,222 @@
+"""Optimizers and gradient clipping, checked step for step against torch.optim."""
+
+import numpy as np
+import pytest
+from conftest import assert_close, import_or_skip
+
+import numba_lstm
+from numba_lstm.optim import SGD, Adam, AdamW, clip_grad_norm, merge
+
+SHAPES = {"W": (7, 12), "b": (12,)}
+STEPS = 6
+
+
+def make_params(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return {name: rng.standard_normal(shape).astype(dtype) for name, shape in SHAPES.items()}
+
+
+def make_grads(dtype, steps=STEPS, seed=1):
+    """A different gradient at every step, some large so that clipping bites."""
+    rng = np.random.default_rng(seed)
+    scales = [1 + 3 * (k % 2) for k in range(steps)]
+    return [
+        {name: (rng.standard_normal(shape) * scale).astype(dtype) for name, shape in SHAPES.items()}
+        for scale in scales
+    ]
+
+
+def run_torch(torch_cls, params, grad_steps, **kwargs):
+    """Apply ``torch_cls(**kwargs)`` to copies of ``params``; return the params after every step."""
+    torch = import_or_skip("torch")
+    tensors = {name: torch.tensor(p.copy(), requires_grad=True) for name, p in params.items()}
+    opt = torch_cls(list(tensors.values()), foreach=False, **kwargs)
+    history = []
+    for grads in grad_steps:
+        for name, t in tensors.items():
+            t.grad = torch.tensor(grads[name].copy())
+        opt.step()
+        history.append({name: t.detach().numpy().copy() for name, t in tensors.items()})
+    return history
+
+
+def run_ours(cls, params, grad_steps, **kwargs):
+    params = {name: p.copy() for name, p in params.items()}
+    opt = cls(params, **kwargs)
+    history = []
+    for grads in grad_steps:
+        opt.step({name: g.copy() for name, g in grads.items()})
+        history.append({name: p.copy() for name, p in params.items()})
+    return history
+
+
+def assert_same_trajectory(ours, ref, dtype):
+    for k, (got_step, ref_step) in enumerate(zip(ours, ref, strict=True)):
+        for name in SHAPES:
+            assert got_step[name].dtype == dtype, f"step {k} {name}: dtype {got_step[name].dtype}"
+            assert_close(got_step[name], ref_step[name], dtype, f"step {k} {name}")
+
+
+SGD_CASES = [
+    dict(lr=0.1),
+    dict(lr=0.1, weight_decay=0.05),
+    dict(lr=0.05, momentum=0.9),
+    dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.05),
+    dict(lr=0.05, momentum=0.9, nesterov=True),
+    dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.05),
+]
+
+
+@pytest.mark.parametrize("kwargs", SGD_CASES, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+def test_sgd_matches_torch(kwargs, dtype):
+    torch = import_or_skip("torch")
+    params, grads = make_params(dtype), make_grads(dtype)
+    ref = run_torch(torch.optim.SGD, params, grads, **kwargs)
+    assert_same_trajectory(run_ours(SGD, params, grads, **kwargs), ref, dtype)
+
+
+ADAM_CASES = [
+    dict(lr=0.01),
+    dict(lr=0.01, weight_decay=0.1),
+    dict(lr=0.003, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.02),
+]
+
+
+@pytest.mark.parametrize("kwargs", ADAM_CASES, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()))
+def test_adam_matches_torch(kwargs, dtype):
+    torch = import_or_skip("torch")
+    params, grads = make_params(dtype), make_grads(dtype)
+    ref = run_torch(torch.optim.Adam, params, grads, **kwargs)
+    assert_same_trajectory(run_ours(Adam, params, grads, **kwargs), ref, dtype)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [dict(lr=0.01), dict(lr=0.01, weight_decay=0.3)], ids=["wd=0.01", "wd=0.3"]
+)
+def test_adamw_matches_torch(kwargs, dtype):
+    torch = import_or_skip("torch")
+    params, grads = make_params(dtype), make_grads(dtype)
+    ref = run_torch(torch.optim.AdamW, params, grads, **kwargs)
+    assert_same_trajectory(run_ours(AdamW, params, grads, **kwargs), ref, dtype)
+
+
+def test_adam_weight_decay_is_l2_and_adamw_is_decoupled():
+    """With a zero gradient, Adam's L2 decay moves p by about lr; AdamW's only by lr * wd * p."""
+    p = np.full(3, 2.0)
+    zero = {"p": np.zeros(3)}
+    adam, adamw = {"p": p.copy()}, {"p": p.copy()}
+    Adam(adam, lr=0.1, weight_decay=0.5).step(zero)
+    AdamW(adamw, lr=0.1, weight_decay=0.5).step(zero)
+    np.testing.assert_allclose(adam["p"], p - 0.1, rtol=1e-6)  # first Adam step is lr * sign(g)
+    np.testing.assert_allclose(adamw["p"], p * (1 - 0.1 * 0.5), rtol=1e-12)
+
+
+def test_optimizer_updates_layer_params_in_place_and_ignores_extra_grads(dtype):
+    layer = numba_lstm.LSTM(3, 4, dtype=dtype, seed=0)
+    arrays = {name: p for name, p in layer.params.items()}
+    before = {name: p.copy() for name, p in arrays.items()}
+    opt = SGD(layer.params, lr=0.5)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(dtype)
+    y, _ = layer(x)
+    layer.backward(np.ones_like(y))
+    assert {"h0", "c0"} <= set(layer.grads)
+    opt.step(layer.grads)
+    for name, p in layer.params.items():
+        assert p is arrays[name], f"{name} was replaced, not updated in place"
+        assert p.dtype == dtype
+        np.testing.assert_array_equal(p, (before[name] - dtype(0.5) * layer.grads[name]).astype(dtype))
+
+
+def test_merge_keeps_the_arrays():
+    a, b = {"W": np.zeros(2)}, {"W": np.ones(3), "b": np.ones(1)}
+    merged = merge({"lstm": a, "head": b})
+    assert list(merged) == ["lstm.W", "head.W", "head.b"]
+    assert merged["lstm.W"] is a["W"] and merged["head.b"] is b["b"]
+    SGD(merged, lr=1.0).step(merge({"lstm": {"W": np.ones(2)}, "head": {"W": np.ones(3), "b": np.ones(1)}}))
+    np.testing.assert_array_equal(a["W"], -np.ones(2))
+    np.testing.assert_array_equal(b["W"], np.zeros(3))
+
+
+def test_none_gradient_skips_the_parameter_and_its_state():
+    params = {"a": np.ones(2), "b": np.ones(2)}
+    opt = Adam(params, lr=0.1)
+    opt.step({"a": np.ones(2), "b": None})
+    np.testing.assert_array_equal(params["b"], np.ones(2))
+    assert opt.state["b"] == {} and opt.state["a"]["step"] == 1
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 3.0, 1e6])
+def test_clip_grad_norm_matches_torch(max_norm, dtype):
+    torch = import_or_skip("torch")
+    grads = make_grads(dtype, steps=1)[0]
+    tensors = [torch.tensor(g.copy(), requires_grad=False) for g in grads.values()]
+    params = [torch.zeros(t.shape, dtype=t.dtype, requires_grad=True) for t in tensors]
+    for p, t in zip(params, tensors, strict=True):
+        p.grad = t
+    ref_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    got_norm = clip_grad_norm(grads, max_norm)
+    assert got_norm == pytest.approx(ref_norm, rel=1e-6 if dtype == np.float32 else 1e-12)
+    for name, p in zip(grads, params, strict=True):
+        assert grads[name].dtype == dtype
+        assert_close(grads[name], p.grad.numpy(), dtype, name)
+    clipped = np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in grads.values()))
+    assert clipped <= max_norm * (1 + 1e-5)
+
+
+def test_clip_grad_norm_names_leave_other_entries_alone():
+    grads = {"W": np.full(4, 3.0), "h0": np.full(4, 100.0)}
+    total = clip_grad_norm(grads, 1.0, names={"W": None})
+    assert total == pytest.approx(6.0)
+    np.testing.assert_allclose(grads["W"], np.full(4, 0.5), rtol=1e-6)
+    np.testing.assert_array_equal(grads["h0"], np.full(4, 100.0))
+
+
+def test_clip_grad_norm_nonfinite_follows_torch():
+    grads = {"a": np.array([np.inf, 1.0]), "b": np.array([np.nan])}
+    assert np.isnan(clip_grad_norm(grads, 1.0))
+    assert np.isnan(grads["a"]).all()
+    grads = {"a": np.array([np.inf, 1.0], np.float32)}
+    assert clip_grad_norm(grads, 1.0) == np.inf
+    assert np.isnan(grads["a"][0]) and grads["a"][1] == 0  # inf * 0, 1 * 0
+
+
+def test_float32_norm_does_not_overflow():
+    grads = {"a": np.full(4, 1e20, np.float32)}  # squares overflow float32, the norm does not
+    total = clip_grad_norm(grads, 1.0)
+    assert total == pytest.approx(2e20, rel=1e-6)
+    np.testing.assert_allclose(grads["a"], np.full(4, 0.5), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: SGD([np.zeros(2)], lr=0.1), TypeError, "params must be a non-empty dict"),
+        (lambda: SGD({"W": np.zeros(2, int)}, lr=0.1), TypeError, r"params\['W'\] must have dtype"),
+        (lambda: SGD({"W": np.zeros(2)}, lr=-1), ValueError, "lr must be finite and >= 0"),
+        (lambda: SGD({"W": np.zeros(2)}, lr=0.1, nesterov=True), ValueError, "nesterov=True needs momentum"),
+        (lambda: Adam({"W": np.zeros(2)}, betas=(0.9, 1.0)), ValueError, r"betas\[1\] must be finite"),
+        (lambda: Adam({"W": np.zeros(2)}, betas=0.9), TypeError, "betas must be a pair"),
+        (lambda: clip_grad_norm({"W": np.zeros(2)}, "1"), TypeError, "max_norm must be a real number"),
+        (lambda: clip_grad_norm({"W": np.zeros(2)}, 1.0, names=["V"]), KeyError, "no entry for"),
+    ],
+)
+def test_argument_errors(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+@pytest.mark.parametrize(
+    "grads, error, match",
+    [
+        ({"b": np.zeros(2)}, KeyError, r"no entry for parameter\(s\) \['W'\]"),
+        ({"W": np.zeros(3)}, ValueError, r"grads\['W'\] must have shape \(2,\)"),
+        ({"W": np.zeros(2, np.float32)}, TypeError, r"grads\['W'\] must have dtype float64"),
+        ({"W": [0.0, 0.0]}, TypeError, r"grads\['W'\] must be a numpy array"),
+    ],
+)
+def test_step_errors_leave_params_untouched(grads, error, match):
+    params = {"W": np.ones(2)}
+    opt = SGD(params, lr=0.1)
+    with pytest.raises(error, match=match):
+        opt.step(grads)
+    np.testing.assert_array_equal(params["W"], np.ones(2))
