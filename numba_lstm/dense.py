@@ -1,0 +1,114 @@
+"""``Dense``: the affine output layer ``y = x @ W + b`` that sits on an LSTM."""
+
+import numpy as np
+
+from numba_lstm._validation import as_float_array, check_shape
+
+
+class Dense:
+    """A fully connected layer ``y = x @ W + b`` over the last axis.
+
+    Parameters
+    ----------
+    in_features : int
+        Size F of the last axis of ``x`` (the LSTM's hidden size H, say).
+    out_features : int
+        Size K of the last axis of ``y``.
+    dtype : numpy.float32 or numpy.float64, default float32
+    seed : int or None
+        Seed of the initialisation (``numpy.random.default_rng(seed)``).
+
+    Attributes
+    ----------
+    params : dict of name -> ndarray
+        ``"W"`` of shape (F, K) (the transpose of PyTorch's ``Linear.weight``)
+        and ``"b"`` of shape (K,).
+    grads : dict of name -> ndarray
+        The gradients with the same names, set by ``backward``.
+
+    Notes
+    -----
+    Initialisation follows PyTorch's ``nn.Linear``: weight and bias uniform
+    in ``[-1/sqrt(F), 1/sqrt(F)]``.
+    """
+
+    def __init__(self, in_features, out_features, *, dtype=np.float32, seed=None):
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.dtype = dtype
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(self.in_features)
+        self.params = {
+            "W": rng.uniform(-bound, bound, (self.in_features, self.out_features)).astype(dtype),
+            "b": rng.uniform(-bound, bound, self.out_features).astype(dtype),
+        }
+        self.grads = {}
+        self._x = None
+
+    @property
+    def W(self):
+        return self.params["W"]
+
+    @property
+    def b(self):
+        return self.params["b"]
+
+    @property
+    def num_parameters(self):
+        return sum(p.size for p in self.params.values())
+
+    def __repr__(self):
+        return (
+            f"Dense(in_features={self.in_features}, out_features={self.out_features}, "
+            f"dtype={self.dtype.name})"
+        )
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def forward(self, x):
+        """Return ``x @ W + b``.
+
+        Parameters
+        ----------
+        x : ndarray, shape (..., F)
+
+        Returns
+        -------
+        y : ndarray, shape (..., K)
+        """
+        x = as_float_array("x", x, self.dtype)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"x must have {self.in_features} features on its last axis (in_features), got shape {x.shape}"
+            )
+        self._x = x
+        return x @ self.W + self.b
+
+    def backward(self, dy):
+        """Backpropagate through the last ``forward``.
+
+        Parameters
+        ----------
+        dy : ndarray, shape (..., K), shaped like that forward's ``y``
+
+        Returns
+        -------
+        dx : ndarray, shape (..., F).  ``self.grads`` gets ``"W"`` (F, K) and
+        ``"b"`` (K,), summed over every leading axis.
+        """
+        if self._x is None:
+            raise RuntimeError("backward called before forward: run dense.forward(x) first")
+        x = self._x
+        dy = as_float_array("dy", dy, self.dtype)
+        check_shape("dy", dy, x.shape[:-1] + (self.out_features,), "the shape of y from the last forward")
+        x2 = x.reshape(-1, self.in_features)  # (N, F)
+        dy2 = dy.reshape(-1, self.out_features)  # (N, K)
+        self.grads = {"W": x2.T @ dy2, "b": dy2.sum(axis=0)}
+        return dy @ self.W.T

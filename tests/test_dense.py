@@ -1,0 +1,102 @@
+"""Dense layer: forward against the formula, backward against central finite differences."""
+
+import numpy as np
+import pytest
+from conftest import import_or_skip
+
+from numba_lstm.dense import Dense
+
+
+def numerical_grad(f, a, eps=1e-6):
+    """Central finite differences of the scalar ``f()`` with respect to every entry of ``a`` (in place)."""
+    grad = np.zeros_like(a)
+    for idx in np.ndindex(a.shape):
+        old = a[idx]
+        a[idx] = old + eps
+        up = f()
+        a[idx] = old - eps
+        down = f()
+        a[idx] = old
+        grad[idx] = (up - down) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("lead", [(5,), (3, 4), ()], ids=["N", "T,B", "none"])
+def test_dense_backward_matches_finite_differences(lead):
+    rng = np.random.default_rng(0)
+    dense = Dense(6, 3, dtype=np.float64, seed=1)
+    x = rng.standard_normal((*lead, 6))
+    r = rng.standard_normal((*lead, 3))  # loss = sum(r * y): dL/dy = r
+
+    def loss():
+        return float(np.sum(r * dense.forward(x)))
+
+    y = dense.forward(x)
+    assert y.shape == (*lead, 3)
+    dx = dense.backward(r)
+    for name, got in (("x", dx), ("W", dense.grads["W"]), ("b", dense.grads["b"])):
+        target = x if name == "x" else dense.params[name]
+        np.testing.assert_allclose(got, numerical_grad(loss, target), rtol=1e-7, atol=1e-8, err_msg=name)
+
+
+def test_dense_forward_is_affine_and_keeps_dtype(dtype):
+    dense = Dense(4, 2, dtype=dtype, seed=0)
+    x = np.random.default_rng(0).standard_normal((7, 4)).astype(dtype)
+    y = dense(x)
+    assert y.dtype == dtype and dense.W.dtype == dtype and dense.b.dtype == dtype
+    ref = x.astype(np.float64) @ dense.W.astype(np.float64) + dense.b
+    np.testing.assert_allclose(y, ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    dense.backward(np.ones_like(y))
+    assert all(g.dtype == dtype for g in dense.grads.values())
+    assert set(dense.grads) == set(dense.params) and dense.num_parameters == 10
+
+
+def test_dense_matches_torch_linear():
+    torch = import_or_skip("torch")
+    dense = Dense(5, 3, dtype=np.float64, seed=2)
+    linear = torch.nn.Linear(5, 3, dtype=torch.float64)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor(dense.W.T))
+        linear.bias.copy_(torch.tensor(dense.b))
+    x = np.random.default_rng(3).standard_normal((4, 5))
+    xt = torch.tensor(x, requires_grad=True)
+    yt = linear(xt)
+    dy = np.random.default_rng(4).standard_normal((4, 3))
+    yt.backward(torch.tensor(dy))
+    np.testing.assert_allclose(dense(x), yt.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(dense.backward(dy), xt.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(dense.grads["W"], linear.weight.grad.numpy().T, rtol=1e-12)
+    np.testing.assert_allclose(dense.grads["b"], linear.bias.grad.numpy(), rtol=1e-12)
+
+
+def test_dense_initialisation_is_seeded_and_bounded():
+    a, b = Dense(16, 8, seed=5), Dense(16, 8, seed=5)
+    np.testing.assert_array_equal(a.W, b.W)
+    assert np.abs(a.W).max() <= 0.25 and np.abs(a.b).max() <= 0.25  # 1/sqrt(16)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: Dense(0, 2), ValueError, "in_features must be a positive integer, got 0"),
+        (lambda: Dense(2, 2.0), ValueError, "out_features must be a positive integer"),
+        (lambda: Dense(2, 2, dtype=np.int32), TypeError, "dtype must be float32 or float64"),
+        (lambda: Dense(3, 2)(np.zeros((4, 2), np.float32)), ValueError, r"x must have 3 features.*\(4, 2\)"),
+        (
+            lambda: Dense(3, 2)(np.zeros((4, 3))),
+            TypeError,
+            "x has dtype float64 but the other arrays are float32",
+        ),
+        (lambda: Dense(3, 2).backward(np.zeros((4, 2), np.float32)), RuntimeError, "before forward"),
+    ],
+)
+def test_dense_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def test_dense_backward_checks_dy_shape():
+    dense = Dense(3, 2)
+    dense(np.zeros((4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"dy must have shape \(4, 2\)"):
+        dense.backward(np.zeros((4, 3), np.float32))

@@ -1,0 +1,99 @@
+"""Losses: values against their definitions and torch, gradients against central finite differences."""
+
+import numpy as np
+import pytest
+from conftest import import_or_skip
+from test_dense import numerical_grad
+
+from numba_lstm.losses import (
+    cross_entropy_backward,
+    cross_entropy_forward,
+    log_softmax,
+    mse_backward,
+    mse_forward,
+    softmax,
+)
+
+
+def test_mse_value_and_gradient():
+    rng = np.random.default_rng(0)
+    pred, target = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    assert mse_forward(pred, target) == pytest.approx(np.mean((pred - target) ** 2), rel=1e-14)
+    grad = numerical_grad(lambda: mse_forward(pred, target), pred)
+    np.testing.assert_allclose(mse_backward(pred, target), grad, rtol=1e-7, atol=1e-9)
+
+
+def test_cross_entropy_gradient_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    logits = rng.standard_normal((6, 5)) * 3
+    labels = rng.integers(0, 5, 6)
+    grad = numerical_grad(lambda: cross_entropy_forward(logits, labels), logits)
+    np.testing.assert_allclose(cross_entropy_backward(logits, labels), grad, rtol=1e-7, atol=1e-9)
+
+
+def test_cross_entropy_value_from_definition():
+    logits = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    labels = np.array([2, 0])
+    expected = -(np.log(np.exp(3) / np.exp([1, 2, 3]).sum()) + np.log(1 / 3)) / 2
+    assert cross_entropy_forward(logits, labels) == pytest.approx(expected, rel=1e-14)
+
+
+def test_losses_match_torch(dtype):
+    torch = import_or_skip("torch")
+    rng = np.random.default_rng(2)
+    logits = (rng.standard_normal((8, 4)) * 4).astype(dtype)
+    labels = rng.integers(0, 4, 8)
+    lt = torch.tensor(logits, requires_grad=True)
+    ref = torch.nn.functional.cross_entropy(lt, torch.tensor(labels))
+    ref.backward()
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    assert cross_entropy_forward(logits, labels) == pytest.approx(float(ref.detach()), rel=rtol)
+    got = cross_entropy_backward(logits, labels)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, lt.grad.numpy(), rtol=rtol, atol=rtol * 1e-2)
+
+    pred, target = rng.standard_normal((2, 5, 3)).astype(dtype)
+    pt = torch.tensor(pred, requires_grad=True)
+    ref = torch.nn.functional.mse_loss(pt, torch.tensor(target))
+    ref.backward()
+    assert mse_forward(pred, target) == pytest.approx(float(ref.detach()), rel=rtol)
+    got = mse_backward(pred, target)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, pt.grad.numpy(), rtol=rtol, atol=rtol * 1e-2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_is_stable_for_huge_logits(dtype):
+    logits = np.array([[1e4, 0.0, -1e4], [-3e4, 3e4, 0.0]], dtype)
+    labels = np.array([1, 1])
+    # exact: row 0 loses 1e4 (log-sum-exp is 1e4 to within e^-1e4), row 1 loses 0.
+    assert cross_entropy_forward(logits, labels) == pytest.approx(5e3, rel=1e-6)
+    grad = cross_entropy_backward(logits, labels)
+    np.testing.assert_allclose(grad, [[0.5, -0.5, 0.0], [0.0, 0.0, 0.0]], atol=1e-7)
+    assert np.isfinite(log_softmax(logits)).all()
+    np.testing.assert_allclose(softmax(logits).sum(axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: mse_forward(np.zeros(3), np.zeros(4)), ValueError, r"target must have shape \(3,\)"),
+        (lambda: mse_forward(np.zeros(3), np.zeros(3, np.float32)), TypeError, "target has dtype float32"),
+        (lambda: mse_backward([0.0], np.zeros(1)), TypeError, "pred must be a numpy array"),
+        (lambda: cross_entropy_forward(np.zeros(3), np.zeros(3, int)), ValueError, "logits must be 2-D"),
+        (
+            lambda: cross_entropy_forward(np.zeros((2, 3)), np.zeros(2)),
+            TypeError,
+            "labels must be .* integers",
+        ),
+        (
+            lambda: cross_entropy_forward(np.zeros((2, 3)), np.zeros(3, int)),
+            ValueError,
+            r"labels must have shape",
+        ),
+        (lambda: cross_entropy_backward(np.zeros((2, 3)), np.array([0, 3])), ValueError, r"in \[0, 3\)"),
+    ],
+)
+def test_loss_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
