@@ -1,21 +1,29 @@
 """Numba kernels of one LSTM layer, one direction: forward and backward (BPTT).
 
 Kernels only do arithmetic: the Python layer (``numba_lstm.functional``)
-validates, allocates every buffer and passes C-contiguous views.  Outputs come
-first in the argument lists, then inputs (llm.c style).  Shapes use the
-paper's letters: T steps, B batch, I inputs, H hidden units, 4H gate
-pre-activations in the order i, f, g, o.
+validates, allocates every buffer and passes C-contiguous arrays.  Outputs come
+first in the argument lists, then inputs (llm.c style).  Letters: T steps,
+B batch, I inputs, H hidden units (cell size), P the size of h (P = H without
+projection), N = sum of the sequence lengths.
+
+Packed layout (PyTorch's packed sequences): the batch is sorted by length,
+longest first, and step t uses only its first ``batch_sizes[t]`` rows; the rows
+of all steps are stored one step after the other, so a (N, ...) array holds
+step t in rows ``offsets[t] : offsets[t] + batch_sizes[t]``.  Without
+variable lengths every ``batch_sizes[t]`` is B and a (T, B, ...) array reshaped
+to (T * B, ...) is already packed.  Finished sequences do no work.
 
 Structure (DESIGN.md section 3): one GEMM for ``x @ W_x`` over all steps, then
 per step one GEMM ``h_{t-1} @ W_h`` through BLAS into a preallocated buffer and
-one fused gate pass; the backward does one fused pass and one GEMM per step and
-the weight gradients as large GEMMs after the loop.
+one fused gate pass (plus, with a projection, one GEMM ``m_t @ W_hr``); the
+backward does one fused pass and one or two GEMMs per step and the weight
+gradients as large GEMMs after the loop.
 
 Threads: all parallelism comes from BLAS's thread pool.  The gate passes are
 serial loops, which measured faster than ``prange`` at every benchmark shape
 (a parallel region costs ~1.2 us to launch, more than the whole fused pass at
-B = 1, and 2 threads did not speed it up at B = 64, H = 256; see
-bench/NOTES.md).  So Numba's pool and BLAS's pool never compete.
+B = 1, and 2 threads did not speed it up at B = 64, H = 256; bench/NOTES.md).
+So Numba's pool and BLAS's pool never compete.
 
 Vectorisation: every inner loop indexes 1-D row views with the plain loop
 variable.  An index such as ``gates[r, H + j]`` is not provably non-negative,
@@ -31,13 +39,13 @@ from numba_lstm._options import SERIAL
 
 
 @numba.njit(**SERIAL)
-def _gates_forward(gates, c, tanh_c, h, hw, b, c_prev):
+def _gates_forward(gates, c, tanh_c, m, hw, b, c_prev):
     """Fused gate pass of one step, in place on ``gates``.
 
     gates  (B, 4H)  in: x_t @ W_x; out: activations i, f, g, o
     c      (B, H)   out: c_t
     tanh_c (B, H)   out: tanh(c_t)
-    h      (B, H)   out: h_t
+    m      (B, H)   out: o * tanh(c_t) (h_t itself without projection)
     hw     (B, 4H)  in: h_{t-1} @ W_h
     b      (4H,)    in: bias
     c_prev (B, H)   in: c_{t-1}
@@ -49,7 +57,7 @@ def _gates_forward(gates, c, tanh_c, h, hw, b, c_prev):
         z_g, z_o = gates[r, 2 * H : 3 * H], gates[r, 3 * H :]
         u_i, u_f = hw[r, :H], hw[r, H : 2 * H]
         u_g, u_o = hw[r, 2 * H : 3 * H], hw[r, 3 * H :]
-        c_prev_r, c_r, tanh_c_r, h_r = c_prev[r], c[r], tanh_c[r], h[r]
+        c_prev_r, c_r, tanh_c_r, m_r = c_prev[r], c[r], tanh_c[r], m[r]
         for j in range(H):
             i = sigmoid(z_i[j] + u_i[j] + b_i[j])
             f = sigmoid(z_f[j] + u_f[j] + b_f[j])
@@ -63,17 +71,16 @@ def _gates_forward(gates, c, tanh_c, h, hw, b, c_prev):
             z_o[j] = o
             c_r[j] = c_t
             tanh_c_r[j] = tc
-            h_r[j] = o * tc
+            m_r[j] = o * tc
 
 
 @numba.njit(**SERIAL)
-def _gates_backward(dgates, dc, dh, dy, gates, tanh_c, c_prev):
+def _gates_backward(dgates, dc, dm, gates, tanh_c, c_prev):
     """Fused backward pass of one step through the gates and the cell.
 
     dgates (B, 4H)  out: dL/dz for the pre-activations of the four gates
     dc     (B, H)   in: dL/dc_t from step t+1; out: dL/dc_{t-1}
-    dh     (B, H)   in: dL/dh_t from step t+1 (dy[t] is added here)
-    dy     (B, H)   in: dL/dy_t
+    dm     (B, H)   in: dL/dm_t, the whole gradient of o * tanh(c_t)
     gates  (B, 4H)  in: activations i, f, g, o saved by the forward
     tanh_c (B, H)   in: tanh(c_t)
     c_prev (B, H)   in: c_{t-1}
@@ -85,78 +92,135 @@ def _gates_backward(dgates, dc, dh, dy, gates, tanh_c, c_prev):
         a_g, a_o = gates[r, 2 * H : 3 * H], gates[r, 3 * H :]
         d_i, d_f = dgates[r, :H], dgates[r, H : 2 * H]
         d_g, d_o = dgates[r, 2 * H : 3 * H], dgates[r, 3 * H :]
-        dc_r, dh_r, dy_r = dc[r], dh[r], dy[r]
-        tanh_c_r, c_prev_r = tanh_c[r], c_prev[r]
+        dc_r, dm_r, tanh_c_r, c_prev_r = dc[r], dm[r], tanh_c[r], c_prev[r]
         for j in range(H):
             i, f, g, o = a_i[j], a_f[j], a_g[j], a_o[j]
             tc = tanh_c_r[j]
-            dh_t = dy_r[j] + dh_r[j]
-            dc_t = dc_r[j] + dh_t * o * (one - tc * tc)
+            dm_t = dm_r[j]
+            dc_t = dc_r[j] + dm_t * o * (one - tc * tc)
             d_i[j] = dc_t * g * i * (one - i)
             d_f[j] = dc_t * c_prev_r[j] * f * (one - f)
             d_g[j] = dc_t * i * (one - g * g)
-            d_o[j] = dh_t * tc * o * (one - o)
+            d_o[j] = dm_t * tc * o * (one - o)
             dc_r[j] = dc_t * f
 
 
 @numba.njit(**SERIAL)
-def _lstm_forward(y, c, gates, tanh_c, hw, x, W_x, W_h, b, h_prev, c_prev):
-    """Forward pass over a whole sequence.
+def _add_into(out, a):
+    """out += a, for (B, P) blocks."""
+    for r in range(out.shape[0]):
+        out_r, a_r = out[r], a[r]
+        for j in range(out.shape[1]):
+            out_r[j] += a_r[j]
 
-    y      (T, B, H)   out: h_t for every step
-    c      (T, B, H)   out: c_t for every step
-    gates  (T, B, 4H)  out: activations i, f, g, o (saved for the backward)
-    tanh_c (T, B, H)   out: tanh(c_t) (saved for the backward)
-    hw     (B, 4H)     work: h_{t-1} @ W_h of the current step
-    x      (T, B, I)   in
-    W_x    (I, 4H)     in: input rows of W
-    W_h    (H, 4H)     in: recurrent rows of W
-    b      (4H,)       in
-    h_prev (T, B, H)   in: h_{t-1} for every step; h_prev[0] is h0 and
-                       h_prev[t] aliases y[t-1] (the caller's views of one buffer)
-    c_prev (T, B, H)   in: c_{t-1}, aliasing c the same way
+
+@numba.njit(**SERIAL)
+def _offsets(batch_sizes):
+    """offsets (T + 1,): where each step's rows start in the packed arrays."""
+    offsets = np.zeros(batch_sizes.size + 1, np.int64)
+    for t in range(batch_sizes.size):
+        offsets[t + 1] = offsets[t] + batch_sizes[t]
+    return offsets
+
+
+@numba.njit(**SERIAL)
+def _lstm_forward(y, m, c, gates, tanh_c, hw, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes):
+    """Forward pass over a whole packed sequence.
+
+    y      (N, P)    out: h_t of every step
+    m      (N, H)    out: o * tanh(c_t); pass ``y`` itself when there is no projection
+    c      (N, H)    out: c_t
+    gates  (N, 4H)   out: activations i, f, g, o (saved for the backward)
+    tanh_c (N, H)    out: tanh(c_t) (saved for the backward)
+    hw     (B, 4H)   work: h_{t-1} @ W_h of the current step
+    x      (N, I)    in
+    W_x    (I, 4H)   in: input rows of W
+    W_h    (P, 4H)   in: recurrent rows of W
+    b      (4H,)     in
+    W_hr   (H, P)    in: projection; shape (0, 0) for none
+    h0     (B, P)    in
+    c0     (B, H)    in
+    batch_sizes (T,) in: rows of each step, non-increasing
     """
-    T, B, I = x.shape
-    G = W_x.shape[1]
+    T = batch_sizes.size
+    offsets = _offsets(batch_sizes)
     # Input projection of every step in one GEMM, off the sequential path.
-    np.dot(x.reshape(T * B, I), W_x, gates.reshape(T * B, G))
+    np.dot(x, W_x, gates)
     for t in range(T):
-        np.dot(h_prev[t], W_h, hw)
-        _gates_forward(gates[t], c[t], tanh_c[t], y[t], hw, b, c_prev[t])
+        Bt = batch_sizes[t]
+        if Bt == 0:
+            break
+        lo, hi = offsets[t], offsets[t] + Bt
+        if t == 0:
+            h_prev, c_prev = h0[:Bt], c0[:Bt]
+        else:
+            h_prev, c_prev = y[offsets[t - 1] : offsets[t - 1] + Bt], c[offsets[t - 1] : offsets[t - 1] + Bt]
+        np.dot(h_prev, W_h, hw[:Bt])
+        _gates_forward(gates[lo:hi], c[lo:hi], tanh_c[lo:hi], m[lo:hi], hw[:Bt], b, c_prev)
+        if W_hr.shape[0] > 0:
+            np.dot(m[lo:hi], W_hr, y[lo:hi])
 
 
 @numba.njit(**SERIAL)
 def _lstm_backward(
-    dx, dW_x, dW_h, db, dh0, dc0, dgates,
-    dy, dh_n, dc_n, x, W_x, W_h, h_prev, c_prev, gates, tanh_c,
+    dx, dW_x, dW_h, db, dW_hr, dh0, dc0, dgates, dh_all, dm, h_prev_all,
+    dy, dh_n, dc_n, x, W_x, W_h, W_hr, h0, c0, y, m, c, gates, tanh_c, batch_sizes,
 ):  # fmt: skip
-    """Backward pass (BPTT) over a whole sequence; overwrites every gradient.
+    """Backward pass (BPTT) over a whole packed sequence; overwrites every gradient.
 
-    dx     (T, B, I)   out
-    dW_x   (I, 4H)     out: gradient of the input rows of W
-    dW_h   (H, 4H)     out: gradient of the recurrent rows of W
-    db     (4H,)       out
-    dh0    (B, H)      out: also the running dL/dh_t during the loop
-    dc0    (B, H)      out: also the running dL/dc_t during the loop
-    dgates (T, B, 4H)  work: dL/dz of every step
-    dy     (T, B, H)   in
-    dh_n   (B, H)      in: gradient arriving at h_T
-    dc_n   (B, H)      in: gradient arriving at c_T
-    x, W_x, W_h, h_prev, c_prev, gates, tanh_c: as in ``_lstm_forward``
+    dx     (N, I)   out
+    dW_x   (I, 4H)  out: gradient of the input rows of W
+    dW_h   (P, 4H)  out: gradient of the recurrent rows of W
+    db     (4H,)    out
+    dW_hr  (H, P)   out: gradient of the projection; (0, 0) for none
+    dh0    (B, P)   out: also the running dL/dh_t during the loop
+    dc0    (B, H)   out: also the running dL/dc_t during the loop
+    dgates (N, 4H)  work: dL/dz of every step
+    dh_all (N, P)   work: dL/dh_t of every step (projection only, else (0, 0))
+    dm     (B, H)   work: dL/dm_t of one step (projection only, else (0, 0))
+    h_prev_all (N, P) work: h_{t-1} of every row, for the dW_h GEMM
+    dy     (N, P)   in
+    dh_n   (B, P)   in: gradient arriving at each sequence's last h
+    dc_n   (B, H)   in: gradient arriving at each sequence's last c
+    x .. batch_sizes: as in ``_lstm_forward``
+
+    A sequence that has ended is not touched by the steps after its end, so
+    dh0/dc0 still hold its dh_n/dc_n when the loop reaches its last step.
     """
-    T, B, I = x.shape
-    H, G = W_h.shape
+    T = batch_sizes.size
+    offsets = _offsets(batch_sizes)
+    projected = W_hr.shape[0] > 0
     dh0[:, :] = dh_n
     dc0[:, :] = dc_n
     for t in range(T - 1, -1, -1):
-        _gates_backward(dgates[t], dc0, dh0, dy[t], gates[t], tanh_c[t], c_prev[t])
-        np.dot(dgates[t], W_h.T, dh0)
-    dg = dgates.reshape(T * B, G)
-    np.dot(x.reshape(T * B, I).T, dg, dW_x)
-    np.dot(h_prev.reshape(T * B, H).T, dg, dW_h)
-    np.dot(dg, W_x.T, dx.reshape(T * B, I))
+        Bt = batch_sizes[t]
+        if Bt == 0:
+            continue
+        lo, hi = offsets[t], offsets[t] + Bt
+        dh = dh0[:Bt]
+        _add_into(dh, dy[lo:hi])  # dh is now the whole dL/dh_t
+        if projected:
+            dh_all[lo:hi] = dh
+            np.dot(dh, W_hr.T, dm[:Bt])
+            dm_t = dm[:Bt]
+        else:
+            dm_t = dh
+        if t == 0:
+            c_prev = c0[:Bt]
+            h_prev_all[lo:hi] = h0[:Bt]
+        else:
+            c_prev = c[offsets[t - 1] : offsets[t - 1] + Bt]
+            h_prev_all[lo:hi] = y[offsets[t - 1] : offsets[t - 1] + Bt]
+        _gates_backward(dgates[lo:hi], dc0[:Bt], dm_t, gates[lo:hi], tanh_c[lo:hi], c_prev)
+        np.dot(dgates[lo:hi], W_h.T, dh)
+    np.dot(x.T, dgates, dW_x)
+    np.dot(h_prev_all.T, dgates, dW_h)
+    np.dot(dgates, W_x.T, dx)
+    if projected:
+        np.dot(m.T, dh_all, dW_hr)
+    G = dgates.shape[1]
     db[:] = 0
-    for r in range(T * B):
-        dg_r = dg[r]
+    for r in range(dgates.shape[0]):
+        dg_r = dgates[r]
         for j in range(G):
             db[j] += dg_r[j]

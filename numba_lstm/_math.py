@@ -48,7 +48,7 @@ def sigmoid(x):
     raise NotImplementedError("numba_lstm._math.sigmoid is only callable from jitted code")
 
 
-@overload(tanh, inline="always")
+@overload(tanh)
 def _tanh_overload(x):
     if x == types.float32:
 
@@ -80,7 +80,7 @@ def _tanh_overload(x):
     return None
 
 
-@overload(sigmoid, inline="always")
+@overload(sigmoid)
 def _sigmoid_overload(x):
     if x == types.float32:
 

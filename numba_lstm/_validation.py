@@ -62,22 +62,46 @@ def check_ndim(name, value, ndim, letters):
         raise ValueError(f"{name} must be {ndim}-D {letters}, got {value.ndim}-D shape {value.shape}")
 
 
-def check_weights(W, b, input_size=None):
-    """Validate the native weights; return ``(W, b, I, H)``.
+def check_weights(W, b, input_size=None, W_hr=None):
+    """Validate the native weights; return ``(W, b, W_hr, I, H, P)``.
 
-    ``W`` is (I + H, 4H) and ``b`` is (4H,).  ``I`` comes from ``input_size``
-    when given (the layer knows it), else from ``W`` and ``H``.
+    ``W`` is (I + P, 4H), ``b`` is (4H,) and the optional projection ``W_hr``
+    is (H, P); without it P = H.  ``I`` comes from ``input_size`` when given
+    (the layer knows it), else from ``W`` and ``P``.
     """
     W = as_float_array("W", W)
-    check_ndim("W", W, 2, "(I + H, 4H)")
+    check_ndim("W", W, 2, "(I + P, 4H)")
     G = W.shape[1]
     if G == 0 or G % 4:
         raise ValueError(f"W must have shape (I + H, 4H) with 4H a positive multiple of 4, got {W.shape}")
     H = G // 4
     b = as_float_array("b", b, W.dtype)
     check_shape("b", b, (G,), "(4H,) to match W")
+    P = H
+    if W_hr is not None:
+        W_hr = as_float_array("W_hr", W_hr, W.dtype)
+        check_ndim("W_hr", W_hr, 2, "(H, P)")
+        if W_hr.shape[0] != H or W_hr.shape[1] < 1:
+            raise ValueError(f"W_hr must have shape (H, P) with H = {H} from W, got {W_hr.shape}")
+        P = W_hr.shape[1]
     if input_size is None:
-        input_size = W.shape[0] - H
-    if input_size < 1 or W.shape[0] != input_size + H:
-        raise ValueError(f"W must have shape (I + H, 4H) = ({input_size} + {H}, {G}), got {W.shape}")
-    return W, b, input_size, H
+        input_size = W.shape[0] - P
+    if input_size < 1 or W.shape[0] != input_size + P:
+        raise ValueError(f"W must have shape (I + P, 4H) = ({input_size} + {P}, {G}), got {W.shape}")
+    return W, b, W_hr, input_size, H, P
+
+
+def check_lengths(lengths, T, B):
+    """Validate per-sequence lengths: integers in 0..T, shape (B,); None stays None."""
+    if lengths is None:
+        return None
+    if not isinstance(lengths, np.ndarray):
+        lengths = np.asarray(lengths)
+    if lengths.dtype.kind not in "iu":
+        raise TypeError(f"lengths must be an integer array of shape (B,), got dtype {lengths.dtype}")
+    check_shape("lengths", lengths, (B,), "(B,), one length per sequence")
+    if lengths.size and (lengths.min() < 0 or lengths.max() > T):
+        raise ValueError(
+            f"lengths must be between 0 and T = {T}, got values from {lengths.min()} to {lengths.max()}"
+        )
+    return lengths.astype(np.int64)

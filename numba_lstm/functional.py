@@ -1,9 +1,10 @@
 """Drop-in functional API: ``lstm_forward`` and ``lstm_backward``.
 
 Time-major, one layer, one direction, native layout (DESIGN.md section 2):
-``x (T, B, I)``, ``W (I + H, 4H)`` with rows for x first then h, gate order
-i, f, g, o, one bias ``b (4H,)``.  These functions validate, allocate and call
-the Numba kernels in ``numba_lstm._kernels``.
+``x (T, B, I)``, ``W (I + P, 4H)`` with rows for x first then h, gate order
+i, f, g, o, one bias ``b (4H,)``; P = H unless a projection ``W_hr (H, P)`` is
+given.  These functions validate, pack, allocate and call the Numba kernels in
+``numba_lstm._kernels``.
 """
 
 from typing import NamedTuple
@@ -11,26 +12,116 @@ from typing import NamedTuple
 import numpy as np
 
 from numba_lstm._kernels import _lstm_backward, _lstm_forward
-from numba_lstm._validation import as_float_array, check_ndim, check_shape, check_weights
+from numba_lstm._validation import (
+    as_float_array,
+    check_lengths,
+    check_ndim,
+    check_shape,
+    check_weights,
+)
+
+
+class Packing(NamedTuple):
+    """Where each row of the packed arrays comes from (see ``numba_lstm._kernels``).
+
+    batch_sizes (T,) rows of each step, non-increasing
+    order       (B,) original batch index of each sorted row (longest first)
+    lengths     (B,) sorted lengths
+    src_t, src_b (N,) time and batch index in the (T, B, ...) arrays of each
+                packed row; None when the packed array is the plain reshape
+    """
+
+    T: int
+    B: int
+    batch_sizes: np.ndarray
+    order: np.ndarray
+    lengths: np.ndarray
+    src_t: np.ndarray | None
+    src_b: np.ndarray | None
+
+    @classmethod
+    def build(cls, T, B, lengths, reverse):
+        if lengths is None and not reverse:
+            full = np.full(T, B, np.int64)
+            return cls(T, B, full, np.arange(B), np.full(B, T, np.int64), None, None)
+        lengths = np.full(B, T, np.int64) if lengths is None else lengths
+        order = np.argsort(-lengths, kind="stable")
+        sorted_lengths = lengths[order]
+        active = sorted_lengths[None, :] > np.arange(T)[:, None]  # (T, B)
+        t_idx, r_idx = np.nonzero(active)  # row-major: step by step, rows in order
+        src_t = sorted_lengths[r_idx] - 1 - t_idx if reverse else t_idx
+        return cls(T, B, active.sum(axis=1), order, sorted_lengths, src_t, order[r_idx])
+
+    @property
+    def N(self):
+        return int(self.lengths.sum())
+
+    def pack(self, a):
+        """(T, B, F) -> (N, F), a view when no reordering is needed."""
+        if self.src_t is None:
+            return a.reshape(self.T * self.B, a.shape[2])
+        return a[self.src_t, self.src_b]
+
+    def unpack(self, packed):
+        """(N, F) -> (T, B, F); rows past a sequence's length are zero."""
+        if self.src_t is None:
+            return packed.reshape(self.T, self.B, packed.shape[1])
+        out = np.zeros((self.T, self.B, packed.shape[1]), packed.dtype)
+        out[self.src_t, self.src_b] = packed
+        return out
+
+    def last_rows(self):
+        """Packed row of each sorted sequence's last step (-1 for length 0)."""
+        offsets = np.concatenate([[0], np.cumsum(self.batch_sizes)])
+        last = np.full(self.B, -1, np.int64)
+        ended = self.lengths > 0
+        last[ended] = offsets[self.lengths[ended] - 1] + np.arange(self.B)[ended]
+        return last
+
+    def final_state(self, packed, initial):
+        """State after each sequence's last step, in the original batch order."""
+        last = self.last_rows()
+        ended = last >= 0
+        sorted_state = initial[self.order]
+        sorted_state[ended] = packed[last[ended]]
+        out = np.empty_like(sorted_state)
+        out[self.order] = sorted_state
+        return out
+
+    def sort(self, a):
+        return a if self.src_t is None else a[self.order]
+
+    def unsort(self, a):
+        if self.src_t is None:
+            return a
+        out = np.empty_like(a)
+        out[self.order] = a
+        return out
 
 
 class LSTMCache(NamedTuple):
-    """What ``lstm_forward`` saves for ``lstm_backward``.
+    """What ``lstm_forward`` saves for ``lstm_backward`` (packed rows, N of them).
 
-    x      (T, B, I)     the input
-    W      (I + H, 4H)   the weights used (a reference, not a copy)
-    hs     (T + 1, B, H) h0 followed by h_1 .. h_T (y is ``hs[1:]``)
-    cs     (T + 1, B, H) c0 followed by c_1 .. c_T
-    gates  (T, B, 4H)    activations i, f, g, o of every step
-    tanh_c (T, B, H)     tanh(c_t) of every step
+    x      (N, I)    the packed input
+    W      (I + P, 4H) and b (4H,), W_hr (H, P) or None: the weights used
+                     (references, not copies)
+    h0     (B, P), c0 (B, H): sorted initial state
+    y      (N, P)    h_t;  m (N, H): o * tanh(c_t) (``y`` itself without projection)
+    c      (N, H)    c_t;  gates (N, 4H): activations i, f, g, o;  tanh_c (N, H)
+    packing          the ``Packing`` of the call
     """
 
     x: np.ndarray
     W: np.ndarray
-    hs: np.ndarray
-    cs: np.ndarray
+    W_hr: np.ndarray | None
+    h0: np.ndarray
+    c0: np.ndarray
+    y: np.ndarray
+    m: np.ndarray
+    c: np.ndarray
     gates: np.ndarray
     tanh_c: np.ndarray
+    packing: Packing
 
 
 class LSTMGrads(NamedTuple):
@@ -43,56 +134,88 @@ class LSTMGrads(NamedTuple):
     dc0: np.ndarray
 
 
-def _initial_state(name, value, B, H, dtype):
+class LSTMProjGrads(NamedTuple):
+    """``lstm_backward``'s result when the forward had a projection ``W_hr``."""
+
+    dx: np.ndarray
+    dW: np.ndarray
+    db: np.ndarray
+    dh0: np.ndarray
+    dc0: np.ndarray
+    dW_hr: np.ndarray
+
+
+def _state(name, value, B, size, dtype):
     if value is None:
-        return np.zeros((B, H), dtype)
+        return np.zeros((B, size), dtype)
     value = as_float_array(name, value, dtype)
-    check_shape(name, value, (B, H), "(B, H)")
+    check_shape(name, value, (B, size), f"(B, {'P' if name.startswith(('h', 'dh')) else 'H'})")
     return value
 
 
-def lstm_forward(x, W, b, h0=None, c0=None):
+def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=False):
     """Run one LSTM layer over a time-major sequence.
 
     Parameters
     ----------
     x : ndarray, shape (T, B, I), float32 or float64
-    W : ndarray, shape (I + H, 4H), same dtype
+    W : ndarray, shape (I + P, 4H), same dtype
         Rows 0..I-1 multiply x_t, rows I.. multiply h_{t-1}; columns are the
-        gates i, f, g, o.
+        gates i, f, g, o.  P = H without projection.
     b : ndarray, shape (4H,), same dtype
-    h0, c0 : ndarray, shape (B, H), optional
+    h0 : ndarray, shape (B, P), optional
+    c0 : ndarray, shape (B, H), optional
         Initial state (zeros when omitted).
+    W_hr : ndarray, shape (H, P), optional
+        Recurrent projection: ``h_t = (o * tanh(c_t)) @ W_hr`` (PyTorch's
+        ``proj_size``, TF1's ``num_proj``).
+    lengths : integer ndarray, shape (B,), optional
+        Valid steps of each sequence, 0..T.  Outputs past a sequence's length
+        are zero and its final state is the one after its last valid step.
+    reverse : bool
+        Run each sequence backwards in time (within its own length).
 
     Returns
     -------
-    y : ndarray, shape (T, B, H)
-        h_t of every step.
-    h_n, c_n : ndarray, shape (B, H)
-        Final state (the initial state when T = 0).
+    y : ndarray, shape (T, B, P)
+    h_n : ndarray, shape (B, P)
+    c_n : ndarray, shape (B, H)
+        Final state (the initial state for sequences of length 0).
     cache : LSTMCache
         What ``lstm_backward`` needs.
     """
-    W, b, I, H = check_weights(W, b)
-    x = as_float_array("x", x, W.dtype)
+    W, b, W_hr, I, H, P = check_weights(W, b, W_hr=W_hr)
+    dtype = W.dtype
+    x = as_float_array("x", x, dtype)
     check_ndim("x", x, 3, "(T, B, I)")
     T, B = x.shape[:2]
-    check_shape("x", x, (T, B, I), f"(T, B, I) with I = {I} from W (I + H, 4H) = {W.shape}")
-    dtype = W.dtype
-    h0 = _initial_state("h0", h0, B, H, dtype)
-    c0 = _initial_state("c0", c0, B, H, dtype)
+    check_shape("x", x, (T, B, I), f"(T, B, I) with I = {I} from W (I + P, 4H) = {W.shape}")
+    h0 = _state("h0", h0, B, P, dtype)
+    c0 = _state("c0", c0, B, H, dtype)
+    lengths = check_lengths(lengths, T, B)
+    packing = Packing.build(T, B, lengths, bool(reverse))
+    N = packing.N
 
-    hs = np.empty((T + 1, B, H), dtype)
-    cs = np.empty((T + 1, B, H), dtype)
-    hs[0] = h0
-    cs[0] = c0
-    gates = np.empty((T, B, 4 * H), dtype)
-    tanh_c = np.empty((T, B, H), dtype)
-    if T > 0 and B > 0:
-        hw = np.empty((B, 4 * H), dtype)
-        _lstm_forward(hs[1:], cs[1:], gates, tanh_c, hw, x, W[:I], W[I:], b, hs[:T], cs[:T])
-    cache = LSTMCache(x, W, hs, cs, gates, tanh_c)
-    return hs[1:], hs[T].copy(), cs[T].copy(), cache
+    x_packed = packing.pack(x)
+    h0_sorted, c0_sorted = packing.sort(h0), packing.sort(c0)
+    y = np.empty((N, P), dtype)
+    m = np.empty((N, H), dtype) if W_hr is not None else y
+    c = np.empty((N, H), dtype)
+    gates = np.empty((N, 4 * H), dtype)
+    tanh_c = np.empty((N, H), dtype)
+    if N > 0:
+        _lstm_forward(
+            y, m, c, gates, tanh_c, np.empty((B, 4 * H), dtype),
+            x_packed, W[:I], W[I:], b, _or_empty(W_hr, dtype), h0_sorted, c0_sorted, packing.batch_sizes,
+        )  # fmt: skip
+    cache = LSTMCache(x_packed, W, W_hr, h0_sorted, c0_sorted, y, m, c, gates, tanh_c, packing)
+    h_n = packing.final_state(y, h0)
+    c_n = packing.final_state(c, c0)
+    return packing.unpack(y), h_n, c_n, cache
+
+
+def _or_empty(W_hr, dtype):
+    return np.empty((0, 0), dtype) if W_hr is None else W_hr
 
 
 def lstm_backward(dy, cache, dh_n=None, dc_n=None):
@@ -100,43 +223,62 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
 
     Parameters
     ----------
-    dy : ndarray, shape (T, B, H), or None
+    dy : ndarray, shape (T, B, P), or None
         Gradient of the loss with respect to ``y``; None means zero (only the
-        final-state gradients flow).
+        final-state gradients flow).  Entries past a sequence's length are
+        ignored (those outputs are constant zeros).
     cache : LSTMCache
         The fourth result of ``lstm_forward``.
-    dh_n, dc_n : ndarray, shape (B, H), optional
+    dh_n : ndarray, shape (B, P), optional
+    dc_n : ndarray, shape (B, H), optional
         Gradients with respect to the final state ``h_n``, ``c_n``.
 
     Returns
     -------
     LSTMGrads
-        ``(dx, dW, db, dh0, dc0)`` with the shapes of ``x, W, b, h0, c0``.
+        ``(dx, dW, db, dh0, dc0)`` with the shapes of ``x, W, b, h0, c0``;
+        ``LSTMProjGrads`` with ``dW_hr`` as well when the forward had ``W_hr``.
     """
     if not isinstance(cache, LSTMCache):
         raise TypeError(f"cache must be the LSTMCache returned by lstm_forward, got {type(cache).__name__}")
-    x, W = cache.x, cache.W
-    T, B, I = x.shape
-    H = W.shape[1] // 4
+    pk = cache.packing
+    W, W_hr = cache.W, cache.W_hr
     dtype = W.dtype
+    T, B, N = pk.T, pk.B, pk.N
+    I = cache.x.shape[1]
+    H = W.shape[1] // 4
+    P = W.shape[0] - I
     if dy is None:
-        dy = np.zeros((T, B, H), dtype)
+        dy_packed = np.zeros((N, P), dtype)
     else:
         dy = as_float_array("dy", dy, dtype)
-        check_shape("dy", dy, (T, B, H), "(T, B, H), the shape of y")
-    dh_n = _initial_state("dh_n", dh_n, B, H, dtype)
-    dc_n = _initial_state("dc_n", dc_n, B, H, dtype)
+        check_shape("dy", dy, (T, B, P), "(T, B, P), the shape of y")
+        dy_packed = pk.pack(dy)
+    dh_n = _state("dh_n", dh_n, B, P, dtype)
+    dc_n = _state("dc_n", dc_n, B, H, dtype)
 
-    dx = np.zeros((T, B, I), dtype)
     dW = np.zeros(W.shape, dtype)
     db = np.zeros(4 * H, dtype)
-    if T == 0 or B == 0:
-        return LSTMGrads(dx, dW, db, dh_n.copy(), dc_n.copy())
-    dh0 = np.empty((B, H), dtype)
-    dc0 = np.empty((B, H), dtype)
-    dgates = np.empty((T, B, 4 * H), dtype)
-    _lstm_backward(
-        dx, dW[:I], dW[I:], db, dh0, dc0, dgates,
-        dy, dh_n, dc_n, x, W[:I], W[I:], cache.hs[:T], cache.cs[:T], cache.gates, cache.tanh_c,
-    )  # fmt: skip
-    return LSTMGrads(dx, dW, db, dh0, dc0)
+    dW_hr = np.zeros((H, P), dtype) if W_hr is not None else np.empty((0, 0), dtype)
+    if N == 0:
+        dx = np.zeros((T, B, I), dtype)
+        dh0, dc0 = dh_n.copy(), dc_n.copy()
+    else:
+        dx_packed = np.empty((N, I), dtype)
+        dh0 = np.empty((B, P), dtype)
+        dc0 = np.empty((B, H), dtype)
+        projected = W_hr is not None
+        _lstm_backward(
+            dx_packed, dW[:I], dW[I:], db, dW_hr, dh0, dc0,
+            np.empty((N, 4 * H), dtype),
+            np.empty((N, P) if projected else (0, 0), dtype),
+            np.empty((B, H) if projected else (0, 0), dtype),
+            np.empty((N, P), dtype),
+            dy_packed, pk.sort(dh_n), pk.sort(dc_n), cache.x, W[:I], W[I:], _or_empty(W_hr, dtype),
+            cache.h0, cache.c0, cache.y, cache.m, cache.c, cache.gates, cache.tanh_c, pk.batch_sizes,
+        )  # fmt: skip
+        dx = pk.unpack(dx_packed)
+        dh0, dc0 = pk.unsort(dh0), pk.unsort(dc0)
+    if W_hr is None:
+        return LSTMGrads(dx, dW, db, dh0, dc0)
+    return LSTMProjGrads(dx, dW, db, dh0, dc0, dW_hr)

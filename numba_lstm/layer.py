@@ -2,121 +2,217 @@
 
 import numpy as np
 
-from numba_lstm._validation import as_float_array, check_ndim, check_shape
+from numba_lstm import jit
+from numba_lstm._validation import as_float_array, check_lengths, check_ndim, check_shape
 from numba_lstm.functional import lstm_backward, lstm_forward
 
 
+def _positive_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
 class LSTM:
-    """A single-layer LSTM in the native layout.
+    """A stacked, optionally bidirectional LSTM in the native layout.
 
     Parameters
     ----------
     input_size : int
         Number of input features I.
     hidden_size : int
-        Number of hidden units H.
+        Number of hidden units H (the size of the cell state c).
+    num_layers : int, default 1
+        Stacked layers; layer k > 0 takes the previous layer's output.
+    bidirectional : bool, default False
+        Add a reverse direction per layer; outputs are concatenated
+        (forward, reverse) on the last axis.
+    proj_size : int, default 0
+        If > 0, ``h_t = (o * tanh(c_t)) @ W_hr`` has size P = proj_size
+        (PyTorch's ``proj_size``); otherwise P = H.
+    dropout : float, default 0
+        Dropout on the outputs of every layer but the last, in training mode.
     batch_first : bool, default False
         If True, ``x`` and ``y`` are ``(B, T, ...)`` instead of ``(T, B, ...)``.
     dtype : numpy.float32 or numpy.float64, default float32
     seed : int or None
-        Seed of the initialisation (``numpy.random.default_rng(seed)``).
+        Seeds the initialisation and the dropout masks.
 
     Attributes
     ----------
     params : dict of name -> ndarray
-        ``"W"`` of shape (I + H, 4H) and ``"b"`` of shape (4H,), gate order
-        i, f, g, o.  ``layer.W`` and ``layer.b`` are the same arrays.
+        PyTorch-like names: ``W_l{k}`` (I_k + P, 4H), ``b_l{k}`` (4H,),
+        ``W_hr_l{k}`` (H, P) with a projection, and the same with suffix
+        ``_reverse`` for the reverse direction.  Gate order i, f, g, o.
     grads : dict of name -> ndarray
-        Gradients with the same names, filled by ``backward`` (plus ``"h0"``
-        and ``"c0"``, the gradients of the initial state).
+        Gradients with the same names, filled by ``backward``, plus ``h0`` and
+        ``c0`` (the gradients of the initial state).
 
     Notes
     -----
     Initialisation follows PyTorch's ``nn.LSTM``: every weight and bias is
-    uniform in ``[-1/sqrt(H), 1/sqrt(H)]``, so a model initialised here trains
-    like the same model in PyTorch.
+    uniform in ``[-1/sqrt(H), 1/sqrt(H)]``.  A new layer is in training mode
+    (as in PyTorch); ``eval()`` switches dropout off.
     """
 
-    def __init__(self, input_size, hidden_size, *, batch_first=False, dtype=np.float32, seed=None):
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    def __init__(
+        self, input_size, hidden_size, num_layers=1, *, bidirectional=False, proj_size=0,
+        dropout=0.0, batch_first=False, dtype=np.float32, seed=None,
+    ):  # fmt: skip
+        self.input_size = _positive_int("input_size", input_size)
+        self.hidden_size = _positive_int("hidden_size", hidden_size)
+        self.num_layers = _positive_int("num_layers", num_layers)
+        self.proj_size = _positive_int("proj_size", proj_size, minimum=0)
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size, got {proj_size} >= {hidden_size}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-        self.input_size = int(input_size)
-        self.hidden_size = int(hidden_size)
+        self.bidirectional = bool(bidirectional)
+        self.dropout = float(dropout)
         self.batch_first = bool(batch_first)
         self.dtype = dtype
-        I, H = self.input_size, self.hidden_size
-        rng = np.random.default_rng(seed)
+        self.training = True
+        self._rng = np.random.default_rng(seed)
+        self.params = {}
+        H, P = self.hidden_size, self.output_size
         bound = 1.0 / np.sqrt(H)
-        self.params = {
-            "W": rng.uniform(-bound, bound, (I + H, 4 * H)).astype(dtype),
-            "b": rng.uniform(-bound, bound, 4 * H).astype(dtype),
-        }
+        for k in range(self.num_layers):
+            I_k = self.input_size if k == 0 else P * self.num_directions
+            for suffix in self._suffixes():
+                self.params[f"W_l{k}{suffix}"] = self._uniform(bound, (I_k + P, 4 * H))
+                self.params[f"b_l{k}{suffix}"] = self._uniform(bound, (4 * H,))
+                if self.proj_size:
+                    self.params[f"W_hr_l{k}{suffix}"] = self._uniform(bound, (H, P))
         self.grads = {}
-        self._cache = None
+        self._caches = None
+        self._step_buffers = {}
+
+    def _uniform(self, bound, shape):
+        return self._rng.uniform(-bound, bound, shape).astype(self.dtype)
+
+    def _suffixes(self):
+        return ("", "_reverse") if self.bidirectional else ("",)
 
     @property
-    def W(self):
-        return self.params["W"]
+    def num_directions(self):
+        return 2 if self.bidirectional else 1
 
     @property
-    def b(self):
-        return self.params["b"]
-
-    @property
-    def dW(self):
-        return self.grads.get("W")
-
-    @property
-    def db(self):
-        return self.grads.get("b")
+    def output_size(self):
+        """P: the size of h (``proj_size`` if set, else ``hidden_size``)."""
+        return self.proj_size or self.hidden_size
 
     @property
     def num_parameters(self):
-        """``4 * ((I + H) * H + H)``: 56 for 4 inputs and 2 units."""
+        """Total parameter count; ``4 * ((I + H) * H + H)`` for one plain layer."""
         return sum(p.size for p in self.params.values())
 
+    def _single(self, name):
+        if self.num_layers != 1 or self.bidirectional:
+            raise AttributeError(f"layer.{name} exists for one unidirectional layer; use layer.params")
+        return name
+
+    W = property(lambda self: self.params[self._single("W") + "_l0"], doc="W_l0 of a single layer")
+    b = property(lambda self: self.params[self._single("b") + "_l0"], doc="b_l0 of a single layer")
+    dW = property(lambda self: self.grads.get(self._single("W") + "_l0"), doc="gradient of W")
+    db = property(lambda self: self.grads.get(self._single("b") + "_l0"), doc="gradient of b")
+
+    def train(self, mode=True):
+        """Switch dropout on (training mode); returns the layer."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        """Switch dropout off (inference mode); returns the layer."""
+        return self.train(False)
+
     def __repr__(self):
+        extras = "".join(
+            f", {name}={getattr(self, name)!r}"
+            for name in ("num_layers", "bidirectional", "proj_size", "dropout", "batch_first")
+            if getattr(self, name) != {"num_layers": 1}.get(name, type(getattr(self, name))())
+        )
+        return f"LSTM({self.input_size}, {self.hidden_size}{extras}, dtype={self.dtype.name})"
+
+    def _layer_params(self, k, suffix):
         return (
-            f"LSTM(input_size={self.input_size}, hidden_size={self.hidden_size}, "
-            f"batch_first={self.batch_first}, dtype={self.dtype.name})"
+            self.params[f"W_l{k}{suffix}"],
+            self.params[f"b_l{k}{suffix}"],
+            self.params.get(f"W_hr_l{k}{suffix}"),
         )
 
-    def __call__(self, x, state=None):
-        return self.forward(x, state)
+    def _time_major(self, name, a):
+        return np.ascontiguousarray(a.transpose(1, 0, 2)) if self.batch_first else a
 
-    def forward(self, x, state=None):
+    def _initial_state(self, state, B):
+        LD, H, P = self.num_layers * self.num_directions, self.hidden_size, self.output_size
+        if state is None:
+            return np.zeros((LD, B, P), self.dtype), np.zeros((LD, B, H), self.dtype)
+        if not isinstance(state, tuple) or len(state) != 2:
+            raise TypeError(f"state must be a tuple (h0, c0), got {type(state).__name__}")
+        h0 = as_float_array("h0", state[0], self.dtype)
+        c0 = as_float_array("c0", state[1], self.dtype)
+        check_shape("h0", h0, (LD, B, P), "(num_layers * num_directions, B, P)")
+        check_shape("c0", c0, (LD, B, H), "(num_layers * num_directions, B, H)")
+        return h0, c0
+
+    def __call__(self, x, state=None, lengths=None):
+        return self.forward(x, state, lengths)
+
+    def forward(self, x, state=None, lengths=None):
         """Run the layer over a sequence.
 
         Parameters
         ----------
         x : ndarray, shape (T, B, I), or (B, T, I) with ``batch_first``
-        state : tuple (h0, c0) of arrays of shape (B, H), optional
+        state : tuple (h0, c0), optional
+            h0 (L * D, B, P) and c0 (L * D, B, H), L layers, D directions, in
+            PyTorch's order (layer by layer, forward before reverse).
+        lengths : integer ndarray, shape (B,), optional
+            Valid steps of each sequence (PyTorch's packed sequences).
 
         Returns
         -------
-        y : ndarray, shape (T, B, H), or (B, T, H) with ``batch_first``
-        (h_n, c_n) : arrays of shape (B, H)
+        y : ndarray, shape (T, B, D * P), or (B, T, D * P) with ``batch_first``
+            Zero past each sequence's length.
+        (h_n, c_n) : ndarrays (L * D, B, P) and (L * D, B, H)
+            From each sequence's last valid step.
         """
         x = as_float_array("x", x, self.dtype)
         check_ndim("x", x, 3, "(B, T, I)" if self.batch_first else "(T, B, I)")
-        if self.batch_first:
-            x = np.ascontiguousarray(x.transpose(1, 0, 2))
-        h0 = c0 = None
-        if state is not None:
-            if not isinstance(state, tuple) or len(state) != 2:
-                raise TypeError(f"state must be a tuple (h0, c0), got {type(state).__name__}")
-            h0, c0 = state
         if x.shape[2] != self.input_size:
             raise ValueError(
                 f"x must have {self.input_size} features on its last axis (input_size), got shape {x.shape}"
             )
-        y, h_n, c_n, self._cache = lstm_forward(x, self.W, self.b, h0, c0)
-        if self.batch_first:
-            y = y.transpose(1, 0, 2)
+        x = self._time_major("x", x)
+        T, B = x.shape[:2]
+        h0, c0 = self._initial_state(state, B)
+        lengths = check_lengths(lengths, T, B)
+        h_n, c_n = np.empty_like(h0), np.empty_like(c0)
+        caches, masks = [], []
+        layer_input = x
+        for k in range(self.num_layers):
+            outputs = []
+            for d, suffix in enumerate(self._suffixes()):
+                idx = k * self.num_directions + d
+                W, b, W_hr = self._layer_params(k, suffix)
+                y, h_n[idx], c_n[idx], cache = lstm_forward(
+                    layer_input, W, b, h0[idx], c0[idx], W_hr=W_hr, lengths=lengths, reverse=d == 1
+                )
+                outputs.append(y)
+                caches.append(cache)
+            layer_input = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
+            mask = None
+            if self.training and self.dropout > 0 and k < self.num_layers - 1:
+                keep = 1.0 - self.dropout
+                mask = (self._rng.random(layer_input.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+                layer_input = layer_input * mask
+            masks.append(mask)
+        self._caches = (caches, masks, (T, B))
+        y = layer_input.transpose(1, 0, 2) if self.batch_first else layer_input
         return y, (h_n, c_n)
 
     def backward(self, dy, dh_n=None, dc_n=None):
@@ -125,24 +221,88 @@ class LSTM:
         Parameters
         ----------
         dy : ndarray shaped like that forward's ``y``, or None
-        dh_n, dc_n : ndarray, shape (B, H), optional
+        dh_n, dc_n : ndarrays shaped like ``h_n``, ``c_n``, optional
 
         Returns
         -------
-        dx : ndarray shaped like that forward's ``x``.  The parameter gradients
-        go to ``self.grads`` (``layer.dW``, ``layer.db``), the initial-state
-        gradients to ``self.grads["h0"]`` and ``self.grads["c0"]``.
+        dx : ndarray shaped like that forward's ``x``.  Parameter gradients go
+        to ``self.grads`` under the names of ``self.params``; the gradients of
+        the initial state to ``self.grads["h0"]`` and ``self.grads["c0"]``.
         """
-        if self._cache is None:
+        if self._caches is None:
             raise RuntimeError("backward called before forward: run layer.forward(x) first")
-        if dy is not None:
+        caches, masks, (T, B) = self._caches
+        D, P, H = self.num_directions, self.output_size, self.hidden_size
+        LD = self.num_layers * D
+        if dy is None:
+            d_out = np.zeros((T, B, D * P), self.dtype)
+        else:
             dy = as_float_array("dy", dy, self.dtype)
-            T, B = self._cache.x.shape[:2]
-            expected = (B, T, self.hidden_size) if self.batch_first else (T, B, self.hidden_size)
+            expected = (B, T, D * P) if self.batch_first else (T, B, D * P)
             check_shape("dy", dy, expected, "the shape of y from the last forward")
-            if self.batch_first:
-                dy = dy.transpose(1, 0, 2)
-        grads = lstm_backward(dy, self._cache, dh_n, dc_n)
-        self.grads = {"W": grads.dW, "b": grads.db, "h0": grads.dh0, "c0": grads.dc0}
-        dx = grads.dx
-        return dx.transpose(1, 0, 2) if self.batch_first else dx
+            d_out = self._time_major("dy", dy)
+        dh_n = np.zeros((LD, B, P), self.dtype) if dh_n is None else as_float_array("dh_n", dh_n, self.dtype)
+        dc_n = np.zeros((LD, B, H), self.dtype) if dc_n is None else as_float_array("dc_n", dc_n, self.dtype)
+        check_shape("dh_n", dh_n, (LD, B, P), "the shape of h_n")
+        check_shape("dc_n", dc_n, (LD, B, H), "the shape of c_n")
+        grads = {"h0": np.empty((LD, B, P), self.dtype), "c0": np.empty((LD, B, H), self.dtype)}
+        for k in reversed(range(self.num_layers)):
+            if masks[k] is not None:
+                d_out = d_out * masks[k]
+            d_in = None
+            for d, suffix in enumerate(self._suffixes()):
+                idx = k * D + d
+                g = lstm_backward(d_out[:, :, d * P : (d + 1) * P], caches[idx], dh_n[idx], dc_n[idx])
+                grads[f"W_l{k}{suffix}"], grads[f"b_l{k}{suffix}"] = g.dW, g.db
+                if self.proj_size:
+                    grads[f"W_hr_l{k}{suffix}"] = g.dW_hr
+                grads["h0"][idx], grads["c0"][idx] = g.dh0, g.dc0
+                d_in = g.dx if d_in is None else d_in + g.dx
+            d_out = d_in
+        self.grads = grads
+        return d_out.transpose(1, 0, 2) if self.batch_first else d_out
+
+    def step(self, x_t, state=None):
+        """Advance every layer by one time step (streaming inference).
+
+        Parameters
+        ----------
+        x_t : ndarray, shape (B, I)
+        state : tuple (h, c) of shapes (L, B, P) and (L, B, H), optional
+
+        Returns
+        -------
+        y_t : ndarray, shape (B, P)
+        (h, c) : the new state, new arrays
+
+        A loop of ``step`` equals one ``forward`` over the sequence (in eval
+        mode).  ``step`` applies no dropout and keeps nothing for
+        ``backward``.  Bidirectional layers cannot stream (the reverse
+        direction needs the future) and are refused.
+        """
+        if self.bidirectional:
+            raise ValueError(
+                "step is not defined for a bidirectional LSTM: its reverse direction needs the future"
+            )
+        x_t = as_float_array("x_t", x_t, self.dtype)
+        check_ndim("x_t", x_t, 2, "(B, I)")
+        B = x_t.shape[0]
+        check_shape("x_t", x_t, (B, self.input_size), "(B, input_size)")
+        h, c = self._initial_state(state, B)
+        h_new, c_new = np.empty_like(h), np.empty_like(c)
+        if self.proj_size == 0:
+            work = self._step_buffers.get(B)
+            if work is None:
+                work = self._step_buffers[B] = np.empty(jit.work_size(B, self.hidden_size), self.dtype)
+            layer_input = x_t
+            for k in range(self.num_layers):
+                W, b, _ = self._layer_params(k, "")
+                jit.step_into(layer_input, h[k], c[k], W, b, h_new[k], c_new[k], work)
+                layer_input = h_new[k]
+        else:
+            layer_input = x_t
+            for k in range(self.num_layers):
+                W, b, W_hr = self._layer_params(k, "")
+                y, h_new[k], c_new[k], _ = lstm_forward(layer_input[None], W, b, h[k], c[k], W_hr=W_hr)
+                layer_input = y[0]
+        return layer_input.copy(), (h_new, c_new)

@@ -12,6 +12,7 @@ def test_parameter_count_matches_keras_lstm2_on_4_features():
     layer = numba_lstm.LSTM(4, 2)
     assert layer.num_parameters == 56
     assert layer.W.shape == (6, 8) and layer.b.shape == (8,)
+    assert layer.params["W_l0"] is layer.W
 
 
 def test_seed_makes_initialisation_reproducible(dtype):
@@ -29,7 +30,9 @@ def test_layer_forward_backward_match_reference(dtype):
     T, B, I, H = 6, 3, 4, 5
     layer = numba_lstm.LSTM(I, H, dtype=dtype, seed=1)
     p = make_problem(T, B, I, H, dtype)
-    y, (h_n, c_n) = layer(p["x"], (p["h0"], p["c0"]))
+    y, (h_n, c_n) = layer(p["x"], (p["h0"][None], p["c0"][None]))
+    assert h_n.shape == (1, B, H) and c_n.shape == (1, B, H)
+    h_n, c_n = h_n[0], c_n[0]
     ref = as64({"x": p["x"], "W": layer.W, "b": layer.b, "h0": p["h0"], "c0": p["c0"]})
     ry, rh, rc, rcache = reference.lstm_forward(**ref)
     assert_close(y, ry, dtype, "y")
@@ -41,8 +44,8 @@ def test_layer_forward_backward_match_reference(dtype):
     assert_close(dx, rg.dx, dtype, "dx")
     assert_close(layer.dW, rg.dW, dtype, "dW")
     assert_close(layer.db, rg.db, dtype, "db")
-    assert_close(layer.grads["h0"], rg.dh0, dtype, "dh0")
-    assert_close(layer.grads["c0"], rg.dc0, dtype, "dc0")
+    assert_close(layer.grads["h0"][0], rg.dh0, dtype, "dh0")
+    assert_close(layer.grads["c0"][0], rg.dc0, dtype, "dc0")
     assert set(layer.grads) >= set(layer.params)
 
 

@@ -67,7 +67,7 @@ def test_layer_matches_torch_batch_first(dtype):
     x_t = torch.from_numpy(x).requires_grad_(True)
     y_t, (hn_t, cn_t) = module(x_t)
     assert_close(y, y_t.detach().numpy(), dtype, "y")
-    assert_close(h_n, hn_t[0].detach().numpy(), dtype, "h_n")
+    assert_close(h_n, hn_t.detach().numpy(), dtype, "h_n")
     dy = np.ones_like(y)
     dx = layer.backward(dy)
     y_t.backward(torch.from_numpy(dy))

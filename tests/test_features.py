@@ -1,0 +1,81 @@
+"""Variable lengths, reverse direction and projection: kernels against the reference."""
+
+import numpy as np
+import pytest
+from conftest import as64, assert_close, make_problem
+
+import numba_lstm
+from numba_lstm import reference
+
+CONFIGS = {
+    "lengths": dict(lengths=[5, 0, 3, 5, 1]),
+    "reverse": dict(reverse=True),
+    "reverse+lengths": dict(reverse=True, lengths=[2, 5, 0, 4, 5]),
+    "projection": dict(P=3),
+    "projection+reverse+lengths": dict(P=2, reverse=True, lengths=[1, 5, 3, 3, 0]),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_features_match_reference(name, dtype):
+    cfg = dict(CONFIGS[name])
+    T, B, I, H = 5, 5, 4, 6
+    P = cfg.pop("P", None)
+    p = make_problem(T, B, I, H, dtype)
+    rng = np.random.default_rng(5)
+    if P is not None:
+        p["W"] = p["W"][: I + P].copy()
+        p["h0"] = p["h0"][:, :P].copy()
+        p["W_hr"] = (rng.standard_normal((H, P)) * 0.5).astype(dtype)
+    if "lengths" in cfg:
+        cfg["lengths"] = np.array(cfg["lengths"])
+    y, h_n, c_n, cache = numba_lstm.lstm_forward(**p, **cfg)
+    ry, rh, rc, rcache = reference.lstm_forward(**as64(p), **cfg)
+    assert_close(y, ry, dtype, "y")
+    assert_close(h_n, rh, dtype, "h_n")
+    assert_close(c_n, rc, dtype, "c_n")
+    if "lengths" in cfg:
+        past_end = np.arange(T)[:, None] >= cfg["lengths"][None, :]
+        assert not np.any(y[past_end]), "outputs past a sequence's length must be zero"
+
+    Pn = y.shape[2]
+    dy = rng.standard_normal((T, B, Pn)).astype(dtype)
+    dh_n = rng.standard_normal((B, Pn)).astype(dtype)
+    dc_n = rng.standard_normal((B, H)).astype(dtype)
+    got = numba_lstm.lstm_backward(dy, cache, dh_n, dc_n)
+    ref = reference.lstm_backward(
+        *(a.astype(np.float64) for a in (dy,)), rcache, dh_n.astype(np.float64), dc_n.astype(np.float64)
+    )
+    assert type(got).__name__ == ("LSTMProjGrads" if P else "LSTMGrads")
+    for field in got._fields:
+        assert_close(getattr(got, field), getattr(ref, field), dtype, field)
+
+
+def test_zero_length_sequences_keep_their_state_and_gradients(dtype):
+    p = make_problem(4, 3, 2, 3, dtype)
+    lengths = np.array([0, 4, 0])
+    y, h_n, c_n, cache = numba_lstm.lstm_forward(**p, lengths=lengths)
+    np.testing.assert_array_equal(h_n[[0, 2]], p["h0"][[0, 2]])
+    np.testing.assert_array_equal(c_n[[0, 2]], p["c0"][[0, 2]])
+    dh_n = np.ones((3, 3), dtype)
+    g = numba_lstm.lstm_backward(None, cache, dh_n, dh_n)
+    np.testing.assert_array_equal(g.dh0[[0, 2]], dh_n[[0, 2]])
+    all_zero = numba_lstm.lstm_forward(**p, lengths=np.zeros(3, np.int64))
+    assert not np.any(all_zero[0])
+
+
+def test_full_lengths_equal_no_lengths(dtype):
+    p = make_problem(6, 3, 2, 4, dtype)
+    plain = numba_lstm.lstm_forward(**p)
+    full = numba_lstm.lstm_forward(**p, lengths=np.full(3, 6))
+    for a, b in zip(plain[:3], full[:3], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_reverse_equals_forward_on_flipped_sequence(dtype):
+    p = make_problem(6, 2, 3, 4, dtype)
+    y_rev, h_rev, _, _ = numba_lstm.lstm_forward(**p, reverse=True)
+    flipped = dict(p, x=p["x"][::-1].copy())
+    y_flip, h_flip, _, _ = numba_lstm.lstm_forward(**flipped)
+    np.testing.assert_array_equal(y_rev, y_flip[::-1])
+    np.testing.assert_array_equal(h_rev, h_flip)

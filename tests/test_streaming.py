@@ -1,0 +1,93 @@
+"""Streaming: layer.step and numba_lstm.jit, against whole-sequence forward and the reference."""
+
+import numba
+import numpy as np
+import pytest
+from conftest import as64, assert_close, make_problem
+
+import numba_lstm
+from numba_lstm import jit, reference
+
+
+@pytest.mark.parametrize("config", [dict(), dict(num_layers=3), dict(num_layers=2, proj_size=2)], ids=str)
+def test_step_loop_equals_forward(config, dtype):
+    layer = numba_lstm.LSTM(4, 5, **config, dtype=dtype, seed=0).eval()
+    x = np.random.default_rng(0).standard_normal((6, 3, 4)).astype(dtype)
+    y, (h_n, c_n) = layer(x)
+    state = None
+    for t in range(6):
+        y_t, state = layer.step(x[t], state)
+        assert_close(y_t, y[t], dtype, f"y[{t}]")
+    assert_close(state[0], h_n, dtype, "h_n")
+    assert_close(state[1], c_n, dtype, "c_n")
+
+
+def test_step_refuses_bidirectional():
+    with pytest.raises(ValueError, match="bidirectional"):
+        numba_lstm.LSTM(2, 3, bidirectional=True).step(np.zeros((1, 2), np.float32))
+
+
+def test_jit_step_and_forward_match_reference(dtype):
+    p = make_problem(5, 2, 3, 4, dtype)
+    ry, rh, rc, _ = reference.lstm_forward(**as64(p))
+    y, h_n, c_n = jit.forward(p["x"], p["W"], p["b"], p["h0"], p["c0"])
+    assert_close(y, ry, dtype, "y")
+    assert_close(h_n, rh, dtype, "h_n")
+    assert_close(c_n, rc, dtype, "c_n")
+    h, c = p["h0"], p["c0"]
+    for t in range(5):
+        h, c = jit.step(p["x"][t], h, c, p["W"], p["b"])
+    assert_close(h, rh, dtype, "step h")
+    assert_close(c, rc, dtype, "step c")
+
+
+@numba.njit
+def simulate(W, b, x0, steps, gain):
+    """A user's simulation: a scalar system driven by an LSTM controller.
+
+    The controller sees the state s, its hidden state feeds back, and the
+    action (mean of h) moves the state: s <- 0.9 s + gain * action.
+    """
+    H = W.shape[1] // 4
+    h = np.zeros((1, H), W.dtype)
+    c = np.zeros((1, H), W.dtype)
+    work = np.empty(jit.work_size(1, H), W.dtype)
+    obs = np.empty((1, 1), W.dtype)
+    trajectory = np.empty(steps, W.dtype)
+    s = x0
+    for k in range(steps):
+        obs[0, 0] = s
+        jit.step_into(obs, h, c, W, b, h, c, work)  # in place
+        s = 0.9 * s + gain * h[0].mean()
+        trajectory[k] = s
+    return trajectory
+
+
+def test_user_njit_simulation_matches_reference(dtype):
+    rng = np.random.default_rng(0)
+    H = 8
+    W = (rng.standard_normal((1 + H, 4 * H)) * 0.5).astype(dtype)
+    b = (rng.standard_normal(4 * H) * 0.1).astype(dtype)
+    got = simulate(W, b, dtype(1.0), 50, dtype(0.5))
+    h = np.zeros((1, H))
+    c = np.zeros((1, H))
+    s = 1.0
+    expected = []
+    for _ in range(50):
+        _, h, c, _ = reference.lstm_forward(
+            np.full((1, 1, 1), s), W.astype(np.float64), b.astype(np.float64), h, c
+        )
+        s = 0.9 * s + 0.5 * h[0].mean()
+        expected.append(s)
+    assert_close(got, np.array(expected), dtype, "trajectory")
+
+
+def test_jit_rejects_inconsistent_shapes():
+    x = np.zeros((2, 3), np.float32)
+    h = np.zeros((2, 4), np.float32)
+    with pytest.raises(ValueError, match=r"W must have shape \(I \+ H, 4H\)"):
+        jit.step(x, h, h, np.zeros((6, 16), np.float32), np.zeros(16, np.float32))
+    with pytest.raises(ValueError, match="work must have"):
+        jit.step_into(
+            x, h, h, np.zeros((7, 16), np.float32), np.zeros(16, np.float32), h, h, np.zeros(3, np.float32)
+        )
