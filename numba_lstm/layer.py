@@ -120,6 +120,80 @@ class LSTM:
     dW = property(lambda self: self.grads.get(self._single("W") + "_l0"), doc="gradient of W")
     db = property(lambda self: self.grads.get(self._single("b") + "_l0"), doc="gradient of b")
 
+    @property
+    def config(self):
+        """The architecture: ``input_size, hidden_size, num_layers, bidirectional, proj_size``."""
+        return {
+            "input_size": self.input_size,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "bidirectional": self.bidirectional,
+            "proj_size": self.proj_size,
+        }
+
+    @classmethod
+    def from_params(cls, config, params, **options):
+        """A layer holding copies of native ``params`` for ``config``.
+
+        ``options`` are the constructor's keyword options (``dropout``,
+        ``batch_first``, ``seed``); the dtype is the parameters' own.
+        """
+        from numba_lstm.convert import check_params
+
+        config, params = check_params(config, params)
+        dtype = next(iter(params.values())).dtype
+        layer = cls(**config, dtype=dtype, **options)
+        for name, value in params.items():
+            layer.params[name][...] = value
+        return layer
+
+    @classmethod
+    def from_torch(cls, module_or_state_dict, **options):
+        """Build from a ``torch.nn.LSTM`` or its state dict (the two biases are summed)."""
+        from numba_lstm import convert
+
+        return cls.from_params(*convert.from_torch(module_or_state_dict), **options)
+
+    def to_torch_state_dict(self):
+        """A state dict that ``torch.nn.LSTM(...).load_state_dict(..., strict=True)`` accepts."""
+        from numba_lstm import convert
+
+        return convert.to_torch_state_dict(self.config, self.params)
+
+    @classmethod
+    def from_keras(cls, layer_or_weights, **options):
+        """Build from a Keras 3 ``LSTM`` / ``Bidirectional`` layer or its ``get_weights()`` list."""
+        from numba_lstm import convert
+
+        return cls.from_params(*convert.from_keras(layer_or_weights), **options)
+
+    def to_keras_weights(self, **kwargs):
+        """The list for Keras ``layer.set_weights`` (see ``numba_lstm.convert.to_keras_weights``)."""
+        from numba_lstm import convert
+
+        return convert.to_keras_weights(self.config, self.params, **kwargs)
+
+    def to_onnx(self, path=None, **kwargs):
+        """Write (and return) an ONNX model with one ``LSTM`` node per layer."""
+        from numba_lstm import convert
+
+        return convert.to_onnx(self.config, self.params, path, **kwargs)
+
+    @classmethod
+    def from_onnx(cls, path_or_model, **options):
+        """Build from the ``LSTM`` nodes of an ONNX model (file path or ``ModelProto``)."""
+        from numba_lstm import convert
+
+        return cls.from_params(*convert.from_onnx(path_or_model), **options)
+
+    def summary(self):
+        """Print and return a table of every parameter with its per-gate split and the total."""
+        from numba_lstm.gates import parameter_table
+
+        table = parameter_table(self.config, self.params)
+        print(table)
+        return table
+
     def train(self, mode=True):
         """Switch dropout on (training mode); returns the layer."""
         self.training = bool(mode)

@@ -1,0 +1,78 @@
+"""Layer-level conversion shortcuts: from_* builds a working layer, to_* round-trips exactly."""
+
+import os
+
+import numpy as np
+import pytest
+from conftest import assert_close, import_or_skip
+
+import numba_lstm
+
+
+def test_summary_totals_56_for_keras_lstm2_on_4_features(capsys):
+    table = numba_lstm.LSTM(4, 2).summary()
+    assert table in capsys.readouterr().out
+    assert table.splitlines()[-1].split()[-1] == "56"
+
+
+def test_from_params_copies_and_checks():
+    source = numba_lstm.LSTM(3, 4, num_layers=2, dtype=np.float64, seed=1)
+    layer = numba_lstm.LSTM.from_params(source.config, source.params, batch_first=True)
+    assert layer.dtype == np.float64 and layer.batch_first and layer.config == source.config
+    for name, value in source.params.items():
+        np.testing.assert_array_equal(layer.params[name], value)
+        assert layer.params[name] is not value
+    with pytest.raises(ValueError, match="W_l1"):
+        numba_lstm.LSTM.from_params(dict(source.config, num_layers=1), source.params)
+
+
+def test_torch_round_trip_and_outputs(dtype):
+    torch = import_or_skip("torch")
+    module = torch.nn.LSTM(3, 5, 2, bidirectional=True, proj_size=2)
+    module = module.to(torch.float64 if dtype == np.float64 else torch.float32)
+    layer = numba_lstm.LSTM.from_torch(module).eval()
+    assert layer.dtype == dtype
+    twin = torch.nn.LSTM(3, 5, 2, bidirectional=True, proj_size=2).to(next(module.parameters()).dtype)
+    twin.load_state_dict(layer.to_torch_state_dict(), strict=True)
+    back = numba_lstm.LSTM.from_torch(twin)
+    for name, value in layer.params.items():
+        np.testing.assert_array_equal(back.params[name], value)
+    x = np.random.default_rng(0).standard_normal((6, 2, 3)).astype(dtype)
+    with torch.no_grad():
+        y_t, (h_t, c_t) = module(torch.from_numpy(x))
+    y, (h, c) = layer(x)
+    assert_close(y, y_t.numpy(), dtype, "y")
+    assert_close(h, h_t.numpy(), dtype, "h_n")
+    assert_close(c, c_t.numpy(), dtype, "c_n")
+
+
+def test_keras_layer_round_trip_and_outputs():
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = import_or_skip("keras")
+    x = np.random.default_rng(0).standard_normal((2, 7, 4)).astype(np.float32)
+    k_layer = keras.layers.LSTM(6, return_sequences=True, return_state=True)
+    y_k, h_k, c_k = (np.asarray(keras.ops.convert_to_numpy(a)) for a in k_layer(x))
+    layer = numba_lstm.LSTM.from_keras(k_layer, batch_first=True)
+    y, (h, c) = layer(x)
+    assert_close(y, y_k, np.float32, "y")
+    assert_close(h[0], h_k, np.float32, "h")
+    assert_close(c[0], c_k, np.float32, "c")
+    for got, want in zip(layer.to_keras_weights(), k_layer.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_onnx_round_trip_runs_in_onnxruntime(tmp_path):
+    ort = import_or_skip("onnxruntime")
+    layer = numba_lstm.LSTM(3, 4, num_layers=2, bidirectional=True, seed=0).eval()
+    path = tmp_path / "lstm.onnx"
+    layer.to_onnx(str(path))
+    back = numba_lstm.LSTM.from_onnx(str(path))
+    for name, value in layer.params.items():
+        np.testing.assert_array_equal(back.params[name], value)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {session.get_inputs()[0].name: x})
+    y, (h, c) = layer(x)
+    assert_close(outputs[0], y, np.float32, "y")
+    assert_close(outputs[1], h, np.float32, "h_n")
+    assert_close(outputs[2], c, np.float32, "c_n")
