@@ -1,0 +1,207 @@
+"""Save and load (numba_lstm.io): exact round trip, atomic writes, refusal of bad files."""
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import numba_lstm
+from numba_lstm import io
+
+CONFIGS = [
+    dict(input_size=3, hidden_size=5),
+    dict(
+        input_size=2,
+        hidden_size=4,
+        num_layers=2,
+        bidirectional=True,
+        proj_size=3,
+        dropout=0.25,
+        batch_first=True,
+    ),
+    dict(input_size=1, hidden_size=1, num_layers=3),
+]
+
+
+def _bits(a):
+    return a.dtype.str, a.shape, a.tobytes()
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=["plain", "full", "tiny"])
+def test_round_trip_keeps_config_dtype_and_every_bit(tmp_path, config, dtype):
+    layer = numba_lstm.LSTM(**config, dtype=dtype, seed=1)
+    # Values a lossy path would damage: NaN payload, -0.0, subnormals, extremes.
+    W0 = layer.params["W_l0"]
+    W0.flat[:4] = [np.nan, -0.0, np.finfo(dtype).tiny / 4, np.finfo(dtype).max]
+    path = tmp_path / "model.npz"
+    io.save(layer, path)
+    loaded = io.load(path)
+    assert isinstance(loaded, numba_lstm.LSTM)
+    assert io.layer_config(loaded) == io.layer_config(layer)
+    assert io.layer_config(loaded) == {**io.layer_config(layer), **config}
+    assert loaded.dtype == np.dtype(dtype)
+    assert sorted(loaded.params) == sorted(layer.params)
+    for name, value in layer.params.items():
+        assert _bits(loaded.params[name]) == _bits(value), name
+    # A loaded layer computes exactly what the original computes.
+    W0.flat[:4] = 0.1
+    loaded.params["W_l0"].flat[:4] = 0.1
+    x = np.random.default_rng(0).standard_normal((4, 2, config["input_size"])).astype(dtype)
+    if config.get("batch_first"):
+        x = x.transpose(1, 0, 2).copy()
+    layer.eval(), loaded.eval()
+    y1, (h1, c1) = layer(x)
+    y2, (h2, c2) = loaded(x)
+    assert _bits(y1) == _bits(y2) and _bits(h1) == _bits(h2) and _bits(c1) == _bits(c2)
+
+
+def test_file_is_written_exactly_at_path_and_holds_no_pickle(tmp_path):
+    layer = numba_lstm.LSTM(2, 3)
+    path = tmp_path / "weights.bin"  # no .npz suffix is appended
+    io.save(layer, str(path))
+    assert sorted(os.listdir(tmp_path)) == ["weights.bin"]
+    with np.load(path, allow_pickle=False) as f:  # would raise on any object array
+        assert int(f["__version__"]) == io.FORMAT_VERSION
+        assert json.loads(str(f["__config__"]))["dtype"] == "float32"
+    io.save(layer, path)  # overwriting an existing file works
+    assert sorted(os.listdir(tmp_path)) == ["weights.bin"]
+
+
+def test_crash_while_writing_leaves_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    old = numba_lstm.LSTM(2, 3, seed=0)
+    io.save(old, path)
+    before = path.read_bytes()
+
+    def crash(file, **arrays):
+        file.write(b"PK\x03\x04 half written")
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(io.np, "savez", crash)
+    with pytest.raises(KeyboardInterrupt):
+        io.save(numba_lstm.LSTM(2, 3, seed=1), path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["model.npz"]
+    # And with no previous file, nothing appears under the final name.
+    with pytest.raises(KeyboardInterrupt):
+        io.save(old, tmp_path / "new.npz")
+    assert sorted(os.listdir(tmp_path)) == ["model.npz"]
+
+
+def test_save_refuses_non_layers_and_converted_parameters(tmp_path):
+    with pytest.raises(TypeError, match="layer must be a numba_lstm.LSTM"):
+        io.save({"W": np.zeros(3)}, tmp_path / "x.npz")
+    layer = numba_lstm.LSTM(2, 3)
+    layer.params["b_l0"] = layer.params["b_l0"].astype(np.float64)
+    with pytest.raises(TypeError, match=r"b_l0.*float32"):
+        io.save(layer, tmp_path / "x.npz")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.fixture
+def saved(tmp_path):
+    layer = numba_lstm.LSTM(3, 4, num_layers=2, proj_size=2, dtype=np.float64, seed=3)
+    path = tmp_path / "m.npz"
+    io.save(layer, path)
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    return path, arrays
+
+
+def _rewrite(path, arrays):
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def test_truncated_file_is_refused(saved):
+    path, _ = saved
+    data = path.read_bytes()
+    for n in (0, 10, len(data) // 2, len(data) - 1):
+        path.write_bytes(data[:n])
+        with pytest.raises(ValueError, match="truncated or corrupted"):
+            io.load(path)
+
+
+def test_corrupted_array_bytes_are_refused(saved):
+    path, _ = saved
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("param/W_l1.npy")
+    # Flip a byte inside the stored array data (past the local header and .npy header).
+    offset = info.header_offset + 30 + len(info.filename) + 200
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        io.load(path)
+
+
+def test_missing_file_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        io.load(tmp_path / "nope.npz")
+
+
+def test_other_files_are_refused(tmp_path):
+    npy = tmp_path / "a.npy"
+    np.save(npy, np.zeros(3))
+    with pytest.raises(ValueError, match="not a numba_lstm layer file"):
+        io.load(npy)
+    other = tmp_path / "b.npz"
+    np.savez(other, W=np.zeros(3))
+    with pytest.raises(ValueError, match="not a numba_lstm layer file"):
+        io.load(other)
+    pickled = tmp_path / "c.npz"
+    np.savez(pickled, obj=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="pickle"):
+        io.load(pickled)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a.update(__version__=np.array(2)), "format version 2"),
+        (lambda a: a.update(__version__=np.array(0)), "format version 0"),
+        (lambda a: a.update(__format__=np.array("something else")), "not a numba_lstm layer file"),
+        (lambda a: a.pop("__config__"), "has no __config__"),
+        (lambda a: a.update(__config__=np.array("{not json")), "not valid JSON"),
+        (lambda a: a.pop("param/W_hr_l1"), r"parameters do not match.*W_hr_l1"),
+        (lambda a: a.update({"param/extra": np.zeros(2)}), r"parameters do not match.*extra"),
+        (lambda a: a.update({"junk": np.zeros(2)}), "unexpected arrays"),
+        (
+            lambda a: a.update({"param/W_l0": a["param/W_l0"][:-1]}),
+            r"W_l0 has shape \(4, 16\), expected \(5, 16\)",
+        ),
+        (lambda a: a.update({"param/b_l1": a["param/b_l1"].astype(np.float32)}), "b_l1 has dtype float32"),
+        (lambda a: a.update({"param/b_l1": a["param/b_l1"].astype(np.int64)}), "b_l1 has dtype int64"),
+    ],
+)
+def test_inconsistent_files_are_refused(saved, change, message):
+    path, arrays = saved
+    change(arrays)
+    _rewrite(path, arrays)
+    with pytest.raises(ValueError, match=message):
+        io.load(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("dtype", "float16", "dtype must be"),
+        ("hidden_size", 5, r"parameters do not match|has shape"),
+        ("proj_size", 0, "parameters do not match"),
+        ("proj_size", 9, "invalid configuration"),
+        ("num_layers", "2", "wrong type"),
+        ("bidirectional", 1, "wrong type"),
+        ("dropout", 1.5, "invalid configuration"),
+        ("seed", 3, "must have the keys"),
+    ],
+)
+def test_inconsistent_configs_are_refused(saved, key, value, message):
+    path, arrays = saved
+    config = json.loads(str(arrays["__config__"]))
+    config[key] = value
+    arrays["__config__"] = np.array(json.dumps(config))
+    _rewrite(path, arrays)
+    with pytest.raises(ValueError, match=message):
+        io.load(path)
