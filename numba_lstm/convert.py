@@ -1,0 +1,938 @@
+"""Weight conversion between the native layout and other frameworks.
+
+Pure functions on arrays and dicts; nothing here depends on the layer class
+and no framework is imported until a function that needs it is called.
+
+The native layout (DESIGN.md section 2), per layer ``k`` and direction:
+
+* ``W_l{k}`` of shape ``(I_k + H_out, 4H)``: rows ``0..I_k-1`` multiply
+  ``x_t``, the rest multiply ``h_{t-1}``; columns are the gates i, f, g, o.
+* ``b_l{k}`` of shape ``(4H,)``.
+* with ``proj_size = P > 0``: ``W_hr_l{k}`` of shape ``(H, P)`` and
+  ``h_t = (o * tanh(c_t)) @ W_hr``, so ``H_out = P``; otherwise ``H_out = H``.
+* the reverse direction of a bidirectional model adds the suffix
+  ``_reverse`` to each name.
+
+``I_0`` is ``input_size``; layer ``k > 0`` reads the concatenated outputs of
+the layer below, ``I_k = H_out * num_directions``.  A *config* is a dict with
+the keys ``input_size``, ``hidden_size``, ``num_layers``, ``bidirectional``
+and ``proj_size`` (the last three default to 1, False and 0).
+
+Formats
+-------
+PyTorch ``nn.LSTM``     ``from_torch`` / ``to_torch_state_dict``
+Keras 3 ``LSTM``        ``from_keras`` / ``to_keras_weights``
+TF1 ``LSTMCell``        ``from_tf1`` / ``to_tf1`` (one cell: ``(W, b)``)
+ONNX ``LSTM``           ``from_onnx`` / ``to_onnx``
+Flax ``LSTMCell``       ``from_flax`` / ``to_flax`` (one cell: ``(W, b)``)
+
+Arrays keep their dtype (float32 stays float32, float64 stays float64);
+other dtypes are refused, never cast.  Every conversion only moves values
+(transposes, gate permutations), except where a format stores two biases
+(PyTorch, ONNX: summed on import) or TF1's ``forget_bias`` (added on import,
+subtracted on export): those are one floating-point addition.
+"""
+
+import re
+from collections.abc import Mapping
+
+import numpy as np
+
+from numba_lstm._validation import FLOAT_DTYPES
+
+CONFIG_KEYS = ("input_size", "hidden_size", "num_layers", "bidirectional", "proj_size")
+_IGNORED_CONFIG_KEYS = ("dropout", "batch_first")
+_CONFIG_DEFAULTS = {"num_layers": 1, "bidirectional": False, "proj_size": 0}
+_DIRECTIONS = ("", "_reverse")
+
+# Block permutations: native block j is the other format's block PERM[j].
+_ONNX_FROM_NATIVE = (0, 3, 1, 2)  # ONNX i, o, f, c  <- native i, f, g, o
+_NATIVE_FROM_ONNX = (0, 2, 3, 1)  # native i, f, g, o <- ONNX i, o, f, c
+_TF1_FROM_NATIVE = (0, 2, 1, 3)  # TF1 i, j, f, o    <- native i, f, g, o (its own inverse)
+
+
+# --------------------------------------------------------------------------
+# arrays, configs and parameter dicts
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    return f"{type(value).__name__} {value!r}"[:200]
+
+
+def _to_numpy(name, value):
+    """A float32/float64 ndarray from an ndarray, torch tensor or array-like object; never cast."""
+    if type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach"):
+        if str(value.dtype) not in ("torch.float32", "torch.float64"):
+            raise TypeError(
+                f"{name} must be a float32 or float64 tensor, got dtype {value.dtype}; "
+                "numba_lstm never casts parameters silently"
+            )
+        value = value.detach().cpu().numpy()
+    elif not isinstance(value, np.ndarray):
+        if isinstance(value, (list, tuple)) or not hasattr(value, "__array__"):
+            raise TypeError(f"{name} must be an array of float32 or float64, got {_describe(value)}")
+        value = np.asarray(value)  # JAX / TF arrays: keeps their dtype
+    if value.dtype not in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must have dtype float32 or float64, got {value.dtype}; "
+            "numba_lstm never casts parameters silently"
+        )
+    return value
+
+
+def _expect_shape(name, value, shape, meaning):
+    if value.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)} {meaning}, got {value.shape}")
+
+
+def _same_dtype(arrays):
+    """The one dtype of ``arrays`` (a dict name -> array); refuse a mixture."""
+    dtypes = {a.dtype for a in arrays.values()}
+    if len(dtypes) > 1:
+        listing = ", ".join(f"{k}: {a.dtype}" for k, a in arrays.items())
+        raise TypeError(f"all parameters must have one dtype (float32 or float64), got {listing}")
+    return dtypes.pop() if dtypes else None
+
+
+def _positive_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"config[{name!r}] must be {what}, got {value!r}")
+    return int(value)
+
+
+def check_config(config):
+    """Validate a config dict; return a normalised copy with the five keys of ``CONFIG_KEYS``.
+
+    A layer's ``dropout`` and ``batch_first`` are accepted and left out of the
+    result (they do not change the parameters).  Raises ``ValueError`` naming
+    a missing, unknown or invalid key.
+    """
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a dict with keys {CONFIG_KEYS}, got {type(config).__name__}")
+    unknown = sorted(set(config) - set(CONFIG_KEYS) - set(_IGNORED_CONFIG_KEYS))
+    if unknown:
+        raise ValueError(
+            f"config has unknown keys {unknown}; the keys are {CONFIG_KEYS} "
+            f"(and {_IGNORED_CONFIG_KEYS}, which do not change the parameters)"
+        )
+    missing = [k for k in ("input_size", "hidden_size") if k not in config]
+    if missing:
+        raise ValueError(f"config is missing {missing}")
+    out = {**_CONFIG_DEFAULTS, **config}
+    for key in ("input_size", "hidden_size", "num_layers"):
+        out[key] = _positive_int(key, out[key])
+    out["proj_size"] = _positive_int("proj_size", out["proj_size"], minimum=0)
+    if not isinstance(out["bidirectional"], (bool, np.bool_)):
+        raise ValueError(f"config['bidirectional'] must be True or False, got {out['bidirectional']!r}")
+    out["bidirectional"] = bool(out["bidirectional"])
+    if out["proj_size"] >= out["hidden_size"]:
+        raise ValueError(
+            f"config['proj_size'] must be smaller than hidden_size = {out['hidden_size']} "
+            f"(as in torch.nn.LSTM), got {out['proj_size']}"
+        )
+    return {k: out[k] for k in CONFIG_KEYS}
+
+
+def _layer_sizes(config, k):
+    """``(I_k, H, H_out)`` of layer ``k``."""
+    H, P = config["hidden_size"], config["proj_size"]
+    H_out = P or H
+    D = 2 if config["bidirectional"] else 1
+    return (config["input_size"] if k == 0 else H_out * D), H, H_out
+
+
+def _directions(config):
+    return _DIRECTIONS if config["bidirectional"] else _DIRECTIONS[:1]
+
+
+def parameter_shapes(config):
+    """The native parameters of ``config``: an ordered dict name -> shape.
+
+    For each layer and direction: ``W_l{k}{sfx}`` (I_k + H_out, 4H),
+    ``b_l{k}{sfx}`` (4H,) and, with a projection, ``W_hr_l{k}{sfx}`` (H, P).
+    """
+    config = check_config(config)
+    shapes = {}
+    for k in range(config["num_layers"]):
+        I_k, H, H_out = _layer_sizes(config, k)
+        for sfx in _directions(config):
+            shapes[f"W_l{k}{sfx}"] = (I_k + H_out, 4 * H)
+            shapes[f"b_l{k}{sfx}"] = (4 * H,)
+            if config["proj_size"]:
+                shapes[f"W_hr_l{k}{sfx}"] = (H, config["proj_size"])
+    return shapes
+
+
+def check_params(config, params):
+    """Validate ``params`` against ``config``; return ``(config, params)`` normalised.
+
+    Every expected name must be present with its shape, no other name, all
+    arrays float32 or all float64.  The returned dict holds the caller's arrays
+    (no copies) in the canonical order.
+    """
+    shapes = parameter_shapes(config)
+    config = check_config(config)
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a dict of name -> array, got {type(params).__name__}")
+    missing = [k for k in shapes if k not in params]
+    unknown = sorted(set(params) - set(shapes))
+    if missing or unknown:
+        raise ValueError(
+            f"params do not match the config {config}: missing {missing}, unexpected {unknown}; "
+            f"expected names {list(shapes)}"
+        )
+    out = {}
+    for name, shape in shapes.items():
+        value = _to_numpy(f"params[{name!r}]", params[name])
+        _expect_shape(f"params[{name!r}]", value, shape, f"for the config {config}")
+        out[name] = value
+    _same_dtype(out)
+    return config, out
+
+
+# --------------------------------------------------------------------------
+# PyTorch
+
+_TORCH_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
+
+
+def from_torch(module_or_state_dict):
+    """Convert a ``torch.nn.LSTM`` (or its state dict) to native ``(config, params)``.
+
+    Parameters
+    ----------
+    module_or_state_dict : torch.nn.LSTM or dict of name -> tensor or ndarray
+        The keys of ``nn.LSTM.state_dict()``: ``weight_ih_l{k}`` (4H, I_k),
+        ``weight_hh_l{k}`` (4H, H_out), ``bias_ih_l{k}``, ``bias_hh_l{k}``
+        (4H,), ``weight_hr_l{k}`` (P, H) with ``proj_size``, and the suffix
+        ``_reverse`` for the backward direction.  Gate order i, f, g, o.
+
+    Returns
+    -------
+    config : dict
+        ``input_size``, ``hidden_size``, ``num_layers``, ``bidirectional``,
+        ``proj_size``, inferred from the shapes.
+    params : dict of name -> ndarray
+        ``W_l{k} = [weight_ih.T; weight_hh.T]``, ``b_l{k} = bias_ih + bias_hh``
+        (zero for ``bias=False``), ``W_hr_l{k} = weight_hr.T``; same dtype as
+        the tensors (float32 or float64).
+
+    Notes
+    -----
+    ``dropout`` and ``batch_first`` are not parameters and are not carried.
+    """
+    obj = module_or_state_dict
+    if not isinstance(obj, Mapping):
+        if type(obj).__module__.split(".")[0] != "torch":
+            raise TypeError(
+                f"module_or_state_dict must be a torch.nn.LSTM or its state dict, got {type(obj).__name__}"
+            )
+        import torch
+
+        if not isinstance(obj, torch.nn.LSTM):
+            raise TypeError(
+                f"module_or_state_dict must be a torch.nn.LSTM (not {type(obj).__name__}) or its state dict"
+            )
+        obj = obj.state_dict()
+
+    tensors = {}
+    for key, value in obj.items():
+        m = _TORCH_KEY.match(key)
+        if m is None:
+            raise ValueError(
+                f"unexpected key {key!r} in the state dict: an nn.LSTM has weight_ih_l{{k}}, weight_hh_l{{k}}, "
+                "bias_ih_l{k}, bias_hh_l{k}, weight_hr_l{k} (suffix _reverse for the backward direction)"
+            )
+        tensors[key] = _to_numpy(f"state_dict[{key!r}]", value)
+    if "weight_ih_l0" not in tensors:
+        raise ValueError(f"the state dict has no 'weight_ih_l0'; got keys {sorted(tensors)}")
+
+    layers = {int(_TORCH_KEY.match(k).group(2)) for k in tensors}
+    num_layers = max(layers) + 1
+    bidirectional = any(k.endswith("_reverse") for k in tensors)
+    has_bias = "bias_ih_l0" in tensors
+    has_proj = "weight_hr_l0" in tensors
+    w_ih0 = tensors["weight_ih_l0"]
+    if w_ih0.ndim != 2 or w_ih0.shape[0] % 4 or w_ih0.shape[0] == 0:
+        raise ValueError(f"state_dict['weight_ih_l0'] must have shape (4H, I), got {w_ih0.shape}")
+    config = {
+        "input_size": w_ih0.shape[1],
+        "hidden_size": w_ih0.shape[0] // 4,
+        "num_layers": num_layers,
+        "bidirectional": bidirectional,
+        "proj_size": tensors["weight_hr_l0"].shape[0]
+        if has_proj and tensors["weight_hr_l0"].ndim == 2
+        else 0,
+    }
+    config = check_config(config)
+
+    expected = {}  # torch name -> shape
+    for k in range(num_layers):
+        I_k, H, H_out = _layer_sizes(config, k)
+        for sfx in _directions(config):
+            expected[f"weight_ih_l{k}{sfx}"] = (4 * H, I_k)
+            expected[f"weight_hh_l{k}{sfx}"] = (4 * H, H_out)
+            if has_bias:
+                expected[f"bias_ih_l{k}{sfx}"] = (4 * H,)
+                expected[f"bias_hh_l{k}{sfx}"] = (4 * H,)
+            if has_proj:
+                expected[f"weight_hr_l{k}{sfx}"] = (config["proj_size"], H)
+    missing = [k for k in expected if k not in tensors]
+    unknown = sorted(set(tensors) - set(expected))
+    if missing or unknown:
+        raise ValueError(
+            f"the state dict does not describe one nn.LSTM with {config}: missing {missing}, "
+            f"unexpected {unknown}"
+        )
+    for key, shape in expected.items():
+        _expect_shape(f"state_dict[{key!r}]", tensors[key], shape, f"for an nn.LSTM with {config}")
+    dtype = _same_dtype(tensors)
+
+    params = {}
+    for k in range(num_layers):
+        for sfx in _directions(config):
+            w_ih, w_hh = tensors[f"weight_ih_l{k}{sfx}"], tensors[f"weight_hh_l{k}{sfx}"]
+            params[f"W_l{k}{sfx}"] = np.concatenate([w_ih.T, w_hh.T], axis=0)
+            if has_bias:
+                params[f"b_l{k}{sfx}"] = tensors[f"bias_ih_l{k}{sfx}"] + tensors[f"bias_hh_l{k}{sfx}"]
+            else:
+                params[f"b_l{k}{sfx}"] = np.zeros(w_ih.shape[0], dtype)
+            if has_proj:
+                params[f"W_hr_l{k}{sfx}"] = np.ascontiguousarray(tensors[f"weight_hr_l{k}{sfx}"].T)
+    return config, params
+
+
+def to_torch_state_dict(config, params, *, bias=True):
+    """Native ``(config, params)`` -> a state dict for ``torch.nn.LSTM``.
+
+    Loads with ``strict=True`` into ``torch.nn.LSTM(input_size, hidden_size,
+    num_layers=..., bidirectional=..., proj_size=..., bias=bias)`` of the same
+    dtype (``module.double()`` for float64 parameters).
+
+    Parameters
+    ----------
+    config, params : as returned by ``from_torch``
+    bias : bool, default True
+        True: ``bias_ih = b``, ``bias_hh = 0``.  False: for ``nn.LSTM(bias=False)``;
+        every ``b`` must then be zero (else ``ValueError``).
+
+    Returns
+    -------
+    dict of name -> torch.Tensor, in the order of ``nn.LSTM.state_dict()``.
+    """
+    import torch
+
+    config, params = check_params(config, params)
+    out = {}
+    for k in range(config["num_layers"]):
+        I_k = _layer_sizes(config, k)[0]
+        for sfx in _directions(config):
+            W, b = params[f"W_l{k}{sfx}"], params[f"b_l{k}{sfx}"]
+            out[f"weight_ih_l{k}{sfx}"] = torch.from_numpy(np.ascontiguousarray(W[:I_k].T))
+            out[f"weight_hh_l{k}{sfx}"] = torch.from_numpy(np.ascontiguousarray(W[I_k:].T))
+            if bias:
+                out[f"bias_ih_l{k}{sfx}"] = torch.from_numpy(b.copy())
+                out[f"bias_hh_l{k}{sfx}"] = torch.from_numpy(np.zeros_like(b))
+            elif np.any(b != 0):
+                raise ValueError(f"bias=False but params['b_l{k}{sfx}'] is not zero; pass bias=True")
+            if config["proj_size"]:
+                out[f"weight_hr_l{k}{sfx}"] = torch.from_numpy(
+                    np.ascontiguousarray(params[f"W_hr_l{k}{sfx}"].T)
+                )
+    return out
+
+
+# --------------------------------------------------------------------------
+# Keras 3
+
+
+def _single_config(I, H, bidirectional=False):
+    return check_config(
+        {"input_size": I, "hidden_size": H, "num_layers": 1, "bidirectional": bidirectional, "proj_size": 0}
+    )
+
+
+def _keras_direction(arrays, what):
+    """``[kernel, recurrent_kernel(, bias)]`` -> ``(I, H, W, b)``."""
+    names = ("kernel", "recurrent_kernel", "bias")
+    arrays = {n: _to_numpy(f"{what} {n}", a) for n, a in zip(names, arrays, strict=False)}
+    kernel, recurrent = arrays["kernel"], arrays["recurrent_kernel"]
+    if recurrent.ndim != 2 or recurrent.shape[1] != 4 * recurrent.shape[0] or recurrent.shape[0] == 0:
+        raise ValueError(f"{what} recurrent_kernel must have shape (H, 4H), got {recurrent.shape}")
+    H = recurrent.shape[0]
+    if kernel.ndim != 2 or kernel.shape[1] != 4 * H or kernel.shape[0] == 0:
+        raise ValueError(f"{what} kernel must have shape (I, 4H) = (I, {4 * H}), got {kernel.shape}")
+    if "bias" in arrays:
+        _expect_shape(f"{what} bias", arrays["bias"], (4 * H,), "(4H,)")
+    dtype = _same_dtype(arrays)
+    b = arrays["bias"] if "bias" in arrays else np.zeros(4 * H, dtype)
+    return kernel.shape[0], H, np.concatenate([kernel, recurrent], axis=0), np.array(b)
+
+
+def _check_keras_lstm(layer, what, go_backwards):
+    """Refuse a Keras LSTM whose computation the native layout cannot represent."""
+    import keras
+
+    if not isinstance(layer, keras.layers.LSTM):
+        raise TypeError(f"{what} must be a keras.layers.LSTM, got {type(layer).__name__}")
+    if not layer.built:
+        raise ValueError(f"{what} is not built: call it on an input (or layer.build(input_shape)) first")
+    for setting, expected in (("activation", "tanh"), ("recurrent_activation", "sigmoid")):
+        fn = getattr(layer, setting)
+        if fn is not keras.activations.get(expected):
+            name = getattr(fn, "__name__", repr(fn))
+            raise ValueError(
+                f"{what} has {setting}={name!r}; numba_lstm computes {setting}={expected!r} only "
+                f"(gates use an exact sigmoid, the candidate and cell output tanh)"
+            )
+    if bool(layer.go_backwards) != go_backwards:
+        if go_backwards:
+            raise ValueError(f"{what} must have go_backwards=True (the backward layer of a Bidirectional)")
+        raise ValueError(
+            f"{what} has go_backwards=True, which the native layout cannot represent on its own "
+            "(it reverses the output sequence); wrap it in keras.layers.Bidirectional or "
+            "reverse the input yourself and convert a layer with go_backwards=False"
+        )
+
+
+def from_keras(layer_or_weights):
+    """Convert a Keras 3 ``LSTM`` (or ``Bidirectional(LSTM)``) to native ``(config, params)``.
+
+    Parameters
+    ----------
+    layer_or_weights : keras.layers.LSTM, keras.layers.Bidirectional or list of arrays
+        A built layer, or its ``get_weights()``: ``[kernel (I, 4H),
+        recurrent_kernel (H, 4H), bias (4H,)]`` (2 arrays when
+        ``use_bias=False``: the bias is then zero); 6 (or 4) arrays are a
+        ``Bidirectional``'s forward then backward weights.  Gate order i, f,
+        c, o, the native order, so ``W = [kernel; recurrent_kernel]``.
+
+    Returns
+    -------
+    config, params : as for ``from_torch`` (one layer, no projection).
+
+    Raises
+    ------
+    ValueError
+        For what the native layout cannot represent, naming the setting:
+        ``activation`` other than tanh, ``recurrent_activation`` other than
+        sigmoid (e.g. ``'hard_sigmoid'``, the TF 1.x Keras default),
+        ``go_backwards=True`` outside a ``Bidirectional``, a ``Bidirectional``
+        with ``merge_mode`` other than ``'concat'``.
+
+    Notes
+    -----
+    ``return_sequences=True`` returns the native ``y``; ``False`` returns its
+    last step, the native ``h_n``.  ``unit_forget_bias``, ``dropout`` and
+    ``recurrent_dropout`` only change initialisation or training and need no
+    conversion.  Keras's state order is ``(h, c)``, the native one too.
+    """
+    obj = layer_or_weights
+    if isinstance(obj, (list, tuple)):
+        n = len(obj)
+        if n in (2, 3):
+            I, H, W, b = _keras_direction(obj, "keras weights")
+            return _single_config(I, H), {"W_l0": W, "b_l0": b}
+        if n in (4, 6):
+            half = n // 2
+            I, H, W, b = _keras_direction(obj[:half], "keras forward weights")
+            I_r, H_r, W_r, b_r = _keras_direction(obj[half:], "keras backward weights")
+            if (I_r, H_r) != (I, H):
+                raise ValueError(
+                    f"the backward weights have input size {I_r} and {H_r} units, the forward ones {I} and {H}"
+                )
+            _same_dtype({"forward": W, "backward": W_r})
+            config = _single_config(I, H, bidirectional=True)
+            return config, {"W_l0": W, "b_l0": b, "W_l0_reverse": W_r, "b_l0_reverse": b_r}
+        raise ValueError(
+            "layer_or_weights as a list must hold [kernel, recurrent_kernel, bias] (2 or 3 arrays), "
+            f"or a Bidirectional's 4 or 6, got {n} arrays"
+        )
+    if type(obj).__module__.split(".")[0] != "keras":
+        raise TypeError(
+            "layer_or_weights must be a keras.layers.LSTM, a keras.layers.Bidirectional or a list of "
+            f"arrays, got {type(obj).__name__}"
+        )
+    import keras
+
+    if isinstance(obj, keras.layers.Bidirectional):
+        if obj.merge_mode != "concat":
+            raise ValueError(
+                f"Bidirectional has merge_mode={obj.merge_mode!r}; the native bidirectional output "
+                "concatenates the directions, so only merge_mode='concat' is represented"
+            )
+        _check_keras_lstm(obj.forward_layer, "the Bidirectional's forward_layer", go_backwards=False)
+        _check_keras_lstm(obj.backward_layer, "the Bidirectional's backward_layer", go_backwards=True)
+        return from_keras(obj.forward_layer.get_weights() + obj.backward_layer.get_weights())
+    _check_keras_lstm(obj, "the keras layer", go_backwards=False)
+    return from_keras(obj.get_weights())
+
+
+def to_keras_weights(config, params, *, layer=None, use_bias=True):
+    """Native ``(config, params)`` -> the list for a Keras layer's ``set_weights``.
+
+    Parameters
+    ----------
+    config, params : native; no projection (Keras's LSTM has none).
+    layer : int, optional
+        Which layer of a stacked model (one Keras ``LSTM`` each, the lower ones
+        with ``return_sequences=True``); required when ``num_layers > 1``.
+    use_bias : bool, default True
+        False for a Keras layer with ``use_bias=False`` (the bias must be zero).
+
+    Returns
+    -------
+    list of ndarray
+        ``[kernel (I, 4H), recurrent_kernel (H, 4H), bias (4H,)]`` (no bias
+        with ``use_bias=False``); for a bidirectional config the forward list
+        followed by the backward one, for ``Bidirectional.set_weights``.
+    """
+    config, params = check_params(config, params)
+    if config["proj_size"]:
+        raise ValueError(
+            f"config has proj_size={config['proj_size']}: a Keras LSTM has no projection, so it cannot hold it"
+        )
+    if layer is None:
+        if config["num_layers"] > 1:
+            raise ValueError(
+                f"config has num_layers={config['num_layers']}: pass layer=k for the weights of Keras layer k"
+            )
+        layer = 0
+    if (
+        isinstance(layer, bool)
+        or not isinstance(layer, (int, np.integer))
+        or not 0 <= layer < config["num_layers"]
+    ):
+        raise ValueError(f"layer must be an integer in [0, {config['num_layers']}), got {layer!r}")
+    I_k = _layer_sizes(config, layer)[0]
+    out = []
+    for sfx in _directions(config):
+        W, b = params[f"W_l{layer}{sfx}"], params[f"b_l{layer}{sfx}"]
+        out += [W[:I_k].copy(), W[I_k:].copy()]
+        if use_bias:
+            out.append(b.copy())
+        elif np.any(b != 0):
+            raise ValueError(f"use_bias=False but params['b_l{layer}{sfx}'] is not zero; pass use_bias=True")
+    return out
+
+
+# --------------------------------------------------------------------------
+# TensorFlow 1 cells
+
+
+def _cell_arrays(W_name, W, b_name, b):
+    W = _to_numpy(W_name, W)
+    if W.ndim != 2 or W.shape[1] == 0 or W.shape[1] % 4:
+        raise ValueError(f"{W_name} must have shape (I + H, 4H), got {W.shape}")
+    b = _to_numpy(b_name, b)
+    _expect_shape(b_name, b, (W.shape[1],), f"(4H,) to match {W_name} {W.shape}")
+    _same_dtype({W_name: W, b_name: b})
+    return W, b
+
+
+def _permute_blocks(a, perm, axis):
+    H = a.shape[axis] // 4
+    index = np.concatenate([np.arange(p * H, (p + 1) * H) for p in perm])
+    return np.take(a, index, axis=axis)
+
+
+def _forget_bias(forget_bias, dtype):
+    if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.integer, np.floating)):
+        raise TypeError(f"forget_bias must be a real number, got {_describe(forget_bias)}")
+    if not np.isfinite(forget_bias):
+        raise ValueError(f"forget_bias must be finite, got {forget_bias!r}")
+    return dtype.type(forget_bias)
+
+
+def from_tf1(kernel, bias, forget_bias=1.0):
+    """TF1 ``BasicLSTMCell`` / ``LSTMCell`` weights -> native ``(W, b)``.
+
+    Parameters
+    ----------
+    kernel : ndarray, shape (I + H, 4H)
+        Applied to ``concat([x, h])``; gate blocks in TF1's order i, j, f, o
+        (``j`` is the candidate, native ``g``).  For ``LSTMCell(num_proj=P)``
+        it is ``(I + P, 4H)`` and the cell's projection kernel ``(H, P)`` is
+        the native ``W_hr`` unchanged.
+    bias : ndarray, shape (4H,), same dtype
+    forget_bias : float, default 1.0
+        The cell's ``forget_bias``: TF1 adds it to ``z_f`` at run time and does
+        not store it; here it is added to the f block of ``b``.
+
+    Returns
+    -------
+    W : ndarray (I + H, 4H), gate order i, f, g, o
+    b : ndarray (4H,)
+
+    Notes
+    -----
+    TF1's state tuple (``LSTMStateTuple``) is ``(c, h)``, not ``(h, c)``:
+    pass ``h0 = state.h``, ``c0 = state.c`` (or ``state[1]``, ``state[0]``).
+    ``LSTMCell``'s peepholes (``use_peepholes``) and ``cell_clip`` have no
+    native equivalent; a cell using them cannot be converted.  Folding the
+    forget bias in and out is one float addition/subtraction, so
+    ``to_tf1(*from_tf1(k, b, fb), fb)`` returns the f block of ``b`` to within
+    rounding (exactly when ``forget_bias = 0``); weights move exactly.
+    """
+    W, b = _cell_arrays("kernel", kernel, "bias", bias)
+    W = _permute_blocks(W, _TF1_FROM_NATIVE, axis=1)
+    b = _permute_blocks(b, _TF1_FROM_NATIVE, axis=0)
+    H = b.shape[0] // 4
+    b[H : 2 * H] += _forget_bias(forget_bias, b.dtype)
+    return W, b
+
+
+def to_tf1(W, b, forget_bias=1.0):
+    """Native ``(W, b)`` -> TF1 ``(kernel, bias)``, the exact reverse of ``from_tf1``.
+
+    ``forget_bias`` (the cell's setting, default 1.0) is subtracted from the f
+    block, since the TF1 cell adds it back at run time.  TF1's state tuple is
+    ``(c, h)``, not ``(h, c)``.
+    """
+    W, b = _cell_arrays("W", W, "b", b)
+    H = b.shape[0] // 4
+    b = b.copy()
+    b[H : 2 * H] -= _forget_bias(forget_bias, b.dtype)
+    return _permute_blocks(W, _TF1_FROM_NATIVE, axis=1), _permute_blocks(b, _TF1_FROM_NATIVE, axis=0)
+
+
+# --------------------------------------------------------------------------
+# Flax
+
+_FLAX_GATES = ("i", "f", "g", "o")
+
+
+def from_flax(params):
+    """Flax ``LSTMCell`` / ``OptimizedLSTMCell`` parameters -> native ``(W, b)``.
+
+    Parameters
+    ----------
+    params : dict
+        The cell's parameter tree (``variables['params']``; a dict holding
+        only ``'params'`` or only ``'cell'``, as ``nn.RNN`` nests it, is
+        unwrapped)::
+
+            {'ii': {'kernel': (I, H)}, 'if': {...}, 'ig': {...}, 'io': {...},
+             'hi': {'kernel': (H, H), 'bias': (H,)}, 'hf': ..., 'hg': ..., 'ho': ...}
+
+        Flax computes ``i = sigmoid(x @ ii.kernel + h @ hi.kernel + hi.bias)``
+        and likewise f, o, with ``g = tanh(...)``, ``c' = f*c + i*g``,
+        ``h' = o*tanh(c')``; the carry is ``(c, h)``.  Arrays may be JAX
+        arrays (their dtype is kept).
+
+    Returns
+    -------
+    W : ndarray (I + H, 4H) = per gate ``[i? kernel; h? kernel]``, order i, f, g, o
+    b : ndarray (4H,), the ``h?`` biases
+    """
+    tree = params
+    while isinstance(tree, Mapping) and len(tree) == 1 and next(iter(tree)) in ("params", "cell"):
+        tree = tree[next(iter(tree))]
+    if not isinstance(tree, Mapping):
+        raise TypeError(f"params must be a Flax LSTMCell parameter dict, got {type(params).__name__}")
+    expected = [p + g for p in "ih" for g in _FLAX_GATES]
+    missing = [k for k in expected if k not in tree]
+    unknown = sorted(set(tree) - set(expected))
+    if missing or unknown:
+        raise ValueError(
+            f"params is not a Flax LSTMCell tree: missing {missing}, unexpected {unknown}; "
+            f"expected {expected}"
+        )
+    arrays = {}
+    for key in expected:
+        node = tree[key]
+        want = ("kernel",) if key[0] == "i" else ("kernel", "bias")
+        if not isinstance(node, Mapping) or sorted(node) != sorted(want):
+            got = sorted(node) if isinstance(node, Mapping) else type(node).__name__
+            raise ValueError(f"params[{key!r}] must be a dict with keys {list(want)}, got {got}")
+        for leaf in want:
+            arrays[f"{key}.{leaf}"] = _to_numpy(f"params[{key!r}][{leaf!r}]", node[leaf])
+    hi = arrays["hi.kernel"]
+    if hi.ndim != 2 or hi.shape[0] != hi.shape[1] or hi.shape[0] == 0:
+        raise ValueError(f"params['hi']['kernel'] must have shape (H, H), got {hi.shape}")
+    H = hi.shape[0]
+    ii = arrays["ii.kernel"]
+    if ii.ndim != 2 or ii.shape[1] != H or ii.shape[0] == 0:
+        raise ValueError(f"params['ii']['kernel'] must have shape (I, H) = (I, {H}), got {ii.shape}")
+    I = ii.shape[0]
+    for g in _FLAX_GATES:
+        _expect_shape(f"params['i{g}']['kernel']", arrays[f"i{g}.kernel"], (I, H), "(I, H)")
+        _expect_shape(f"params['h{g}']['kernel']", arrays[f"h{g}.kernel"], (H, H), "(H, H)")
+        _expect_shape(f"params['h{g}']['bias']", arrays[f"h{g}.bias"], (H,), "(H,)")
+    _same_dtype(arrays)
+    W = np.concatenate(
+        [
+            np.concatenate([arrays[f"i{g}.kernel"] for g in _FLAX_GATES], axis=1),
+            np.concatenate([arrays[f"h{g}.kernel"] for g in _FLAX_GATES], axis=1),
+        ],
+        axis=0,
+    )
+    b = np.concatenate([arrays[f"h{g}.bias"] for g in _FLAX_GATES])
+    return W, b
+
+
+def to_flax(W, b, input_size):
+    """Native ``(W, b)`` -> a Flax ``LSTMCell`` / ``OptimizedLSTMCell`` parameter dict.
+
+    Returns ``{'ii': {'kernel': (I, H)}, ..., 'hi': {'kernel': (H, H),
+    'bias': (H,)}, ...}`` (numpy copies; see ``from_flax`` for the
+    structure); use it as ``cell.apply({'params': to_flax(W, b, I)}, carry, x)``.
+    """
+    W, b = _cell_arrays("W", W, "b", b)
+    H = W.shape[1] // 4
+    if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)) or input_size < 1:
+        raise ValueError(f"input_size must be a positive integer, got {input_size!r}")
+    if W.shape[0] != input_size + H:
+        raise ValueError(
+            f"W must have shape (input_size + H, 4H) = ({input_size} + {H}, {4 * H}), got {W.shape}"
+        )
+    out = {}
+    for j, g in enumerate(_FLAX_GATES):
+        out[f"i{g}"] = {"kernel": W[:input_size, j * H : (j + 1) * H].copy()}
+    for j, g in enumerate(_FLAX_GATES):
+        out[f"h{g}"] = {
+            "kernel": W[input_size:, j * H : (j + 1) * H].copy(),
+            "bias": b[j * H : (j + 1) * H].copy(),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------
+# ONNX
+
+_ONNX_DTYPES = {np.dtype(np.float32): 1, np.dtype(np.float64): 11}  # TensorProto.FLOAT, DOUBLE
+_ONNX_DEFAULT_ACTIVATIONS = ("sigmoid", "tanh", "tanh")
+
+
+def to_onnx(config, params, path=None, *, sequence_lens=False, opset=17):
+    """Native ``(config, params)`` -> an ONNX model with one ``LSTM`` node per layer.
+
+    Parameters
+    ----------
+    config, params : native; ``proj_size`` must be 0 (ONNX's LSTM has no projection).
+    path : str or os.PathLike, optional
+        Where to save the model (it is returned either way).
+    sequence_lens : bool, default False
+        Add an ``int32`` input ``sequence_lens`` of shape (B,) (ONNX semantics:
+        steps past a sequence's length give zeros in ``Y`` and do not change
+        its state; the reverse direction starts at each sequence's last step).
+    opset : int, default 17
+        ONNX opset (7 or later).
+
+    Returns
+    -------
+    onnx.ModelProto
+        Inputs ``X (T, B, I)`` (and ``sequence_lens``); outputs ``Y (T, B, D*H)``
+        (directions concatenated on the last axis, as torch's output),
+        ``Y_h`` and ``Y_c`` of shape ``(num_layers * D, B, H)`` (as torch's
+        ``h_n``, ``c_n``).  Each node holds ``W (D, 4H, I_k)``, ``R (D, 4H, H)``,
+        ``B (D, 8H) = [b, 0]`` in ONNX's gate order i, o, f, c; between layers
+        a ``Transpose`` and a ``Reshape`` turn ``(T, D, B, H)`` into ``(T, B, D*H)``.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    config, params = check_params(config, params)
+    if config["proj_size"]:
+        raise ValueError(
+            f"config has proj_size={config['proj_size']}: the ONNX LSTM operator has no projection, "
+            "so this model cannot be exported"
+        )
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or opset < 7:
+        raise ValueError(f"opset must be an integer >= 7 (the LSTM operator's version 7), got {opset!r}")
+    dtype = params["W_l0"].dtype
+    elem = _ONNX_DTYPES[dtype]
+    L, H = config["num_layers"], config["hidden_size"]
+    D = 2 if config["bidirectional"] else 1
+    direction = "bidirectional" if D == 2 else "forward"
+
+    inputs = [helper.make_tensor_value_info("X", elem, ["T", "B", config["input_size"]])]
+    if sequence_lens:
+        inputs.append(helper.make_tensor_value_info("sequence_lens", onnx.TensorProto.INT32, ["B"]))
+    initializers = [numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape_T_B_DH")]
+    nodes = []
+    layer_input = "X"
+    for k in range(L):
+        I_k = _layer_sizes(config, k)[0]
+        Ws, Rs, Bs = [], [], []
+        for sfx in _directions(config):
+            Wk, bk = params[f"W_l{k}{sfx}"], params[f"b_l{k}{sfx}"]
+            Ws.append(_permute_blocks(Wk[:I_k].T, _ONNX_FROM_NATIVE, axis=0))
+            Rs.append(_permute_blocks(Wk[I_k:].T, _ONNX_FROM_NATIVE, axis=0))
+            Bs.append(np.concatenate([_permute_blocks(bk, _ONNX_FROM_NATIVE, axis=0), np.zeros_like(bk)]))
+        names = [f"W_l{k}", f"R_l{k}", f"B_l{k}"]
+        for name, arrays in zip(names, (Ws, Rs, Bs), strict=True):
+            initializers.append(numpy_helper.from_array(np.ascontiguousarray(np.stack(arrays)), name))
+        lstm_inputs = [layer_input, *names]
+        if sequence_lens:
+            lstm_inputs.append("sequence_lens")
+        y_h = "Y_h" if L == 1 else f"Y_h_l{k}"
+        y_c = "Y_c" if L == 1 else f"Y_c_l{k}"
+        nodes.append(
+            helper.make_node(
+                "LSTM",
+                lstm_inputs,
+                [f"Y_l{k}", y_h, y_c],
+                name=f"lstm_l{k}",
+                hidden_size=H,
+                direction=direction,
+            )
+        )
+        nodes.append(helper.make_node("Transpose", [f"Y_l{k}"], [f"Y_l{k}_TBDH"], perm=[0, 2, 1, 3]))
+        out = "Y" if k == L - 1 else f"X_l{k + 1}"
+        nodes.append(helper.make_node("Reshape", [f"Y_l{k}_TBDH", "shape_T_B_DH"], [out]))
+        layer_input = out
+    if L > 1:
+        nodes.append(helper.make_node("Concat", [f"Y_h_l{k}" for k in range(L)], ["Y_h"], axis=0))
+        nodes.append(helper.make_node("Concat", [f"Y_c_l{k}" for k in range(L)], ["Y_c"], axis=0))
+    outputs = [
+        helper.make_tensor_value_info("Y", elem, ["T", "B", D * H]),
+        helper.make_tensor_value_info("Y_h", elem, [L * D, "B", H]),
+        helper.make_tensor_value_info("Y_c", elem, [L * D, "B", H]),
+    ]
+    graph = helper.make_graph(nodes, "numba_lstm", inputs, outputs, initializers)
+    opsets = [helper.make_opsetid("", int(opset))]
+    model = helper.make_model(
+        graph,
+        opset_imports=opsets,
+        producer_name="numba_lstm",
+        ir_version=helper.find_min_ir_version_for(opsets),
+    )
+    onnx.checker.check_model(model)
+    if path is not None:
+        onnx.save(model, path)
+    return model
+
+
+def _onnx_constants(graph):
+    """Initializers and ``Constant`` node values of ``graph``, by name."""
+    from onnx import helper, numpy_helper
+
+    values = {t.name: t for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    values[node.output[0]] = helper.get_attribute_value(attr)
+    return {name: numpy_helper.to_array(t) for name, t in values.items()}
+
+
+def from_onnx(path_or_model):
+    """Read the ``LSTM`` nodes of an ONNX model into native ``(config, params)``.
+
+    Parameters
+    ----------
+    path_or_model : str, os.PathLike or onnx.ModelProto
+        A model whose ``LSTM`` nodes, in graph order, are the layers of one
+        stacked LSTM (as ``to_onnx`` and ``torch.onnx.export(nn.LSTM(...))``
+        write them): the same ``hidden_size`` and ``direction`` in each, layer
+        ``k > 0`` reading ``D * H`` inputs.  ``W``, ``R`` and ``B`` must be
+        initializers or ``Constant`` outputs; ``B = [Wb, Rb]`` is summed.  The
+        wiring between the nodes is not checked.
+
+    Returns
+    -------
+    config, params : as for ``from_torch``; dtype of the ONNX tensors.
+
+    Raises
+    ------
+    ValueError
+        Naming what cannot be represented: peepholes (a non-zero ``P``
+        input), ``clip``, ``input_forget=1``, ``activations`` other than
+        Sigmoid, Tanh, Tanh (or any ``activation_alpha`` / ``activation_beta``),
+        ``direction='reverse'`` alone, or nodes that do not stack.
+    """
+    import onnx
+
+    model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(path_or_model)
+    graph = model.graph
+    lstm_nodes = [n for n in graph.node if n.op_type == "LSTM"]
+    if not lstm_nodes:
+        raise ValueError("the ONNX model has no LSTM node")
+    constants = _onnx_constants(graph)
+    layers = []
+    for k, node in enumerate(lstm_nodes):
+        where = f"LSTM node {node.name or k!r}"
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if "clip" in attrs:
+            raise ValueError(f"{where} has clip={attrs['clip']}: cell clipping has no native equivalent")
+        if attrs.get("input_forget", 0):
+            raise ValueError(
+                f"{where} has input_forget={attrs['input_forget']} (coupled input and forget gates)"
+            )
+        for attr in ("activation_alpha", "activation_beta"):
+            if attr in attrs:
+                raise ValueError(f"{where} has {attr}: only the default activations are supported")
+        direction = attrs.get("direction", b"forward")
+        direction = direction.decode() if isinstance(direction, bytes) else direction
+        if direction not in ("forward", "bidirectional"):
+            raise ValueError(
+                f"{where} has direction={direction!r}: a reverse-only layer has no native equivalent "
+                "(only 'forward' and 'bidirectional')"
+            )
+        D = 2 if direction == "bidirectional" else 1
+        if "activations" in attrs:
+            acts = tuple(
+                a.decode().lower() if isinstance(a, bytes) else a.lower() for a in attrs["activations"]
+            )
+            if acts != _ONNX_DEFAULT_ACTIVATIONS * D:
+                raise ValueError(
+                    f"{where} has activations={list(acts)}; numba_lstm computes Sigmoid, Tanh, Tanh only"
+                )
+        ins = list(node.input) + [""] * (8 - len(node.input))
+
+        def tensor(index, label, ins=ins, where=where):
+            name = ins[index]
+            if not name:
+                return None
+            if name not in constants:
+                raise ValueError(f"{where}: its {label} input {name!r} is not an initializer or Constant")
+            return _to_numpy(f"{where} {label}", constants[name])
+
+        W, R, B, P = tensor(1, "W"), tensor(2, "R"), tensor(3, "B"), tensor(7, "P")
+        if P is not None and np.any(P != 0):
+            raise ValueError(f"{where} has peepholes (a non-zero P input): they have no native equivalent")
+        if R.ndim != 3 or R.shape[0] != D or R.shape[1] != 4 * R.shape[2] or R.shape[2] == 0:
+            raise ValueError(f"{where} R must have shape (num_directions={D}, 4H, H), got {R.shape}")
+        H = R.shape[2]
+        if "hidden_size" in attrs and attrs["hidden_size"] != H:
+            raise ValueError(f"{where} has hidden_size={attrs['hidden_size']} but R has shape {R.shape}")
+        if W.ndim != 3 or W.shape[:2] != (D, 4 * H):
+            raise ValueError(f"{where} W must have shape ({D}, {4 * H}, I), got {W.shape}")
+        if B is not None:
+            _expect_shape(f"{where} B", B, (D, 8 * H), "(num_directions, 8H)")
+        _same_dtype({"W": W, "R": R, **({"B": B} if B is not None else {})})
+        layers.append((where, D, H, W, R, B))
+
+    _, D, H, W0, _, _ = layers[0]
+    config = check_config(
+        {
+            "input_size": W0.shape[2],
+            "hidden_size": H,
+            "num_layers": len(layers),
+            "bidirectional": D == 2,
+            "proj_size": 0,
+        }
+    )
+    params = {}
+    for k, (where, D_k, H_k, W, R, B) in enumerate(layers):
+        I_k = _layer_sizes(config, k)[0]
+        if (D_k, H_k, W.shape[2]) != (D, H, I_k):
+            raise ValueError(
+                f"{where} does not stack on the layers before it: it has {D_k} direction(s), hidden_size "
+                f"{H_k} and input size {W.shape[2]}; expected {D}, {H} and {I_k}"
+            )
+        for d, sfx in enumerate(_directions(config)):
+            Wx = _permute_blocks(W[d], _NATIVE_FROM_ONNX, axis=0).T
+            Wh = _permute_blocks(R[d], _NATIVE_FROM_ONNX, axis=0).T
+            params[f"W_l{k}{sfx}"] = np.concatenate([Wx, Wh], axis=0)
+            if B is None:
+                params[f"b_l{k}{sfx}"] = np.zeros(4 * H, W.dtype)
+            else:
+                b = B[d, : 4 * H] + B[d, 4 * H :]
+                params[f"b_l{k}{sfx}"] = _permute_blocks(b, _NATIVE_FROM_ONNX, axis=0)
+    _same_dtype(params)
+    return config, params
