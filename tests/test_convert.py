@@ -1,0 +1,431 @@
+"""Conversion to and from PyTorch and ONNX: exact round trips, live parity, refusals.
+
+The oracle is ``native_forward`` below: the stacked, bidirectional, projected
+LSTM of the native contract evaluated in float64 NumPy, built from
+``numba_lstm.reference.lstm_forward`` (and a small loop for projections).
+"""
+
+import numpy as np
+import pytest
+from conftest import assert_close, import_or_skip
+
+from numba_lstm import convert, reference
+
+CONFIGS = {
+    "1layer": dict(input_size=3, hidden_size=4, num_layers=1, bidirectional=False, proj_size=0),
+    "2layers": dict(input_size=5, hidden_size=3, num_layers=2, bidirectional=False, proj_size=0),
+    "bidir": dict(input_size=4, hidden_size=5, num_layers=1, bidirectional=True, proj_size=0),
+    "2layers_bidir": dict(input_size=3, hidden_size=4, num_layers=2, bidirectional=True, proj_size=0),
+    "proj": dict(input_size=4, hidden_size=6, num_layers=1, bidirectional=False, proj_size=3),
+    "2layers_bidir_proj": dict(input_size=3, hidden_size=5, num_layers=2, bidirectional=True, proj_size=2),
+}
+NO_PROJ = [k for k, c in CONFIGS.items() if not c["proj_size"]]
+
+
+def random_params(config, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        name: (rng.standard_normal(shape) * 0.5).astype(dtype)
+        for name, shape in convert.parameter_shapes(config).items()
+    }
+
+
+def _projected_forward(x, W, b, W_hr):
+    """One projected direction: h_t = (o * tanh(c_t)) @ W_hr, as torch's proj_size."""
+    T, B, _ = x.shape
+    H, P = W_hr.shape
+    h, c = np.zeros((B, P)), np.zeros((B, H))
+    y = np.zeros((T, B, P))
+    for t in range(T):
+        z = np.concatenate([x[t], h], axis=1) @ W + b
+        i, f = reference.sigmoid(z[:, :H]), reference.sigmoid(z[:, H : 2 * H])
+        g, o = np.tanh(z[:, 2 * H : 3 * H]), reference.sigmoid(z[:, 3 * H :])
+        c = f * c + i * g
+        h = (o * np.tanh(c)) @ W_hr
+        y[t] = h
+    return y, h, c
+
+
+def native_forward(config, params, x, lengths=None):
+    """The native model in float64: ``y (T, B, D*H_out)``, ``h_n``, ``c_n`` ``(L*D, B, ...)``.
+
+    With ``lengths`` each batch element b only runs its first ``lengths[b]``
+    steps (y is zero after them), as ONNX's ``sequence_lens``.
+    """
+    if lengths is not None:
+        parts = [native_forward(config, params, x[:n, b : b + 1]) for b, n in enumerate(lengths)]
+        y = np.zeros(x.shape[:2] + parts[0][0].shape[2:])
+        for b, (n, part) in enumerate(zip(lengths, parts, strict=True)):
+            y[:n, b] = part[0][:, 0]
+        return y, np.concatenate([p[1] for p in parts], 1), np.concatenate([p[2] for p in parts], 1)
+    p64 = {k: v.astype(np.float64) for k, v in params.items()}
+    dirs = ["", "_reverse"] if config["bidirectional"] else [""]
+    inp = x.astype(np.float64)
+    hs, cs = [], []
+    for k in range(config["num_layers"]):
+        outs = []
+        for sfx in dirs:
+            xs = np.ascontiguousarray(inp[::-1] if sfx else inp)
+            W, b = p64[f"W_l{k}{sfx}"], p64[f"b_l{k}{sfx}"]
+            if config["proj_size"]:
+                y, h, c = _projected_forward(xs, W, b, p64[f"W_hr_l{k}{sfx}"])
+            else:
+                y, h, c, _ = reference.lstm_forward(xs, W, b)
+            outs.append(y[::-1] if sfx else y)
+            hs.append(h)
+            cs.append(c)
+        inp = np.concatenate(outs, axis=2)
+    return inp, np.stack(hs), np.stack(cs)
+
+
+# --------------------------------------------------------------------------
+# config and params validation
+
+
+def test_parameter_shapes_follow_the_contract():
+    shapes = convert.parameter_shapes(CONFIGS["2layers_bidir_proj"])
+    # I = 3, H = 5, P = 2, D = 2: layer 1 reads P * D = 4 inputs; h has size P.
+    assert shapes == {
+        "W_l0": (3 + 2, 20), "b_l0": (20,), "W_hr_l0": (5, 2),
+        "W_l0_reverse": (3 + 2, 20), "b_l0_reverse": (20,), "W_hr_l0_reverse": (5, 2),
+        "W_l1": (4 + 2, 20), "b_l1": (20,), "W_hr_l1": (5, 2),
+        "W_l1_reverse": (4 + 2, 20), "b_l1_reverse": (20,), "W_hr_l1_reverse": (5, 2),
+    }  # fmt: skip
+    assert convert.parameter_shapes({"input_size": 4, "hidden_size": 2}) == {"W_l0": (6, 8), "b_l0": (8,)}
+    # A layer's dropout and batch_first do not change the parameters.
+    layer_config = {**CONFIGS["bidir"], "dropout": 0.5, "batch_first": True}
+    assert convert.check_config(layer_config) == CONFIGS["bidir"]
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"hidden": 3}, "unknown keys.*hidden"),
+        ({"hidden_size": 0}, "hidden_size"),
+        ({"num_layers": 1.5}, "num_layers"),
+        ({"bidirectional": "yes"}, "bidirectional"),
+        ({"proj_size": 4}, r"proj_size'\] must be smaller than hidden_size"),
+    ],
+)
+def test_bad_config_is_refused_naming_the_key(change, match):
+    with pytest.raises(ValueError, match=match):
+        convert.check_config({**CONFIGS["1layer"], **change})
+
+
+def test_bad_params_are_refused_naming_the_parameter():
+    config = CONFIGS["bidir"]
+    params = random_params(config, np.float32)
+    with pytest.raises(ValueError, match=r"missing \['b_l0_reverse'\]"):
+        convert.check_params(config, {k: v for k, v in params.items() if k != "b_l0_reverse"})
+    with pytest.raises(ValueError, match=r"unexpected \['W_l1'\]"):
+        convert.check_params(config, {**params, "W_l1": params["W_l0"]})
+    with pytest.raises(ValueError, match=r"params\['W_l0'\] must have shape \(9, 20\).*got \(8, 20\)"):
+        convert.check_params(config, {**params, "W_l0": params["W_l0"][:8]})
+    with pytest.raises(TypeError, match=r"params\['b_l0'\] must have dtype float32 or float64, got int64"):
+        convert.check_params(config, {**params, "b_l0": np.zeros(20, np.int64)})
+    with pytest.raises(TypeError, match="one dtype"):
+        convert.check_params(config, {**params, "b_l0": params["b_l0"].astype(np.float64)})
+    with pytest.raises(TypeError, match=r"params\['b_l0'\] must be an array.*list"):
+        convert.check_params(config, {**params, "b_l0": [0.0] * 20})
+
+
+# --------------------------------------------------------------------------
+# PyTorch
+
+
+@pytest.fixture
+def torch():
+    return import_or_skip("torch")
+
+
+def _torch_module(torch, config, dtype, bias=True, seed=0):
+    torch.manual_seed(seed)
+    c = config
+    module = torch.nn.LSTM(
+        c["input_size"],
+        c["hidden_size"],
+        num_layers=c["num_layers"],
+        bidirectional=c["bidirectional"],
+        proj_size=c["proj_size"],
+        bias=bias,
+    )
+    return module.to({np.float32: torch.float32, np.float64: torch.float64}[dtype])
+
+
+def _run_torch(torch, module, x):
+    with torch.no_grad():
+        y, (h_n, c_n) = module(torch.from_numpy(x))
+    return y.numpy(), h_n.numpy(), c_n.numpy()
+
+
+def _assert_outputs_close(got, ref, dtype):
+    for name, g, r in zip(("y", "h_n", "c_n"), got, ref, strict=True):
+        assert_close(g, r, dtype, name)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_from_torch_matches_torch_forward(torch, name, dtype):
+    config = CONFIGS[name]
+    module = _torch_module(torch, config, dtype)
+    got_config, params = convert.from_torch(module)
+    assert got_config == config
+    assert all(p.dtype == dtype for p in params.values())
+    x = np.random.default_rng(1).standard_normal((7, 3, config["input_size"])).astype(dtype)
+    _assert_outputs_close(_run_torch(torch, module, x), native_forward(config, params, x), dtype)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_to_torch_state_dict_loads_strictly_and_matches(torch, name, dtype):
+    config = CONFIGS[name]
+    params = random_params(config, dtype, seed=2)
+    module = _torch_module(torch, config, dtype, seed=5)
+    module.load_state_dict(convert.to_torch_state_dict(config, params), strict=True)
+    state = module.state_dict()
+    assert all(state[k].dtype == module.weight_ih_l0.dtype for k in state)
+    x = np.random.default_rng(3).standard_normal((6, 2, config["input_size"])).astype(dtype)
+    _assert_outputs_close(_run_torch(torch, module, x), native_forward(config, params, x), dtype)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_torch_round_trips_are_exact(torch, name, dtype):
+    config = CONFIGS[name]
+    params = random_params(config, dtype, seed=4)
+    back_config, back = convert.from_torch(convert.to_torch_state_dict(config, params))
+    assert back_config == config and list(back) == list(params)
+    for key in params:
+        assert back[key].dtype == dtype
+        np.testing.assert_array_equal(back[key], params[key], err_msg=key)
+
+    # torch -> native -> torch: weights move exactly, the biases are summed into bias_ih.
+    module = _torch_module(torch, config, dtype)
+    state = module.state_dict()
+    again = convert.to_torch_state_dict(*convert.from_torch(state))
+    assert list(again) == list(state)
+    for key, value in state.items():
+        if key.startswith("bias_ih"):
+            expected = (value + state[key.replace("bias_ih", "bias_hh")]).numpy()
+        elif key.startswith("bias_hh"):
+            expected = np.zeros_like(value.numpy())
+        else:
+            expected = value.numpy()
+        np.testing.assert_array_equal(again[key].numpy(), expected, err_msg=key)
+
+
+def test_from_torch_accepts_a_numpy_state_dict_and_bias_false(torch):
+    config = CONFIGS["2layers_bidir"]
+    module = _torch_module(torch, config, np.float64, bias=False)
+    state = {k: v.numpy() for k, v in module.state_dict().items()}
+    got_config, params = convert.from_torch(state)
+    assert got_config == config
+    for key in ("b_l0", "b_l1_reverse"):
+        np.testing.assert_array_equal(params[key], np.zeros(4 * config["hidden_size"]))
+    x = np.random.default_rng(0).standard_normal((4, 2, 3))
+    _assert_outputs_close(_run_torch(torch, module, x), native_forward(config, params, x), np.float64)
+    # ... and goes back into a bias=False module.
+    fresh = _torch_module(torch, config, np.float64, bias=False, seed=9)
+    fresh.load_state_dict(convert.to_torch_state_dict(config, params, bias=False), strict=True)
+    _assert_outputs_close(_run_torch(torch, fresh, x), _run_torch(torch, module, x), np.float64)
+    params["b_l0"][0] = 1.0
+    with pytest.raises(ValueError, match=r"bias=False but params\['b_l0'\] is not zero"):
+        convert.to_torch_state_dict(config, params, bias=False)
+
+
+def test_from_torch_refusals_name_the_problem(torch):
+    with pytest.raises(TypeError, match="must be a torch.nn.LSTM.*not GRU"):
+        convert.from_torch(torch.nn.GRU(3, 4))
+    with pytest.raises(TypeError, match="must be a torch.nn.LSTM or its state dict"):
+        convert.from_torch(np.zeros(3))
+    state = torch.nn.LSTM(3, 4).state_dict()
+    with pytest.raises(ValueError, match="unexpected key 'weight_ih_l0_extra'"):
+        convert.from_torch({**state, "weight_ih_l0_extra": state["weight_ih_l0"]})
+    with pytest.raises(ValueError, match=r"missing \['bias_hh_l0'\]"):
+        convert.from_torch({k: v for k, v in state.items() if k != "bias_hh_l0"})
+    with pytest.raises(
+        ValueError, match=r"state_dict\['weight_hh_l0'\] must have shape \(16, 4\).*got \(16, 3\)"
+    ):
+        convert.from_torch({**state, "weight_hh_l0": state["weight_hh_l0"][:, :3]})
+    with pytest.raises(
+        TypeError, match=r"state_dict\['weight_ih_l0'\] must be a float32 or float64 tensor.*float16"
+    ):
+        convert.from_torch({**state, "weight_ih_l0": state["weight_ih_l0"].half()})
+    with pytest.raises(TypeError, match="one dtype"):
+        convert.from_torch({**state, "bias_ih_l0": state["bias_ih_l0"].double()})
+
+
+# --------------------------------------------------------------------------
+# ONNX
+
+
+@pytest.fixture
+def onnx():
+    return import_or_skip("onnx")
+
+
+@pytest.fixture
+def ort():
+    return import_or_skip("onnxruntime")
+
+
+def _session(ort, model):
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("name", NO_PROJ)
+def test_onnx_round_trip_is_exact(onnx, name, dtype, tmp_path):
+    config = CONFIGS[name]
+    params = random_params(config, dtype, seed=6)
+    path = tmp_path / "model.onnx"
+    model = convert.to_onnx(config, params, path)
+    lstm = [n for n in model.graph.node if n.op_type == "LSTM"]
+    assert len(lstm) == config["num_layers"]
+    for source in (path, str(path), model):
+        back_config, back = convert.from_onnx(source)
+        assert back_config == config and sorted(back) == sorted(params)
+        for key in params:
+            assert back[key].dtype == dtype
+            np.testing.assert_array_equal(back[key], params[key], err_msg=key)
+
+
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "sequence_lens"])
+@pytest.mark.parametrize("name", NO_PROJ)
+def test_onnxruntime_runs_the_export_like_native(onnx, ort, name, with_lengths):
+    # onnxruntime's LSTM kernel is float32 only ("LSTM operator does not support double yet").
+    config = CONFIGS[name]
+    params = random_params(config, np.float32, seed=7)
+    model = convert.to_onnx(config, params, sequence_lens=with_lengths)
+    x = np.random.default_rng(8).standard_normal((6, 3, config["input_size"])).astype(np.float32)
+    feeds = {"X": x}
+    lengths = None
+    if with_lengths:
+        lengths = [6, 2, 4]
+        feeds["sequence_lens"] = np.array(lengths, np.int32)
+    got = _session(ort, model).run(["Y", "Y_h", "Y_c"], feeds)
+    _assert_outputs_close(got, native_forward(config, params, x, lengths), np.float32)
+
+
+def test_onnx_export_has_the_layout_of_the_operator(onnx):
+    # Gate order i, o, f, c; W (D, 4H, I); B = [Wb, Rb] with Rb = 0 (ONNX operator spec).
+    from onnx import numpy_helper
+
+    config = CONFIGS["bidir"]
+    I, H = config["input_size"], config["hidden_size"]
+    params = random_params(config, np.float64)
+    model = convert.to_onnx(config, params)
+    init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    W, R, B = init["W_l0"], init["R_l0"], init["B_l0"]
+    assert W.shape == (2, 4 * H, I) and R.shape == (2, 4 * H, H) and B.shape == (2, 8 * H)
+    for d, sfx in enumerate(["", "_reverse"]):
+        Wn, bn = params[f"W_l0{sfx}"], params[f"b_l0{sfx}"]
+        native = dict(zip("ifgo", range(4), strict=True))
+        for onnx_block, gate in enumerate("iofg"):  # ONNX's c is the native g
+            cols = slice(native[gate] * H, (native[gate] + 1) * H)
+            rows = slice(onnx_block * H, (onnx_block + 1) * H)
+            np.testing.assert_array_equal(W[d, rows], Wn[:I, cols].T)
+            np.testing.assert_array_equal(R[d, rows], Wn[I:, cols].T)
+            np.testing.assert_array_equal(B[d, rows], bn[cols])
+        np.testing.assert_array_equal(B[d, 4 * H :], 0)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("name", ["1layer", "2layers_bidir"])
+def test_from_onnx_reads_torch_onnx_export(torch, onnx, ort, name, tmp_path):
+    # dynamo=False: the TorchScript exporter writes one LSTM node per layer and
+    # needs no extra package (the dynamo exporter needs onnxscript).
+    config = CONFIGS[name]
+    module = _torch_module(torch, config, np.float32, seed=11)
+    x = np.random.default_rng(12).standard_normal((5, 2, config["input_size"])).astype(np.float32)
+    path = tmp_path / "torch_lstm.onnx"
+    torch.onnx.export(module, (torch.from_numpy(x),), str(path), dynamo=False)
+    got_config, got = convert.from_onnx(path)
+    want_config, want = convert.from_torch(module)
+    assert got_config == want_config == config
+    assert sorted(got) == sorted(want)
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    # Our own export of the weights read back runs like the torch module.
+    y_torch = _run_torch(torch, module, x)
+    got_ort = _session(ort, convert.to_onnx(got_config, got)).run(["Y", "Y_h", "Y_c"], {"X": x})
+    _assert_outputs_close(got_ort, y_torch, np.float32)
+
+
+def _edit_lstm_node(onnx, model, **attrs):
+    node = next(n for n in model.graph.node if n.op_type == "LSTM")
+    kept = [a for a in node.attribute if a.name not in attrs]
+    del node.attribute[:]
+    node.attribute.extend(kept + [onnx.helper.make_attribute(k, v) for k, v in attrs.items()])
+    return model
+
+
+def _with_peepholes(onnx, model, value):
+    node = next(n for n in model.graph.node if n.op_type == "LSTM")
+    H = node.attribute[[a.name for a in node.attribute].index("hidden_size")].i
+    node.input.extend([""] * (7 - len(node.input)) + ["P_l0"])
+    model.graph.initializer.append(
+        onnx.numpy_helper.from_array(np.full((1, 3 * H), value, np.float32), "P_l0")
+    )
+    return model
+
+
+def test_from_onnx_accepts_zero_peepholes_and_default_activations(onnx):
+    config = CONFIGS["1layer"]
+    params = random_params(config, np.float32)
+    model = _with_peepholes(onnx, convert.to_onnx(config, params), 0.0)
+    model = _edit_lstm_node(onnx, model, activations=["Sigmoid", "Tanh", "Tanh"], input_forget=0)
+    _, back = convert.from_onnx(model)
+    np.testing.assert_array_equal(back["W_l0"], params["W_l0"])
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda onnx, m: _with_peepholes(onnx, m, 0.5), "peepholes"),
+        (lambda onnx, m: _edit_lstm_node(onnx, m, clip=3.0), "clip=3.0"),
+        (lambda onnx, m: _edit_lstm_node(onnx, m, input_forget=1), "input_forget=1"),
+        (
+            lambda onnx, m: _edit_lstm_node(onnx, m, activations=["HardSigmoid", "Tanh", "Tanh"]),
+            "activations=.*hardsigmoid",
+        ),
+        (lambda onnx, m: _edit_lstm_node(onnx, m, activation_alpha=[0.2]), "activation_alpha"),
+        (lambda onnx, m: _edit_lstm_node(onnx, m, direction="reverse"), "direction='reverse'"),
+    ],
+    ids=["peepholes", "clip", "input_forget", "activations", "activation_alpha", "reverse"],
+)
+def test_from_onnx_refuses_what_it_cannot_represent(onnx, edit, match):
+    config = CONFIGS["1layer"]
+    model = edit(onnx, convert.to_onnx(config, random_params(config, np.float32)))
+    with pytest.raises(ValueError, match=match):
+        convert.from_onnx(model)
+
+
+def test_from_onnx_refuses_a_model_without_lstm_and_unstackable_nodes(onnx):
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["X"], ["Y"])],
+        "g",
+        [helper.make_tensor_value_info("X", 1, [2])],
+        [helper.make_tensor_value_info("Y", 1, [2])],
+    )
+    with pytest.raises(ValueError, match="no LSTM node"):
+        convert.from_onnx(helper.make_model(graph))
+    # Two independent one-layer models glued together: layer 1 reads 3 inputs, not H = 4.
+    a = convert.to_onnx(CONFIGS["1layer"], random_params(CONFIGS["1layer"], np.float32))
+    b = convert.to_onnx(CONFIGS["1layer"], random_params(CONFIGS["1layer"], np.float32))
+    for t in b.graph.initializer:
+        t.name += "_b"
+    node = next(n for n in b.graph.node if n.op_type == "LSTM")
+    node.input[:] = [i + "_b" if i != "X" else i for i in node.input]
+    a.graph.initializer.extend(b.graph.initializer)
+    a.graph.node.append(node)
+    with pytest.raises(ValueError, match="does not stack.*input size 3; expected 1, 4 and 4"):
+        convert.from_onnx(a)
+
+
+def test_to_onnx_refuses_projection_and_bad_opset(onnx):
+    config = CONFIGS["proj"]
+    with pytest.raises(ValueError, match="proj_size=3.*no projection"):
+        convert.to_onnx(config, random_params(config, np.float32))
+    config = CONFIGS["1layer"]
+    with pytest.raises(ValueError, match="opset"):
+        convert.to_onnx(config, random_params(config, np.float32), opset=5)
