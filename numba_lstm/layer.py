@@ -203,11 +203,19 @@ class LSTM:
         """Switch dropout off (inference mode); returns the layer."""
         return self.train(False)
 
+    _DEFAULTS = {
+        "num_layers": 1,
+        "bidirectional": False,
+        "proj_size": 0,
+        "dropout": 0.0,
+        "batch_first": False,
+    }
+
     def __repr__(self):
         extras = "".join(
             f", {name}={getattr(self, name)!r}"
-            for name in ("num_layers", "bidirectional", "proj_size", "dropout", "batch_first")
-            if getattr(self, name) != {"num_layers": 1}.get(name, type(getattr(self, name))())
+            for name, default in self._DEFAULTS.items()
+            if getattr(self, name) != default
         )
         return f"LSTM({self.input_size}, {self.hidden_size}{extras}, dtype={self.dtype.name})"
 
@@ -218,7 +226,7 @@ class LSTM:
             self.params.get(f"W_hr_l{k}{suffix}"),
         )
 
-    def _time_major(self, name, a):
+    def _time_major(self, a):
         return np.ascontiguousarray(a.transpose(1, 0, 2)) if self.batch_first else a
 
     def _initial_state(self, state, B):
@@ -261,7 +269,7 @@ class LSTM:
             raise ValueError(
                 f"x must have {self.input_size} features on its last axis (input_size), got shape {x.shape}"
             )
-        x = self._time_major("x", x)
+        x = self._time_major(x)
         T, B = x.shape[:2]
         h0, c0 = self._initial_state(state, B)
         lengths = check_lengths(lengths, T, B)
@@ -314,7 +322,7 @@ class LSTM:
             dy = as_float_array("dy", dy, self.dtype)
             expected = (B, T, D * P) if self.batch_first else (T, B, D * P)
             check_shape("dy", dy, expected, "the shape of y from the last forward")
-            d_out = self._time_major("dy", dy)
+            d_out = self._time_major(dy)
         dh_n = np.zeros((LD, B, P), self.dtype) if dh_n is None else as_float_array("dh_n", dh_n, self.dtype)
         dc_n = np.zeros((LD, B, H), self.dtype) if dc_n is None else as_float_array("dc_n", dc_n, self.dtype)
         check_shape("dh_n", dh_n, (LD, B, P), "the shape of h_n")
