@@ -831,7 +831,9 @@ def from_onnx(path_or_model):
         write them): the same ``hidden_size`` and ``direction`` in each, layer
         ``k > 0`` reading ``D * H`` inputs.  ``W``, ``R`` and ``B`` must be
         initializers or ``Constant`` outputs; ``B = [Wb, Rb]`` is summed.  The
-        wiring between the nodes is not checked.
+        wiring between the nodes is not checked; ``layout``, ``sequence_lens``,
+        ``initial_h`` and ``initial_c`` concern the inputs, not the weights,
+        and are ignored.
 
     Returns
     -------
