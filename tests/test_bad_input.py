@@ -1,0 +1,303 @@
+"""Bad input on every public entry point: a TypeError or ValueError naming the
+argument, what was expected and what was given; never a silent cast or a crash.
+
+tests/test_validation.py covers the basic functional cases; this file adds the
+rest of the functional API, the layer (forward, backward, step) and
+``numba_lstm.jit`` called from Python.  (Load is covered in tests/test_io.py.)
+"""
+
+import numpy as np
+import pytest
+from conftest import make_problem
+
+import numba_lstm
+from numba_lstm import jit
+
+T, B, I, H = 3, 2, 4, 5
+
+
+@pytest.fixture
+def p():
+    return make_problem(T, B, I, H, np.float32)
+
+
+# --- functional API ---------------------------------------------------------
+
+FORWARD_CASES = [
+    # (change, error, regex that must name the argument, the expectation and what was given)
+    (lambda p: p.update(x=p["x"].astype(np.complex64)), TypeError, r"x must have dtype float32 or float64, got complex64"),
+    (lambda p: p.update(x=p["x"].astype(object)), TypeError, r"x must have dtype float32 or float64, got object"),
+    (lambda p: p.update(x=p["x"].astype(np.float16)), TypeError, r"x must have dtype float32 or float64, got float16"),
+    (lambda p: p.update(x=p["x"].astype(bool)), TypeError, r"x must have dtype float32 or float64, got bool"),
+    (lambda p: p.update(x=p["x"][None]), ValueError, r"x must be 3-D \(T, B, I\), got 4-D shape \(1, 3, 2, 4\)"),
+    (lambda p: p.update(x=3.0), TypeError, r"x must be a numpy array of float32 or float64, got float"),
+    (lambda p: p.update(x=None), TypeError, r"x must be a numpy array"),
+    (lambda p: p.update(W=p["W"][0]), ValueError, r"W must be 2-D \(I \+ P, 4H\), got 1-D shape \(20,\)"),
+    (lambda p: p.update(W=p["W"][None]), ValueError, r"W must be 2-D .*got 3-D"),
+    (lambda p: p.update(W=p["W"].astype(np.int64)), TypeError, r"W must have dtype float32 or float64, got int64"),
+    (lambda p: p.update(W=p["W"][:, :0]), ValueError, r"W must have shape .*got \(9, 0\)"),
+    (lambda p: p.update(W=p["W"][:-1]), ValueError, r"x must have shape \(3, 2, 3\).*W .*\(8, 20\).*got \(3, 2, 4\)"),
+    (lambda p: p.update(W=p["W"][:5]), ValueError, r"W must have shape \(I \+ P, 4H\) = \(0 \+ 5, 20\), got \(5, 20\)"),
+    (lambda p: p.update(b=p["b"][None]), ValueError, r"b must have shape \(20,\).*got \(1, 20\)"),
+    (lambda p: p.update(b=p["b"].astype(np.int32)), TypeError, r"b must have dtype float32 or float64, got int32"),
+    (lambda p: p.update(h0=p["h0"].astype(np.float64)), TypeError, r"h0 has dtype float64 but the other arrays are float32"),
+    (lambda p: p.update(h0=p["h0"][None]), ValueError, r"h0 must have shape \(2, 5\).*got \(1, 2, 5\)"),
+    (lambda p: p.update(c0=p["c0"][:, :4]), ValueError, r"c0 must have shape \(2, 5\) \(B, H\), got \(2, 4\)"),
+    (lambda p: p.update(c0=[[0.0] * 5] * 2), TypeError, r"c0 must be a numpy array .* got a list"),
+    (lambda p: p.update(W_hr=np.zeros((5, 3), np.float64)), TypeError, r"W_hr has dtype float64"),
+    (lambda p: p.update(W_hr=np.zeros((4, 3), np.float32)), ValueError, r"W_hr must have shape \(H, P\) with H = 5 from W, got \(4, 3\)"),
+    (lambda p: p.update(W_hr=np.zeros(5, np.float32)), ValueError, r"W_hr must be 2-D \(H, P\), got 1-D"),
+    (lambda p: p.update(W_hr=np.zeros((5, 3), np.float32)), ValueError, r"x must have shape \(3, 2, 6\)|W must have shape"),
+    (lambda p: p.update(lengths=np.array([1.0, 2.0])), TypeError, r"lengths must be an integer array of shape \(B,\), got dtype float64"),
+    (lambda p: p.update(lengths=np.array([True, False])), TypeError, r"lengths must be an integer array.*got dtype bool"),
+    (lambda p: p.update(lengths=np.array([1, 2], dtype=object)), TypeError, r"lengths must be an integer array.*got dtype object"),
+    (lambda p: p.update(lengths=np.array([1, 2, 3])), ValueError, r"lengths must have shape \(2,\).*got \(3,\)"),
+    (lambda p: p.update(lengths=np.array([[1, 2]])), ValueError, r"lengths must have shape \(2,\).*got \(1, 2\)"),
+    (lambda p: p.update(lengths=3), ValueError, r"lengths must have shape \(2,\).*got \(\)"),
+    (lambda p: p.update(lengths=np.array([-1, 2])), ValueError, r"lengths must be between 0 and T = 3, got values from -1 to 2"),
+    (lambda p: p.update(lengths=np.array([4, 2])), ValueError, r"lengths must be between 0 and T = 3, got values from 2 to 4"),
+    (lambda p: p.update(lengths=np.array([2**40, 1], np.uint64)), ValueError, r"lengths must be between 0 and T = 3"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "error", "message"), FORWARD_CASES)
+def test_functional_forward_rejects(p, change, error, message):
+    before = {k: v.copy() for k, v in p.items()}
+    change(p)
+    with pytest.raises(error, match=message):
+        numba_lstm.lstm_forward(**p)
+    for k, v in before.items():  # a failed call leaves the caller's arrays alone
+        if isinstance(p.get(k), np.ndarray) and p[k].shape == v.shape and p[k].dtype == v.dtype:
+            np.testing.assert_array_equal(p[k], v)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (dict(dy=np.zeros((T, B), np.float32)), ValueError, r"dy must have shape \(3, 2, 5\).*got \(3, 2\)"),
+        (
+            dict(dy=np.zeros((T, B, H), np.int16)),
+            TypeError,
+            r"dy must have dtype float32 or float64, got int16",
+        ),
+        (dict(dy=np.zeros((T, B, H), np.complex128)), TypeError, r"dy must have dtype .* got complex128"),
+        (
+            dict(dh_n=np.zeros((B, H + 1), np.float32)),
+            ValueError,
+            r"dh_n must have shape \(2, 5\).*got \(2, 6\)",
+        ),
+        (
+            dict(dc_n=np.zeros((B, H), np.float64)),
+            TypeError,
+            r"dc_n has dtype float64 but the other arrays are float32",
+        ),
+        (
+            dict(dc_n=np.zeros((B + 1, H), np.float32)),
+            ValueError,
+            r"dc_n must have shape \(2, 5\).*got \(3, 5\)",
+        ),
+        (dict(cache=None), TypeError, r"cache must be the LSTMCache returned by lstm_forward, got NoneType"),
+    ],
+)
+def test_functional_backward_rejects(p, kwargs, error, message):
+    _, _, _, cache = numba_lstm.lstm_forward(**p)
+    args = dict(dy=np.zeros((T, B, H), np.float32), cache=cache) | kwargs
+    with pytest.raises(error, match=message):
+        numba_lstm.lstm_backward(**args)
+
+
+def test_functional_backward_refuses_a_cache_of_another_dtype(p):
+    """The cache fixes the dtype: float64 gradients into a float32 cache are refused."""
+    _, _, _, cache = numba_lstm.lstm_forward(**p)
+    with pytest.raises(TypeError, match="dy has dtype float64 but the other arrays are float32"):
+        numba_lstm.lstm_backward(np.zeros((T, B, H)), cache)
+
+
+# --- layer --------------------------------------------------------------------
+
+
+@pytest.fixture
+def layer():
+    return numba_lstm.LSTM(I, H, num_layers=2, seed=0)
+
+
+def _x(*shape, dtype=np.float32):
+    return np.random.default_rng(0).standard_normal(shape).astype(dtype)
+
+
+LAYER_FORWARD_CASES = [
+    (dict(x=_x(T, B, I, dtype=np.float64)), TypeError, r"x has dtype float64 but the other arrays are float32"),
+    (dict(x=_x(T, B, I).astype(np.int32)), TypeError, r"x must have dtype float32 or float64, got int32"),
+    (dict(x=_x(T, B, I).astype(np.complex64)), TypeError, r"x must have dtype .*got complex64"),
+    (dict(x=_x(T, B, I).astype(object)), TypeError, r"x must have dtype .*got object"),
+    (dict(x=_x(T, B, I).tolist()), TypeError, r"x must be a numpy array"),
+    (dict(x=_x(B, I)), ValueError, r"x must be 3-D \(T, B, I\), got 2-D shape \(2, 4\)"),
+    (dict(x=_x(T, B, I + 1)), ValueError, r"x must have 4 features .*input_size.*got shape \(3, 2, 5\)"),
+    (dict(state=(np.zeros((2, B, H), np.float32),)), TypeError, r"state must be a tuple \(h0, c0\)"),
+    (dict(state=[np.zeros((2, B, H), np.float32)] * 2), TypeError, r"state must be a tuple \(h0, c0\), got list"),
+    (dict(state=(np.zeros((2, B + 1, H), np.float32), np.zeros((2, B + 1, H), np.float32))), ValueError, r"h0 must have shape \(2, 2, 5\).*got \(2, 3, 5\)"),
+    (dict(state=(np.zeros((1, B, H), np.float32), np.zeros((2, B, H), np.float32))), ValueError, r"h0 must have shape \(2, 2, 5\).*got \(1, 2, 5\)"),
+    (dict(state=(np.zeros((2, B, H), np.float32), np.zeros((2, B, H), np.float64))), TypeError, r"c0 has dtype float64"),
+    (dict(state=(np.zeros((2, B, H), np.float32), np.zeros((2, B, H), np.int8))), TypeError, r"c0 must have dtype float32 or float64, got int8"),
+    (dict(lengths=np.array([1, 4])), ValueError, r"lengths must be between 0 and T = 3, got values from 1 to 4"),
+    (dict(lengths=np.array([1])), ValueError, r"lengths must have shape \(2,\).*got \(1,\)"),
+    (dict(lengths=np.array([1.5, 2.0])), TypeError, r"lengths must be an integer array.*float64"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), LAYER_FORWARD_CASES)
+def test_layer_forward_rejects(layer, kwargs, error, message):
+    args = dict(x=_x(T, B, I)) | kwargs
+    before = {k: v.copy() for k, v in layer.params.items()}
+    with pytest.raises(error, match=message):
+        layer.forward(**args)
+    for k, v in before.items():
+        np.testing.assert_array_equal(layer.params[k], v)
+
+
+def test_layer_batch_first_names_the_batch_first_layout():
+    layer = numba_lstm.LSTM(I, H, batch_first=True)
+    with pytest.raises(ValueError, match=r"x must be 3-D \(B, T, I\)"):
+        layer.forward(_x(B, I))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="layer.backward before forward raises RuntimeError; issue 7 asks for ValueError or TypeError",
+)
+def test_layer_backward_before_forward(layer):
+    with pytest.raises((ValueError, TypeError), match="before forward"):
+        layer.backward(np.zeros((T, B, H), np.float32))
+
+
+def test_layer_backward_before_forward_is_an_error_naming_forward(layer):
+    """Whatever its class, it is a clear Python exception, not a crash."""
+    with pytest.raises(Exception, match=r"backward called before forward"):
+        layer.backward(np.zeros((T, B, H), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (dict(dy=np.zeros((T, B, H + 1), np.float32)), ValueError, r"dy must have shape \(3, 2, 5\).*got \(3, 2, 6\)"),
+        (dict(dy=np.zeros((T + 1, B, H), np.float32)), ValueError, r"dy must have shape \(3, 2, 5\).*got \(4, 2, 5\)"),
+        (dict(dy=np.zeros((T, B, H))), TypeError, r"dy has dtype float64 but the other arrays are float32"),
+        (dict(dy=np.zeros((T, B, H), np.int64)), TypeError, r"dy must have dtype .*got int64"),
+        (dict(dh_n=np.zeros((1, B, H), np.float32)), ValueError, r"dh_n must have shape \(2, 2, 5\).*got \(1, 2, 5\)"),
+        (dict(dc_n=np.zeros((2, B + 1, H), np.float32)), ValueError, r"dc_n must have shape \(2, 2, 5\).*got \(2, 3, 5\)"),
+        (dict(dc_n=np.zeros((2, B, H), np.float64)), TypeError, r"dc_n has dtype float64"),
+    ],
+)  # fmt: skip
+def test_layer_backward_rejects(layer, kwargs, error, message):
+    layer.forward(_x(T, B, I))
+    args = dict(dy=np.zeros((T, B, H), np.float32)) | kwargs
+    with pytest.raises(error, match=message):
+        layer.backward(**args)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (dict(x_t=_x(T, B, I)), ValueError, r"x_t must be 2-D \(B, I\), got 3-D shape \(3, 2, 4\)"),
+        (dict(x_t=_x(B, I + 2)), ValueError, r"x_t must have shape \(2, 4\).*got \(2, 6\)"),
+        (dict(x_t=_x(B, I, dtype=np.float64)), TypeError, r"x_t has dtype float64 but the other arrays are float32"),
+        (dict(x_t=_x(B, I).astype(np.uint8)), TypeError, r"x_t must have dtype .*got uint8"),
+        (dict(state=(np.zeros((2, B + 1, H), np.float32), np.zeros((2, B + 1, H), np.float32))), ValueError, r"h0 must have shape \(2, 2, 5\).*got \(2, 3, 5\)"),
+        (dict(state=(np.zeros((2, B, H), np.float32), np.zeros((2, B, H + 1), np.float32))), ValueError, r"c0 must have shape \(2, 2, 5\).*got \(2, 2, 6\)"),
+    ],
+)  # fmt: skip
+def test_layer_step_rejects(layer, kwargs, error, message):
+    args = dict(x_t=_x(B, I)) | kwargs
+    with pytest.raises(error, match=message):
+        layer.step(**args)
+
+
+def test_layer_step_state_from_another_batch_size_after_streaming(layer):
+    """Carrying a state from a batch of 2 into a batch of 3 is refused."""
+    layer.eval()
+    _, state = layer.step(_x(B, I))
+    with pytest.raises(ValueError, match=r"h0 must have shape \(2, 3, 5\).*got \(2, 2, 5\)"):
+        layer.step(_x(B + 1, I), state)
+    _, (h_n, c_n) = layer.forward(_x(T, B, I))
+    with pytest.raises(ValueError, match=r"h0 must have shape \(2, 3, 5\).*got \(2, 2, 5\)"):
+        layer.forward(_x(T, B + 1, I), (h_n, c_n))
+
+
+def test_layer_step_refuses_bidirectional():
+    layer = numba_lstm.LSTM(I, H, bidirectional=True)
+    with pytest.raises(ValueError, match="bidirectional"):
+        layer.step(_x(B, I))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        (dict(input_size=0, hidden_size=H), ValueError, r"input_size must be an integer >= 1, got 0"),
+        (dict(input_size=2.0, hidden_size=H), ValueError, r"input_size must be an integer >= 1, got 2.0"),
+        (dict(input_size=I, hidden_size=True), ValueError, r"hidden_size must be an integer >= 1, got True"),
+        (dict(input_size=I, hidden_size=H, proj_size=H), ValueError, r"proj_size must be smaller than hidden_size"),
+        (dict(input_size=I, hidden_size=H, dropout=1.0), ValueError, r"dropout must be in \[0, 1\), got 1.0"),
+        (dict(input_size=I, hidden_size=H, dtype=np.int32), TypeError, r"dtype must be float32 or float64, got int32"),
+        (dict(input_size=I, hidden_size=H, dtype=np.float16), TypeError, r"dtype must be float32 or float64, got float16"),
+    ],
+)  # fmt: skip
+def test_layer_constructor_rejects(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        numba_lstm.LSTM(**kwargs)
+
+
+# --- numba_lstm.jit called from Python ----------------------------------------
+
+
+@pytest.fixture
+def j():
+    q = make_problem(1, B, I, H, np.float32)
+    return dict(x_t=q["x"][0], h=q["h0"], c=q["c0"], W=q["W"], b=q["b"])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a.update(W=a["W"][:-1]), r"W must have shape \(I \+ H, 4H\)"),
+        (lambda a: a.update(W=np.ascontiguousarray(a["W"][:, :-4])), r"W must have shape \(I \+ H, 4H\)"),
+        (lambda a: a.update(b=a["b"][:-1].copy()), r"b must have shape \(4H,\)"),
+        (lambda a: a.update(h=a["h"][:1].copy()), r"h and c must both have shape \(B, H\)"),
+        (lambda a: a.update(c=a["c"][:, :-1].copy()), r"h and c must both have shape \(B, H\)"),
+    ],
+)
+def test_jit_step_rejects_bad_shapes(j, change, message):
+    change(j)
+    with pytest.raises(ValueError, match=message):
+        jit.step(**j)
+    with pytest.raises(ValueError, match=message):
+        jit.forward(j["x_t"][None], j["W"], j["b"], j["h"], j["c"])
+
+
+def test_jit_step_into_rejects_bad_buffers(j):
+    h_out, c_out = np.empty_like(j["h"]), np.empty_like(j["c"])
+    work = np.empty(jit.work_size(B, H), np.float32)
+    with pytest.raises(ValueError, match="work must have at least work_size"):
+        jit.step_into(*j.values(), h_out, c_out, work[:-1])
+    with pytest.raises(ValueError, match="h_out and c_out must have the shapes of h and c"):
+        jit.step_into(*j.values(), h_out[:1], c_out, work)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="jit.step computes with a float64 b or c next to float32 arrays (silent cast); no dtype check",
+)
+@pytest.mark.parametrize("name", ["b", "c"])
+def test_jit_step_refuses_mixed_dtypes(j, name):
+    j[name] = j[name].astype(np.float64)
+    with pytest.raises(TypeError):
+        jit.step(**j)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="jit functions given integer arrays raise numba's TypingError, which is not a TypeError",
+)
+def test_jit_step_integer_arrays_raise_type_error(j):
+    j["x_t"] = j["x_t"].astype(np.int64)
+    with pytest.raises(TypeError):
+        jit.step(**j)
