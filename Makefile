@@ -26,5 +26,16 @@ lint: $(STAMP_TEST)
 test: lint
 	$(PY) -m pytest
 
+# Shapes are BxTxIxH (batch, steps, inputs, hidden units); bench/run.py --help lists the options.
+bench: $(STAMP_BENCH)
+	$(PY) bench/run.py \
+		--shapes 1x1000x128x128,16x100x128x256,64x100x256x256,64x50x512x512,128x50x1024x1024 \
+		--shapes64 1x1000x128x128,16x100x128x256,64x100x256x256 \
+		--stream-hidden 32,128,512 --lengths 64x100x256x256
+
+bench-quick: $(STAMP_BENCH)
+	$(PY) bench/run.py --shapes 16x100x128x256,64x100x256x256 --shapes64 none \
+		--stream-hidden 32,128 --lengths 64x100x256x256
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,233 @@
+"""Run the benchmarks and render their tables, results JSON and chart.
+
+    python bench/run.py --shapes 64x100x256x256 --shapes64 64x100x256x256
+
+runs ``pytest bench/test_bench_lstm.py`` with pytest-benchmark in one process
+(every implementation with the same thread count, interleaved, warmed up),
+then writes under ``bench/results/``:
+
+* ``<stamp>.json``: every timed call, the summary rows, skipped entries and
+  the machine (CPU, cores, threads, library versions, Numba threading layer);
+* ``<stamp>.md``: the tables printed here;
+* ``<stamp>.png``: a chart of the implementations per shape.
+
+Shapes are ``BxTxIxH`` (batch, steps, inputs, hidden units).
+"""
+
+import argparse
+import datetime
+import json
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+TITLES = {
+    "inference": "Inference: forward over the whole sequence",
+    "training": "Training: forward + backward (FLOPs counted 3x the forward)",
+    "streaming": "Streaming: one step per call, B = 1, I = H (time per step)",
+    "lengths": "Variable lengths: sequence lengths uniform in T/10..T (only valid steps count)",
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--shapes", default="16x100x128x256", help="float32 shapes, comma-separated BxTxIxH")
+    parser.add_argument("--shapes64", default="16x100x128x256", help="float64 shapes ('none' for none)")
+    parser.add_argument("--stream-hidden", default="32,128,512", help="streaming hidden sizes H")
+    parser.add_argument("--stream-steps", type=int, default=100, help="steps per streaming call")
+    parser.add_argument(
+        "--lengths", default="64x100x256x256", help="variable-lengths shape ('none' for none)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed calls per implementation (median of them)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="threads for every implementation (0: torch's default)"
+    )
+    parser.add_argument(
+        "--gemm-size", type=int, default=2048, help="n of the n^3 GEMM that measures the ceiling"
+    )
+    parser.add_argument("--pause", type=float, default=0.1, help="idle seconds before each timed round")
+    parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON, Markdown and PNG")
+    return parser.parse_args(argv)
+
+
+def run_pytest(args, raw_json, log_path):
+    """Run the benchmarks in one pytest process; its output goes to ``log_path``."""
+    command = [
+        sys.executable, "-m", "pytest", str(HERE / "test_bench_lstm.py"), "-q", "-p", "no:cacheprovider",
+        "--benchmark-enable", "--benchmark-quiet", f"--benchmark-json={raw_json}",
+        f"--bench-shapes={args.shapes}", f"--bench-shapes64={args.shapes64}",
+        f"--bench-stream-hidden={args.stream_hidden}", f"--bench-stream-steps={args.stream_steps}",
+        f"--bench-lengths={args.lengths}", f"--bench-repeats={args.repeats}",
+        f"--bench-threads={args.threads}", f"--bench-gemm-size={args.gemm_size}", f"--bench-pause={args.pause}",
+    ]  # fmt: skip
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for line in process.stdout:
+            log.write(line)
+            if line[:1] in ".sFE" and "%]" in line:  # pytest's progress lines
+                print(line.rstrip(), flush=True)
+        returncode = process.wait()
+    if returncode != 0:
+        sys.exit(
+            f"pytest failed (exit {returncode}); its output is in {log_path}:\n"
+            + log_path.read_text()[-4000:]
+        )
+
+
+def summarise(raw):
+    """One row per (group, implementation): the median of its repeats and derived rates."""
+    calls = {}
+    for bench in raw["benchmarks"]:
+        info = bench["extra_info"]
+        key = (info["group"], info["implementation"])
+        row = calls.setdefault(key, {k: info[k] for k in info if k != "repeat"} | {"times": []})
+        row["times"].append(bench["stats"]["median"])
+    rows = list(calls.values())
+    for row in rows:
+        times = sorted(row["times"])
+        row["median_s"] = statistics.median(times)
+        q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
+        row["iqr_percent"] = 100 * (q3 - q1) / row["median_s"]
+        row["gflops"] = row["flops"] / row["median_s"] / 1e9
+        row["steps_per_s"] = row["sequence_steps"] / row["median_s"]
+    rows.sort(key=lambda row: row["workload"] == "gemm")
+    gemm = {row["dtype"]: row["gflops"] for row in rows if row["workload"] == "gemm"}
+    baseline = {row["group"]: row["median_s"] for row in rows if row["baseline"]}
+    for row in rows:
+        row["gemm_percent"] = 100 * row["gflops"] / gemm[row["dtype"]] if row["dtype"] in gemm else None
+        row["vs_pytorch"] = baseline[row["group"]] / row["median_s"] if row["group"] in baseline else None
+    return rows, gemm
+
+
+def _fmt(value, spec, missing="n/a"):
+    return missing if value is None else format(value, spec)
+
+
+def render_tables(rows, skipped, gemm, machine):
+    """Markdown tables, one per workload, rows in registry order, skipped entries included."""
+    info = machine["numba_lstm_bench"]
+    lines = [
+        f"Machine: {info['cpu_model']}, {info['logical_cpus']} logical CPUs; "
+        f"{info['threads_per_implementation']} threads for every implementation; "
+        f"Numba threading layer {info['numba_threading_layer']}.",
+        "",
+        "GEMM ceiling (n = {n}, `np.dot` inside `@njit`): ".format(
+            n=next((r["shape"][0] for r in rows if r["workload"] == "gemm"), "?")
+        )
+        + ", ".join(f"{dtype} {rate:.1f} GFLOP/s" for dtype, rate in sorted(gemm.items())),
+        "",
+        "Times are medians of the repeats; ± is the interquartile range as % of the median; "
+        "'vs PyTorch' is PyTorch's time divided by this time (above 1: faster than PyTorch).",
+    ]
+    order = {}
+    for row in rows:
+        order.setdefault(row["group"], []).append(row)
+    for entry in skipped:
+        group = next((g for g, rs in order.items() if rs[0]["workload"] == entry["workload"]
+                      and rs[0]["shape"] == entry["shape"] and rs[0]["dtype"] == entry["dtype"]), None)  # fmt: skip
+        if group is not None:
+            order[group].append(entry | {"skipped": True})
+    for workload, title in TITLES.items():
+        groups = [g for g, rs in order.items() if rs[0]["workload"] == workload]
+        if not groups:
+            continue
+        streaming = workload == "streaming"
+        time_header = "µs / step" if streaming else "ms / call"
+        lines += ["", f"### {title}", ""]
+        lines.append(f"| B×T×I×H | dtype | implementation | {time_header} | ± | "
+                     "seq-steps/s | GFLOP/s | vs PyTorch | % of GEMM |")  # fmt: skip
+        lines.append("|---|---|---|--:|--:|--:|--:|--:|--:|")
+        for group in groups:
+            for row in order[group]:
+                shape = "×".join(str(n) for n in row["shape"])
+                if row.get("skipped"):
+                    lines.append(f"| {shape} | {row['dtype']} | {row['implementation']} | "
+                                 f"skipped: {row['reason']} | | | | | |")  # fmt: skip
+                    continue
+                t = row["median_s"] * (1e6 / row["sequence_steps"] if streaming else 1e3)
+                lines.append(
+                    f"| {shape} | {row['dtype']} | {row['implementation']} | {t:.3g} | "
+                    f"{row['iqr_percent']:.0f}% | {row['steps_per_s']:.3g} | {row['gflops']:.3g} | "
+                    f"{_fmt(row['vs_pytorch'], '.2f')}x | {_fmt(row['gemm_percent'], '.0f')}% |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def render_chart(rows, path):
+    """One panel per workload: GFLOP/s (streaming: µs per step) per implementation and shape."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = [w for w in TITLES if any(r["workload"] == w for r in rows)]
+    everyone = list(dict.fromkeys(r["implementation"] for r in rows))
+    colours = {name: plt.get_cmap("tab20")(k % 20) for k, name in enumerate(everyone)}  # same in every panel
+    fig, axes = plt.subplots(len(workloads), 1, figsize=(12, 3.6 * len(workloads)), squeeze=False)
+    for ax, workload in zip(axes[:, 0], workloads, strict=True):
+        mine = [r for r in rows if r["workload"] == workload]
+        groups = list(dict.fromkeys(r["group"] for r in mine))
+        names = list(dict.fromkeys(r["implementation"] for r in mine))
+        width = 0.8 / len(names)
+        streaming = workload == "streaming"
+        for k, name in enumerate(names):
+            xs, ys = [], []
+            for g, group in enumerate(groups):
+                row = next((r for r in mine if r["group"] == group and r["implementation"] == name), None)
+                if row is not None:
+                    xs.append(g + (k - (len(names) - 1) / 2) * width)
+                    ys.append(row["median_s"] * 1e6 / row["sequence_steps"] if streaming else row["gflops"])
+            ax.bar(xs, ys, width, label=name, color=colours[name])
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([g.split(" ", 1)[1] for g in groups], fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel("µs per step (lower is better)" if streaming else "GFLOP/s (higher is better)")
+        ax.set_title(TITLES[workload], fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + platform.node().split(".")[0]
+    raw_json, log_path = out / f"{stamp}.raw.json", out / f"{stamp}.log"
+    start = time.perf_counter()
+    run_pytest(args, raw_json, log_path)
+    wall = time.perf_counter() - start
+    raw = json.loads(raw_json.read_text())
+    rows, gemm = summarise(raw)
+    tables = render_tables(rows, raw.get("skipped", []), gemm, raw["machine_info"])
+    results = {
+        "date": raw["datetime"], "wall_seconds": wall, "arguments": vars(args),
+        "machine": raw["machine_info"], "commit": raw["commit_info"], "gemm_gflops": gemm,
+        "rows": rows, "skipped": raw.get("skipped", []), "pytest_benchmark": raw["benchmarks"],
+    }  # fmt: skip
+    (out / f"{stamp}.json").write_text(json.dumps(results, indent=1))
+    (out / f"{stamp}.md").write_text(tables)
+    render_chart([r for r in rows if r["workload"] != "gemm"], out / f"{stamp}.png")
+    raw_json.unlink()
+    log_path.unlink()
+    print()
+    print(tables)
+    print(f"Wall time {wall:.0f} s. Results: {out / stamp}.json, .md, .png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""pytest-benchmark benchmarks of every registered implementation and of the GEMM ceiling.
+
+Run through ``make bench`` / ``bench/run.py``, which renders the tables.  Each
+item times one call of one implementation on one case (see ``conftest.py`` for
+the interleaved order); compile and warm-up happen in ``_prepared``, untimed.
+"""
+
+import functools
+import math
+import time
+
+import numba
+import numpy as np
+import pytest
+from conftest import GEMM, record_skip
+
+from bench import implementations as registry
+
+_PREPARED = {"group": None, "problem": None, "runs": {}}
+
+#: A timed round lasts at least this long: shorter calls are repeated within
+#: the round (pytest-benchmark's ``iterations``) and the mean call is kept.
+MIN_ROUND_S = 0.02
+
+
+def _iterations(run):
+    """Calls per round so that a round lasts ``MIN_ROUND_S``, from one untimed call."""
+    start = time.perf_counter()
+    run()
+    return min(1000, max(1, math.ceil(MIN_ROUND_S / (time.perf_counter() - start))))
+
+
+def _prepared(case):
+    """The case's ``(run, iterations)``, prepared and warmed up on first use.
+
+    Every implementation of a group (workload, shape, dtype) gets the same
+    problem; moving to the next group frees the previous one's buffers.  The
+    first call compiles and warms up; the second sets the iterations.
+    """
+    if _PREPARED["group"] != case.group:
+        B, T, I, H = case.shape
+        _PREPARED.update(group=case.group, runs={}, problem=None)
+        _PREPARED["problem"] = registry.make_problem(case.workload, T, B, I, H, np.dtype(case.dtype))
+    runs = _PREPARED["runs"]
+    if case.impl.name not in runs:
+        run, _ = case.impl.prepare(_PREPARED["problem"])
+        run()
+        runs[case.impl.name] = run, _iterations(run)
+    return runs[case.impl.name]
+
+
+def _extra_info(benchmark, **info):
+    benchmark.extra_info.update(info)
+    benchmark.group = info["group"]
+
+
+def test_lstm(benchmark, case, request):
+    if case.impl is GEMM:
+        return _gemm_round(benchmark, case, request.config)
+    reason = case.impl.skip_reason(case.dtype)
+    if reason is not None:
+        record_skip(request.config, case, reason)
+        pytest.skip(reason)
+    run, iterations = _prepared(case)
+    steps, flops = registry.work(case.workload, _PREPARED["problem"])
+    _extra_info(
+        benchmark, group=case.group, workload=case.workload, shape=list(case.shape), dtype=case.dtype,
+        implementation=case.impl.name, baseline=case.impl.baseline, repeat=case.repeat,
+        flops=flops, sequence_steps=steps, iterations=iterations,
+    )  # fmt: skip
+    # Idle first: thread pools still spinning after the previous call would steal the cores.
+    time.sleep(request.config.getoption("--bench-pause"))
+    benchmark.pedantic(run, rounds=1, iterations=iterations)
+
+
+@numba.njit
+def _gemm(out, a, b):
+    np.dot(a, b, out)
+
+
+@functools.cache
+def _gemm_operands(n, dtype):
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(dtype) for _ in range(2))
+    out = np.empty((n, n), dtype)
+    _gemm(out, a, b)  # compile and warm up
+    return out, a, b
+
+
+def _gemm_round(benchmark, case, config):
+    """The machine's GEMM rate through the BLAS numba_lstm calls (``np.dot`` inside ``@njit``)."""
+    n = config.getoption("--bench-gemm-size")
+    operands = _gemm_operands(n, case.dtype)
+    _extra_info(
+        benchmark, group=f"gemm {case.dtype}", workload="gemm", shape=[n, n, n], dtype=case.dtype,
+        implementation=GEMM.name, baseline=False, repeat=case.repeat, flops=2 * n**3, sequence_steps=0,
+        iterations=1,
+    )  # fmt: skip
+    time.sleep(config.getoption("--bench-pause"))
+    benchmark.pedantic(_gemm, operands, rounds=1, iterations=1)

@@ -1,0 +1,66 @@
+"""Every benchmarked implementation, run once at a tiny shape, matches the reference.
+
+This iterates the benchmark registry (``bench/implementations.py``), so an
+implementation cannot be timed by ``make bench`` without being checked here.
+A peer that is not installed, or an entry whose numba_lstm API does not exist
+yet, is skipped with the reason the benchmark table prints.
+"""
+
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # the repository root, for bench/
+from bench import implementations as registry  # noqa: E402
+
+#: (T, B, I, H) per workload: small, but with B > 1 (B = 1 for streaming) and
+#: T long enough that errors would compound.
+TINY = {
+    "inference": (7, 3, 5, 4),
+    "training": (7, 3, 5, 4),
+    "streaming": (7, 1, 6, 6),
+    "lengths": (9, 5, 4, 3),
+}
+
+CASES = [
+    pytest.param(impl, dtype, id=f"{impl.workload}-{impl.name}-{np.dtype(dtype).name}")
+    for impl in registry.REGISTRY
+    for dtype in (np.float32, np.float64)
+]
+
+
+@pytest.mark.parametrize(("impl", "dtype"), CASES)
+def test_implementation_matches_reference(impl, dtype):
+    reason = impl.skip_reason(dtype)
+    if reason is not None:
+        pytest.skip(reason)
+    problem = registry.make_problem(impl.workload, *TINY[impl.workload], dtype, seed=1)
+    run, collect = impl.prepare(problem)
+    run()
+    got = collect()
+    names = impl.outputs or registry.OUTPUTS[impl.workload]
+    assert set(got) == set(names)
+    ref = registry.expected(impl.workload, problem)
+    for name in names:
+        assert np.asarray(got[name]).dtype == dtype, f"{name} has dtype {np.asarray(got[name]).dtype}"
+        assert_close(got[name], ref[name], dtype, f"{impl.name} {name}")
+
+
+def test_every_workload_has_a_numba_lstm_entry_and_one_baseline():
+    for workload in registry.WORKLOADS:
+        entries = registry.implementations(workload)
+        assert any(impl.name.startswith("numba_lstm") for impl in entries), workload
+        assert sum(impl.baseline for impl in entries) == 1, workload
+
+
+def test_lengths_problem_covers_the_full_length():
+    lengths = registry.make_problem("lengths", 100, 64, 2, 2, np.float32)["lengths"]
+    assert lengths.max() == 100 and lengths.min() >= 10
+
+
+def test_flops_follow_the_protocol():
+    assert registry.flops("inference", 100, 64, 256, 256) == 2 * 100 * 64 * 512 * 1024
+    assert registry.flops("training", 100, 64, 256, 256) == 3 * registry.flops("inference", 100, 64, 256, 256)
