@@ -7,6 +7,10 @@ from numba_lstm._validation import as_float_array, check_lengths, check_ndim, ch
 from numba_lstm.functional import lstm_backward, lstm_forward
 
 
+class NotReadyError(RuntimeError, ValueError):
+    """``backward`` was called before any ``forward``."""
+
+
 def _positive_int(name, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -186,6 +190,19 @@ class LSTM:
 
         return cls.from_params(*convert.from_onnx(path_or_model), **options)
 
+    def save(self, path):
+        """Save configuration, dtype and parameters to an ``.npz`` (atomic; no pickle)."""
+        from numba_lstm import io
+
+        io.save(self, path)
+
+    @classmethod
+    def load(cls, path):
+        """Load a layer written by ``save``; refuses corrupt or mismatched files."""
+        from numba_lstm import io
+
+        return io.load(path)
+
     def summary(self):
         """Print and return a table of every parameter with its per-gate split and the total."""
         from numba_lstm.gates import parameter_table
@@ -312,7 +329,7 @@ class LSTM:
         the initial state to ``self.grads["h0"]`` and ``self.grads["c0"]``.
         """
         if self._caches is None:
-            raise RuntimeError("backward called before forward: run layer.forward(x) first")
+            raise NotReadyError("backward called before forward: run layer.forward(x) first")
         caches, masks, (T, B) = self._caches
         D, P, H = self.num_directions, self.output_size, self.hidden_size
         LD = self.num_layers * D

@@ -161,10 +161,6 @@ def test_layer_batch_first_names_the_batch_first_layout():
         layer.forward(_x(B, I))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="layer.backward before forward raises RuntimeError; issue 7 asks for ValueError or TypeError",
-)
 def test_layer_backward_before_forward(layer):
     with pytest.raises((ValueError, TypeError), match="before forward"):
         layer.backward(np.zeros((T, B, H), np.float32))

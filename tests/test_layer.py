@@ -63,7 +63,7 @@ def test_batch_first_is_a_transpose_of_time_major(dtype):
 
 
 def test_backward_before_forward_is_an_error():
-    with pytest.raises(RuntimeError, match="before forward"):
+    with pytest.raises(ValueError, match="before forward"):
         numba_lstm.LSTM(2, 3).backward(np.zeros((1, 1, 3), np.float32))
 
 

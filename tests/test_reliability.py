@@ -354,15 +354,7 @@ def test_huge_preactivations_saturate_without_fp_errors(dtype, seed):
 @pytest.mark.parametrize(
     "dtype",
     [
-        pytest.param(
-            np.float32,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="float32 tanh inside the fused (FMA-contracted) kernel saturates at 1 - 2.4e-7, "
-                "not exactly 1, so saturated gate derivatives are 1.2e-7 instead of 0 and dx through "
-                "1e4 weights is off by ~2e-2 (numba_lstm/_math.py)",
-            ),
-        ),
+        np.float32,
         np.float64,
     ],
 )
