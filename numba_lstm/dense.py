@@ -3,6 +3,7 @@
 import numpy as np
 
 from numba_lstm._validation import as_float_array, check_shape
+from numba_lstm.layer import NotReadyError
 
 
 class Dense:
@@ -104,7 +105,7 @@ class Dense:
         ``"b"`` (K,), summed over every leading axis.
         """
         if self._x is None:
-            raise RuntimeError("backward called before forward: run dense.forward(x) first")
+            raise NotReadyError("backward called before forward: run dense.forward(x) first")
         x = self._x
         dy = as_float_array("dy", dy, self.dtype)
         check_shape("dy", dy, x.shape[:-1] + (self.out_features,), "the shape of y from the last forward")

@@ -5,6 +5,7 @@ import pytest
 from conftest import import_or_skip
 
 from numba_lstm.dense import Dense
+from numba_lstm.layer import NotReadyError
 
 
 def numerical_grad(f, a, eps=1e-6):
@@ -87,7 +88,7 @@ def test_dense_initialisation_is_seeded_and_bounded():
             TypeError,
             "x has dtype float64 but the other arrays are float32",
         ),
-        (lambda: Dense(3, 2).backward(np.zeros((4, 2), np.float32)), RuntimeError, "before forward"),
+        (lambda: Dense(3, 2).backward(np.zeros((4, 2), np.float32)), NotReadyError, "before forward"),
     ],
 )
 def test_dense_errors(call, error, match):
