@@ -1,0 +1,241 @@
+"""An LSTM controller inside a user's ``@njit`` simulation loop (``numba_lstm.jit``).
+
+The system is a lightly damped mass on a spring pushed by random forces,
+``x'' = -w² x - z x' + u + noise``.  The controller only sees the position,
+through sensor noise, and must push it back to 0.  An expert PD controller
+``u = -kp x - kd x'`` that sees the true position and velocity shows what is
+possible; an LSTM learns to imitate it from the noisy positions alone (it has
+to estimate the velocity from what it remembers), trained in NumPy with this
+package's ``Dense``, ``mse_*`` and ``Adam``.
+
+The closed-loop evaluation is one ``@numba.njit`` function written here: per
+time step it calls ``numba_lstm.jit.step_into`` (one LSTM step, no
+allocation), applies the dense head and integrates the system, with no Python
+between the steps.  The figures are the RMS position without control, with
+the expert and with the LSTM, and the time per simulated step, against the
+same loop driven from Python (one ``step_into`` call per step).
+
+    python -m examples.jit_control            # the full run
+    python -m examples.jit_control --quick    # the test suite's run
+"""
+
+import time
+
+import numba
+import numpy as np
+
+from examples._common import Stopwatch, blas_threads, parse, parser, progress, save_curves
+from numba_lstm import jit
+from numba_lstm.dense import Dense
+from numba_lstm.layer import LSTM
+from numba_lstm.losses import mse_backward, mse_forward
+from numba_lstm.optim import Adam, clip_grad_norm, merge
+
+DT = 0.05  # seconds per step
+OMEGA, DAMPING = 2.0, 0.1  # natural frequency (rad/s) and damping of the spring
+KP, KD = 4.0, 4.0  # the expert's PD gains
+FORCE_NOISE, SENSOR_NOISE = 3.0, 0.1  # standard deviations
+
+
+@numba.njit(cache=True)
+def advance(x, v, u, force):
+    """One semi-implicit Euler step of the spring; returns ``(x, v)``."""
+    v = v + DT * (-OMEGA * OMEGA * x - DAMPING * v + u + force)
+    return x + DT * v, v
+
+
+@numba.njit(cache=True)
+def simulate_expert(x0, v0, forces, sensor, explore, gain):
+    """Episodes under the expert (``gain`` = 1) or without control (``gain`` = 0).
+
+    x0, v0 (E,); forces, sensor, explore (T, E) noises.  Returns the
+    observed positions ``obs (T, E)``, the expert's actions ``u (T, E)`` (what
+    the LSTM learns) and the true positions ``pos (T, E)``.  ``explore`` is
+    added to the action applied, so that the data also visits states slightly
+    off the expert's path.
+    """
+    T, E = forces.shape
+    obs = np.empty((T, E))
+    u = np.empty((T, E))
+    pos = np.empty((T, E))
+    for e in range(E):
+        x, v = x0[e], v0[e]
+        for t in range(T):
+            obs[t, e] = x + sensor[t, e]
+            u[t, e] = gain * (-KP * x - KD * v)
+            x, v = advance(x, v, u[t, e] + explore[t, e], forces[t, e])
+            pos[t, e] = x
+    return obs, u, pos
+
+
+@numba.njit(cache=True)
+def simulate_lstm(x0, v0, forces, sensor, W, b, W_head, b_head):
+    """Episodes under the LSTM controller: the user's loop, all in Numba.
+
+    W (1 + H, 4H), b (4H,) the LSTM in the native layout; W_head (H, 1),
+    b_head (1,) the dense head.  Returns the true positions ``pos (T, E)``.
+    """
+    T, E = forces.shape
+    H = b.shape[0] // 4
+    dtype = W.dtype
+    obs = np.empty((1, 1), dtype)
+    h = np.empty((1, H), dtype)
+    c = np.empty((1, H), dtype)
+    work = np.empty(jit.work_size(1, H), dtype)
+    pos = np.empty((T, E))
+    for e in range(E):
+        x, v = x0[e], v0[e]
+        h[:] = 0
+        c[:] = 0
+        for t in range(T):
+            obs[0, 0] = x + sensor[t, e]
+            jit.step_into(obs, h, c, W, b, h, c, work)  # in place: h, c <- the next state
+            u = b_head[0]
+            for j in range(H):
+                u += h[0, j] * W_head[j, 0]
+            x, v = advance(x, v, u, forces[t, e])
+            pos[t, e] = x
+    return pos
+
+
+def simulate_lstm_from_python(x0, v0, forces, sensor, W, b, W_head, b_head):
+    """The same loop as ``simulate_lstm`` driven from Python: one jitted call per step."""
+    T, E = forces.shape
+    H = b.shape[0] // 4
+    obs = np.empty((1, 1), W.dtype)
+    h, c = np.empty((1, H), W.dtype), np.empty((1, H), W.dtype)
+    work = np.empty(jit.work_size(1, H), W.dtype)
+    pos = np.empty((T, E))
+    for e in range(E):
+        x, v = x0[e], v0[e]
+        h[:] = 0
+        c[:] = 0
+        for t in range(T):
+            obs[0, 0] = x + sensor[t, e]
+            jit.step_into(obs, h, c, W, b, h, c, work)
+            u = float(h[0] @ W_head[:, 0] + b_head[0])
+            x, v = advance(x, v, u, forces[t, e])
+            pos[t, e] = x
+    return pos
+
+
+def episodes(rng, E, T):
+    """Initial states and noises of E episodes of T steps."""
+    return (
+        rng.uniform(-1, 1, E),
+        rng.uniform(-1, 1, E),
+        rng.normal(0, FORCE_NOISE, (T, E)),
+        rng.normal(0, SENSOR_NOISE, (T, E)),
+    )
+
+
+def rms(a):
+    return float(np.sqrt(np.mean(np.square(a))))
+
+
+def main(argv=None):
+    p = _parser()
+    args = parse(p, argv)
+    with blas_threads(args):
+        return run(args)
+
+
+def _parser():
+    p = parser("jit_control", "Imitate a PD controller with an LSTM, then run it in an @njit loop.", 40, 12)
+    p.add_argument("--hidden", type=int, default=32, help="hidden units (default 32)")
+    p.add_argument(
+        "--train", type=int, default=None, help="training episodes (default 1024, 256 with --quick)"
+    )
+    p.add_argument("--length", type=int, default=200, help="steps per training episode (default 200)")
+    p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 0.01)")
+    p.add_argument(
+        "--eval",
+        type=int,
+        default=None,
+        help="evaluation episodes of 400 steps (default 500, 100 with --quick)",
+    )
+    return p
+
+
+def run(args):
+    """Train, simulate, time; return the figures as a dict."""
+    clock = Stopwatch()
+    rng = np.random.default_rng(args.seed)
+    n_train, T, H = args.train or (256 if args.quick else 1024), args.length, args.hidden
+
+    # 1. Demonstrations: the expert acting, with some exploration noise on its actions.
+    x0, v0, forces, sensor = episodes(rng, n_train, T)
+    obs, u_expert, _ = simulate_expert(x0, v0, forces, sensor, rng.normal(0, 1.0, (T, n_train)), 1.0)
+    x_train = obs[:, :, None].astype(np.float32)  # (T, N, 1) what the controller sees
+    y_train = u_expert[:, :, None].astype(np.float32)  # (T, N, 1) what it should do
+
+    # 2. Imitation: an LSTM and a dense head read at every step, mean squared error.
+    lstm = LSTM(1, H, seed=args.seed)
+    head = Dense(H, 1, seed=args.seed + 1)
+    opt = Adam(merge({"lstm": lstm.params, "head": head.params}), lr=args.lr)
+    per_epoch = -(-n_train // args.batch)
+    epochs, losses = [], []
+    for epoch in progress(range(args.epochs), args, desc="imitation", unit="epoch"):
+        order = rng.permutation(n_train)
+        total = 0.0
+        for k in range(per_epoch):
+            idx = order[k * args.batch : (k + 1) * args.batch]
+            y, _ = lstm(x_train[:, idx])  # (T, B, H)
+            pred = head(y)  # (T, B, 1)
+            total += mse_forward(pred, y_train[:, idx]) * len(idx)
+            lstm.backward(head.backward(mse_backward(pred, y_train[:, idx])))
+            grads = merge({"lstm": lstm.grads, "head": head.grads})
+            clip_grad_norm(grads, 1.0, names=opt.params)
+            opt.step(grads)
+        epochs.append(epoch + 1)
+        losses.append(total / n_train)
+    train_seconds = clock()
+
+    # 3. Closed loop on new episodes, 400 steps each (twice the training length).
+    E, T_eval = args.eval or (100 if args.quick else 500), 400
+    x0, v0, forces, sensor = episodes(np.random.default_rng(args.seed + 1000), E, T_eval)
+    no_noise = np.zeros((T_eval, E))
+    free = simulate_expert(x0, v0, forces, sensor, no_noise, 0.0)[2]
+    expert = simulate_expert(x0, v0, forces, sensor, no_noise, 1.0)[2]
+    weights = (lstm.W, lstm.b, head.W, head.b)
+    simulate_lstm(x0[:1], v0[:1], forces[:1, :1], sensor[:1, :1], *weights)  # compile (or load) first
+    start = time.perf_counter()
+    controlled = simulate_lstm(x0, v0, forces, sensor, *weights)
+    njit_us = (time.perf_counter() - start) / (E * T_eval) * 1e6
+    n_python = min(E, 20)
+    start = time.perf_counter()
+    from_python = simulate_lstm_from_python(x0[:n_python], v0[:n_python], forces[:, :n_python],
+                                            sensor[:, :n_python], *weights)  # fmt: skip
+    python_us = (time.perf_counter() - start) / (n_python * T_eval) * 1e6
+    np.testing.assert_allclose(from_python, controlled[:, :n_python], rtol=1e-6, atol=1e-6)
+    seconds = clock()
+
+    result = {
+        "rms_free": rms(free),
+        "rms_expert": rms(expert),
+        "rms_lstm": rms(controlled),
+        "us_per_step_njit": njit_us,
+        "us_per_step_python": python_us,
+        "train_seconds": train_seconds,
+        "seconds": seconds,
+    }
+    save_curves(
+        args.out,
+        {"imitation MSE (training)": (epochs, losses)},
+        f"LSTM controller imitating a PD expert, H = {H}",
+        ylabel="mean squared error of the action",
+    )
+    print(
+        f"spring under random forces, {E} episodes of {T_eval} steps: RMS position {result['rms_free']:.3f} "
+        f"uncontrolled, {result['rms_expert']:.3f} with the PD expert (true state), {result['rms_lstm']:.3f} "
+        f"with the LSTM (noisy position only). {njit_us:.2f} us per simulated step in @njit "
+        f"(LSTM step + head + physics, B = 1, H = {H}) against {python_us:.2f} us driven from Python; "
+        f"imitation training {train_seconds:.1f} s, {seconds:.1f} s wall time in all; "
+        f"loss curve in {args.out}"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()

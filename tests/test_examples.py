@@ -1,0 +1,88 @@
+"""Quick runs of the training examples: each must learn, not merely run.
+
+The thresholds are loose (a short run, small sizes) but each sits far from
+what an untrained or broken model scores: chance on digits is 10%, the best
+constant guess on the adding problem scores 0.167, and a model that only
+learnt the mean of the sunspot series does worse than the naive forecast.
+"""
+
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # examples/ is a folder of the repository, not part of the package
+    sys.path.insert(0, str(ROOT))
+
+for _name in ("sklearn", "statsmodels", "tqdm", "matplotlib", "threadpoolctl"):
+    pytest.importorskip(_name, reason=f"{_name} is not installed (pip install -e '.[examples]')")
+
+
+def assert_png(path):
+    assert path.is_file(), f"{path} was not written"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+
+
+def test_digits_quick(tmp_path, capsys):
+    from examples import digits
+
+    out = tmp_path / "digits.png"
+    result = digits.main(["--quick", "--no-progress", "--out", str(out)])
+    assert result["test_accuracy"] > 0.80, result
+    assert_png(out)
+    assert "held-out accuracy" in capsys.readouterr().out
+
+
+def test_adding_quick(tmp_path):
+    from examples import adding
+
+    out = tmp_path / "adding.png"
+    result = adding.main(["--quick", "--no-progress", "--out", str(out)])
+    assert result["test_mse"] < 0.05 < adding.BASELINE, result  # 3x below the best constant guess
+    assert_png(out)
+
+
+def test_sunspots_quick(tmp_path):
+    from examples import sunspots
+
+    out = tmp_path / "sunspots.png"
+    result = sunspots.main(["--quick", "--no-progress", "--out", str(out)])
+    assert result["test_rmse"] < 0.8 * result["naive_rmse"], result
+    assert_png(out)
+    assert_png(tmp_path / "sunspots_forecast.png")
+
+
+def test_jit_control_quick(tmp_path):
+    """The LSTM, run by numba_lstm.jit inside an @njit loop, must actually control the spring."""
+    from examples import jit_control
+
+    out = tmp_path / "jit_control.png"
+    result = jit_control.main(["--quick", "--no-progress", "--out", str(out)])
+    # run() itself checks that the @njit loop and the Python-driven loop give the same trajectories.
+    assert result["rms_lstm"] < 0.6 * result["rms_free"], result
+    assert result["rms_expert"] < result["rms_free"], result
+    assert result["us_per_step_njit"] > 0
+    assert_png(out)
+
+
+def test_adding_data_has_the_stated_baseline():
+    """Two markers per sequence, one in each half; the target is their sum, with variance 1/6."""
+    from examples.adding import BASELINE, make_data
+
+    T, n = 40, 20000
+    x, target = make_data(n, T, np.random.default_rng(0))
+    markers = x[:, :, 1]
+    np.testing.assert_array_equal(markers[: T // 2].sum(axis=0), 1)
+    np.testing.assert_array_equal(markers[T // 2 :].sum(axis=0), 1)
+    np.testing.assert_allclose(target[:, 0], (x[:, :, 0] * markers).sum(axis=0), rtol=1e-6)
+    assert np.mean((target - 1.0) ** 2) == pytest.approx(BASELINE, rel=0.03)
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--threads", "0"], ["--bogus"]])
+def test_bad_options_exit(argv):
+    from examples import digits
+
+    with pytest.raises(SystemExit):
+        digits.main(argv)
