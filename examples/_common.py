@@ -36,7 +36,7 @@ def parser(name, description, epochs, quick_epochs, seed=0):
         "--threads",
         type=int,
         default=1,
-        help="BLAS threads (default 1: these matrices are small, and one thread does not fight other processes)",
+        help="BLAS threads (default 1: these matrices are small, one thread does not fight other processes)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(_epochs=(epochs, quick_epochs))
@@ -57,6 +57,7 @@ def parse(p, argv):
 
 def blas_threads(args):
     """A context in which BLAS (the GEMMs inside the LSTM kernels) uses ``--threads`` threads."""
+    import scipy.linalg.cython_blas  # noqa: F401  (load the OpenBLAS Numba calls, so that it is limited too)
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=args.threads, user_api="blas")
@@ -70,13 +71,17 @@ def progress(iterable, args, **kwargs):
 
 
 class Stopwatch:
-    """Wall time since creation, in seconds."""
+    """Wall time since creation, in seconds; ``cpu()`` is this process's CPU time (all threads)."""
 
     def __init__(self):
         self.start = time.perf_counter()
+        self.start_cpu = time.process_time()
 
     def __call__(self):
         return time.perf_counter() - self.start
+
+    def cpu(self):
+        return time.process_time() - self.start_cpu
 
 
 def save_curves(path, curves, title, xlabel="epoch", ylabel="loss", logy=True, hlines=None):
@@ -91,18 +96,15 @@ def save_curves(path, curves, title, xlabel="epoch", ylabel="loss", logy=True, h
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     for label, (x, y) in curves.items():
         ax.plot(x, y, label=label)
-    for label, y in (hlines or {}).items():
-        ax.axhline(y, linestyle="--", color="gray", linewidth=1)
-        ax.annotate(
-            label, (0.01, y), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray"
-        )
+    for k, (label, y) in enumerate((hlines or {}).items()):
+        ax.axhline(y, linestyle=("--", ":", "-.")[k % 3], color="gray", linewidth=1, label=label)
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -209,7 +209,7 @@ def run(args):
                                             sensor[:, :n_python], *weights)  # fmt: skip
     python_us = (time.perf_counter() - start) / (n_python * T_eval) * 1e6
     np.testing.assert_allclose(from_python, controlled[:, :n_python], rtol=1e-6, atol=1e-6)
-    seconds = clock()
+    seconds, cpu_seconds = clock(), clock.cpu()
 
     result = {
         "rms_free": rms(free),
@@ -219,19 +219,22 @@ def run(args):
         "us_per_step_python": python_us,
         "train_seconds": train_seconds,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
     }
     save_curves(
         args.out,
         {"imitation MSE (training)": (epochs, losses)},
         f"LSTM controller imitating a PD expert, H = {H}",
         ylabel="mean squared error of the action",
+        logy=False,
     )
     print(
         f"spring under random forces, {E} episodes of {T_eval} steps: RMS position {result['rms_free']:.3f} "
         f"uncontrolled, {result['rms_expert']:.3f} with the PD expert (true state), {result['rms_lstm']:.3f} "
         f"with the LSTM (noisy position only). {njit_us:.2f} us per simulated step in @njit "
         f"(LSTM step + head + physics, B = 1, H = {H}) against {python_us:.2f} us driven from Python; "
-        f"imitation training {train_seconds:.1f} s, {seconds:.1f} s wall time in all; "
+        f"imitation training {train_seconds:.1f} s, "
+        f"{seconds:.1f} s wall time ({cpu_seconds:.1f} s CPU) in all; "
         f"loss curve in {args.out}"
     )
     return result

@@ -82,7 +82,10 @@ def run(args):
 
     # Baselines, fitted on the training years only.
     naive = spots[test_t - 1]
-    design = lambda t: np.column_stack([spots[t - k] for k in range(1, L + 1)] + [np.ones(len(t))])  # noqa: E731
+
+    def design(t):  # the L previous values and a constant, for each target index t
+        return np.column_stack([spots[t - k] for k in range(1, L + 1)] + [np.ones(len(t))])
+
     fit_t = np.arange(L, split)  # the linear model has no epochs to choose: it fits all training years
     coef, *_ = np.linalg.lstsq(design(fit_t), spots[fit_t], rcond=None)
     linear = design(test_t) @ coef
@@ -113,10 +116,10 @@ def run(args):
         test_rmses.append(rmse(unscale(model.predict(x_test)), truth))  # plotted, never used to choose
         if val_rmses[-1] < best[0]:
             best = (val_rmses[-1], epoch + 1, {name: p.copy() for name, p in model.params.items()})
-        bar.set_postfix(train=f"{train_losses[-1]:.1f}", val=f"{val_rmses[-1]:.1f}")
+        bar.set_postfix(train=f"{train_losses[-1]:.1f}", val=f"{val_rmses[-1]:.1f}", refresh=False)
     for name, p in model.params.items():  # early stopping: back to the best validation epoch
         p[...] = best[2][name]
-    seconds = clock()
+    seconds, cpu_seconds = clock(), clock.cpu()
 
     forecast = unscale(model.predict(x_test))
     result = {
@@ -127,6 +130,7 @@ def run(args):
         "naive_mae": float(np.mean(np.abs(naive - truth))),
         "best_epoch": best[1],
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
     }
     save_curves(
         args.out,
@@ -146,7 +150,8 @@ def run(args):
         f"sunspots {years[split]:.0f}-{years[-1]:.0f} one year ahead: LSTM RMSE {result['test_rmse']:.1f} "
         f"(MAE {result['test_mae']:.1f}), naive last value {result['naive_rmse']:.1f} "
         f"(MAE {result['naive_mae']:.1f}), linear AR({L}) {result['linear_rmse']:.1f}; "
-        f"{result['test_rmse'] / result['naive_rmse']:.2f}x the naive error, in {seconds:.1f} s wall time; "
+        f"{result['test_rmse'] / result['naive_rmse']:.2f}x the naive error, "
+        f"in {seconds:.1f} s wall time ({cpu_seconds:.1f} s CPU); "
         f"weights of epoch {best[1]} of {args.epochs} (best validation), {n_train} training windows; "
         f"loss curve in {args.out}"
     )
