@@ -84,8 +84,8 @@ class Stopwatch:
         return time.process_time() - self.start_cpu
 
 
-def save_curves(path, curves, title, xlabel="epoch", ylabel="loss", logy=True, hlines=None):
-    """Plot ``curves`` (label -> (x, y)) and optional horizontal ``hlines`` (label -> y) into a PNG."""
+def save_curves(path, curves, title, xlabel="epoch", ylabel="loss", logy=True, hlines=None, vlines=None):
+    """Plot ``curves`` (label -> (x, y)) and optional ``hlines`` (label -> y), ``vlines`` (label -> x)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,6 +98,8 @@ def save_curves(path, curves, title, xlabel="epoch", ylabel="loss", logy=True, h
         ax.plot(x, y, label=label)
     for k, (label, y) in enumerate((hlines or {}).items()):
         ax.axhline(y, linestyle=("--", ":", "-.")[k % 3], color="gray", linewidth=1, label=label)
+    for label, x in (vlines or {}).items():
+        ax.axvline(x, color="black", linewidth=0.8, alpha=0.5, label=label)
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)

@@ -136,10 +136,13 @@ def run(args):
         args.out,
         {
             "training RMSE": (epochs, train_losses),
+            f"validation RMSE ({years[val_start]:.0f}-{years[split - 1]:.0f})": (epochs, val_rmses),
             f"held-out RMSE ({years[split]:.0f}-{years[-1]:.0f})": (epochs, test_rmses),
         },
         f"Sunspots one year ahead, window {L}, H = {args.hidden}",
         ylabel="root mean squared error (sunspot number)",
+        logy=False,
+        vlines={f"epoch kept (best validation, {best[1]})": best[1]},
         hlines={
             f"naive last value ({result['naive_rmse']:.1f})": result["naive_rmse"],
             f"linear AR({L}) ({result['linear_rmse']:.1f})": result["linear_rmse"],
