@@ -1,30 +1,33 @@
-"""What every example shares: the command line, the progress bar, timing and the loss plot."""
+"""What every example shares: the command line, the training loop, progress bar, timing and the loss plot."""
 
 import argparse
 import pathlib
 import time
+from collections import namedtuple
 
 import numpy as np
 
 import numba_lstm
 from numba_lstm.dense import Dense
-from numba_lstm.optim import merge
+from numba_lstm.losses import cross_entropy_backward, cross_entropy_forward, mse_backward, mse_forward
+from numba_lstm.optim import clip_grad_norm, merge
 
 OUTPUT_DIR = pathlib.Path(__file__).resolve().parent / "output"
 
 
-def parser(name, description, epochs, quick_epochs, seed=0):
+def parser(name, description, *, epochs, hidden, batch, lr, seed=0):
     """An ``argparse`` parser with the options every example has.
 
-    ``--quick`` is the small run of the test suite, ``--epochs`` overrides the
-    number of epochs (``epochs`` for a full run, ``quick_epochs`` with
-    ``--quick``), ``--out`` is the PNG of the loss curve.
+    ``--quick`` is the small run of the test suite, ``--out`` the PNG of the
+    loss curve.  ``epochs``, ``hidden``, ``batch`` and ``lr`` are the defaults
+    of ``--epochs``, ``--hidden``, ``--batch`` and ``--lr``; each is a value,
+    or a pair ``(full, quick)`` whose second value is the default with
+    ``--quick`` (see ``option``).
     """
     p = argparse.ArgumentParser(prog=f"python -m examples.{name}", description=description)
+    p.set_defaults(_quick_defaults={})
     p.add_argument("--quick", action="store_true", help="a small, fast run (the one the test suite runs)")
-    p.add_argument(
-        "--epochs", type=int, default=None, help=f"epochs (default {epochs}, {quick_epochs} with --quick)"
-    )
+    option(p, "--epochs", epochs, "epochs")
     p.add_argument("--seed", type=int, default=seed, help=f"random seed (default {seed})")
     p.add_argument(
         "--out",
@@ -39,20 +42,41 @@ def parser(name, description, epochs, quick_epochs, seed=0):
         help="BLAS threads (default 1: these matrices are small, one thread does not fight other processes)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(_epochs=(epochs, quick_epochs))
+    option(p, "--hidden", hidden, "hidden units")
+    option(p, "--batch", batch, "batch size")
+    option(p, "--lr", lr, "Adam learning rate", type=float)
     return p
 
 
+def option(p, flag, default, help, type=int):
+    """Add ``flag`` to ``p``; a ``default`` pair ``(full, quick)`` gives the quick run its own default."""
+    if isinstance(default, tuple):
+        full, quick = default
+        p.add_argument(flag, type=type, default=None, help=f"{help} (default {full}, {quick} with --quick)")
+        dest = flag.lstrip("-").replace("-", "_")
+        p.set_defaults(_quick_defaults={**p.get_default("_quick_defaults"), dest: default})
+    else:
+        p.add_argument(flag, type=type, default=default, help=f"{help} (default {default})")
+
+
 def parse(p, argv):
+    """Parse ``argv``, filling the defaults that depend on ``--quick``."""
     args = p.parse_args(argv)
-    full, quick = args._epochs
-    if args.epochs is None:
-        args.epochs = quick if args.quick else full
+    for dest, (full, quick) in args._quick_defaults.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, quick if args.quick else full)
     if args.epochs < 1:
         p.error(f"--epochs must be at least 1, got {args.epochs}")
     if args.threads < 1:
         p.error(f"--threads must be at least 1, got {args.threads}")
     return args
+
+
+def run_example(p, run, argv):
+    """Parse ``argv`` with the parser ``p``, then ``run(args)`` under the ``--threads`` BLAS limit."""
+    args = parse(p, argv)
+    with blas_threads(args):
+        return run(args)
 
 
 def blas_threads(args):
@@ -113,18 +137,26 @@ def save_curves(path, curves, title, xlabel="epoch", ylabel="loss", logy=True, h
     return path
 
 
-class SequenceModel:
-    """An LSTM read at its last step by a dense layer: ``x (T, B, I) -> out (B, K)``.
+Loss = namedtuple("Loss", "forward backward")
+MSE = Loss(mse_forward, mse_backward)
+CROSS_ENTROPY = Loss(cross_entropy_forward, cross_entropy_backward)
 
-    ``params`` and ``grads`` merge both layers' dicts under the prefixes
-    ``"lstm."`` and ``"head."`` (``numba_lstm.optim.merge``), so one optimizer
-    trains both; the LSTM's initial-state gradients come along in ``grads``
-    and the optimizer ignores them.
+
+class SequenceModel:
+    """An LSTM and a dense head: ``x (T, B, I) -> out (B, K)``, or ``(T, B, K)`` with ``every_step``.
+
+    The head reads the LSTM's last step, or with ``every_step=True`` each of
+    its steps.  ``params`` and ``grads`` merge both layers' dicts under the
+    prefixes ``"lstm."`` and ``"head."`` (``numba_lstm.optim.merge``), so one
+    optimizer trains both; the LSTM's initial-state gradients come along in
+    ``grads`` and the optimizer ignores them.
     """
 
-    def __init__(self, input_size, hidden_size, output_size, *, dtype="float32", seed=0):
+    def __init__(self, input_size, hidden_size, output_size, *, every_step=False, dtype="float32", seed=0):
         self.lstm = numba_lstm.LSTM(input_size, hidden_size, dtype=dtype, seed=seed)
         self.head = Dense(hidden_size, output_size, dtype=dtype, seed=seed + 1)
+        self.every_step = every_step
+        self.batch_axis = 1 if every_step else 0  # of the output (and the targets)
         self.params = merge({"lstm": self.lstm.params, "head": self.head.params})
         self._y_shape = None
 
@@ -138,15 +170,46 @@ class SequenceModel:
     def forward(self, x):
         y, _ = self.lstm(x)  # (T, B, H)
         self._y_shape = y.shape
-        return self.head(y[-1])  # (B, K)
+        return self.head(y if self.every_step else y[-1])
 
     def backward(self, dout):
-        dy = np.zeros(self._y_shape, self.lstm.dtype)  # only the last step feeds the head
-        dy[-1] = self.head.backward(dout)
-        self.lstm.backward(dy)
+        if self.every_step:
+            self.lstm.backward(self.head.backward(dout))
+        else:
+            dy = np.zeros(self._y_shape, self.lstm.dtype)  # only the last step feeds the head
+            dy[-1] = self.head.backward(dout)
+            self.lstm.backward(dy)
 
     def predict(self, x, batch_size=1024):
         """Forward in batches of ``batch_size`` sequences (no gradients kept)."""
         return np.concatenate(
-            [self.forward(x[:, i : i + batch_size]) for i in range(0, x.shape[1], batch_size)]
+            [self.forward(x[:, i : i + batch_size]) for i in range(0, x.shape[1], batch_size)],
+            axis=self.batch_axis,
         )
+
+
+def train_epoch(model, opt, loss, x, target, *, batch, rng, max_norm, on_batch=None):
+    """One pass over the training set in shuffled minibatches; return the mean loss per sequence.
+
+    ``x`` is (T, N, I) and ``target`` has the N sequences on ``model.batch_axis``;
+    ``loss`` is a ``Loss`` (``MSE``, ``CROSS_ENTROPY``).  Each minibatch runs
+    forward, the loss, backward, clips the global gradient norm to
+    ``max_norm`` and takes an optimizer step; ``on_batch(value)`` is then
+    called with that minibatch's loss.
+    """
+    n = x.shape[1]
+    order = rng.permutation(n)
+    total = 0.0
+    for start in range(0, n, batch):
+        idx = order[start : start + batch]
+        y = np.take(target, idx, axis=model.batch_axis)
+        out = model(x[:, idx])
+        value = loss.forward(out, y)
+        model.backward(loss.backward(out, y))
+        grads = model.grads
+        clip_grad_norm(grads, max_norm, names=model.params)
+        opt.step(grads)
+        total += value * len(idx)
+        if on_batch is not None:
+            on_batch(value)
+    return total / n

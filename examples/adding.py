@@ -13,9 +13,19 @@ well below that, here below 0.01 on sequences it never saw.
 
 import numpy as np
 
-from examples._common import SequenceModel, Stopwatch, blas_threads, parse, parser, progress, save_curves
-from numba_lstm.losses import mse_backward, mse_forward
-from numba_lstm.optim import Adam, clip_grad_norm
+from examples._common import (
+    MSE,
+    SequenceModel,
+    Stopwatch,
+    option,
+    parser,
+    progress,
+    run_example,
+    save_curves,
+    train_epoch,
+)
+from numba_lstm.losses import mse_forward
+from numba_lstm.optim import Adam
 
 BASELINE = 2 / 12  # error of the best constant guess, 1
 
@@ -34,63 +44,47 @@ def make_data(n, T, rng, dtype=np.float32):
 
 
 def main(argv=None):
-    p = _parser()
-    args = parse(p, argv)
-    with blas_threads(args):
-        return run(args)
-
-
-def _parser():
-    p = parser("adding", "Train an LSTM on the adding problem.", epochs=12, quick_epochs=12)
-    p.add_argument(
-        "--length", type=int, default=None, help="sequence length T (default 100, 30 with --quick)"
+    p = parser(
+        "adding",
+        "Train an LSTM on the adding problem.",
+        epochs=12,
+        hidden=(64, 32),
+        batch=64,
+        lr=(0.01, 0.02),
     )
-    p.add_argument("--hidden", type=int, default=None, help="hidden units (default 64, 32 with --quick)")
-    p.add_argument(
-        "--train", type=int, default=None, help="training sequences (default 10000, 4000 with --quick)"
-    )
-    p.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
-    p.add_argument(
-        "--lr", type=float, default=None, help="Adam learning rate (default 0.01, 0.02 with --quick)"
-    )
-    return p
+    option(p, "--length", (100, 30), "sequence length T")
+    option(p, "--train", (10000, 4000), "training sequences")
+    return run_example(p, run, argv)
 
 
 def run(args):
     """Train and evaluate; return the figures as a dict."""
-    T = args.length or (30 if args.quick else 100)
-    H = args.hidden or (32 if args.quick else 64)
-    n_train = args.train or (4000 if args.quick else 10000)
-    lr = args.lr or (0.02 if args.quick else 0.01)
-    n_test = 1000
+    T, H, n_train, n_test = args.length, args.hidden, args.train, 1000
     clock = Stopwatch()
 
     rng = np.random.default_rng(args.seed)
     x_train, y_train = make_data(n_train, T, rng)
     x_test, y_test = make_data(n_test, T, rng)
     model = SequenceModel(2, H, 1, seed=args.seed)
-    opt = Adam(model.params, lr=lr)
+    opt = Adam(model.params, lr=args.lr)
 
-    steps, batch_losses, test_epochs, test_errors = [], [], [0], [mse_forward(model.predict(x_test), y_test)]
+    batch_losses, test_epochs, test_errors = [], [0], [mse_forward(model.predict(x_test), y_test)]
     per_epoch = -(-n_train // args.batch)
     bar = progress(range(args.epochs * per_epoch), args, desc=f"adding T={T}", unit="batch")
+
+    def batch_done(loss):  # a progress bar by the batch: an epoch takes a while at T = 100
+        batch_losses.append(loss)
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.4f}", test=f"{test_errors[-1]:.4f}", refresh=False)
+
     for epoch in range(args.epochs):
-        order = rng.permutation(n_train)
-        for k in range(per_epoch):
-            idx = order[k * args.batch : (k + 1) * args.batch]
-            x, y = x_train[:, idx], y_train[idx]
-            pred = model(x)
-            batch_losses.append(mse_forward(pred, y))
-            steps.append(epoch + (k + 1) / per_epoch)
-            model.backward(mse_backward(pred, y))
-            grads = model.grads
-            clip_grad_norm(grads, 1.0, names=model.params)
-            opt.step(grads)
-            bar.update()
-            bar.set_postfix(loss=f"{batch_losses[-1]:.4f}", test=f"{test_errors[-1]:.4f}", refresh=False)
+        train_epoch(
+            model, opt, MSE, x_train, y_train, batch=args.batch, rng=rng, max_norm=1.0, on_batch=batch_done
+        )
         test_epochs.append(epoch + 1)
         test_errors.append(mse_forward(model.predict(x_test), y_test))
     bar.close()
+    steps = np.arange(1, len(batch_losses) + 1) / per_epoch  # in epochs
     seconds, cpu_seconds = clock(), clock.cpu()
 
     save_curves(

@@ -13,9 +13,18 @@ images is held out for the reported accuracy.
 
 import numpy as np
 
-from examples._common import SequenceModel, Stopwatch, blas_threads, parse, parser, progress, save_curves
-from numba_lstm.losses import cross_entropy_backward, cross_entropy_forward
-from numba_lstm.optim import Adam, clip_grad_norm
+from examples._common import (
+    CROSS_ENTROPY,
+    SequenceModel,
+    Stopwatch,
+    parser,
+    progress,
+    run_example,
+    save_curves,
+    train_epoch,
+)
+from numba_lstm.losses import cross_entropy_forward
+from numba_lstm.optim import Adam
 
 
 def load(seed):
@@ -37,47 +46,35 @@ def accuracy(model, x, labels):
 
 
 def main(argv=None):
-    p = _parser()
-    args = parse(p, argv)
-    with blas_threads(args):
-        return run(args)
-
-
-def _parser():
-    p = parser("digits", "Classify scikit-learn's 8x8 digits, read row by row, with an LSTM.", 30, 6)
-    p.add_argument("--hidden", type=int, default=None, help="hidden units (default 128, 64 with --quick)")
-    p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
-    p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (default 0.005)")
-    return p
+    p = parser(
+        "digits",
+        "Classify scikit-learn's 8x8 digits, read row by row, with an LSTM.",
+        epochs=(30, 6),
+        hidden=(128, 64),
+        batch=32,
+        lr=5e-3,
+    )
+    return run_example(p, run, argv)
 
 
 def run(args):
     """Train and evaluate; return the figures as a dict."""
-    H = args.hidden or (64 if args.quick else 128)
+    H = args.hidden
     clock = Stopwatch()
 
     x_train, y_train, x_test, y_test = load(args.seed)
-    n_train = len(y_train)
     rng = np.random.default_rng(args.seed)
     model = SequenceModel(8, H, 10, seed=args.seed)
     opt = Adam(model.params, lr=args.lr)
 
     epochs, train_losses, test_losses, test_accuracies = [], [], [], []
-    per_epoch = -(-n_train // args.batch)
     bar = progress(range(args.epochs), args, desc="digits", unit="epoch")
     for epoch in bar:
-        order = rng.permutation(n_train)
-        total = 0.0
-        for k in range(per_epoch):
-            idx = order[k * args.batch : (k + 1) * args.batch]
-            logits = model(x_train[:, idx])
-            total += cross_entropy_forward(logits, y_train[idx]) * len(idx)
-            model.backward(cross_entropy_backward(logits, y_train[idx]))
-            grads = model.grads
-            clip_grad_norm(grads, 5.0, names=model.params)
-            opt.step(grads)
+        loss = train_epoch(
+            model, opt, CROSS_ENTROPY, x_train, y_train, batch=args.batch, rng=rng, max_norm=5.0
+        )
         epochs.append(epoch + 1)
-        train_losses.append(total / n_train)
+        train_losses.append(loss)
         test_losses.append(cross_entropy_forward(model.predict(x_test), y_test))
         test_accuracies.append(accuracy(model, x_test, y_test))
         bar.set_postfix(loss=f"{train_losses[-1]:.3f}", test_acc=f"{test_accuracies[-1]:.3f}", refresh=False)
@@ -98,7 +95,7 @@ def run(args):
     print(
         f"sequential digits: held-out accuracy {result['test_accuracy']:.2%} on {len(y_test)} images "
         f"(cross-entropy {result['test_loss']:.3f}) in {seconds:.1f} s wall time ({cpu_seconds:.1f} s CPU); "
-        f"{args.epochs} epochs of {n_train} images; loss curve in {args.out}"
+        f"{args.epochs} epochs of {len(y_train)} images; loss curve in {args.out}"
     )
     return result
 

@@ -32,12 +32,19 @@ import time
 import numba
 import numpy as np
 
-from examples._common import Stopwatch, blas_threads, parse, parser, progress, save_curves
+from examples._common import (
+    MSE,
+    SequenceModel,
+    Stopwatch,
+    option,
+    parser,
+    progress,
+    run_example,
+    save_curves,
+    train_epoch,
+)
 from numba_lstm import jit
-from numba_lstm.dense import Dense
-from numba_lstm.layer import LSTM
-from numba_lstm.losses import mse_backward, mse_forward
-from numba_lstm.optim import Adam, clip_grad_norm, merge
+from numba_lstm.optim import Adam
 
 DT = 0.05  # seconds per step
 OMEGA, DAMPING = 2.0, 0.1  # natural frequency (rad/s) and damping of the spring
@@ -164,35 +171,25 @@ def rms(a):
 
 
 def main(argv=None):
-    p = _parser()
-    args = parse(p, argv)
-    with blas_threads(args):
-        return run(args)
-
-
-def _parser():
-    p = parser("jit_control", "Learn a state observer with an LSTM, then control with it in @njit.", 40, 12)
-    p.add_argument("--hidden", type=int, default=32, help="hidden units (default 32)")
-    p.add_argument(
-        "--train", type=int, default=None, help="training episodes (default 1024, 256 with --quick)"
+    p = parser(
+        "jit_control",
+        "Learn a state observer with an LSTM, then control with it in @njit.",
+        epochs=(40, 12),
+        hidden=32,
+        batch=32,
+        lr=1e-2,
     )
-    p.add_argument("--length", type=int, default=200, help="steps per training episode (default 200)")
-    p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 0.01)")
-    p.add_argument(
-        "--eval",
-        type=int,
-        default=None,
-        help="evaluation episodes of 400 steps (default 500, 100 with --quick)",
-    )
-    return p
+    option(p, "--train", (1024, 256), "training episodes")
+    option(p, "--length", 200, "steps per training episode")
+    option(p, "--eval", (500, 100), "evaluation episodes of 400 steps")
+    return run_example(p, run, argv)
 
 
 def run(args):
     """Train, simulate, time; return the figures as a dict."""
     clock = Stopwatch()
     rng = np.random.default_rng(args.seed)
-    n_train, T, H = args.train or (256 if args.quick else 1024), args.length, args.hidden
+    n_train, T, H = args.train, args.length, args.hidden
 
     # 1. Data: episodes under the expert, with exploration noise on its actions.
     x0, v0, forces, sensor = episodes(rng, n_train, T)
@@ -200,26 +197,13 @@ def run(args):
     x_train = obs[:, :, None].astype(np.float32)  # (T, N, 1) what the controller sees
     y_train = state.astype(np.float32)  # (T, N, 2) the true position and velocity
 
-    # 2. The observer: an LSTM and a dense head read at every step, mean squared error.
-    lstm = LSTM(1, H, seed=args.seed)
-    head = Dense(H, 2, seed=args.seed + 1)
-    opt = Adam(merge({"lstm": lstm.params, "head": head.params}), lr=args.lr)
-    per_epoch = -(-n_train // args.batch)
+    # 2. The observer: an LSTM and a dense head read at every step, (T, B, 1) -> (T, B, 2), mean squared error.
+    model = SequenceModel(1, H, 2, every_step=True, seed=args.seed)
+    opt = Adam(model.params, lr=args.lr)
     epochs, losses = [], []
     for epoch in progress(range(args.epochs), args, desc="observer", unit="epoch"):
-        order = rng.permutation(n_train)
-        total = 0.0
-        for k in range(per_epoch):
-            idx = order[k * args.batch : (k + 1) * args.batch]
-            y, _ = lstm(x_train[:, idx])  # (T, B, H)
-            pred = head(y)  # (T, B, 2)
-            total += mse_forward(pred, y_train[:, idx]) * len(idx)
-            lstm.backward(head.backward(mse_backward(pred, y_train[:, idx])))
-            grads = merge({"lstm": lstm.grads, "head": head.grads})
-            clip_grad_norm(grads, 1.0, names=opt.params)
-            opt.step(grads)
+        losses.append(train_epoch(model, opt, MSE, x_train, y_train, batch=args.batch, rng=rng, max_norm=1.0))
         epochs.append(epoch + 1)
-        losses.append(total / n_train)
     train_seconds = clock()
 
     # 3. Closed loop on new episodes, 400 steps each (twice the training length).
@@ -229,7 +213,7 @@ def run(args):
     free = simulate_expert(x0, v0, forces, sensor, no_noise, 0.0)[2]
     expert = simulate_expert(x0, v0, forces, sensor, no_noise, 1.0)[2]
     sensor_pd = simulate_sensor_pd(x0, v0, forces, sensor)
-    weights = (lstm.W, lstm.b, head.W, head.b)
+    weights = (model.lstm.W, model.lstm.b, model.head.W, model.head.b)
     simulate_lstm(x0[:1], v0[:1], forces[:1, :1], sensor[:1, :1], *weights)  # compile (or load) first
     start = time.perf_counter()
     controlled = simulate_lstm(x0, v0, forces, sensor, *weights)

@@ -16,9 +16,18 @@ validation error (early stopping), so the held-out tail chooses nothing.
 
 import numpy as np
 
-from examples._common import SequenceModel, Stopwatch, blas_threads, parse, parser, progress, save_curves
-from numba_lstm.losses import mse_backward, mse_forward
-from numba_lstm.optim import Adam, clip_grad_norm
+from examples._common import (
+    MSE,
+    SequenceModel,
+    Stopwatch,
+    option,
+    parser,
+    progress,
+    run_example,
+    save_curves,
+    train_epoch,
+)
+from numba_lstm.optim import Adam
 
 
 def load():
@@ -40,26 +49,18 @@ def rmse(pred, target):
 
 
 def main(argv=None):
-    p = _parser()
-    args = parse(p, argv)
-    with blas_threads(args):
-        return run(args)
-
-
-def _parser():
-    p = parser("sunspots", "Forecast yearly sunspot numbers one year ahead with an LSTM.", 200, 60)
-    p.add_argument("--window", type=int, default=20, help="years the model reads (default 20)")
-    p.add_argument("--hidden", type=int, default=32, help="hidden units (default 32)")
-    p.add_argument("--batch", type=int, default=16, help="batch size (default 16)")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 0.003)")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="held-out tail (default 0.2)")
-    p.add_argument(
-        "--val-fraction",
-        type=float,
-        default=0.15,
-        help="validation share of the training years (default 0.15)",
+    p = parser(
+        "sunspots",
+        "Forecast yearly sunspot numbers one year ahead with an LSTM.",
+        epochs=(200, 60),
+        hidden=32,
+        batch=16,
+        lr=3e-3,
     )
-    return p
+    option(p, "--window", 20, "years the model reads")
+    option(p, "--test-fraction", 0.2, "held-out tail", type=float)
+    option(p, "--val-fraction", 0.15, "validation share of the training years", type=float)
+    return run_example(p, run, argv)
 
 
 def run(args):
@@ -94,24 +95,13 @@ def run(args):
     model = SequenceModel(1, args.hidden, 1, seed=args.seed)
     opt = Adam(model.params, lr=args.lr)
     unscale = lambda z: z[:, 0].astype(np.float64) * std + mean  # noqa: E731
-    n_train = len(train_t)
-    per_epoch = -(-n_train // args.batch)
     epochs, train_losses, val_rmses, test_rmses = [], [], [], []
     best = (np.inf, 0, None)  # validation RMSE, epoch, copy of the parameters
     bar = progress(range(args.epochs), args, desc="sunspots", unit="epoch")
     for epoch in bar:
-        order = rng.permutation(n_train)
-        total = 0.0
-        for k in range(per_epoch):
-            idx = order[k * args.batch : (k + 1) * args.batch]
-            pred = model(x_train[:, idx])
-            total += mse_forward(pred, y_train[idx]) * len(idx)
-            model.backward(mse_backward(pred, y_train[idx]))
-            grads = model.grads
-            clip_grad_norm(grads, 1.0, names=model.params)
-            opt.step(grads)
+        mse = train_epoch(model, opt, MSE, x_train, y_train, batch=args.batch, rng=rng, max_norm=1.0)
         epochs.append(epoch + 1)
-        train_losses.append(np.sqrt(total / n_train) * std)  # RMSE in sunspot units
+        train_losses.append(np.sqrt(mse) * std)  # RMSE in sunspot units
         val_rmses.append(rmse(unscale(model.predict(x_val)), spots[val_t]))
         test_rmses.append(rmse(unscale(model.predict(x_test)), truth))  # plotted, never used to choose
         if val_rmses[-1] < best[0]:
@@ -155,7 +145,7 @@ def run(args):
         f"(MAE {result['naive_mae']:.1f}), linear AR({L}) {result['linear_rmse']:.1f}; "
         f"{result['test_rmse'] / result['naive_rmse']:.2f}x the naive error, "
         f"in {seconds:.1f} s wall time ({cpu_seconds:.1f} s CPU); "
-        f"weights of epoch {best[1]} of {args.epochs} (best validation), {n_train} training windows; "
+        f"weights of epoch {best[1]} of {args.epochs} (best validation), {len(train_t)} training windows; "
         f"loss curve in {args.out}"
     )
     return result
