@@ -214,7 +214,9 @@ def run(args):
     expert = simulate_expert(x0, v0, forces, sensor, no_noise, 1.0)[2]
     sensor_pd = simulate_sensor_pd(x0, v0, forces, sensor)
     weights = (model.lstm.W, model.lstm.b, model.head.W, model.head.b)
-    simulate_lstm(x0[:1], v0[:1], forces[:1, :1], sensor[:1, :1], *weights)  # compile (or load) first
+    first = (x0[:1], v0[:1], forces[:1, :1], sensor[:1, :1])  # one step of one episode
+    simulate_lstm(*first, *weights)  # compile (or load) first: neither timing includes compilation
+    simulate_lstm_from_python(*first, *weights)
     start = time.perf_counter()
     controlled = simulate_lstm(x0, v0, forces, sensor, *weights)
     njit_us = (time.perf_counter() - start) / (E * T_eval) * 1e6
