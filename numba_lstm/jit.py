@@ -9,6 +9,12 @@ for x then h, gates i, f, g, o, bias ``b (4H,)``.
 a 1-D array of ``work_size(B, H) = 9 * B * H`` elements of the same dtype;
 ``h_out``/``c_out`` may be the same arrays as ``h``/``c`` (update in place).
 
+Bad arguments are refused, never cast: a non-array, a dtype other than
+float32/float64 or mixed dtypes raise ``TypeError``, a wrong rank or shape
+``ValueError``, each naming the argument, what was expected and what was
+given.  From your ``@njit`` code the dtype and rank errors are raised when it
+compiles.
+
 Example::
 
     @numba.njit
@@ -22,9 +28,126 @@ Example::
 
 import numba
 import numpy as np
+from numba.core import types
+from numba.core.registry import CPUDispatcher
+from numba.extending import overload
 
 from numba_lstm._kernels import _gates_forward, _lstm_forward
 from numba_lstm._options import SERIAL
+from numba_lstm._validation import _describe
+
+# --- argument checks ---------------------------------------------------------
+#
+# Kinds, dtypes and ranks are part of Numba's types, so they are checked when a
+# call is typed, before anything is compiled: a bad call never gets a
+# (silently casting) specialisation.  Each public function starts with a call
+# to its ``_check_*_args``: a no-op in compiled code (LLVM removes it) whose
+# ``overload`` inspects the argument types.  It raises a plain TypeError or
+# ValueError, which Numba's (default, "new style") error capturing lets
+# propagate unchanged: a user's ``@njit`` function that calls these with bad
+# arrays fails to compile with that exception.  Python callers are checked on
+# the values first, by ``_CheckedDispatcher``, which also covers arrays that
+# Numba cannot type at all (object arrays).  Shapes are checked at run time.
+
+_STEP_ARGS = (
+    ("x_t", 2, "(B, I)"),
+    ("h", 2, "(B, H)"),
+    ("c", 2, "(B, H)"),
+    ("W", 2, "(I + H, 4H)"),
+    ("b", 1, "(4H,)"),
+)
+_ARGS = {
+    "step": _STEP_ARGS,
+    "step_into": _STEP_ARGS + (("h_out", 2, "(B, H)"), ("c_out", 2, "(B, H)"), ("work", 1, "(9 * B * H,)")),
+    "forward": (("x", 3, "(T, B, I)"), *_STEP_ARGS[3:], ("h0", 2, "(B, H)"), ("c0", 2, "(B, H)")),
+}
+
+
+def _argument_error(function, given):
+    """The error for the first bad argument of ``function``, or None.
+
+    ``given`` has one ``(dtype, ndim, description)`` per argument, ``dtype``
+    None for something that is not an array.
+    """
+    first = None
+    for (name, ndim, axes), (dtype, rank, what) in zip(_ARGS[function], given, strict=True):
+        where = f"numba_lstm.jit.{function}: {name}"
+        if dtype is None:
+            return TypeError(f"{where} must be a numpy array of float32 or float64, got {what}")
+        if dtype not in ("float32", "float64"):
+            return TypeError(
+                f"{where} must have dtype float32 or float64, got {dtype}; numba_lstm never casts arrays silently"
+            )
+        if first is None:
+            first = name, dtype
+        elif dtype != first[1]:
+            return TypeError(
+                f"{where} has dtype {dtype} but {first[0]} is {first[1]}; pass every array in one dtype"
+            )
+        if rank != ndim:
+            return ValueError(f"{where} must be {ndim}-D {axes}, got {rank}-D {what}")
+    return None
+
+
+def _describe_value(value):
+    if isinstance(value, np.ndarray):
+        return str(value.dtype), value.ndim, f"shape {value.shape}"
+    return None, 0, _describe(value)
+
+
+def _describe_type(typ):
+    if isinstance(typ, types.Array):
+        return str(typ.dtype), typ.ndim, str(typ)
+    return None, 0, f"Numba type {typ}"
+
+
+def _argument_check(function):
+    """A no-op for jitted code whose overload checks the argument types."""
+
+    def check(*args):
+        # Run in Python, by _CheckedDispatcher, on the values.
+        error = _argument_error(function, [_describe_value(a) for a in args])
+        if error is not None:
+            raise error
+
+    @overload(check)
+    def _check_types(*args):
+        error = _argument_error(function, [_describe_type(t) for t in args])
+        if error is not None:
+            raise error
+        return lambda *args: None
+
+    return check
+
+
+_CHECKS = {function: _argument_check(function) for function in _ARGS}
+_check_step_args = _CHECKS["step"]
+_check_step_into_args = _CHECKS["step_into"]
+_check_forward_args = _CHECKS["forward"]
+
+
+class _CheckedDispatcher(CPUDispatcher):
+    """Numba's CPU dispatcher, checking a Python caller's arguments first.
+
+    ``_compile_for_args`` runs only when no compiled specialisation matches
+    the arguments (a new type signature), never on the fast path.  It and the
+    constructor are Numba internals (stable for years); tests/test_bad_input.py
+    fails if a Numba release changes them.
+    """
+
+    def _compile_for_args(self, *args, **kws):
+        _CHECKS[self.py_func.__name__](*args)
+        return super()._compile_for_args(*args, **kws)
+
+
+def _entry_point(func):
+    """``numba.njit(**SERIAL)`` with a ``_CheckedDispatcher``; usable from ``@njit`` code too."""
+    options = dict(SERIAL, nopython=True)
+    cache = options.pop("cache")
+    dispatcher = _CheckedDispatcher(func, targetoptions=options)
+    if cache:
+        dispatcher.enable_caching()
+    return dispatcher
 
 
 @numba.njit(**SERIAL)
@@ -45,7 +168,7 @@ def _check_step(x_t, h, c, W, b):
         raise ValueError("b must have shape (4H,)")
 
 
-@numba.njit(**SERIAL)
+@_entry_point
 def step_into(x_t, h, c, W, b, h_out, c_out, work):
     """One LSTM step without allocating.
 
@@ -53,6 +176,7 @@ def step_into(x_t, h, c, W, b, h_out, c_out, work):
     h_out (B, H), c_out (B, H) out (may be ``h`` and ``c`` themselves);
     work (9 * B * H,) scratch.
     """
+    _check_step_into_args(x_t, h, c, W, b, h_out, c_out, work)
     _check_step(x_t, h, c, W, b)
     B, I = x_t.shape
     H = h.shape[1]
@@ -69,18 +193,20 @@ def step_into(x_t, h, c, W, b, h_out, c_out, work):
     _gates_forward(gates, c_out, tanh_c, h_out, hw, b, c)
 
 
-@numba.njit(**SERIAL)
+@_entry_point
 def step(x_t, h, c, W, b):
     """One LSTM step; returns new arrays ``(h_new, c_new)``, each (B, H)."""
+    _check_step_args(x_t, h, c, W, b)
     h_new = np.empty_like(h)
     c_new = np.empty_like(c)
     step_into(x_t, h, c, W, b, h_new, c_new, np.empty(9 * h.shape[0] * h.shape[1], h.dtype))
     return h_new, c_new
 
 
-@numba.njit(**SERIAL)
+@_entry_point
 def forward(x, W, b, h0, c0):
     """A whole sequence: x (T, B, I) -> ``(y (T, B, H), h_n (B, H), c_n (B, H))``."""
+    _check_forward_args(x, W, b, h0, c0)
     T, B, I = x.shape
     _check_step(x[0] if T > 0 else np.empty((B, I), x.dtype), h0, c0, W, b)
     H = h0.shape[1]

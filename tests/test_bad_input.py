@@ -3,9 +3,11 @@ argument, what was expected and what was given; never a silent cast or a crash.
 
 tests/test_validation.py covers the basic functional cases; this file adds the
 rest of the functional API, the layer (forward, backward, step) and
-``numba_lstm.jit`` called from Python.  (Load is covered in tests/test_io.py.)
+``numba_lstm.jit`` called from Python and from the user's ``@njit`` code.  (Load
+is covered in tests/test_io.py.)
 """
 
+import numba
 import numpy as np
 import pytest
 from conftest import make_problem
@@ -278,22 +280,162 @@ def test_jit_step_into_rejects_bad_buffers(j):
         jit.step_into(*j.values(), h_out[:1], c_out, work)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jit.step computes with a float64 b or c next to float32 arrays (silent cast); no dtype check",
-)
-@pytest.mark.parametrize("name", ["b", "c"])
-def test_jit_step_refuses_mixed_dtypes(j, name):
-    j[name] = j[name].astype(np.float64)
-    with pytest.raises(TypeError):
-        jit.step(**j)
+JIT_DTYPE_CASES = [
+    # (argument, bad value from the float32 one, regex naming the argument, the expectation and what was given)
+    ("b", lambda a: a.astype(np.float64), r"numba_lstm.jit.step: b has dtype float64 but x_t is float32; pass every array in one dtype"),
+    ("c", lambda a: a.astype(np.float64), r"c has dtype float64 but x_t is float32"),
+    ("x_t", lambda a: a.astype(np.int64), r"x_t must have dtype float32 or float64, got int64"),
+    ("W", lambda a: a.astype(bool), r"W must have dtype float32 or float64, got bool"),
+    ("h", lambda a: a.astype(np.complex64), r"h must have dtype float32 or float64, got complex64"),
+    ("x_t", lambda a: a.astype(object), r"x_t must have dtype float32 or float64, got object"),
+    ("x_t", lambda a: a.astype(np.float16), r"x_t must have dtype float32 or float64, got float16"),
+    ("x_t", lambda a: a.tolist(), r"x_t must be a numpy array of float32 or float64, got list"),
+    ("b", lambda a: None, r"b must be a numpy array of float32 or float64, got NoneType"),
+]  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jit functions given integer arrays raise numba's TypingError, which is not a TypeError",
-)
-def test_jit_step_integer_arrays_raise_type_error(j):
-    j["x_t"] = j["x_t"].astype(np.int64)
-    with pytest.raises(TypeError):
+@pytest.mark.parametrize(("name", "change", "message"), JIT_DTYPE_CASES)
+def test_jit_step_refuses_bad_dtypes(j, name, change, message):
+    compiled = set(jit.step.signatures)
+    j[name] = change(j[name])
+    with pytest.raises(TypeError, match=message):
         jit.step(**j)
+    assert set(jit.step.signatures) == compiled  # no specialisation for the bad call
+
+
+def jit_buffers(j):
+    return dict(
+        h_out=np.empty_like(j["h"]),
+        c_out=np.empty_like(j["c"]),
+        work=np.empty(jit.work_size(B, H), np.float32),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype", "message"),
+    [
+        ("x_t", np.int32, r"numba_lstm.jit.step_into: x_t must have dtype float32 or float64, got int32"),
+        ("W", np.float64, r"numba_lstm.jit.step_into: W has dtype float64 but x_t is float32"),
+        ("h_out", np.float64, r"h_out has dtype float64 but x_t is float32"),
+        ("work", np.float64, r"work has dtype float64 but x_t is float32"),
+    ],
+)
+def test_jit_step_into_refuses_bad_dtypes(j, name, dtype, message):
+    args = {**j, **jit_buffers(j)}
+    args[name] = args[name].astype(dtype)
+    with pytest.raises(TypeError, match=message):
+        jit.step_into(**args)
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "message"),
+    [
+        ("x", lambda a: a.astype(np.uint8), r"numba_lstm.jit.forward: x must have dtype float32 or float64, got uint8"),
+        ("x", lambda a: a.astype(object), r"x must have dtype float32 or float64, got object"),
+        ("h0", lambda a: a.astype(np.float64), r"h0 has dtype float64 but x is float32; pass every array in one dtype"),
+        ("W", lambda a: a.astype(np.complex128), r"W must have dtype float32 or float64, got complex128"),
+    ],
+)  # fmt: skip
+def test_jit_forward_refuses_bad_dtypes(j, name, change, message):
+    args = dict(x=j["x_t"][None], W=j["W"], b=j["b"], h0=j["h"], c0=j["c"])
+    args[name] = change(args[name])
+    with pytest.raises(TypeError, match=message):
+        jit.forward(**args)
+
+
+def test_jit_refuses_wrong_ranks(j):
+    with pytest.raises(
+        ValueError, match=r"numba_lstm.jit.step: x_t must be 2-D \(B, I\), got 1-D shape \(4,\)"
+    ):
+        jit.step(**{**j, "x_t": j["x_t"][0]})
+    with pytest.raises(
+        ValueError, match=r"numba_lstm.jit.step_into: work must be 1-D \(9 \* B \* H,\), got 2-D"
+    ):
+        jit.step_into(**j, **{**jit_buffers(j), "work": np.empty((9, B * H), np.float32)})
+    with pytest.raises(
+        ValueError, match=r"numba_lstm.jit.forward: x must be 3-D \(T, B, I\), got 2-D shape \(2, 4\)"
+    ):
+        jit.forward(j["x_t"], j["W"], j["b"], j["h"], j["c"])
+
+
+# --- numba_lstm.jit called from the user's @njit code ---------------------------
+# Dtype and rank errors are found when the user's function is compiled: the
+# same TypeError/ValueError, raised by the call that compiles it.
+
+
+@numba.njit
+def user_step(x_t, h, c, W, b):
+    return jit.step(x_t, h, c, W, b)
+
+
+@numba.njit
+def user_loop(x, W, b, h, c, work):
+    for t in range(x.shape[0]):
+        jit.step_into(x[t], h, c, W, b, h, c, work)
+    return h, c
+
+
+@numba.njit
+def user_forward(x, W, b, h0, c0):
+    return jit.forward(x, W, b, h0, c0)
+
+
+def test_jit_functions_work_inside_njit(j):
+    x = make_problem(T, B, I, H, np.float32)["x"]
+    work = np.empty(jit.work_size(B, H), np.float32)
+    h, c = user_loop(x, j["W"], j["b"], j["h"].copy(), j["c"].copy(), work)
+    y, h_n, c_n = user_forward(x, j["W"], j["b"], j["h"], j["c"])
+    np.testing.assert_array_equal(y[-1], h_n)
+    np.testing.assert_allclose(h, h_n, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(c, c_n, rtol=1e-6, atol=1e-6)
+    h1, c1 = user_step(x[0], j["h"], j["c"], j["W"], j["b"])
+    np.testing.assert_array_equal(
+        np.stack(jit.step(x[0], j["h"], j["c"], j["W"], j["b"])), np.stack([h1, c1])
+    )
+
+
+def test_jit_inside_njit_refuses_mixed_dtypes(j):
+    compiled = set(jit.step.signatures)
+    with pytest.raises(TypeError, match=r"numba_lstm.jit.step: b has dtype float64 but x_t is float32"):
+        user_step(j["x_t"], j["h"], j["c"], j["W"], j["b"].astype(np.float64))
+    assert set(jit.step.signatures) == compiled
+    x = make_problem(T, B, I, H, np.float32)["x"]
+    work64 = np.empty(jit.work_size(B, H), np.float64)
+    with pytest.raises(
+        TypeError, match=r"numba_lstm.jit.step_into: work has dtype float64 but x_t is float32"
+    ):
+        user_loop(x, j["W"], j["b"], j["h"], j["c"], work64)
+    with pytest.raises(TypeError, match=r"numba_lstm.jit.forward: c0 has dtype float64 but x is float32"):
+        user_forward(x, j["W"], j["b"], j["h"], j["c"].astype(np.float64))
+
+
+def test_jit_inside_njit_refuses_non_float_arrays(j):
+    with pytest.raises(
+        TypeError, match=r"numba_lstm.jit.step: x_t must have dtype float32 or float64, got int64"
+    ):
+        user_step(j["x_t"].astype(np.int64), j["h"], j["c"], j["W"], j["b"])
+    with pytest.raises(
+        TypeError, match=r"numba_lstm.jit.forward: W must have dtype float32 or float64, got bool"
+    ):
+        user_forward(j["x_t"][None], j["W"].astype(bool), j["b"], j["h"], j["c"])
+    with pytest.raises(
+        TypeError,
+        match=r"numba_lstm.jit.step: h must be a numpy array of float32 or float64, got Numba type float64",
+    ):
+        user_step(j["x_t"], 0.0, j["c"], j["W"], j["b"])
+
+
+def test_jit_inside_njit_refuses_wrong_ranks(j):
+    with pytest.raises(
+        ValueError, match=r"numba_lstm.jit.step: b must be 1-D \(4H,\), got 2-D array\(float32, 2d, C\)"
+    ):
+        user_step(j["x_t"], j["h"], j["c"], j["W"], j["b"][None])
+    with pytest.raises(ValueError, match=r"numba_lstm.jit.forward: x must be 3-D \(T, B, I\), got 2-D"):
+        user_forward(j["x_t"], j["W"], j["b"], j["h"], j["c"])
+
+
+def test_jit_inside_njit_still_compiles_after_refusing(j):
+    with pytest.raises(TypeError):
+        user_step(j["x_t"], j["h"].astype(np.float64), j["c"], j["W"], j["b"])
+    h, c = user_step(j["x_t"], j["h"], j["c"], j["W"], j["b"])
+    assert h.dtype == c.dtype == np.float32
