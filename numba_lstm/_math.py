@@ -11,7 +11,16 @@ scalar library calls that block vectorisation of the fused gate pass.
   +-7.9053111 first, where the float32 result is exactly +-1, so huge inputs
   saturate cleanly; the clamp is written with comparisons so that NaN passes
   through instead of being clamped.
-* float64: the exact library functions, so float64 keeps float64 accuracy.
+* float64: ``math.tanh`` is a scalar libm call (about 10 ns, and it keeps the
+  whole gate loop scalar: the float64 gate pass cost 50 ns per hidden unit).
+  The vectorisable version follows the classic Cephes split: for |x| < 0.625
+  the rational form x + x^3 P(x^2) / Q(x^2) (degrees 2 and 3, relative error
+  about 1e-16), above it 1 - 2 / (exp(2|x|) + 1) with exp written out:
+  2|x| = k ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor series to r^13
+  (truncation below 1e-17), and 2^k as a product of the powers selected by
+  the bits of k, so that no table or bit cast is needed.  |x| is clamped at
+  20, beyond which tanh is exactly +-1 in float64.  Measured against
+  ``np.tanh``: within 2 ulp everywhere (``tests/test_math.py``).
 
 ``sigmoid(x) = 0.5 * tanh(x / 2) + 0.5`` in both dtypes: it never overflows
 (unlike ``1 / (1 + exp(-x))`` at x = -1e4) and shares the vectorised tanh.
@@ -36,6 +45,15 @@ _B2 = np.float32(2.26843463243900e-03)
 _B4 = np.float32(1.18534705686654e-04)
 _B6 = np.float32(1.19825839466702e-06)
 _HALF32 = np.float32(0.5)
+
+# float64 tanh (see the module docstring); P, Q are Cephes' tanh coefficients.
+_SMALL64 = 0.625
+_CLAMP64 = 20.0
+_P0, _P1, _P2 = -9.64399179425052238628e-01, -9.92877231001918586564e01, -1.61468768441708447952e03
+_Q0, _Q1, _Q2 = 1.12811678491632931402e02, 2.23548839060100448583e03, 4.84406305325125486048e03
+_INV_LN2 = 1.44269504088896338700e00
+_LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact
+_LN2_LO = 1.90821492927058770002e-10
 
 
 def tanh(x):
@@ -78,7 +96,43 @@ def _tanh_overload(x):
     if x == types.float64:
 
         def tanh_f64(x):
-            return math.tanh(x)
+            # Computed on a = |x|, the sign is restored at the end (so that
+            # tanh(-0.0) is -0.0 and the function is exactly odd).
+            a = abs(x)
+            # Small a: odd rational form.
+            z = a * a
+            p = (_P0 * z + _P1) * z + _P2
+            q = ((z + _Q0) * z + _Q1) * z + _Q2
+            small = a + a * z * (p / q)
+            # Large a: 1 - 2 / (exp(2a) + 1).  NaN fails the comparison and
+            # flows through r into the result.
+            a = _CLAMP64 if a > _CLAMP64 else a
+            y = a + a
+            k = math.floor(y * _INV_LN2 + 0.5)
+            r = (y - k * _LN2_HI) - k * _LN2_LO
+            e = 1.0 / 6227020800.0
+            e = e * r + 1.0 / 479001600.0
+            e = e * r + 1.0 / 39916800.0
+            e = e * r + 1.0 / 3628800.0
+            e = e * r + 1.0 / 362880.0
+            e = e * r + 1.0 / 40320.0
+            e = e * r + 1.0 / 5040.0
+            e = e * r + 1.0 / 720.0
+            e = e * r + 1.0 / 120.0
+            e = e * r + 1.0 / 24.0
+            e = e * r + 1.0 / 6.0
+            e = e * r + 0.5
+            e = e * r + 1.0
+            e = e * r + 1.0
+            n = np.int64(k) if k == k else np.int64(0)
+            two_k = 2.0 if n & 1 else 1.0
+            two_k *= 4.0 if n & 2 else 1.0
+            two_k *= 16.0 if n & 4 else 1.0
+            two_k *= 256.0 if n & 8 else 1.0
+            two_k *= 65536.0 if n & 16 else 1.0
+            two_k *= 4294967296.0 if n & 32 else 1.0
+            large = 1.0 - 2.0 / (e * two_k + 1.0)
+            return math.copysign(small if a < _SMALL64 else large, x)
 
         return tanh_f64
     return None
@@ -95,7 +149,7 @@ def _sigmoid_overload(x):
     if x == types.float64:
 
         def sigmoid_f64(x):
-            return 0.5 * math.tanh(0.5 * x) + 0.5
+            return 0.5 * tanh(0.5 * x) + 0.5
 
         return sigmoid_f64
     return None
