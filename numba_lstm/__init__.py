@@ -4,9 +4,22 @@ from numba_lstm._threading import preload_tbb as _preload_tbb
 
 _preload_tbb()
 
+from numba_lstm import losses, optim  # noqa: E402
+from numba_lstm.dense import Dense  # noqa: E402
 from numba_lstm.functional import LSTMCache, LSTMGrads, LSTMProjGrads, lstm_backward, lstm_forward  # noqa: E402
 from numba_lstm.gates import split_gates  # noqa: E402
 from numba_lstm.layer import LSTM  # noqa: E402
 
-__all__ = ["LSTM", "LSTMCache", "LSTMGrads", "LSTMProjGrads", "lstm_backward", "lstm_forward", "split_gates"]
+__all__ = [
+    "Dense",
+    "LSTM",
+    "LSTMCache",
+    "LSTMGrads",
+    "LSTMProjGrads",
+    "losses",
+    "lstm_backward",
+    "lstm_forward",
+    "optim",
+    "split_gates",
+]
 __version__ = "0.1.0"
