@@ -87,6 +87,19 @@ def _expect_shape(name, value, shape, meaning):
         raise ValueError(f"{name} must have shape {tuple(shape)} {meaning}, got {value.shape}")
 
 
+def _expect_keys(what, given, expected, listing=""):
+    """Raise ValueError unless ``given`` has exactly the keys ``expected`` (any order).
+
+    The message is ``what``, the missing and the unexpected keys, then (if
+    ``listing`` is given) ``listing`` followed by the expected keys.
+    """
+    missing = [k for k in expected if k not in given]
+    unknown = sorted(set(given) - set(expected))
+    if missing or unknown:
+        tail = f"; {listing} {list(expected)}" if listing else ""
+        raise ValueError(f"{what}: missing {missing}, unexpected {unknown}{tail}")
+
+
 def _same_dtype(arrays):
     """The one dtype of ``arrays`` (a dict name -> array); refuse a mixture."""
     dtypes = {a.dtype for a in arrays.values()}
@@ -177,13 +190,7 @@ def check_params(config, params):
     config = check_config(config)
     if not isinstance(params, Mapping):
         raise TypeError(f"params must be a dict of name -> array, got {type(params).__name__}")
-    missing = [k for k in shapes if k not in params]
-    unknown = sorted(set(params) - set(shapes))
-    if missing or unknown:
-        raise ValueError(
-            f"params do not match the config {config}: missing {missing}, unexpected {unknown}; "
-            f"expected names {list(shapes)}"
-        )
+    _expect_keys(f"params do not match the config {config}", params, shapes, "expected names")
     out = {}
     for name, shape in shapes.items():
         value = _to_numpy(f"params[{name!r}]", params[name])
@@ -280,13 +287,7 @@ def from_torch(module_or_state_dict):
                 expected[f"bias_hh_l{k}{sfx}"] = (4 * H,)
             if has_proj:
                 expected[f"weight_hr_l{k}{sfx}"] = (config["proj_size"], H)
-    missing = [k for k in expected if k not in tensors]
-    unknown = sorted(set(tensors) - set(expected))
-    if missing or unknown:
-        raise ValueError(
-            f"the state dict does not describe one nn.LSTM with {config}: missing {missing}, "
-            f"unexpected {unknown}"
-        )
+    _expect_keys(f"the state dict does not describe one nn.LSTM with {config}", tensors, expected)
     for key, shape in expected.items():
         _expect_shape(f"state_dict[{key!r}]", tensors[key], shape, f"for an nn.LSTM with {config}")
     dtype = _same_dtype(tensors)
@@ -634,13 +635,7 @@ def from_flax(params):
     if not isinstance(tree, Mapping):
         raise TypeError(f"params must be a Flax LSTMCell parameter dict, got {type(params).__name__}")
     expected = [p + g for p in "ih" for g in _FLAX_GATES]
-    missing = [k for k in expected if k not in tree]
-    unknown = sorted(set(tree) - set(expected))
-    if missing or unknown:
-        raise ValueError(
-            f"params is not a Flax LSTMCell tree: missing {missing}, unexpected {unknown}; "
-            f"expected {expected}"
-        )
+    _expect_keys("params is not a Flax LSTMCell tree", tree, expected, "expected")
     arrays = {}
     for key in expected:
         node = tree[key]
