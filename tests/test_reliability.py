@@ -327,15 +327,24 @@ def _saturating_problem(dtype, sign_seed=0):
     return dict(x=x, W=W, b=b, h0=h0, c0=c0)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_huge_preactivations_saturate_without_fp_errors(dtype, seed):
+def _saturated_run(dtype, seed):
+    """``_saturating_problem`` through lstm_forward and lstm_backward, and the
+    float64 reference forward and backward, with every floating-point warning
+    raised as an error."""
     p = _saturating_problem(dtype, seed)
     with warnings.catch_warnings(), np.errstate(all="raise"):
         warnings.simplefilter("error")
         y, h_n, c_n, cache = numba_lstm.lstm_forward(**p)
         dy = np.random.default_rng(seed).standard_normal(y.shape).astype(dtype)
         g = numba_lstm.lstm_backward(dy, cache, h_n, c_n)
-        ry, rh, rc, _ = reference.lstm_forward(**as64(p))
+        ry, rh, rc, rcache = reference.lstm_forward(**as64(p))
+        rg = reference.lstm_backward(dy.astype(np.float64), rcache, rh, rc)
+    return y, c_n, cache, g, ry, rc, rg
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_huge_preactivations_saturate_without_fp_errors(dtype, seed):
+    y, c_n, cache, g, ry, rc, _ = _saturated_run(dtype, seed)
     H = 4
     gates = cache.gates
     # Saturation: sigmoid gates at 0 or 1, tanh(g) at +-1; exactly in float64,
@@ -361,14 +370,7 @@ def test_huge_preactivations_saturate_without_fp_errors(dtype, seed):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_huge_preactivations_gradients_match_reference(dtype, seed):
     """With saturated gates the gate derivatives vanish: gradients equal the exact ones."""
-    p = _saturating_problem(dtype, seed)
-    with warnings.catch_warnings(), np.errstate(all="raise"):
-        warnings.simplefilter("error")
-        y, h_n, c_n, cache = numba_lstm.lstm_forward(**p)
-        dy = np.random.default_rng(seed).standard_normal(y.shape).astype(dtype)
-        g = numba_lstm.lstm_backward(dy, cache, h_n, c_n)
-        _, rh, rc, rcache = reference.lstm_forward(**as64(p))
-        rg = reference.lstm_backward(dy.astype(np.float64), rcache, rh, rc)
+    _, _, _, g, _, _, rg = _saturated_run(dtype, seed)
     for name in g._fields:
         assert_close(getattr(g, name), getattr(rg, name), dtype, name)
 
