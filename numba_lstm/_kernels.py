@@ -14,10 +14,11 @@ variable lengths every ``batch_sizes[t]`` is B and a (T, B, ...) array reshaped
 to (T * B, ...) is already packed.  Finished sequences do no work.
 
 Structure (DESIGN.md section 3): one GEMM for ``x @ W_x`` over all steps, then
-per step one GEMM ``h_{t-1} @ W_h`` through BLAS into a preallocated buffer and
-one fused gate pass (plus, with a projection, one GEMM ``m_t @ W_hr``); the
-backward does one fused pass and one or two GEMMs per step and the weight
-gradients as large GEMMs after the loop.
+per step one product ``h_{t-1} @ W_h`` into a preallocated buffer and one fused
+gate pass (plus, with a projection, one product ``m_t @ W_hr``); the backward
+does one fused pass and one or two products per step and the weight gradients
+as large GEMMs after the loop.  Per-step products go to BLAS, except for steps
+of at most ``SMALL_ROWS`` rows, which a plain loop computes faster.
 
 Threads: all parallelism comes from BLAS's thread pool.  The gate passes are
 serial loops, which measured faster than ``prange`` at every benchmark shape
@@ -105,6 +106,38 @@ def _gates_backward(dgates, dc, dm, gates, tanh_c, c_prev):
             dc_r[j] = dc_t * f
 
 
+# Per-step products with at most this many rows run as plain loops instead of
+# BLAS calls.  Measured (bench/NOTES.md, "small per-step products"): at B = 1
+# to 8 the loop beat OpenBLAS at H = 32 to 512, which sends m = 1 products to a
+# threaded GEMV and handles m = 2..8 slowly (H = 128, m = 2: 5.4 us against
+# 31 us), and whose worker threads, waiting with sched_yield, collapsed when
+# another process shared the cores.  From 16 rows BLAS wins.
+SMALL_ROWS = 8
+
+
+@numba.njit(**SERIAL)
+def _matmul_rows(out, a, w):
+    """out = a @ w as row updates, for a few rows: out (M, N), a (M, K), w (K, N)."""
+    M, K = a.shape
+    zero = out.dtype.type(0.0)
+    for r in range(M):
+        out_r, a_r = out[r], a[r]
+        out_r[:] = zero
+        for k in range(K):
+            a_rk, w_k = a_r[k], w[k]
+            for j in range(out_r.size):
+                out_r[j] += a_rk * w_k[j]
+
+
+@numba.njit(**SERIAL)
+def _matmul(out, a, w):
+    """out = a @ w; w C-contiguous.  BLAS, or a loop for a few rows."""
+    if a.shape[0] <= SMALL_ROWS:
+        _matmul_rows(out, a, w)
+    else:
+        np.dot(a, w, out)
+
+
 @numba.njit(**SERIAL)
 def _add_into(out, a):
     """out += a, for (B, P) blocks."""
@@ -155,16 +188,16 @@ def _lstm_forward(y, m, c, gates, tanh_c, hw, x, W_x, W_h, b, W_hr, h0, c0, batc
             h_prev, c_prev = h0[:Bt], c0[:Bt]
         else:
             h_prev, c_prev = y[offsets[t - 1] : offsets[t - 1] + Bt], c[offsets[t - 1] : offsets[t - 1] + Bt]
-        np.dot(h_prev, W_h, hw[:Bt])
+        _matmul(hw[:Bt], h_prev, W_h)
         _gates_forward(gates[lo:hi], c[lo:hi], tanh_c[lo:hi], m[lo:hi], hw[:Bt], b, c_prev)
         if W_hr.shape[0] > 0:
-            np.dot(m[lo:hi], W_hr, y[lo:hi])
+            _matmul(y[lo:hi], m[lo:hi], W_hr)
 
 
 @numba.njit(**SERIAL)
 def _lstm_backward(
     dx, dW_x, dW_h, db, dW_hr, dh0, dc0, dgates, dh_all, dm, h_prev_all,
-    dy, dh_n, dc_n, x, W_x, W_h, W_hr, h0, c0, y, m, c, gates, tanh_c, batch_sizes,
+    dy, dh_n, dc_n, x, W_x, W_hT, W_hrT, h0, c0, y, m, c, gates, tanh_c, batch_sizes,
 ):  # fmt: skip
     """Backward pass (BPTT) over a whole packed sequence; overwrites every gradient.
 
@@ -182,14 +215,16 @@ def _lstm_backward(
     dy     (N, P)   in
     dh_n   (B, P)   in: gradient arriving at each sequence's last h
     dc_n   (B, H)   in: gradient arriving at each sequence's last c
-    x .. batch_sizes: as in ``_lstm_forward``
+    W_hT   (4H, P)  in: W_h transposed, C-contiguous
+    W_hrT  (P, H)   in: W_hr transposed, C-contiguous; (0, 0) for none
+    x, W_x, h0 .. batch_sizes: as in ``_lstm_forward``
 
     A sequence that has ended is not touched by the steps after its end, so
     dh0/dc0 still hold its dh_n/dc_n when the loop reaches its last step.
     """
     T = batch_sizes.size
     offsets = _offsets(batch_sizes)
-    projected = W_hr.shape[0] > 0
+    projected = W_hrT.shape[0] > 0
     dh0[:, :] = dh_n
     dc0[:, :] = dc_n
     for t in range(T - 1, -1, -1):
@@ -201,7 +236,7 @@ def _lstm_backward(
         _add_into(dh, dy[lo:hi])  # dh is now the whole dL/dh_t
         if projected:
             dh_all[lo:hi] = dh
-            np.dot(dh, W_hr.T, dm[:Bt])
+            _matmul(dm[:Bt], dh, W_hrT)
             dm_t = dm[:Bt]
         else:
             dm_t = dh
@@ -212,7 +247,7 @@ def _lstm_backward(
             c_prev = c[offsets[t - 1] : offsets[t - 1] + Bt]
             h_prev_all[lo:hi] = y[offsets[t - 1] : offsets[t - 1] + Bt]
         _gates_backward(dgates[lo:hi], dc0[:Bt], dm_t, gates[lo:hi], tanh_c[lo:hi], c_prev)
-        np.dot(dgates[lo:hi], W_h.T, dh)
+        _matmul(dh, dgates[lo:hi], W_hT)
     np.dot(x.T, dgates, dW_x)
     np.dot(h_prev_all.T, dgates, dW_h)
     np.dot(dgates, W_x.T, dx)

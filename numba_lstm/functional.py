@@ -274,7 +274,8 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
             np.empty((N, P) if projected else (0, 0), dtype),
             np.empty((B, H) if projected else (0, 0), dtype),
             np.empty((N, P), dtype),
-            dy_packed, pk.sort(dh_n), pk.sort(dc_n), cache.x, W[:I], W[I:], _or_empty(W_hr, dtype),
+            dy_packed, pk.sort(dh_n), pk.sort(dc_n), cache.x, W[:I],
+            np.ascontiguousarray(W[I:].T), np.ascontiguousarray(_or_empty(W_hr, dtype).T),
             cache.h0, cache.c0, cache.y, cache.m, cache.c, cache.gates, cache.tanh_c, pk.batch_sizes,
         )  # fmt: skip
         dx = pk.unpack(dx_packed)

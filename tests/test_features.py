@@ -13,13 +13,18 @@ CONFIGS = {
     "reverse+lengths": dict(reverse=True, lengths=[2, 5, 0, 4, 5]),
     "projection": dict(P=3),
     "projection+reverse+lengths": dict(P=2, reverse=True, lengths=[1, 5, 3, 3, 0]),
+    # 12 rows: the first steps' products go to BLAS, the later ones (at most
+    # SMALL_ROWS = 8 sequences still running) to the plain loop.
+    "12 rows, projection+lengths": dict(B=12, P=3, lengths=[5, 5, 4, 5, 2, 5, 1, 3, 5, 0, 4, 5]),
+    "12 rows, reverse": dict(B=12, reverse=True),
 }
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_features_match_reference(name, dtype):
     cfg = dict(CONFIGS[name])
-    T, B, I, H = 5, 5, 4, 6
+    T, I, H = 5, 4, 6
+    B = cfg.pop("B", 5)
     P = cfg.pop("P", None)
     p = make_problem(T, B, I, H, dtype)
     rng = np.random.default_rng(5)
