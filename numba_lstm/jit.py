@@ -6,7 +6,7 @@ float64, all of one dtype, in the native layout: ``W (I + H, 4H)`` with rows
 for x then h, gates i, f, g, o, bias ``b (4H,)``.
 
 ``step_into`` allocates nothing: use it in tight loops.  Its ``work`` buffer is
-a 1-D array of ``work_size(B, H) = 9 * B * H`` elements of the same dtype;
+a 1-D array of ``work_size(B, H) = 10 * B * H`` elements of the same dtype;
 ``h_out``/``c_out`` may be the same arrays as ``h``/``c`` (update in place).
 
 Bad arguments are refused, never cast: a non-array, a dtype other than
@@ -32,7 +32,7 @@ from numba.core import types
 from numba.core.registry import CPUDispatcher
 from numba.extending import overload
 
-from numba_lstm._kernels import _gates_forward, _lstm_forward
+from numba_lstm._kernels import _gates_forward, _lstm_forward, _matmul
 from numba_lstm._options import SERIAL
 from numba_lstm._validation import _describe
 
@@ -58,7 +58,7 @@ _STEP_ARGS = (
 )
 _ARGS = {
     "step": _STEP_ARGS,
-    "step_into": _STEP_ARGS + (("h_out", 2, "(B, H)"), ("c_out", 2, "(B, H)"), ("work", 1, "(9 * B * H,)")),
+    "step_into": _STEP_ARGS + (("h_out", 2, "(B, H)"), ("c_out", 2, "(B, H)"), ("work", 1, "(10 * B * H,)")),
     "forward": (("x", 3, "(T, B, I)"), *_STEP_ARGS[3:], ("h0", 2, "(B, H)"), ("c0", 2, "(B, H)")),
 }
 
@@ -153,7 +153,7 @@ def _entry_point(func):
 @numba.njit(**SERIAL)
 def work_size(B, H):
     """Length of the ``work`` buffer of ``step_into`` for batch B and H units."""
-    return 9 * B * H
+    return 10 * B * H
 
 
 @numba.njit(**SERIAL)
@@ -174,7 +174,7 @@ def step_into(x_t, h, c, W, b, h_out, c_out, work):
 
     x_t (B, I), h (B, H), c (B, H), W (I + H, 4H), b (4H,) in;
     h_out (B, H), c_out (B, H) out (may be ``h`` and ``c`` themselves);
-    work (9 * B * H,) scratch.
+    work (10 * B * H,) scratch.
     """
     _check_step_into_args(x_t, h, c, W, b, h_out, c_out, work)
     _check_step(x_t, h, c, W, b)
@@ -182,15 +182,20 @@ def step_into(x_t, h, c, W, b, h_out, c_out, work):
     H = h.shape[1]
     if h_out.shape != h.shape or c_out.shape != c.shape:
         raise ValueError("h_out and c_out must have the shapes of h and c")
-    if work.size < 9 * B * H:
-        raise ValueError("work must have at least work_size(B, H) = 9 * B * H elements")
+    if work.size < 10 * B * H:
+        raise ValueError("work must have at least work_size(B, H) = 10 * B * H elements")
     G = 4 * H
     gates = work[: B * G].reshape(B, G)
     hw = work[B * G : 2 * B * G].reshape(B, G)
     tanh_c = work[2 * B * G : 2 * B * G + B * H].reshape(B, H)
-    np.dot(x_t, W[:I], gates)
-    np.dot(h, W[I:], hw)
-    _gates_forward(gates, c_out, tanh_c, h_out, hw, b, c)
+    # A copy of c, so that the gate pass never reads the array it writes when
+    # c_out is c: LLVM's overlap check then keeps the vectorised loop (in
+    # place, the scalar loop cost 1.9 us against 0.4 us at H = 32, float64).
+    c_prev = work[2 * B * G + B * H : 2 * B * G + 2 * B * H].reshape(B, H)
+    c_prev[:, :] = c
+    _matmul(gates, x_t, W[:I])
+    _matmul(hw, h, W[I:])
+    _gates_forward(gates, c_out, tanh_c, h_out, hw, b, c_prev)
 
 
 @_entry_point
