@@ -204,7 +204,7 @@ def step(x_t, h, c, W, b):
     _check_step_args(x_t, h, c, W, b)
     h_new = np.empty_like(h)
     c_new = np.empty_like(c)
-    step_into(x_t, h, c, W, b, h_new, c_new, np.empty(9 * h.shape[0] * h.shape[1], h.dtype))
+    step_into(x_t, h, c, W, b, h_new, c_new, np.empty(work_size(h.shape[0], h.shape[1]), h.dtype))
     return h_new, c_new
 
 

@@ -349,9 +349,9 @@ def test_jit_refuses_wrong_ranks(j):
     ):
         jit.step(**{**j, "x_t": j["x_t"][0]})
     with pytest.raises(
-        ValueError, match=r"numba_lstm.jit.step_into: work must be 1-D \(9 \* B \* H,\), got 2-D"
+        ValueError, match=r"numba_lstm.jit.step_into: work must be 1-D \(10 \* B \* H,\), got 2-D"
     ):
-        jit.step_into(**j, **{**jit_buffers(j), "work": np.empty((9, B * H), np.float32)})
+        jit.step_into(**j, **{**jit_buffers(j), "work": np.empty((10, B * H), np.float32)})
     with pytest.raises(
         ValueError, match=r"numba_lstm.jit.forward: x must be 3-D \(T, B, I\), got 2-D shape \(2, 4\)"
     ):
