@@ -115,6 +115,16 @@ def _fmt(value, spec, missing="n/a"):
     return missing if value is None else format(value, spec)
 
 
+def _blas_line(info):
+    """Which BLAS kernels numba_lstm's GEMMs ran on, and whether the environment chose them."""
+    pools = [p for p in info.get("threadpools", []) if "scipy.libs" in (p.get("filepath") or "")]
+    pools = pools or [p for p in info.get("threadpools", []) if p.get("user_api") == "blas"]
+    kernels = ", ".join(f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')} kernels)" for p in pools)
+    forced = info.get("OPENBLAS_CORETYPE")
+    why = f"forced by OPENBLAS_CORETYPE={forced} in the environment" if forced else "chosen by OpenBLAS for this CPU"
+    return f"BLAS under numba_lstm: {kernels or 'unknown'}, {why}."
+
+
 def render_tables(rows, skipped, gemm, machine):
     """Markdown tables, one per workload, rows in registry order, skipped entries included."""
     info = machine["numba_lstm_bench"]
@@ -122,6 +132,8 @@ def render_tables(rows, skipped, gemm, machine):
         f"Machine: {info['cpu_model']}, {info['logical_cpus']} logical CPUs; "
         f"{info['threads_per_implementation']} threads for every implementation; "
         f"Numba threading layer {info['numba_threading_layer']}.",
+        "",
+        _blas_line(info),
         "",
         "GEMM ceiling (n = {n}, `np.dot` inside `@njit`): ".format(
             n=next((r["shape"][0] for r in rows if r["workload"] == "gemm"), "?")
