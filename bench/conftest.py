@@ -145,7 +145,10 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "threads_per_implementation": config.stash[THREADS],
         "numba_threading_layer": _numba_threading_layer(),
         "threadpools": [
-            {k: pool.get(k) for k in ("user_api", "internal_api", "num_threads", "version", "architecture", "filepath")}
+            {
+                k: pool.get(k)
+                for k in ("user_api", "internal_api", "num_threads", "version", "architecture", "filepath")
+            }
             for pool in threadpool_info()
         ],
         # OpenBLAS picks its kernels by CPU unless this variable forces a type.

@@ -119,9 +119,15 @@ def _blas_line(info):
     """Which BLAS kernels numba_lstm's GEMMs ran on, and whether the environment chose them."""
     pools = [p for p in info.get("threadpools", []) if "scipy.libs" in (p.get("filepath") or "")]
     pools = pools or [p for p in info.get("threadpools", []) if p.get("user_api") == "blas"]
-    kernels = ", ".join(f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')} kernels)" for p in pools)
+    kernels = ", ".join(
+        f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')} kernels)" for p in pools
+    )
     forced = info.get("OPENBLAS_CORETYPE")
-    why = f"forced by OPENBLAS_CORETYPE={forced} in the environment" if forced else "chosen by OpenBLAS for this CPU"
+    why = (
+        f"forced by OPENBLAS_CORETYPE={forced} in the environment"
+        if forced
+        else "chosen by OpenBLAS for this CPU"
+    )
     return f"BLAS under numba_lstm: {kernels or 'unknown'}, {why}."
 
 
