@@ -64,3 +64,43 @@ def test_lengths_problem_covers_the_full_length():
 def test_flops_follow_the_protocol():
     assert registry.flops("inference", 100, 64, 256, 256) == 2 * 100 * 64 * 512 * 1024
     assert registry.flops("training", 100, 64, 256, 256) == 3 * registry.flops("inference", 100, 64, 256, 256)
+
+
+def test_make_bench_pipeline_end_to_end(tmp_path):
+    """bench/run.py at tiny sizes: pytest-benchmark, the summary, the tables and the chart.
+
+    The entries themselves are checked above; this runs the machinery that
+    ``make bench`` runs (one timed round each), so a broken runner fails
+    ``make test`` rather than a user's ``make bench``.
+    """
+    import json
+    import subprocess
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    command = [
+        sys.executable, str(root / "bench" / "run.py"), "--shapes", "2x5x4x4", "--shapes64", "2x5x4x4",
+        "--stream-hidden", "4", "--stream-steps", "3", "--lengths", "4x10x3x3", "--repeats", "1",
+        "--gemm-size", "64", "--pause", "0", "--out", str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (json_path,) = tmp_path.glob("*.json")
+    assert json_path.with_suffix(".png").stat().st_size > 0
+    results = json.loads(json_path.read_text())
+    rows = results["rows"]
+    assert {r["workload"] for r in rows} == {"gemm", "inference", "training", "streaming", "lengths"}
+    assert all(r["median_s"] > 0 for r in rows)
+    # One timed round each (--repeats 1); the GEMM ceiling is timed in every group.
+    assert all(len(r["times"]) == 1 for r in rows if r["workload"] != "gemm")
+    numba_rows = [r for r in rows if r["implementation"] == "numba_lstm" and r["workload"] == "inference"]
+    assert {r["dtype"] for r in numba_rows} == {"float32", "float64"}
+    assert all(r["vs_pytorch"] is not None for r in numba_rows if registry._import("torch") is not None)
+    tables = json_path.with_suffix(".md").read_text()
+    for title in (
+        "### Inference",
+        "### Training",
+        "### Streaming",
+        "### Variable lengths",
+        "BLAS under numba_lstm",
+    ):
+        assert title in tables
