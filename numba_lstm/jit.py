@@ -157,15 +157,30 @@ def work_size(B, H):
 
 
 @numba.njit(**SERIAL)
+def _shape(a):
+    """``a.shape`` as Python prints it, for error messages."""
+    text = "("
+    for k, d in enumerate(a.shape):
+        text += (", " if k > 0 else "") + str(d)
+    return text + (",)" if a.ndim == 1 else ")")
+
+
+@numba.njit(**SERIAL)
 def _check_step(x_t, h, c, W, b):
     B, I = x_t.shape
     H = h.shape[1]
     if h.shape[0] != B or c.shape[0] != B or c.shape[1] != H:
-        raise ValueError("h and c must both have shape (B, H) with B = x_t.shape[0]")
+        raise ValueError(
+            "h and c must both have shape (B, H) with B = x_t.shape[0] = " + str(B)
+            + "; got h " + _shape(h) + ", c " + _shape(c)
+        )  # fmt: skip
     if W.shape[0] != I + H or W.shape[1] != 4 * H:
-        raise ValueError("W must have shape (I + H, 4H) for x_t (B, I) and h (B, H)")
+        raise ValueError(
+            "W must have shape (I + H, 4H) = (" + str(I + H) + ", " + str(4 * H) + ") for x_t (B, I) = "
+            + _shape(x_t) + " and h (B, H) = " + _shape(h) + "; got " + _shape(W)
+        )  # fmt: skip
     if b.shape[0] != 4 * H:
-        raise ValueError("b must have shape (4H,)")
+        raise ValueError("b must have shape (4H,) = (" + str(4 * H) + ",); got " + _shape(b))
 
 
 @_entry_point
@@ -181,9 +196,15 @@ def step_into(x_t, h, c, W, b, h_out, c_out, work):
     B, I = x_t.shape
     H = h.shape[1]
     if h_out.shape != h.shape or c_out.shape != c.shape:
-        raise ValueError("h_out and c_out must have the shapes of h and c")
+        raise ValueError(
+            "h_out and c_out must have the shapes of h and c, " + _shape(h) + " and " + _shape(c)
+            + "; got " + _shape(h_out) + " and " + _shape(c_out)
+        )  # fmt: skip
     if work.size < 10 * B * H:
-        raise ValueError("work must have at least work_size(B, H) = 10 * B * H elements")
+        raise ValueError(
+            "work must have at least work_size(B, H) = 10 * B * H = " + str(10 * B * H)
+            + " elements; got " + str(work.size)
+        )  # fmt: skip
     G = 4 * H
     gates = work[: B * G].reshape(B, G)
     hw = work[B * G : 2 * B * G].reshape(B, G)

@@ -256,11 +256,26 @@ def j():
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda a: a.update(W=a["W"][:-1]), r"W must have shape \(I \+ H, 4H\)"),
-        (lambda a: a.update(W=np.ascontiguousarray(a["W"][:, :-4])), r"W must have shape \(I \+ H, 4H\)"),
-        (lambda a: a.update(b=a["b"][:-1].copy()), r"b must have shape \(4H,\)"),
-        (lambda a: a.update(h=a["h"][:1].copy()), r"h and c must both have shape \(B, H\)"),
-        (lambda a: a.update(c=a["c"][:, :-1].copy()), r"h and c must both have shape \(B, H\)"),
+        (
+            lambda a: a.update(W=a["W"][:-1]),
+            rf"W must have shape \(I \+ H, 4H\) = \({I + H}, {4 * H}\) .*; got \({I + H - 1}, {4 * H}\)",
+        ),
+        (
+            lambda a: a.update(W=np.ascontiguousarray(a["W"][:, :-4])),
+            rf"W must have shape \(I \+ H, 4H\) = \({I + H}, {4 * H}\) .*; got \({I + H}, {4 * H - 4}\)",
+        ),
+        (
+            lambda a: a.update(b=a["b"][:-1].copy()),
+            rf"b must have shape \(4H,\) = \({4 * H},\); got \({4 * H - 1},\)",
+        ),
+        (
+            lambda a: a.update(h=a["h"][:1].copy()),
+            rf"h and c must both have shape \(B, H\) with B = x_t.shape\[0\] = {B}; got h \(1, {H}\), c \({B}, {H}\)",
+        ),
+        (
+            lambda a: a.update(c=a["c"][:, :-1].copy()),
+            rf"h and c must both have shape \(B, H\) .*; got h \({B}, {H}\), c \({B}, {H - 1}\)",
+        ),
     ],
 )
 def test_jit_step_rejects_bad_shapes(j, change, message):
@@ -274,9 +289,15 @@ def test_jit_step_rejects_bad_shapes(j, change, message):
 def test_jit_step_into_rejects_bad_buffers(j):
     h_out, c_out = np.empty_like(j["h"]), np.empty_like(j["c"])
     work = np.empty(jit.work_size(B, H), np.float32)
-    with pytest.raises(ValueError, match="work must have at least work_size"):
+    with pytest.raises(
+        ValueError,
+        match=rf"work must have at least work_size\(B, H\) = 10 \* B \* H = {10 * B * H} elements; got {10 * B * H - 1}",
+    ):
         jit.step_into(*j.values(), h_out, c_out, work[:-1])
-    with pytest.raises(ValueError, match="h_out and c_out must have the shapes of h and c"):
+    with pytest.raises(
+        ValueError,
+        match=rf"h_out and c_out must have the shapes of h and c, \({B}, {H}\) and \({B}, {H}\); got \(1, {H}\) and",
+    ):
         jit.step_into(*j.values(), h_out[:1], c_out, work)
 
 
