@@ -93,6 +93,9 @@ class LSTM:
         self.grads = {}
         self._caches = None
         self._step_buffers = {}
+        # step() is called once per time step: its per-call work is kept small.
+        self._step_keys = [(f"W_l{k}", f"b_l{k}") for k in range(self.num_layers)]
+        self._last_step_state = None
 
     def _uniform(self, bound, shape):
         return self._rng.uniform(-bound, bound, shape).astype(self.dtype)
@@ -387,16 +390,21 @@ class LSTM:
         check_ndim("x_t", x_t, 2, "(B, I)")
         B = x_t.shape[0]
         check_shape("x_t", x_t, (B, self.input_size), "(B, input_size)")
-        h, c = self._initial_state(state, B)
+        if state is not None and state is self._last_step_state and state[0].shape[1] == B:
+            # The state this method returned last time, for the same batch
+            # size: our own arrays, of our dtype and shapes, C-contiguous.
+            h, c = state
+        else:
+            h, c = self._initial_state(state, B)
         h_new, c_new = np.empty_like(h), np.empty_like(c)
         if self.proj_size == 0:
             work = self._step_buffers.get(B)
             if work is None:
                 work = self._step_buffers[B] = np.empty(jit.work_size(B, self.hidden_size), self.dtype)
             layer_input = x_t
-            for k in range(self.num_layers):
-                W, b, _ = self._layer_params(k, "")
-                jit.step_into(layer_input, h[k], c[k], W, b, h_new[k], c_new[k], work)
+            params = self.params
+            for k, (W_key, b_key) in enumerate(self._step_keys):
+                jit.step_into(layer_input, h[k], c[k], params[W_key], params[b_key], h_new[k], c_new[k], work)
                 layer_input = h_new[k]
         else:
             layer_input = x_t
@@ -404,4 +412,5 @@ class LSTM:
                 W, b, W_hr = self._layer_params(k, "")
                 y, h_new[k], c_new[k], _ = lstm_forward(layer_input[None], W, b, h[k], c[k], W_hr=W_hr)
                 layer_input = y[0]
-        return layer_input.copy(), (h_new, c_new)
+        self._last_step_state = (h_new, c_new)
+        return layer_input.copy(), self._last_step_state

@@ -91,3 +91,17 @@ def test_jit_rejects_inconsistent_shapes():
         jit.step_into(
             x, h, h, np.zeros((7, 16), np.float32), np.zeros(16, np.float32), h, h, np.zeros(3, np.float32)
         )
+
+
+def test_step_reads_the_returned_state_as_it_is_now(dtype):
+    """The state that step returned is passed back without re-validation (its
+    fast path); edits made to it in place in the meantime must still count."""
+    layer = numba_lstm.LSTM(3, 4, num_layers=2, dtype=dtype, seed=0).eval()
+    x = np.random.default_rng(1).standard_normal((3, 2, 3)).astype(dtype)
+    _, state = layer.step(x[0])
+    _, state = layer.step(x[1], state)
+    state[0][...] = 0  # reset in place
+    state[1][...] = 0
+    y_reset, _ = layer.step(x[2], state)
+    y_fresh, _ = layer.step(x[2])
+    np.testing.assert_array_equal(y_reset, y_fresh)
