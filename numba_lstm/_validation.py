@@ -49,6 +49,22 @@ def as_float_array(name, value, dtype=None):
     return value
 
 
+def check_integer(name, value, minimum=1):
+    """Return ``value`` as an int; ValueError unless it is an integer (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def check_float_dtype(name, dtype):
+    """Return ``np.dtype(dtype)``; TypeError unless it is float32 or float64."""
+    dtype = np.dtype(dtype)
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype}")
+    return dtype
+
+
 def check_shape(name, value, expected, meaning=""):
     """Raise ValueError unless ``value.shape == expected``."""
     if value.shape != tuple(expected):

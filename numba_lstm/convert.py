@@ -38,7 +38,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from numba_lstm._validation import FLOAT_DTYPES
+from numba_lstm._validation import FLOAT_DTYPES, check_integer
 
 CONFIG_KEYS = ("input_size", "hidden_size", "num_layers", "bidirectional", "proj_size")
 _IGNORED_CONFIG_KEYS = ("dropout", "batch_first")
@@ -109,13 +109,6 @@ def _same_dtype(arrays):
     return dtypes.pop() if dtypes else None
 
 
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise ValueError(f"config[{name!r}] must be {what}, got {value!r}")
-    return int(value)
-
-
 def check_config(config):
     """Validate a config dict; return a normalised copy with the five keys of ``CONFIG_KEYS``.
 
@@ -136,8 +129,8 @@ def check_config(config):
         raise ValueError(f"config is missing {missing}")
     out = {**_CONFIG_DEFAULTS, **config}
     for key in ("input_size", "hidden_size", "num_layers"):
-        out[key] = _positive_int(key, out[key])
-    out["proj_size"] = _positive_int("proj_size", out["proj_size"], minimum=0)
+        out[key] = check_integer(f"config[{key!r}]", out[key])
+    out["proj_size"] = check_integer("config['proj_size']", out["proj_size"], minimum=0)
     if not isinstance(out["bidirectional"], (bool, np.bool_)):
         raise ValueError(f"config['bidirectional'] must be True or False, got {out['bidirectional']!r}")
     out["bidirectional"] = bool(out["bidirectional"])
@@ -678,8 +671,7 @@ def to_flax(W, b, input_size):
     """
     W, b = _cell_arrays("W", W, "b", b)
     H = W.shape[1] // 4
-    if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)) or input_size < 1:
-        raise ValueError(f"input_size must be a positive integer, got {input_size!r}")
+    input_size = check_integer("input_size", input_size)
     if W.shape[0] != input_size + H:
         raise ValueError(
             f"W must have shape (input_size + H, 4H) = ({input_size} + {H}, {4 * H}), got {W.shape}"

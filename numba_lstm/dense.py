@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from numba_lstm._validation import as_float_array, check_shape
+from numba_lstm._validation import as_float_array, check_float_dtype, check_integer, check_shape
 from numba_lstm.layer import NotReadyError
 
 
@@ -34,14 +34,9 @@ class Dense:
     """
 
     def __init__(self, in_features, out_features, *, dtype=np.float32, seed=None):
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
-        self.in_features = int(in_features)
-        self.out_features = int(out_features)
+        self.in_features = check_integer("in_features", in_features)
+        self.out_features = check_integer("out_features", out_features)
+        dtype = check_float_dtype("dtype", dtype)
         self.dtype = dtype
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.in_features)

@@ -3,18 +3,19 @@
 import numpy as np
 
 from numba_lstm import jit
-from numba_lstm._validation import as_float_array, check_lengths, check_ndim, check_shape
+from numba_lstm._validation import (
+    as_float_array,
+    check_float_dtype,
+    check_integer,
+    check_lengths,
+    check_ndim,
+    check_shape,
+)
 from numba_lstm.functional import lstm_backward, lstm_forward
 
 
 class NotReadyError(RuntimeError, ValueError):
     """``backward`` was called before any ``forward``."""
-
-
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 class LSTM:
@@ -63,17 +64,15 @@ class LSTM:
         self, input_size, hidden_size, num_layers=1, *, bidirectional=False, proj_size=0,
         dropout=0.0, batch_first=False, dtype=np.float32, seed=None,
     ):  # fmt: skip
-        self.input_size = _positive_int("input_size", input_size)
-        self.hidden_size = _positive_int("hidden_size", hidden_size)
-        self.num_layers = _positive_int("num_layers", num_layers)
-        self.proj_size = _positive_int("proj_size", proj_size, minimum=0)
+        self.input_size = check_integer("input_size", input_size)
+        self.hidden_size = check_integer("hidden_size", hidden_size)
+        self.num_layers = check_integer("num_layers", num_layers)
+        self.proj_size = check_integer("proj_size", proj_size, minimum=0)
         if self.proj_size >= self.hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size, got {proj_size} >= {hidden_size}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        dtype = np.dtype(dtype)
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        dtype = check_float_dtype("dtype", dtype)
         self.bidirectional = bool(bidirectional)
         self.dropout = float(dropout)
         self.batch_first = bool(batch_first)

@@ -230,9 +230,9 @@ def test_layer_step_refuses_bidirectional():
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        (dict(input_size=0, hidden_size=H), ValueError, r"input_size must be an integer >= 1, got 0"),
-        (dict(input_size=2.0, hidden_size=H), ValueError, r"input_size must be an integer >= 1, got 2.0"),
-        (dict(input_size=I, hidden_size=True), ValueError, r"hidden_size must be an integer >= 1, got True"),
+        (dict(input_size=0, hidden_size=H), ValueError, r"input_size must be a positive integer, got 0"),
+        (dict(input_size=2.0, hidden_size=H), ValueError, r"input_size must be a positive integer, got 2.0"),
+        (dict(input_size=I, hidden_size=True), ValueError, r"hidden_size must be a positive integer, got True"),
         (dict(input_size=I, hidden_size=H, proj_size=H), ValueError, r"proj_size must be smaller than hidden_size"),
         (dict(input_size=I, hidden_size=H, dropout=1.0), ValueError, r"dropout must be in \[0, 1\), got 1.0"),
         (dict(input_size=I, hidden_size=H, dtype=np.int32), TypeError, r"dtype must be float32 or float64, got int32"),
