@@ -13,18 +13,26 @@ step t in rows ``offsets[t] : offsets[t] + batch_sizes[t]``.  Without
 variable lengths every ``batch_sizes[t]`` is B and a (T, B, ...) array reshaped
 to (T * B, ...) is already packed.  Finished sequences do no work.
 
-Structure (DESIGN.md section 3): one GEMM for ``x @ W_x`` over all steps, then
-per step one product ``h_{t-1} @ W_h`` into a preallocated buffer and one fused
-gate pass (plus, with a projection, one product ``m_t @ W_hr``); the backward
-does one fused pass and one or two products per step and the weight gradients
-as large GEMMs after the loop.  Per-step products go to BLAS, except for steps
-of at most ``SMALL_ROWS`` rows, which a plain loop computes faster.
+Structure: weights are packed once per call into column panels
+(``numba_lstm._panels``) and every per-step product runs through one
+register-tiled micro-kernel that accumulates into its output.  The forward
+fills a small buffer ``z`` with ``b + x @ W_x`` for the next few steps (one
+product of many rows, off the sequential path), then per step adds
+``h_{t-1} @ W_h`` and runs one fused gate pass (plus, with a projection, one
+product ``m_t @ W_hr``).  The backward does, per step, ``dh = dy_t +
+dG_{t+1} @ W_h.T`` and one fused pass, and the weight gradients as large
+BLAS GEMMs after the loop.  The packed product replaced BLAS for the
+per-step work because it ran the per-step shapes 1.4-3x faster than
+``np.dot`` on one thread and up to 5x on two (bench/NOTES.md, "Packed
+panels"; OpenBLAS packs both operands again at every call).  ``jit.step`` / ``jit.step_into`` (one step, weights not packed)
+keep ``_matmul``: BLAS, or a plain loop for at most ``SMALL_ROWS`` rows.
 
-Threads: all parallelism comes from BLAS's thread pool.  The gate passes are
-serial loops, which measured faster than ``prange`` at every benchmark shape
-(a parallel region costs ~1.2 us to launch, more than the whole fused pass at
-B = 1, and 2 threads did not speed it up at B = 64, H = 256; bench/NOTES.md).
-So Numba's pool and BLAS's pool never compete.
+Threads: a step with at least ``PARALLEL_MIN_FLOP`` in its product is split
+between Numba's threads by panels of hidden units (``numba.prange``): each
+thread computes the pre-activations of its units' four gates and then their
+gates, so one parallel region per step suffices (two with a projection).
+BLAS runs only the backward's weight-gradient GEMMs, after the step loop,
+while Numba's threads are idle: the two pools never compete.
 
 Vectorisation: every inner loop indexes 1-D row views with the plain loop
 variable.  An index such as ``gates[r, H + j]`` is not provably non-negative,
@@ -36,65 +44,73 @@ import numba
 import numpy as np
 
 from numba_lstm._math import sigmoid, tanh
-from numba_lstm._options import SERIAL
+from numba_lstm._options import PARALLEL, SERIAL
+from numba_lstm._panels import _panel_product
 
 
 @numba.njit(**SERIAL)
-def _gates_forward(gates, c, tanh_c, m, hw, b, c_prev):
-    """Fused gate pass of one step, in place on ``gates``.
+def _gates_forward(gates, c, tanh_c, m, z, c_prev, j_lo, j_hi):
+    """Fused gate pass of one step, for the hidden units j_lo <= j < j_hi.
 
-    gates  (B, 4H)  in: x_t @ W_x; out: activations i, f, g, o
-    c      (B, H)   out: c_t
-    tanh_c (B, H)   out: tanh(c_t)
-    m      (B, H)   out: o * tanh(c_t) (h_t itself without projection)
-    hw     (B, 4H)  in: h_{t-1} @ W_h
-    b      (4H,)    in: bias
-    c_prev (B, H)   in: c_{t-1}
+    gates  (B, 4H)   out: activations i, f, g, o
+    c      (B, H)    out: c_t
+    tanh_c (B, H)    out: tanh(c_t)
+    m      (B, >=H)  out: o * tanh(c_t) (h_t itself without projection)
+    z      (B, 4Hz)  in: pre-activations, bias included; gate k of unit j in
+                     column k * Hz + j (Hz >= H: blocks may be padded)
+    c_prev (B, H)    in: c_{t-1}
+
+    ``gates`` may be ``z`` itself when Hz = H (each element is read before it
+    is written).
     """
     B, H = c.shape
-    b_i, b_f, b_g, b_o = b[:H], b[H : 2 * H], b[2 * H : 3 * H], b[3 * H :]
+    Hz = z.shape[1] // 4
     for r in range(B):
-        z_i, z_f = gates[r, :H], gates[r, H : 2 * H]
-        z_g, z_o = gates[r, 2 * H : 3 * H], gates[r, 3 * H :]
-        u_i, u_f = hw[r, :H], hw[r, H : 2 * H]
-        u_g, u_o = hw[r, 2 * H : 3 * H], hw[r, 3 * H :]
-        c_prev_r, c_r, tanh_c_r, m_r = c_prev[r], c[r], tanh_c[r], m[r]
-        for j in range(H):
-            i = sigmoid(z_i[j] + u_i[j] + b_i[j])
-            f = sigmoid(z_f[j] + u_f[j] + b_f[j])
-            g = tanh(z_g[j] + u_g[j] + b_g[j])
-            o = sigmoid(z_o[j] + u_o[j] + b_o[j])
+        z_r, a_r = z[r], gates[r]
+        z_i, z_f = z_r[j_lo:j_hi], z_r[Hz + j_lo : Hz + j_hi]
+        z_g, z_o = z_r[2 * Hz + j_lo : 2 * Hz + j_hi], z_r[3 * Hz + j_lo : 3 * Hz + j_hi]
+        a_i, a_f = a_r[j_lo:j_hi], a_r[H + j_lo : H + j_hi]
+        a_g, a_o = a_r[2 * H + j_lo : 2 * H + j_hi], a_r[3 * H + j_lo : 3 * H + j_hi]
+        c_prev_r, c_r = c_prev[r, j_lo:j_hi], c[r, j_lo:j_hi]
+        tanh_c_r, m_r = tanh_c[r, j_lo:j_hi], m[r, j_lo:j_hi]
+        for j in range(j_hi - j_lo):
+            i = sigmoid(z_i[j])
+            f = sigmoid(z_f[j])
+            g = tanh(z_g[j])
+            o = sigmoid(z_o[j])
             c_t = f * c_prev_r[j] + i * g
             tc = tanh(c_t)
-            z_i[j] = i
-            z_f[j] = f
-            z_g[j] = g
-            z_o[j] = o
+            a_i[j] = i
+            a_f[j] = f
+            a_g[j] = g
+            a_o[j] = o
             c_r[j] = c_t
             tanh_c_r[j] = tc
             m_r[j] = o * tc
 
 
 @numba.njit(**SERIAL)
-def _gates_backward(dgates, dc, dm, gates, tanh_c, c_prev):
-    """Fused backward pass of one step through the gates and the cell.
+def _gates_backward(dgates, dc, dm, gates, tanh_c, c_prev, j_lo, j_hi):
+    """Fused backward pass of one step through the gates and the cell, units j_lo <= j < j_hi.
 
-    dgates (B, 4H)  out: dL/dz for the pre-activations of the four gates
-    dc     (B, H)   in: dL/dc_t from step t+1; out: dL/dc_{t-1}
-    dm     (B, H)   in: dL/dm_t, the whole gradient of o * tanh(c_t)
-    gates  (B, 4H)  in: activations i, f, g, o saved by the forward
-    tanh_c (B, H)   in: tanh(c_t)
-    c_prev (B, H)   in: c_{t-1}
+    dgates (B, 4H)   out: dL/dz for the pre-activations of the four gates
+    dc     (B, H)    in: dL/dc_t from step t+1; out: dL/dc_{t-1}
+    dm     (B, >=H)  in: dL/dm_t, the whole gradient of o * tanh(c_t)
+    gates  (B, 4H)   in: activations i, f, g, o saved by the forward
+    tanh_c (B, H)    in: tanh(c_t)
+    c_prev (B, H)    in: c_{t-1}
     """
     B, H = dc.shape
     one = gates.dtype.type(1.0)
     for r in range(B):
-        a_i, a_f = gates[r, :H], gates[r, H : 2 * H]
-        a_g, a_o = gates[r, 2 * H : 3 * H], gates[r, 3 * H :]
-        d_i, d_f = dgates[r, :H], dgates[r, H : 2 * H]
-        d_g, d_o = dgates[r, 2 * H : 3 * H], dgates[r, 3 * H :]
-        dc_r, dm_r, tanh_c_r, c_prev_r = dc[r], dm[r], tanh_c[r], c_prev[r]
-        for j in range(H):
+        a_r, d_r = gates[r], dgates[r]
+        a_i, a_f = a_r[j_lo:j_hi], a_r[H + j_lo : H + j_hi]
+        a_g, a_o = a_r[2 * H + j_lo : 2 * H + j_hi], a_r[3 * H + j_lo : 3 * H + j_hi]
+        d_i, d_f = d_r[j_lo:j_hi], d_r[H + j_lo : H + j_hi]
+        d_g, d_o = d_r[2 * H + j_lo : 2 * H + j_hi], d_r[3 * H + j_lo : 3 * H + j_hi]
+        dc_r, dm_r = dc[r, j_lo:j_hi], dm[r, j_lo:j_hi]
+        tanh_c_r, c_prev_r = tanh_c[r, j_lo:j_hi], c_prev[r, j_lo:j_hi]
+        for j in range(j_hi - j_lo):
             i, f, g, o = a_i[j], a_f[j], a_g[j], a_o[j]
             tc = tanh_c_r[j]
             dm_t = dm_r[j]
@@ -155,12 +171,12 @@ def _matmul(out, a, w):
 
 
 @numba.njit(**SERIAL)
-def _add_into(out, a):
-    """out += a, for (B, P) blocks."""
-    for r in range(out.shape[0]):
-        out_r, a_r = out[r], a[r]
-        for j in range(out.shape[1]):
-            out_r[j] += a_r[j]
+def _sum_preactivations(z, hw, b):
+    """z += hw + b, for (B, 4H) blocks (``numba_lstm.jit``'s single step)."""
+    for r in range(z.shape[0]):
+        z_r, hw_r = z[r], hw[r]
+        for j in range(z.shape[1]):
+            z_r[j] += hw_r[j] + b[j]
 
 
 @numba.njit(**SERIAL)
@@ -173,101 +189,303 @@ def _offsets(batch_sizes):
 
 
 @numba.njit(**SERIAL)
-def _lstm_forward(y, m, c, gates, tanh_c, hw, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes):
+def _fill_columns(out, values, lo, hi):
+    """out[r, lo:hi] = values[lo:hi] for every row r."""
+    for r in range(out.shape[0]):
+        out_r = out[r]
+        for j in range(lo, hi):
+            out_r[j] = values[j]
+
+
+@numba.njit(**SERIAL)
+def _zero_columns(out, lo, hi):
+    """out[r, lo:hi] = 0 for every row r."""
+    for r in range(out.shape[0]):
+        out[r, lo:hi] = 0
+
+
+#: Steps whose product ``h_{t-1} @ W_h`` has fewer floating-point operations
+#: run without a parallel region, which costs a few microseconds to start
+#: (bench/NOTES.md, "Packed panels").
+PARALLEL_MIN_FLOP = 1_000_000
+
+
+@numba.njit(**SERIAL)
+def _use_threads(B, K, N):
+    """Whether per-step products (B, K) @ (K, N) are worth a parallel region."""
+    return 2 * B * K * N >= PARALLEL_MIN_FLOP
+
+
+@numba.njit(**SERIAL)
+def _forward_input(z, x, W_x, b, u_lo, u_hi):
+    """z[:, unit panels u_lo..u_hi of each gate] = b + x @ W_x (all N rows)."""
+    NR = W_x.shape[2]
+    n_units = W_x.shape[0] // 4
+    for k in range(4):
+        p_lo, p_hi = k * n_units + u_lo, k * n_units + u_hi
+        _fill_columns(z, b, p_lo * NR, p_hi * NR)
+        _panel_product(z, x, W_x, p_lo, p_hi)
+
+
+@numba.njit(**SERIAL)
+def _forward_step(gates, c, tanh_c, m, z, h_prev, c_prev, W_h, u_lo, u_hi):
+    """One step for the unit panels u_lo..u_hi: z += h_{t-1} @ W_h, then the gates."""
+    NR = W_h.shape[2]
+    n_units = W_h.shape[0] // 4
+    for k in range(4):
+        _panel_product(z, h_prev, W_h, k * n_units + u_lo, k * n_units + u_hi)
+    _gates_forward(gates, c, tanh_c, m, z, c_prev, u_lo * NR, min(u_hi * NR, c.shape[1]))
+
+
+@numba.njit(**SERIAL)
+def _project(y, y_pad, m, W_hr, p_lo, p_hi):
+    """y[:, panels p_lo..p_hi] = m @ W_hr, through the padded buffer y_pad."""
+    NR = W_hr.shape[2]
+    lo, hi = p_lo * NR, min(p_hi * NR, y.shape[1])
+    _zero_columns(y_pad, p_lo * NR, p_hi * NR)
+    _panel_product(y_pad, m, W_hr, p_lo, p_hi)
+    for r in range(y.shape[0]):
+        y[r, lo:hi] = y_pad[r, lo:hi]
+
+
+@numba.njit(**PARALLEL)
+def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, threaded):
     """Forward pass over a whole packed sequence.
 
-    y      (N, P)    out: h_t of every step
-    m      (N, H)    out: o * tanh(c_t); pass ``y`` itself when there is no projection
-    c      (N, H)    out: c_t
-    gates  (N, 4H)   out: activations i, f, g, o (saved for the backward)
-    tanh_c (N, H)    out: tanh(c_t) (saved for the backward)
-    hw     (B, 4H)   work: h_{t-1} @ W_h of the current step
-    x      (N, I)    in
-    W_x    (I, 4H)   in: input rows of W
-    W_h    (P, 4H)   in: recurrent rows of W
-    b      (4H,)     in
-    W_hr   (H, P)    in: projection; shape (0, 0) for none
-    h0     (B, P)    in
-    c0     (B, H)    in
-    batch_sizes (T,) in: rows of each step, non-increasing
+    y      (N, P)     out: h_t of every step
+    m      (N, H)     out: o * tanh(c_t); pass ``y`` itself when there is no projection
+    c      (N, H)     out: c_t
+    gates  (N, 4H)    out: activations i, f, g, o (saved for the backward)
+    tanh_c (N, H)     out: tanh(c_t) (saved for the backward)
+    z      (R, 4Hp)   work: pre-activations of R >= B rows, gate blocks padded to
+                      Hp = padded(H); the input projection fills it a few steps
+                      at a time, so that it stays in cache
+    y_pad  (B, Pp)    work: one step of the projection (projection only)
+    x      (N, I)     in
+    W_x    (4Hp/NR, I, NR)  in: input rows of W, ``pack_panels(W_x, groups=4)``
+    W_h    (4Hp/NR, P, NR)  in: recurrent rows of W, packed the same way
+    b      (4Hp,)     in: bias, ``pad_columns(b, groups=4)``
+    W_hr   (Pp/NR, H, NR)   in: projection, ``pack_panels(W_hr)``; (0, 0, 0) for none
+    h0     (B, P)     in
+    c0     (B, H)     in
+    batch_sizes (T,)  in: rows of each step, non-increasing
+    threaded          split each step between Numba's threads (else no parallel region)
+
+    Threads share out the panels of hidden units (NR units each): for its
+    units a thread computes the four gate blocks of ``z`` and then the gates,
+    so one parallel region per step suffices (two with a projection, which
+    needs all of m_t).
     """
     T = batch_sizes.size
     offsets = _offsets(batch_sizes)
-    # Input projection of every step in one GEMM, off the sequential path.
-    np.dot(x, W_x, gates)
+    n_units = W_h.shape[0] // 4
+    n_proj = W_hr.shape[0]
+    R = z.shape[0]
+    chunk_end = 0  # first step whose input projection is not yet in z
+    z_base = 0  # packed row held by z's first row
     for t in range(T):
         Bt = batch_sizes[t]
         if Bt == 0:
             break
+        if t == chunk_end:
+            # Input projection of the next steps that fit in z, off the
+            # sequential path, as one product of many rows.
+            rows = 0
+            while chunk_end < T and batch_sizes[chunk_end] > 0 and rows + batch_sizes[chunk_end] <= R:
+                rows += batch_sizes[chunk_end]
+                chunk_end += 1
+            z_base = offsets[t]
+            if threaded:
+                for u in numba.prange(n_units):
+                    _forward_input(z[:rows], x[z_base : z_base + rows], W_x, b, u, u + 1)
+            else:
+                _forward_input(z[:rows], x[z_base : z_base + rows], W_x, b, 0, n_units)
         lo, hi = offsets[t], offsets[t] + Bt
+        z_t = z[lo - z_base : hi - z_base]
         if t == 0:
             h_prev, c_prev = h0[:Bt], c0[:Bt]
         else:
             h_prev, c_prev = y[offsets[t - 1] : offsets[t - 1] + Bt], c[offsets[t - 1] : offsets[t - 1] + Bt]
-        _matmul(hw[:Bt], h_prev, W_h)
-        _gates_forward(gates[lo:hi], c[lo:hi], tanh_c[lo:hi], m[lo:hi], hw[:Bt], b, c_prev)
-        if W_hr.shape[0] > 0:
-            _matmul(y[lo:hi], m[lo:hi], W_hr)
+        if threaded:
+            for u in numba.prange(n_units):
+                _forward_step(
+                    gates[lo:hi], c[lo:hi], tanh_c[lo:hi], m[lo:hi], z_t, h_prev, c_prev, W_h, u, u + 1
+                )
+        else:
+            _forward_step(
+                gates[lo:hi], c[lo:hi], tanh_c[lo:hi], m[lo:hi], z_t, h_prev, c_prev, W_h, 0, n_units
+            )
+        if n_proj > 0:
+            if threaded:
+                for p in numba.prange(n_proj):
+                    _project(y[lo:hi], y_pad[:Bt], m[lo:hi], W_hr, p, p + 1)
+            else:
+                _project(y[lo:hi], y_pad[:Bt], m[lo:hi], W_hr, 0, n_proj)
 
 
 @numba.njit(**SERIAL)
+def _backward_dh(dh_pad, dh_all, dgates_next, dy, W_hT, p_lo, p_hi):
+    """dL/dh_t for the columns of panels p_lo..p_hi.
+
+    dh_pad[:B_{t+1}] = dgates_{t+1} @ W_h.T, then dh_pad[:B_t] += dy_t; rows
+    past B_{t+1} keep the gradient of their sequence's last state.  With a
+    projection, dh_all (B_t, P) receives a copy.
+    """
+    NR = W_hT.shape[2]
+    P = dy.shape[1]
+    lo, hi = p_lo * NR, min(p_hi * NR, P)
+    B_next = dgates_next.shape[0]
+    if B_next > 0:
+        rows = dh_pad[:B_next]
+        _zero_columns(rows, p_lo * NR, p_hi * NR)
+        _panel_product(rows, dgates_next, W_hT, p_lo, p_hi)
+    for r in range(dy.shape[0]):
+        dh_r, dy_r = dh_pad[r, lo:hi], dy[r, lo:hi]
+        for j in range(hi - lo):
+            dh_r[j] += dy_r[j]
+    if dh_all.shape[0] > 0:
+        for r in range(dy.shape[0]):
+            dh_all[r, lo:hi] = dh_pad[r, lo:hi]
+
+
+@numba.njit(**SERIAL)
+def _backward_gates(dgates, dc, dm_pad, dh_pad, W_hrT, gates, tanh_c, c_prev, NR, p_lo, p_hi):
+    """Gate gradients of one step for the units of panels p_lo..p_hi (NR units each).
+
+    With a projection (W_hrT non-empty) dm = dh @ W_hr.T first goes to dm_pad;
+    without one dm is dh itself (``dh_pad``).
+    """
+    if W_hrT.shape[0] > 0:
+        _zero_columns(dm_pad, p_lo * NR, p_hi * NR)
+        _panel_product(dm_pad, dh_pad, W_hrT, p_lo, p_hi)
+        dm = dm_pad
+    else:
+        dm = dh_pad
+    _gates_backward(dgates, dc, dm, gates, tanh_c, c_prev, p_lo * NR, min(p_hi * NR, dc.shape[1]))
+
+
+@numba.njit(**PARALLEL)
 def _lstm_backward(
-    dx, dW_x, dW_h, db, dW_hr, dh0, dc0, dgates, dh_all, dm, h_prev_all,
-    dy, dh_n, dc_n, x, W_x, W_hT, W_hrT, h0, c0, y, m, c, gates, tanh_c, batch_sizes,
+    dgates, dh_pad, dc, dh_all, dm_pad, dy, W_hT, W_hrT, c0, c, gates, tanh_c, batch_sizes, threaded,
 ):  # fmt: skip
-    """Backward pass (BPTT) over a whole packed sequence; overwrites every gradient.
+    """Backward pass (BPTT) through the steps of a packed sequence: the gate gradients.
 
-    dx     (N, I)   out
-    dW_x   (I, 4H)  out: gradient of the input rows of W
-    dW_h   (P, 4H)  out: gradient of the recurrent rows of W
-    db     (4H,)    out
-    dW_hr  (H, P)   out: gradient of the projection; (0, 0) for none
-    dh0    (B, P)   out: also the running dL/dh_t during the loop
-    dc0    (B, H)   out: also the running dL/dc_t during the loop
-    dgates (N, 4H)  work: dL/dz of every step
-    dh_all (N, P)   work: dL/dh_t of every step (projection only, else (0, 0))
-    dm     (B, H)   work: dL/dm_t of one step (projection only, else (0, 0))
-    h_prev_all (N, P) work: h_{t-1} of every row, for the dW_h GEMM
-    dy     (N, P)   in
-    dh_n   (B, P)   in: gradient arriving at each sequence's last h
-    dc_n   (B, H)   in: gradient arriving at each sequence's last c
-    W_hT   (4H, P)  in: W_h transposed, C-contiguous
-    W_hrT  (P, H)   in: W_hr transposed, C-contiguous; (0, 0) for none
-    x, W_x, h0 .. batch_sizes: as in ``_lstm_forward``
+    dgates (N, 4H)   out: dL/dz of every step
+    dh_pad (B, Pp)   in: dh_n in the first P columns; out: dh0 there; work
+    dc     (B, H)    in: dc_n; out: dc0
+    dh_all (N, P)    out: dL/dh_t of every step (projection only, else (0, 0))
+    dm_pad (B, Hp)   work: dL/dm_t of one step (projection only)
+    dy     (N, P)    in
+    W_hT   (Pp/NR, 4H, NR)  in: ``pack_panels(W_h.T)``
+    W_hrT  (Hp/NR, P, NR)   in: ``pack_panels(W_hr.T)``; (0, 0, 0) for none
+    c0, c, gates, tanh_c, batch_sizes: as in ``_lstm_forward``
 
-    A sequence that has ended is not touched by the steps after its end, so
-    dh0/dc0 still hold its dh_n/dc_n when the loop reaches its last step.
+    ``threaded``: as in ``_lstm_forward``.  Threads share out panels of
+    columns of h (of c and m too without a projection): per step each
+    finishes dL/dh_t for its columns (the product with
+    the next step's gate gradients plus dy_t), then their gate gradients; a
+    projection needs all of dL/dh_t first, so it takes a second region.  A
+    sequence that has ended is not touched by the steps after its end, so
+    dh_pad/dc still hold its dh_n/dc_n when the loop reaches its last step.
+    The weight gradients are ``_weight_grads``'s.
     """
     T = batch_sizes.size
     offsets = _offsets(batch_sizes)
-    projected = W_hrT.shape[0] > 0
-    dh0[:, :] = dh_n
-    dc0[:, :] = dc_n
-    for t in range(T - 1, -1, -1):
-        Bt = batch_sizes[t]
-        if Bt == 0:
+    n_h = W_hT.shape[0]
+    n_m = W_hrT.shape[0]
+    projected = n_m > 0
+    n_gates = n_m if projected else n_h
+    NR = W_hT.shape[2]
+    for t in range(T - 1, -2, -1):
+        # Finish dL/dh_t (the gradient of step t+1's gates flows back), then
+        # the gate gradients of step t; t = -1 only finishes dh0.
+        B_next = batch_sizes[t + 1] if t + 1 < T else 0
+        Bt = batch_sizes[t] if 0 <= t < T else 0
+        if B_next == 0 and Bt == 0:
             continue
-        lo, hi = offsets[t], offsets[t] + Bt
-        dh = dh0[:Bt]
-        _add_into(dh, dy[lo:hi])  # dh is now the whole dL/dh_t
-        if projected:
-            dh_all[lo:hi] = dh
-            _matmul(dm[:Bt], dh, W_hrT)
-            dm_t = dm[:Bt]
-        else:
-            dm_t = dh
-        if t == 0:
+        nxt = offsets[t + 1] if t + 1 < T else 0
+        lo, hi = (offsets[t], offsets[t] + Bt) if t >= 0 else (0, 0)
+        dgates_next = dgates[nxt : nxt + B_next]
+        dy_t = dy[lo:hi]
+        dh_all_t = dh_all[lo:hi] if projected else dh_all
+        if t <= 0:
             c_prev = c0[:Bt]
-            h_prev_all[lo:hi] = h0[:Bt]
         else:
             c_prev = c[offsets[t - 1] : offsets[t - 1] + Bt]
+        if not threaded:
+            _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, 0, n_h)
+            if Bt > 0:
+                _backward_gates(
+                    dgates[lo:hi],
+                    dc[:Bt],
+                    dm_pad[:Bt],
+                    dh_pad[:Bt],
+                    W_hrT,
+                    gates[lo:hi],
+                    tanh_c[lo:hi],
+                    c_prev,
+                    NR,
+                    0,
+                    n_gates,
+                )
+        elif projected:
+            for p in numba.prange(n_h):
+                _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p, p + 1)
+            if Bt > 0:
+                for p in numba.prange(n_m):
+                    _backward_gates(
+                        dgates[lo:hi],
+                        dc[:Bt],
+                        dm_pad[:Bt],
+                        dh_pad[:Bt],
+                        W_hrT,
+                        gates[lo:hi],
+                        tanh_c[lo:hi],
+                        c_prev,
+                        NR,
+                        p,
+                        p + 1,
+                    )
+        else:
+            for p in numba.prange(n_h):
+                _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p, p + 1)
+                if Bt > 0:
+                    _backward_gates(
+                        dgates[lo:hi],
+                        dc[:Bt],
+                        dm_pad[:Bt],
+                        dh_pad[:Bt],
+                        W_hrT,
+                        gates[lo:hi],
+                        tanh_c[lo:hi],
+                        c_prev,
+                        NR,
+                        p,
+                        p + 1,
+                    )
+
+
+@numba.njit(**SERIAL)
+def _weight_grads(dx, dW_x, dW_h, db, dW_hr, h_prev_all, dgates, dh_all, x, W_x, h0, y, m, batch_sizes):
+    """The weight gradients and dx from every step's gate gradients, as large GEMMs.
+
+    dx (N, I), dW_x (I, 4H), dW_h (P, 4H), db (4H,), dW_hr (H, P) or (0, 0): out
+    h_prev_all (N, P) work: h_{t-1} of every row
+    dgates (N, 4H), dh_all (N, P) or (0, 0): from ``_lstm_backward``
+    x, W_x (I, 4H) unpacked, h0, y, m, batch_sizes: as in ``_lstm_forward``
+    """
+    offsets = _offsets(batch_sizes)
+    for t in range(batch_sizes.size):
+        Bt = batch_sizes[t]
+        lo, hi = offsets[t], offsets[t] + Bt
+        if t == 0:
+            h_prev_all[lo:hi] = h0[:Bt]
+        else:
             h_prev_all[lo:hi] = y[offsets[t - 1] : offsets[t - 1] + Bt]
-        _gates_backward(dgates[lo:hi], dc0[:Bt], dm_t, gates[lo:hi], tanh_c[lo:hi], c_prev)
-        _matmul(dh, dgates[lo:hi], W_hT)
     np.dot(x.T, dgates, dW_x)
     np.dot(h_prev_all.T, dgates, dW_h)
     np.dot(dgates, W_x.T, dx)
-    if projected:
+    if dh_all.shape[0] > 0:
         np.dot(m.T, dh_all, dW_hr)
     G = dgates.shape[1]
     db[:] = 0

@@ -11,6 +11,10 @@
   block vectorisation).
 """
 
-#: Options of every kernel.  Kernels are serial: the cores are BLAS's (see
-#: ``numba_lstm._kernels`` for the measurement behind that choice).
+#: Options of every serial kernel (the helpers that the sequence kernels call
+#: inside and outside their parallel regions).
 SERIAL = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+
+#: Options of the sequence kernels, whose per-step work is split between
+#: threads (``numba.prange``); see ``numba_lstm._kernels``.
+PARALLEL = dict(SERIAL, parallel=True)

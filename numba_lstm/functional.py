@@ -11,7 +11,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from numba_lstm._kernels import _lstm_backward, _lstm_forward
+from numba_lstm._kernels import _lstm_backward, _lstm_forward, _use_threads, _weight_grads
+from numba_lstm._panels import pack_panels, pad_columns, padded
 from numba_lstm._validation import (
     as_float_array,
     check_lengths,
@@ -204,9 +205,13 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     gates = np.empty((N, 4 * H), dtype)
     tanh_c = np.empty((N, H), dtype)
     if N > 0:
+        Hp, Pp = padded(H, dtype), padded(P, dtype)
+        projected = W_hr is not None
         _lstm_forward(
-            y, m, c, gates, tanh_c, np.empty((B, 4 * H), dtype),
-            x_packed, W[:I], W[I:], b, _or_empty(W_hr, dtype), h0_sorted, c0_sorted, packing.batch_sizes,
+            y, m, c, gates, tanh_c, np.empty((_z_rows(B, Hp, dtype), 4 * Hp), dtype), np.empty((B, Pp) if projected else (0, 0), dtype),
+            x_packed, pack_panels(W[:I], groups=4), pack_panels(W[I:], groups=4), pad_columns(b, groups=4),
+            pack_panels(W_hr) if projected else np.empty((0, 0, 0), dtype), h0_sorted, c0_sorted,
+            packing.batch_sizes, _use_threads(B, P, 4 * H),
         )  # fmt: skip
     cache = LSTMCache(x_packed, W, W_hr, h0_sorted, c0_sorted, y, m, c, gates, tanh_c, packing)
     h_n = packing.final_state(y, h0)
@@ -214,8 +219,13 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     return packing.unpack(y), h_n, c_n, cache
 
 
-def _or_empty(W_hr, dtype):
-    return np.empty((0, 0), dtype) if W_hr is None else W_hr
+#: Bytes of the forward's buffer of pre-activations, which holds the input
+#: projection of a few steps at a time (bench/NOTES.md, "Packed panels").
+_Z_BYTES = 8192 * 1024
+
+
+def _z_rows(B, Hp, dtype):
+    return max(B, _Z_BYTES // (4 * Hp * np.dtype(dtype).itemsize))
 
 
 def lstm_backward(dy, cache, dh_n=None, dc_n=None):
@@ -264,19 +274,22 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
         dx = np.zeros((T, B, I), dtype)
         dh0, dc0 = dh_n.copy(), dc_n.copy()
     else:
-        dx_packed = np.empty((N, I), dtype)
-        dh0 = np.empty((B, P), dtype)
-        dc0 = np.empty((B, H), dtype)
         projected = W_hr is not None
+        dgates = np.empty((N, 4 * H), dtype)
+        dh_all = np.empty((N, P) if projected else (0, 0), dtype)
+        dh_pad = np.empty((B, padded(P, dtype)), dtype)
+        dh_pad[:, :P] = pk.sort(dh_n)
+        dc0 = pk.sort(dc_n).copy()
         _lstm_backward(
-            dx_packed, dW[:I], dW[I:], db, dW_hr, dh0, dc0,
-            np.empty((N, 4 * H), dtype),
-            np.empty((N, P) if projected else (0, 0), dtype),
-            np.empty((B, H) if projected else (0, 0), dtype),
-            np.empty((N, P), dtype),
-            dy_packed, pk.sort(dh_n), pk.sort(dc_n), cache.x, W[:I],
-            np.ascontiguousarray(W[I:].T), np.ascontiguousarray(_or_empty(W_hr, dtype).T),
-            cache.h0, cache.c0, cache.y, cache.m, cache.c, cache.gates, cache.tanh_c, pk.batch_sizes,
+            dgates, dh_pad, dc0, dh_all, np.empty((B, padded(H, dtype)) if projected else (0, 0), dtype),
+            dy_packed, pack_panels(W[I:].T), pack_panels(W_hr.T) if projected else np.empty((0, 0, 0), dtype),
+            cache.c0, cache.c, cache.gates, cache.tanh_c, pk.batch_sizes, _use_threads(B, 4 * H, P),
+        )  # fmt: skip
+        dh0 = dh_pad[:, :P].copy()
+        dx_packed = np.empty((N, I), dtype)
+        _weight_grads(
+            dx_packed, dW[:I], dW[I:], db, dW_hr, np.empty((N, P), dtype), dgates, dh_all,
+            cache.x, W[:I], cache.h0, cache.y, cache.m, pk.batch_sizes,
         )  # fmt: skip
         dx = pk.unpack(dx_packed)
         dh0, dc0 = pk.unsort(dh0), pk.unsort(dc0)

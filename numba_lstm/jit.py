@@ -32,8 +32,9 @@ from numba.core import types
 from numba.core.registry import CPUDispatcher
 from numba.extending import overload
 
-from numba_lstm._kernels import _gates_forward, _lstm_forward, _matmul
+from numba_lstm._kernels import _gates_forward, _lstm_forward, _matmul, _sum_preactivations, _use_threads
 from numba_lstm._options import SERIAL
+from numba_lstm._panels import _pack_into, _pad_into, _panel_width_of
 from numba_lstm._validation import _describe
 
 # --- argument checks ---------------------------------------------------------
@@ -216,7 +217,8 @@ def step_into(x_t, h, c, W, b, h_out, c_out, work):
     c_prev[:, :] = c
     _matmul(gates, x_t, W[:I])
     _matmul(hw, h, W[I:])
-    _gates_forward(gates, c_out, tanh_c, h_out, hw, b, c_prev)
+    _sum_preactivations(gates, hw, b)
+    _gates_forward(gates, c_out, tanh_c, h_out, gates, c_prev, 0, H)
 
 
 @_entry_point
@@ -244,8 +246,16 @@ def forward(x, W, b, h0, c0):
     gates = np.empty((N, 4 * H), x.dtype)
     tanh_c = np.empty((N, H), x.dtype)
     batch_sizes = np.full(T, B, np.int64)
+    NR = _panel_width_of(x)
+    Hp = -(-H // NR) * NR
+    W_x = np.empty((4 * Hp // NR, I, NR), x.dtype)
+    W_h = np.empty((4 * Hp // NR, H, NR), x.dtype)
+    b_pad = np.empty(4 * Hp, x.dtype)
+    _pack_into(W_x, W[:I], 4)
+    _pack_into(W_h, W[I:], 4)
+    _pad_into(b_pad, b, 4)
     _lstm_forward(
-        y, y, c, gates, tanh_c, np.empty((B, 4 * H), x.dtype),
-        x.reshape(N, I), W[:I], W[I:], b, np.empty((0, 0), x.dtype), h0, c0, batch_sizes,
+        y, y, c, gates, tanh_c, np.empty((max(B, 32768 // Hp), 4 * Hp), x.dtype), np.empty((0, 0), x.dtype),
+        x.reshape(N, I), W_x, W_h, b_pad, np.empty((0, 0, 0), x.dtype), h0, c0, batch_sizes, _use_threads(B, H, 4 * H),
     )  # fmt: skip
     return y.reshape(T, B, H), y[N - B :].copy(), c[N - B :].copy()

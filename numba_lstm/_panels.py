@@ -1,0 +1,246 @@
+"""Products with weights packed once into column panels: ``out += a @ W``.
+
+An LSTM multiplies by the same weights at every step, so numba_lstm packs each
+weight matrix once per call into panels of ``NR`` columns, ``(n_panels, K,
+NR)``, each contiguous, and runs every product through one register-tiled
+micro-kernel: a tile of ``MR`` rows by ``NR`` columns of ``out`` stays in
+vector registers while ``k`` runs over ``K``, each step loading ``NR`` values of
+the panel and one value of each row of ``a``.  A panel (K x NR) stays in L1
+while the tile walks down the rows.  BLAS packs both operands again at every
+call; at the per-step shapes the packed product ran 1.4-3x faster than
+``np.dot`` on one thread (bench/NOTES.md, "Packed panels").
+
+Numba has no vector types, so the micro-kernel is written in LLVM IR through
+``numba.extending.intrinsic``: ``<L x float>`` loads, broadcasts and
+``llvm.fma`` calls, with ``L`` the vector width of the machine (512 bits with
+AVX-512, else 256), so the tile is ``MR x 2L``: 8 x 32 float32 values with
+AVX-512 (16 of the 32 registers), 4 x 16 without.
+
+Columns are partitioned between threads by panel, so two threads never write
+the same element; ``out`` must be padded to whole panels (the last panel of a
+matrix whose width is not a multiple of NR is zero-filled, and the matching
+columns of ``out`` receive zeros plus whatever they held).
+"""
+
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from numba_lstm._options import SERIAL
+
+
+def _has_avx512():
+    if numba.config.CPU_NAME:  # the user chose a target CPU: assume no AVX-512
+        return False
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+
+
+#: Bytes in one vector register, 64 with AVX-512 and 32 otherwise.
+VECTOR_BYTES = 64 if _has_avx512() else 32
+#: Rows of one full tile: 8 x 2 vectors use 16 of AVX-512's 32 registers, 4 x 2
+#: use 8 of AVX2's 16 (the rest hold the panel values and the broadcasts).
+TILE_ROWS = 8 if VECTOR_BYTES == 64 else 4
+
+
+def panel_width(dtype):
+    """NR: columns of one panel, two vector registers of ``dtype``."""
+    return 2 * VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+@numba.njit(**SERIAL)
+def _panel_width_of(a):
+    """``panel_width(a.dtype)``, inside jitted code."""
+    return 2 * VECTOR_BYTES // a.itemsize
+
+
+def _make_tile(MR):
+    """Intrinsic ``tile(out, out_off, ld_out, a, a_off, ld_a, w, w_off, K)``.
+
+    On flat C-contiguous arrays of one float dtype, for r < MR and c < NR:
+    ``out[out_off + r*ld_out + c] += sum_k a[a_off + r*ld_a + k] * w[w_off + k*NR + c]``,
+    summed in the order k = 0, 1, ..., one FMA each, for every MR: a row's
+    result does not depend on which tile computed it, so a whole sequence
+    equals the same steps run one call at a time, bit for bit.  (Splitting k
+    over several accumulators made one-row tiles 10% faster and broke that.)
+    """
+
+    @intrinsic
+    def tile(typingctx, out, out_off, ld_out, a, a_off, ld_a, w, w_off, K):
+        arrays = (out, a, w)
+        if not all(
+            isinstance(t, types.Array) and t.ndim == 1 and t.dtype in (types.float32, types.float64)
+            for t in arrays
+        ):
+            return None
+        if not (out.dtype == a.dtype == w.dtype):
+            return None
+        sig = types.void(out, types.intp, types.intp, a, types.intp, types.intp, w, types.intp, types.intp)
+
+        def codegen(context, builder, signature, args):
+            out_arr, out_off, ld_out, a_arr, a_off, ld_a, w_arr, w_off, K = args
+            dtype = signature.args[0].dtype
+            elt = context.get_data_type(dtype)
+            L = VECTOR_BYTES // (4 if dtype == types.float32 else 8)
+            vec = ir.VectorType(elt, L)
+            vec_ptr = vec.as_pointer()
+            i64 = ir.IntType(64)
+            align = 4 if dtype == types.float32 else 8
+            out_p = context.make_array(signature.args[0])(context, builder, out_arr).data
+            a_p = context.make_array(signature.args[3])(context, builder, a_arr).data
+            w_p = context.make_array(signature.args[6])(context, builder, w_arr).data
+            name = f"llvm.fma.v{L}{'f32' if dtype == types.float32 else 'f64'}"
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]), name)
+            undef = ir.Constant(vec, ir.Undefined)
+            splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), L), [0] * L)
+
+            def const(v):
+                return ir.Constant(i64, v)
+
+            def out_ptr(r, j):
+                idx = builder.add(builder.add(out_off, builder.mul(ld_out, const(r))), const(j * L))
+                return builder.bitcast(builder.gep(out_p, [idx]), vec_ptr)
+
+            # Entry: load the tile of out into the accumulators.
+            init = [[builder.load(out_ptr(r, j), align=align) for j in range(2)] for r in range(MR)]
+            a_rows = [builder.add(a_off, builder.mul(ld_a, const(r))) for r in range(MR)]
+            entry = builder.block
+            loop = builder.append_basic_block("tile.loop")
+            done = builder.append_basic_block("tile.done")
+            builder.cbranch(builder.icmp_signed(">", K, const(0)), loop, done)
+
+            # Loop over k: two panel vectors, one broadcast per row, 2 * MR FMAs.
+            builder.position_at_end(loop)
+            k = builder.phi(i64)
+            acc = [[builder.phi(vec) for _ in range(2)] for _ in range(MR)]
+            w_row = builder.add(w_off, builder.mul(k, const(2 * L)))
+            w_vec = [
+                builder.load(
+                    builder.bitcast(builder.gep(w_p, [builder.add(w_row, const(j * L))]), vec_ptr),
+                    align=align,
+                )
+                for j in range(2)
+            ]
+            new = []
+            for r in range(MR):
+                a_rk = builder.load(builder.gep(a_p, [builder.add(a_rows[r], k)]))
+                a_vec = builder.shuffle_vector(
+                    builder.insert_element(undef, a_rk, ir.Constant(ir.IntType(32), 0)), undef, splat_mask
+                )
+                new.append([builder.call(fma, [a_vec, w_vec[j], acc[r][j]]) for j in range(2)])
+            k_next = builder.add(k, const(1))
+            k.add_incoming(const(0), entry)
+            k.add_incoming(k_next, loop)
+            for r in range(MR):
+                for j in range(2):
+                    acc[r][j].add_incoming(init[r][j], entry)
+                    acc[r][j].add_incoming(new[r][j], loop)
+            builder.cbranch(builder.icmp_signed("<", k_next, K), loop, done)
+
+            # Exit: store the accumulators back (phis first, as LLVM requires).
+            builder.position_at_end(done)
+            final = []
+            for r in range(MR):
+                for j in range(2):
+                    phi = builder.phi(vec)
+                    phi.add_incoming(init[r][j], entry)
+                    phi.add_incoming(new[r][j], loop)
+                    final.append((r, j, phi))
+            for r, j, value in final:
+                builder.store(value, out_ptr(r, j), align=align)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+_tile_8 = _make_tile(8)
+_tile_4 = _make_tile(4)
+_tile_2 = _make_tile(2)
+_tile_1 = _make_tile(1)
+
+
+@numba.njit(**SERIAL)
+def _panel_product(out, a, w, p_lo, p_hi):
+    """out[:, p*NR : (p+1)*NR] += a @ (panel p of w), for panels p_lo <= p < p_hi.
+
+    out (M, >= p_hi*NR) C-contiguous   a (M, >= K) C-contiguous, first K columns used
+    w   (n_panels, K, NR) C-contiguous, from ``pack_panels``
+    """
+    M = a.shape[0]
+    K, NR = w.shape[1], w.shape[2]
+    ld_out, ld_a = out.shape[1], a.shape[1]
+    out_flat, a_flat, w_flat = out.ravel(), a.ravel(), w.ravel()
+    for p in range(p_lo, p_hi):
+        w_off = p * K * NR
+        r = 0
+        if TILE_ROWS == 8:
+            while r + 8 <= M:
+                _tile_8(out_flat, r * ld_out + p * NR, ld_out, a_flat, r * ld_a, ld_a, w_flat, w_off, K)
+                r += 8
+        while r + 4 <= M:
+            _tile_4(out_flat, r * ld_out + p * NR, ld_out, a_flat, r * ld_a, ld_a, w_flat, w_off, K)
+            r += 4
+        if r + 2 <= M:
+            _tile_2(out_flat, r * ld_out + p * NR, ld_out, a_flat, r * ld_a, ld_a, w_flat, w_off, K)
+            r += 2
+        if r < M:
+            _tile_1(out_flat, r * ld_out + p * NR, ld_out, a_flat, r * ld_a, ld_a, w_flat, w_off, K)
+
+
+def padded(n, dtype):
+    """n rounded up to whole panels of ``dtype``."""
+    NR = panel_width(dtype)
+    return -(-n // NR) * NR
+
+
+@numba.njit(**SERIAL)
+def _pack_into(out, W, groups):
+    """out (n_panels, K, NR) = W (K, N) in panels; see ``pack_panels``."""
+    n_panels, K, NR = out.shape
+    width = W.shape[1] // groups
+    per_group = n_panels // groups
+    for g in range(groups):
+        for q in range(per_group):
+            p = g * per_group + q
+            lo = g * width + q * NR
+            n = min(NR, width - q * NR)
+            for k in range(K):
+                out[p, k, :n] = W[k, lo : lo + n]
+                out[p, k, n:] = 0
+
+
+@numba.njit(**SERIAL)
+def _pad_into(out, v, groups):
+    """out (groups * padded(N / groups),) = v (N,) with each group zero-padded."""
+    width = v.size // groups
+    width_padded = out.size // groups
+    for g in range(groups):
+        out[g * width_padded : g * width_padded + width] = v[g * width : (g + 1) * width]
+        out[g * width_padded + width : (g + 1) * width_padded] = 0
+
+
+def pack_panels(W, groups=1):
+    """Pack W (K, N) into panels (n_panels, K, NR) of its columns.
+
+    With ``groups = g``, the columns are g blocks of N / g (the four gates of
+    an LSTM weight); each block is padded with zero columns to
+    ``padded(N / g)`` and packed after the previous one, so block k starts at
+    panel ``k * padded(N / g) / NR``.
+    """
+    K, N = W.shape
+    NR = panel_width(W.dtype)
+    out = np.empty((groups * padded(N // groups, W.dtype) // NR, K, NR), W.dtype)
+    _pack_into(out, W, groups)
+    return out
+
+
+def pad_columns(v, groups=1):
+    """A (N,) vector as ``groups`` blocks, each zero-padded to ``padded(N / groups)``."""
+    out = np.empty(groups * padded(v.shape[0] // groups, v.dtype), v.dtype)
+    _pad_into(out, v, groups)
+    return out

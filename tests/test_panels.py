@@ -1,0 +1,125 @@
+"""The packed-panel product (``numba_lstm._panels``) and the threaded sequence kernels."""
+
+import numba
+import numpy as np
+import pytest
+from conftest import as64, assert_close, make_problem
+
+import numba_lstm
+import numba_lstm.functional
+from numba_lstm import reference
+from numba_lstm._panels import TILE_ROWS, _panel_product, pack_panels, pad_columns, padded, panel_width
+
+
+def _product_reference(out, a, W, groups):
+    """out + a @ W in float64, with W's column groups padded as ``pack_panels`` pads them."""
+    M, N = out.shape[0], W.shape[1]
+    width = N // groups
+    prod = (a.astype(np.float64) @ W.astype(np.float64)).reshape(M, groups, width)
+    full = np.zeros((M, groups, padded(width, W.dtype)))
+    full[:, :, :width] = prod
+    return out.astype(np.float64) + full.reshape(M, groups * padded(width, W.dtype))
+
+
+# Rows cover every tile size and remainder (8, 4, 2, 1); K = 0 leaves out as it is.
+@pytest.mark.parametrize("M", [0, 1, 2, 3, 5, 7, 8, 9, 15, 16, 19])
+@pytest.mark.parametrize(
+    "K, N, groups", [(0, 8, 1), (1, 33, 1), (5, 4 * 7, 4), (64, 4 * 40, 4), (37, 100, 1)]
+)
+def test_panel_product_matches_numpy(M, K, N, groups, dtype):
+    rng = np.random.default_rng(M * 1000 + K)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    W = rng.standard_normal((K, N)).astype(dtype)
+    w = pack_panels(W, groups)
+    out = rng.standard_normal((M, w.shape[0] * panel_width(dtype))).astype(dtype)
+    expected = _product_reference(out, a, W, groups)
+    _panel_product(out, a, w, 0, w.shape[0])
+    assert_close(out, expected, dtype, "out")
+
+
+def test_panel_product_touches_only_its_panels_and_reads_k_columns_of_a(dtype):
+    rng = np.random.default_rng(3)
+    NR = panel_width(dtype)
+    M, K, N = 11, 20, 5 * NR
+    a_wide = rng.standard_normal((M, K + 3)).astype(dtype)  # ld_a > K: only the first K columns count
+    W = rng.standard_normal((K, N)).astype(dtype)
+    out = rng.standard_normal((M, N)).astype(dtype)
+    before = out.copy()
+    _panel_product(out, a_wide, pack_panels(W), 1, 3)
+    expected = before.astype(np.float64)
+    expected[:, NR : 3 * NR] += a_wide[:, :K].astype(np.float64) @ W[:, NR : 3 * NR]
+    np.testing.assert_array_equal(out[:, :NR], before[:, :NR])
+    np.testing.assert_array_equal(out[:, 3 * NR :], before[:, 3 * NR :])
+    assert_close(out, expected, dtype, "out")
+
+
+def test_pack_panels_layout(dtype):
+    NR = panel_width(dtype)
+    K, H = 3, NR + 5  # each gate block padded to 2 panels
+    W = np.arange(K * 4 * H, dtype=dtype).reshape(K, 4 * H) + 1
+    w = pack_panels(W, groups=4)
+    assert w.shape == (8, K, NR)
+    for gate in range(4):
+        for j in range(2 * NR):
+            panel, col = divmod(gate * 2 * NR + j, NR)
+            expected = W[:, gate * H + j] if j < H else np.zeros(K, dtype)
+            np.testing.assert_array_equal(w[panel, :, col], expected)
+    b = np.arange(4 * H, dtype=dtype) + 1
+    b_pad = pad_columns(b, groups=4).reshape(4, 2 * NR)
+    np.testing.assert_array_equal(b_pad[:, :H], b.reshape(4, H))
+    assert not b_pad[:, H:].any()
+
+
+def test_tile_rows_match_the_vector_width():
+    assert TILE_ROWS in (4, 8)
+
+
+# Shapes: H both a multiple of the panel width and not; lengths, reverse and a
+# projection; batches on both sides of the tile sizes.
+CASES = [
+    dict(T=5, B=9, I=7, H=40),
+    dict(T=6, B=13, I=8, H=64, lengths=[6, 3, 0, 5, 1, 6, 2, 2, 6, 4, 6, 6, 1]),
+    dict(T=4, B=11, I=5, H=36, reverse=True, lengths=[4, 1, 2, 3, 4, 4, 0, 1, 2, 3, 4]),
+    dict(T=4, B=10, I=6, H=48, P=20),
+    dict(T=5, B=3, I=4, H=33, P=7, reverse=True, lengths=[5, 2, 4]),
+]
+
+
+def _run(case, dtype, threaded, monkeypatch):
+    monkeypatch.setattr(numba_lstm.functional, "_use_threads", lambda *shape: threaded)
+    T, B, I, H = case["T"], case["B"], case["I"], case["H"]
+    P = case.get("P")
+    p = make_problem(T, B, I, H, dtype)
+    rng = np.random.default_rng(7)
+    if P is not None:
+        p["W"] = (rng.standard_normal((I + P, 4 * H)) * 0.3).astype(dtype)
+        p["h0"] = rng.standard_normal((B, P)).astype(dtype)
+        p["W_hr"] = (rng.standard_normal((H, P)) * 0.3).astype(dtype)
+    if "lengths" in case:
+        p["lengths"] = np.array(case["lengths"])
+    p["reverse"] = case.get("reverse", False)
+    y, h_n, c_n, cache = numba_lstm.lstm_forward(**p)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dh_n = rng.standard_normal(h_n.shape).astype(dtype)
+    dc_n = rng.standard_normal(c_n.shape).astype(dtype)
+    grads = numba_lstm.lstm_backward(dy, cache, dh_n, dc_n)
+    if threaded:
+        assert numba.threading_layer()  # raises ValueError while Numba's pool was never started
+    return p, (y, h_n, c_n, *grads), (dy, dh_n, dc_n)
+
+
+@pytest.mark.parametrize(
+    "case", CASES, ids=lambda c: "-".join(f"{k}{v if k != 'lengths' else ''}" for k, v in c.items())
+)
+def test_threaded_kernels_match_serial_bit_for_bit_and_the_reference(case, dtype, monkeypatch):
+    p, threaded, upstream = _run(case, dtype, True, monkeypatch)
+    _, serial, _ = _run(case, dtype, False, monkeypatch)
+    for got, ser in zip(threaded, serial, strict=True):
+        np.testing.assert_array_equal(got, ser)
+    floats = {k: v for k, v in p.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
+    ry, rh, rc, rcache = reference.lstm_forward(**{**p, **as64(floats)})
+    dy, dh_n, dc_n = (u.astype(np.float64) for u in upstream)
+    ref = (ry, rh, rc, *reference.lstm_backward(dy, rcache, dh_n, dc_n))
+    names = ["y", "h_n", "c_n", "dx", "dW", "db", "dh0", "dc0", "dW_hr"][: len(ref)]
+    for name, got, r in zip(names, threaded, ref, strict=True):
+        assert_close(got, r, dtype, name)
