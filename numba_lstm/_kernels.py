@@ -210,6 +210,18 @@ def _zero_columns(out, lo, hi):
 PARALLEL_MIN_FLOP = 1_000_000
 
 
+#: Bytes of the forward's buffer of pre-activations ``z``, which holds the
+#: input projection of a few steps at a time so that it stays in cache
+#: (bench/NOTES.md, "Packed panels").
+Z_BYTES = 512 * 1024
+
+
+@numba.njit(**SERIAL)
+def _z_rows(B, Hp, itemsize):
+    """Rows of ``z`` (R, 4Hp): at least one step's B, else as many as fit in Z_BYTES."""
+    return max(B, Z_BYTES // (4 * Hp * itemsize))
+
+
 @numba.njit(**SERIAL)
 def _use_threads(B, K, N):
     """Whether per-step products (B, K) @ (K, N) are worth a parallel region."""

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from numba_lstm._kernels import _lstm_backward, _lstm_forward, _use_threads, _weight_grads
+from numba_lstm._kernels import _lstm_backward, _lstm_forward, _use_threads, _weight_grads, _z_rows
 from numba_lstm._panels import pack_panels, pad_columns, padded
 from numba_lstm._validation import (
     as_float_array,
@@ -208,7 +208,7 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
         Hp, Pp = padded(H, dtype), padded(P, dtype)
         projected = W_hr is not None
         _lstm_forward(
-            y, m, c, gates, tanh_c, np.empty((_z_rows(B, Hp, dtype), 4 * Hp), dtype), np.empty((B, Pp) if projected else (0, 0), dtype),
+            y, m, c, gates, tanh_c, np.empty((_z_rows(B, Hp, np.dtype(dtype).itemsize), 4 * Hp), dtype), np.empty((B, Pp) if projected else (0, 0), dtype),
             x_packed, pack_panels(W[:I], groups=4), pack_panels(W[I:], groups=4), pad_columns(b, groups=4),
             pack_panels(W_hr) if projected else np.empty((0, 0, 0), dtype), h0_sorted, c0_sorted,
             packing.batch_sizes, _use_threads(B, P, 4 * H),
@@ -217,15 +217,6 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     h_n = packing.final_state(y, h0)
     c_n = packing.final_state(c, c0)
     return packing.unpack(y), h_n, c_n, cache
-
-
-#: Bytes of the forward's buffer of pre-activations, which holds the input
-#: projection of a few steps at a time (bench/NOTES.md, "Packed panels").
-_Z_BYTES = 8192 * 1024
-
-
-def _z_rows(B, Hp, dtype):
-    return max(B, _Z_BYTES // (4 * Hp * np.dtype(dtype).itemsize))
 
 
 def lstm_backward(dy, cache, dh_n=None, dc_n=None):

@@ -32,7 +32,14 @@ from numba.core import types
 from numba.core.registry import CPUDispatcher
 from numba.extending import overload
 
-from numba_lstm._kernels import _gates_forward, _lstm_forward, _matmul, _sum_preactivations, _use_threads
+from numba_lstm._kernels import (
+    _gates_forward,
+    _lstm_forward,
+    _matmul,
+    _sum_preactivations,
+    _use_threads,
+    _z_rows,
+)
 from numba_lstm._options import SERIAL
 from numba_lstm._panels import _pack_into, _pad_into, _panel_width_of
 from numba_lstm._validation import _describe
@@ -255,7 +262,7 @@ def forward(x, W, b, h0, c0):
     _pack_into(W_h, W[I:], 4)
     _pad_into(b_pad, b, 4)
     _lstm_forward(
-        y, y, c, gates, tanh_c, np.empty((max(B, 32768 // Hp), 4 * Hp), x.dtype), np.empty((0, 0), x.dtype),
+        y, y, c, gates, tanh_c, np.empty((_z_rows(B, Hp, x.itemsize), 4 * Hp), x.dtype), np.empty((0, 0), x.dtype),
         x.reshape(N, I), W_x, W_h, b_pad, np.empty((0, 0, 0), x.dtype), h0, c0, batch_sizes, _use_threads(B, H, 4 * H),
     )  # fmt: skip
     return y.reshape(T, B, H), y[N - B :].copy(), c[N - B :].copy()

@@ -8,8 +8,7 @@ import numba_lstm
 from numba_lstm import reference
 
 # (T, B, I, H): includes T = 1, B = 1, I != H and H not a multiple of 8, and
-# batches on both sides of SMALL_ROWS = 8 (plain-loop products up to 8 rows,
-# BLAS above).
+# batches that use every tile size of the panel product (8, 4, 2 and 1 rows).
 SHAPES = [
     (1, 1, 1, 1), (1, 3, 4, 5), (7, 1, 3, 13), (5, 4, 6, 6), (12, 2, 9, 17), (3, 8, 16, 24), (4, 9, 5, 7),
     (3, 20, 8, 12),
