@@ -225,7 +225,9 @@ def step_into(x_t, h, c, W, b, h_out, c_out, work):
     _matmul(gates, x_t, W[:I])
     _matmul(hw, h, W[I:])
     _sum_preactivations(gates, hw, b)
-    _gates_forward(gates, c_out, tanh_c, h_out, gates, c_prev, 0, H)
+    # Activations into hw, not over the pre-activations: distinct arrays keep
+    # the gate loop vectorised.
+    _gates_forward(hw, c_out, tanh_c, h_out, gates, c_prev, 0, H)
 
 
 @_entry_point
