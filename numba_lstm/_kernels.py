@@ -424,57 +424,33 @@ def _lstm_backward(
             c_prev = c0[:Bt]
         else:
             c_prev = c[offsets[t - 1] : offsets[t - 1] + Bt]
+        # One step's arrays, the same for every panel range.
+        step = (
+            dgates[lo:hi],
+            dc[:Bt],
+            dm_pad[:Bt],
+            dh_pad[:Bt],
+            W_hrT,
+            gates[lo:hi],
+            tanh_c[lo:hi],
+            c_prev,
+            NR,
+        )
         if not threaded:
             _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, 0, n_h)
             if Bt > 0:
-                _backward_gates(
-                    dgates[lo:hi],
-                    dc[:Bt],
-                    dm_pad[:Bt],
-                    dh_pad[:Bt],
-                    W_hrT,
-                    gates[lo:hi],
-                    tanh_c[lo:hi],
-                    c_prev,
-                    NR,
-                    0,
-                    n_gates,
-                )
+                _backward_gates(*step, 0, n_gates)
         elif projected:
             for p in numba.prange(n_h):
                 _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p, p + 1)
             if Bt > 0:
                 for p in numba.prange(n_m):
-                    _backward_gates(
-                        dgates[lo:hi],
-                        dc[:Bt],
-                        dm_pad[:Bt],
-                        dh_pad[:Bt],
-                        W_hrT,
-                        gates[lo:hi],
-                        tanh_c[lo:hi],
-                        c_prev,
-                        NR,
-                        p,
-                        p + 1,
-                    )
+                    _backward_gates(*step, p, p + 1)
         else:
             for p in numba.prange(n_h):
                 _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p, p + 1)
                 if Bt > 0:
-                    _backward_gates(
-                        dgates[lo:hi],
-                        dc[:Bt],
-                        dm_pad[:Bt],
-                        dh_pad[:Bt],
-                        W_hrT,
-                        gates[lo:hi],
-                        tanh_c[lo:hi],
-                        c_prev,
-                        NR,
-                        p,
-                        p + 1,
-                    )
+                    _backward_gates(*step, p, p + 1)
 
 
 @numba.njit(**SERIAL)
