@@ -57,19 +57,22 @@ def _panel_width_of(a):
     return 2 * VECTOR_BYTES // a.itemsize
 
 
-def _make_tile(MR):
-    """Intrinsic ``tile(out, out_off, ld_out, a, a_off, ld_a, w, w_off, K)``.
+def _make_tile(MR, NP):
+    """Intrinsic ``tile(out, out_off, ld_out, a, a_off, ld_a, w, w_off, w_step, K)``.
 
-    On flat C-contiguous arrays of one float dtype, for r < MR and c < NR:
-    ``out[out_off + r*ld_out + c] += sum_k a[a_off + r*ld_a + k] * w[w_off + k*NR + c]``,
-    summed in the order k = 0, 1, ..., one FMA each, for every MR: a row's
-    result does not depend on which tile computed it, so a whole sequence
-    equals the same steps run one call at a time, bit for bit.  (Splitting k
-    over several accumulators made one-row tiles 10% faster and broke that.)
+    On flat C-contiguous arrays of one float dtype, for r < MR, q < NP panels
+    and c < NR:
+    ``out[out_off + r*ld_out + q*NR + c] += sum_k a[a_off + r*ld_a + k] * w[w_off + q*w_step + k*NR + c]``,
+    summed in the order k = 0, 1, ..., one FMA each, for every MR and NP: a
+    row's result does not depend on which tile computed it, so a whole
+    sequence equals the same steps run one call at a time, bit for bit.
+    (Splitting k over several accumulators made one-row tiles 10% faster and
+    broke that; several panels per tile give a few rows the same number of
+    independent FMA chains instead.)
     """
 
     @intrinsic
-    def tile(typingctx, out, out_off, ld_out, a, a_off, ld_a, w, w_off, K):
+    def tile(typingctx, out, out_off, ld_out, a, a_off, ld_a, w, w_off, w_step, K):
         arrays = (out, a, w)
         if not all(
             isinstance(t, types.Array) and t.ndim == 1 and t.dtype in (types.float32, types.float64)
@@ -78,10 +81,12 @@ def _make_tile(MR):
             return None
         if not (out.dtype == a.dtype == w.dtype):
             return None
-        sig = types.void(out, types.intp, types.intp, a, types.intp, types.intp, w, types.intp, types.intp)
+        sig = types.void(
+            out, types.intp, types.intp, a, types.intp, types.intp, w, types.intp, types.intp, types.intp
+        )
 
         def codegen(context, builder, signature, args):
-            out_arr, out_off, ld_out, a_arr, a_off, ld_a, w_arr, w_off, K = args
+            out_arr, out_off, ld_out, a_arr, a_off, ld_a, w_arr, w_off, w_step, K = args
             dtype = signature.args[0].dtype
             elt = context.get_data_type(dtype)
             L = VECTOR_BYTES // (4 if dtype == types.float32 else 8)
@@ -105,37 +110,38 @@ def _make_tile(MR):
                 return builder.bitcast(builder.gep(out_p, [idx]), vec_ptr)
 
             # Entry: load the tile of out into the accumulators.
-            init = [[builder.load(out_ptr(r, j), align=align) for j in range(2)] for r in range(MR)]
+            V = 2 * NP  # vectors per row of the tile
+            init = [[builder.load(out_ptr(r, j), align=align) for j in range(V)] for r in range(MR)]
             a_rows = [builder.add(a_off, builder.mul(ld_a, const(r))) for r in range(MR)]
             entry = builder.block
             loop = builder.append_basic_block("tile.loop")
             done = builder.append_basic_block("tile.done")
             builder.cbranch(builder.icmp_signed(">", K, const(0)), loop, done)
 
-            # Loop over k: two panel vectors, one broadcast per row, 2 * MR FMAs.
+            # Loop over k: two vectors of each panel, one broadcast per row,
+            # 2 * NP * MR FMAs.
             builder.position_at_end(loop)
             k = builder.phi(i64)
-            acc = [[builder.phi(vec) for _ in range(2)] for _ in range(MR)]
+            acc = [[builder.phi(vec) for _ in range(V)] for _ in range(MR)]
             w_row = builder.add(w_off, builder.mul(k, const(2 * L)))
-            w_vec = [
-                builder.load(
-                    builder.bitcast(builder.gep(w_p, [builder.add(w_row, const(j * L))]), vec_ptr),
-                    align=align,
-                )
-                for j in range(2)
-            ]
+            w_vec = []
+            for q in range(NP):
+                w_q = builder.add(w_row, builder.mul(w_step, const(q)))
+                for j in range(2):
+                    ptr = builder.bitcast(builder.gep(w_p, [builder.add(w_q, const(j * L))]), vec_ptr)
+                    w_vec.append(builder.load(ptr, align=align))
             new = []
             for r in range(MR):
                 a_rk = builder.load(builder.gep(a_p, [builder.add(a_rows[r], k)]))
                 a_vec = builder.shuffle_vector(
                     builder.insert_element(undef, a_rk, ir.Constant(ir.IntType(32), 0)), undef, splat_mask
                 )
-                new.append([builder.call(fma, [a_vec, w_vec[j], acc[r][j]]) for j in range(2)])
+                new.append([builder.call(fma, [a_vec, w_vec[j], acc[r][j]]) for j in range(V)])
             k_next = builder.add(k, const(1))
             k.add_incoming(const(0), entry)
             k.add_incoming(k_next, loop)
             for r in range(MR):
-                for j in range(2):
+                for j in range(V):
                     acc[r][j].add_incoming(init[r][j], entry)
                     acc[r][j].add_incoming(new[r][j], loop)
             builder.cbranch(builder.icmp_signed("<", k_next, K), loop, done)
@@ -144,7 +150,7 @@ def _make_tile(MR):
             builder.position_at_end(done)
             final = []
             for r in range(MR):
-                for j in range(2):
+                for j in range(V):
                     phi = builder.phi(vec)
                     phi.add_incoming(init[r][j], entry)
                     phi.add_incoming(new[r][j], loop)
@@ -158,10 +164,48 @@ def _make_tile(MR):
     return tile
 
 
-_tile_8 = _make_tile(8)
-_tile_4 = _make_tile(4)
-_tile_2 = _make_tile(2)
-_tile_1 = _make_tile(1)
+#: Panels per tile for the rows left after the full tiles: a few rows take
+#: several panels at a time, so that even one row has 2 * NP independent FMA
+#: chains, while accumulators plus panel vectors stay within the registers.
+#: Measured (float32, 1 core, bench/NOTES.md "Wide tiles"): the B = 1
+#: backward's (1, 512) @ (512, 128) 2.16 -> 1.41 us, 3 and 7 rows of
+#: (256, 1024) 1.2x faster; the forward's (1, 128) @ (128, 512) stays at
+#: about 2 us, bound by streaming the 256 KB of weights from L2.
+WIDE_4, WIDE_2, WIDE_1 = 2, (4 if VECTOR_BYTES == 64 else 2), 4
+
+_tile_8 = _make_tile(8, 1)
+_tile_4 = _make_tile(4, 1)
+_tile_2 = _make_tile(2, 1)
+_tile_1 = _make_tile(1, 1)
+_tile_4_wide = _make_tile(4, WIDE_4)
+_tile_2_wide = _make_tile(2, WIDE_2)
+_tile_1_wide = _make_tile(1, WIDE_1)
+
+
+@numba.njit(**SERIAL)
+def _few_rows(out, out_off, ld_out, a, a_off, ld_a, w, K, NR, MR, p_lo, p_hi):
+    """MR rows (4, 2 or 1) of ``_panel_product``: WIDE_<MR> panels per tile, then one."""
+    step = K * NR
+    NP = WIDE_4 if MR == 4 else (WIDE_2 if MR == 2 else WIDE_1)
+    p = p_lo
+    while p < p_hi:
+        o, w_off = out_off + p * NR, p * step
+        if p + NP <= p_hi:
+            if MR == 4:
+                _tile_4_wide(out, o, ld_out, a, a_off, ld_a, w, w_off, step, K)
+            elif MR == 2:
+                _tile_2_wide(out, o, ld_out, a, a_off, ld_a, w, w_off, step, K)
+            else:
+                _tile_1_wide(out, o, ld_out, a, a_off, ld_a, w, w_off, step, K)
+            p += NP
+        else:
+            if MR == 4:
+                _tile_4(out, o, ld_out, a, a_off, ld_a, w, w_off, step, K)
+            elif MR == 2:
+                _tile_2(out, o, ld_out, a, a_off, ld_a, w, w_off, step, K)
+            else:
+                _tile_1(out, o, ld_out, a, a_off, ld_a, w, w_off, step, K)
+            p += 1
 
 
 @numba.njit(**SERIAL)
@@ -170,26 +214,31 @@ def _panel_product(out, a, w, p_lo, p_hi):
 
     out (M, >= p_hi*NR) C-contiguous   a (M, >= K) C-contiguous, first K columns used
     w   (n_panels, K, NR) C-contiguous, from ``pack_panels``
+
+    Full tiles of TILE_ROWS rows walk down each panel (the panel stays in L1);
+    the rows left over go through ``_few_rows``.
     """
     M = a.shape[0]
     K, NR = w.shape[1], w.shape[2]
+    step = K * NR
     ld_out, ld_a = out.shape[1], a.shape[1]
     out_flat, a_flat, w_flat = out.ravel(), a.ravel(), w.ravel()
+    M_full = M - M % TILE_ROWS
     for p in range(p_lo, p_hi):
-        w_off = p * K * NR
-        r = 0
-        if TILE_ROWS == 8:
-            while r + 8 <= M:
-                _tile_8(out_flat, r * ld_out + p * NR, ld_out, a_flat, r * ld_a, ld_a, w_flat, w_off, K)
-                r += 8
-        while r + 4 <= M:
-            _tile_4(out_flat, r * ld_out + p * NR, ld_out, a_flat, r * ld_a, ld_a, w_flat, w_off, K)
-            r += 4
-        if r + 2 <= M:
-            _tile_2(out_flat, r * ld_out + p * NR, ld_out, a_flat, r * ld_a, ld_a, w_flat, w_off, K)
-            r += 2
-        if r < M:
-            _tile_1(out_flat, r * ld_out + p * NR, ld_out, a_flat, r * ld_a, ld_a, w_flat, w_off, K)
+        for r in range(0, M_full, TILE_ROWS):
+            if TILE_ROWS == 8:
+                _tile_8(
+                    out_flat, r * ld_out + p * NR, ld_out, a_flat, r * ld_a, ld_a, w_flat, p * step, step, K
+                )
+            else:
+                _tile_4(
+                    out_flat, r * ld_out + p * NR, ld_out, a_flat, r * ld_a, ld_a, w_flat, p * step, step, K
+                )
+    r = M_full
+    for MR in (4, 2, 1):
+        if MR < TILE_ROWS and r + MR <= M:
+            _few_rows(out_flat, r * ld_out, ld_out, a_flat, r * ld_a, ld_a, w_flat, K, NR, MR, p_lo, p_hi)
+            r += MR
 
 
 def padded(n, dtype):

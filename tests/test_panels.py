@@ -37,19 +37,24 @@ def test_panel_product_matches_numpy(M, K, N, groups, dtype):
     assert_close(out, expected, dtype, "out")
 
 
-def test_panel_product_touches_only_its_panels_and_reads_k_columns_of_a(dtype):
+# Panels 1..p_hi of 8: a sub-range that starts off the first panel, so the
+# several-panel tiles of the left-over rows (M = 11: 8 + 2 + 1; M = 7: 4 + 2 +
+# 1) start there too and end in one-panel tiles.
+@pytest.mark.parametrize("M, p_hi", [(11, 3), (11, 7), (7, 7), (1, 6)])
+def test_panel_product_touches_only_its_panels_and_reads_k_columns_of_a(M, p_hi, dtype):
     rng = np.random.default_rng(3)
     NR = panel_width(dtype)
-    M, K, N = 11, 20, 5 * NR
+    K, N = 20, 8 * NR
     a_wide = rng.standard_normal((M, K + 3)).astype(dtype)  # ld_a > K: only the first K columns count
     W = rng.standard_normal((K, N)).astype(dtype)
     out = rng.standard_normal((M, N)).astype(dtype)
     before = out.copy()
-    _panel_product(out, a_wide, pack_panels(W), 1, 3)
+    _panel_product(out, a_wide, pack_panels(W), 1, p_hi)
     expected = before.astype(np.float64)
-    expected[:, NR : 3 * NR] += a_wide[:, :K].astype(np.float64) @ W[:, NR : 3 * NR]
+    cols = slice(NR, p_hi * NR)
+    expected[:, cols] += a_wide[:, :K].astype(np.float64) @ W[:, cols]
     np.testing.assert_array_equal(out[:, :NR], before[:, :NR])
-    np.testing.assert_array_equal(out[:, 3 * NR :], before[:, 3 * NR :])
+    np.testing.assert_array_equal(out[:, p_hi * NR :], before[:, p_hi * NR :])
     assert_close(out, expected, dtype, "out")
 
 
