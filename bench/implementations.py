@@ -196,8 +196,8 @@ def _functional(module):
     def prepare(p):
         out = {}
 
-        def run():
-            out["r"] = module.lstm_forward(p["x"], p["W"], p["b"], p["h0"], p["c0"])
+        def run():  # inference: nothing kept for a backward, as torch.inference_mode
+            out["r"] = module.lstm_forward(p["x"], p["W"], p["b"], p["h0"], p["c0"], cache=False)
 
         def collect():
             y, h_n, c_n, _ = out["r"]
@@ -325,7 +325,9 @@ def _numba_lengths(p):
     out = {}
 
     def run():
-        out["r"] = numba_lstm.lstm_forward(p["x"], p["W"], p["b"], p["h0"], p["c0"], lengths=p["lengths"])
+        out["r"] = numba_lstm.lstm_forward(
+            p["x"], p["W"], p["b"], p["h0"], p["c0"], lengths=p["lengths"], cache=False
+        )
 
     def collect():
         y, h_n, c_n, _ = out["r"]
@@ -343,7 +345,7 @@ def _numba_padded(p):
     out = {}
 
     def run():
-        out["r"] = numba_lstm.lstm_forward(p["x"], p["W"], p["b"], p["h0"], p["c0"])
+        out["r"] = numba_lstm.lstm_forward(p["x"], p["W"], p["b"], p["h0"], p["c0"], cache=False)
 
     def collect():
         return _cut_padded(out["r"][0], p["lengths"])

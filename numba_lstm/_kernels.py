@@ -230,7 +230,7 @@ def _use_threads(B, K, N):
 
 @numba.njit(**SERIAL)
 def _forward_input(z, x, W_x, b, u_lo, u_hi):
-    """z[:, unit panels u_lo..u_hi of each gate] = b + x @ W_x (all N rows)."""
+    """z[:, unit panels u_lo..u_hi of each gate] = b + x @ W_x (all rows of x)."""
     NR = W_x.shape[2]
     n_units = W_x.shape[0] // 4
     for k in range(4):
@@ -250,6 +250,21 @@ def _forward_step(gates, c, tanh_c, m, z, h_prev, c_prev, W_h, u_lo, u_hi):
 
 
 @numba.njit(**SERIAL)
+def _forward_units(z_chunk, x_chunk, step, W_x, b, W_h, u_lo, u_hi):
+    """A step's work for the unit panels u_lo..u_hi (one thread's share).
+
+    ``z_chunk`` / ``x_chunk``: the rows whose input projection is due before
+    this step (none but at the first step of a chunk); ``step``: the
+    arguments of ``_forward_step`` before the unit range.  The projection of
+    a unit's columns is needed only by the same units' steps, so both run in
+    one parallel region.
+    """
+    if x_chunk.shape[0] > 0:
+        _forward_input(z_chunk, x_chunk, W_x, b, u_lo, u_hi)
+    _forward_step(*step, W_h, u_lo, u_hi)
+
+
+@numba.njit(**SERIAL)
 def _project(y, y_pad, m, W_hr, p_lo, p_hi):
     """y[:, panels p_lo..p_hi] = m @ W_hr, through the padded buffer y_pad."""
     NR = W_hr.shape[2]
@@ -265,10 +280,12 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     """Forward pass over a whole packed sequence.
 
     y      (N, P)     out: h_t of every step
-    m      (N, H)     out: o * tanh(c_t); pass ``y`` itself when there is no projection
+    m      (N, H)     out: o * tanh(c_t); pass ``y`` itself when there is no
+                      projection; with one, (B, H) work when nothing is saved
     c      (N, H)     out: c_t
-    gates  (N, 4H)    out: activations i, f, g, o (saved for the backward)
-    tanh_c (N, H)     out: tanh(c_t) (saved for the backward)
+    gates  (N, 4H)    out: activations i, f, g, o (saved for the backward), or
+                      (B, 4H): work for one step when nothing is saved
+    tanh_c (N, H)     out: tanh(c_t) (saved for the backward), or (B, H) work
     z      (R, 4Hp)   work: pre-activations of R >= B rows, gate blocks padded to
                       Hp = padded(H); the input projection fills it a few steps
                       at a time, so that it stays in cache
@@ -284,12 +301,14 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     threaded          split each step between Numba's threads (else no parallel region)
 
     Threads share out the panels of hidden units (NR units each): for its
-    units a thread computes the four gate blocks of ``z`` and then the gates,
-    so one parallel region per step suffices (two with a projection, which
-    needs all of m_t).
+    units a thread computes the input projection when a chunk of z is due,
+    the four gate blocks of ``z`` and then the gates, so one parallel region
+    per step suffices (two with a projection, which needs all of m_t).
     """
     T = batch_sizes.size
     offsets = _offsets(batch_sizes)
+    N = offsets[T]
+    saved = gates.shape[0] == N  # else gates and tanh_c hold one step
     n_units = W_h.shape[0] // 4
     n_proj = W_hr.shape[0]
     R = z.shape[0]
@@ -299,40 +318,42 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
         Bt = batch_sizes[t]
         if Bt == 0:
             break
+        rows = 0  # rows of x to project into z before this step
         if t == chunk_end:
-            # Input projection of the next steps that fit in z, off the
-            # sequential path, as one product of many rows.
-            rows = 0
+            # The next steps that fit in z: their input projection is one
+            # product of many rows, off the sequential path.
             while chunk_end < T and batch_sizes[chunk_end] > 0 and rows + batch_sizes[chunk_end] <= R:
                 rows += batch_sizes[chunk_end]
                 chunk_end += 1
             z_base = offsets[t]
-            if threaded:
-                for u in numba.prange(n_units):
-                    _forward_input(z[:rows], x[z_base : z_base + rows], W_x, b, u, u + 1)
-            else:
-                _forward_input(z[:rows], x[z_base : z_base + rows], W_x, b, 0, n_units)
         lo, hi = offsets[t], offsets[t] + Bt
-        z_t = z[lo - z_base : hi - z_base]
         if t == 0:
             h_prev, c_prev = h0[:Bt], c0[:Bt]
         else:
             h_prev, c_prev = y[offsets[t - 1] : offsets[t - 1] + Bt], c[offsets[t - 1] : offsets[t - 1] + Bt]
+        g_lo = lo if saved else 0
+        m_t = m[lo:hi] if m.shape[0] == N else m[:Bt]
+        step = (
+            gates[g_lo : g_lo + Bt],
+            c[lo:hi],
+            tanh_c[g_lo : g_lo + Bt],
+            m_t,
+            z[lo - z_base : hi - z_base],
+            h_prev,
+            c_prev,
+        )
+        z_chunk, x_chunk = z[:rows], x[z_base : z_base + rows]
         if threaded:
             for u in numba.prange(n_units):
-                _forward_step(
-                    gates[lo:hi], c[lo:hi], tanh_c[lo:hi], m[lo:hi], z_t, h_prev, c_prev, W_h, u, u + 1
-                )
+                _forward_units(z_chunk, x_chunk, step, W_x, b, W_h, u, u + 1)
         else:
-            _forward_step(
-                gates[lo:hi], c[lo:hi], tanh_c[lo:hi], m[lo:hi], z_t, h_prev, c_prev, W_h, 0, n_units
-            )
+            _forward_units(z_chunk, x_chunk, step, W_x, b, W_h, 0, n_units)
         if n_proj > 0:
             if threaded:
                 for p in numba.prange(n_proj):
-                    _project(y[lo:hi], y_pad[:Bt], m[lo:hi], W_hr, p, p + 1)
+                    _project(y[lo:hi], y_pad[:Bt], m_t, W_hr, p, p + 1)
             else:
-                _project(y[lo:hi], y_pad[:Bt], m[lo:hi], W_hr, 0, n_proj)
+                _project(y[lo:hi], y_pad[:Bt], m_t, W_hr, 0, n_proj)
 
 
 @numba.njit(**SERIAL)

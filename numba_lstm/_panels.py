@@ -247,20 +247,32 @@ def padded(n, dtype):
     return -(-n // NR) * NR
 
 
+#: Rows of W packed per pass over the panels: each pass reads PACK_ROWS rows
+#: of W and writes PACK_ROWS * NR contiguous values to every panel (2.5x
+#: faster than a whole panel at a time at (2048, 4096) float32, whose row
+#: stride defeated the TLB, bench/NOTES.md "Packing").
+PACK_ROWS = 8
+
+
 @numba.njit(**SERIAL)
 def _pack_into(out, W, groups):
     """out (n_panels, K, NR) = W (K, N) in panels; see ``pack_panels``."""
     n_panels, K, NR = out.shape
     width = W.shape[1] // groups
     per_group = n_panels // groups
-    for g in range(groups):
-        for q in range(per_group):
-            p = g * per_group + q
+    for k_lo in range(0, K, PACK_ROWS):
+        k_hi = min(k_lo + PACK_ROWS, K)
+        for p in range(n_panels):
+            g = p // per_group
+            q = p - g * per_group
             lo = g * width + q * NR
             n = min(NR, width - q * NR)
-            for k in range(K):
-                out[p, k, :n] = W[k, lo : lo + n]
-                out[p, k, n:] = 0
+            for k in range(k_lo, k_hi):
+                src, dst = W[k], out[p, k]
+                for j in range(n):
+                    dst[j] = src[lo + j]
+                for j in range(n, NR):
+                    dst[j] = 0
 
 
 @numba.njit(**SERIAL)

@@ -154,7 +154,7 @@ def _state(name, value, B, size, dtype):
     return value
 
 
-def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=False):
+def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=False, cache=True):
     """Run one LSTM layer over a time-major sequence.
 
     Parameters
@@ -175,6 +175,10 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
         are zero and its final state is the one after its last valid step.
     reverse : bool
         Run each sequence backwards in time (within its own length).
+    cache : bool
+        Save what ``lstm_backward`` needs (the default).  False is inference:
+        the gate activations of each step are kept only until the next step
+        (about 5H fewer values written per row) and the fourth result is None.
 
     Returns
     -------
@@ -182,9 +186,11 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     h_n : ndarray, shape (B, P)
     c_n : ndarray, shape (B, H)
         Final state (the initial state for sequences of length 0).
-    cache : LSTMCache
+    cache : LSTMCache, or None with ``cache=False``
         What ``lstm_backward`` needs.
     """
+    if not isinstance(cache, (bool, np.bool_)):
+        raise TypeError(f"cache must be True or False, got {cache!r}")
     W, b, W_hr, I, H, P = check_weights(W, b, W_hr=W_hr)
     dtype = W.dtype
     x = as_float_array("x", x, dtype)
@@ -199,11 +205,12 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
 
     x_packed = packing.pack(x)
     h0_sorted, c0_sorted = packing.sort(h0), packing.sort(c0)
+    saved_rows = N if cache else B  # without a cache, one step's work
     y = np.empty((N, P), dtype)
-    m = np.empty((N, H), dtype) if W_hr is not None else y
+    m = np.empty((saved_rows, H), dtype) if W_hr is not None else y
     c = np.empty((N, H), dtype)
-    gates = np.empty((N, 4 * H), dtype)
-    tanh_c = np.empty((N, H), dtype)
+    gates = np.empty((saved_rows, 4 * H), dtype)
+    tanh_c = np.empty((saved_rows, H), dtype)
     if N > 0:
         Hp, Pp = padded(H, dtype), padded(P, dtype)
         projected = W_hr is not None
@@ -213,10 +220,12 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
             pack_panels(W_hr) if projected else np.empty((0, 0, 0), dtype), h0_sorted, c0_sorted,
             packing.batch_sizes, _use_threads(B, P, 4 * H),
         )  # fmt: skip
-    cache = LSTMCache(x_packed, W, W_hr, h0_sorted, c0_sorted, y, m, c, gates, tanh_c, packing)
     h_n = packing.final_state(y, h0)
     c_n = packing.final_state(c, c0)
-    return packing.unpack(y), h_n, c_n, cache
+    if not cache:
+        return packing.unpack(y), h_n, c_n, None
+    saved = LSTMCache(x_packed, W, W_hr, h0_sorted, c0_sorted, y, m, c, gates, tanh_c, packing)
+    return packing.unpack(y), h_n, c_n, saved
 
 
 def lstm_backward(dy, cache, dh_n=None, dc_n=None):
@@ -240,6 +249,8 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
         ``(dx, dW, db, dh0, dc0)`` with the shapes of ``x, W, b, h0, c0``;
         ``LSTMProjGrads`` with ``dW_hr`` as well when the forward had ``W_hr``.
     """
+    if cache is None:
+        raise ValueError("cache is None: the forward ran with cache=False and saved nothing for the backward")
     if not isinstance(cache, LSTMCache):
         raise TypeError(f"cache must be the LSTMCache returned by lstm_forward, got {type(cache).__name__}")
     pk = cache.packing

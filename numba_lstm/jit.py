@@ -252,8 +252,8 @@ def forward(x, W, b, h0, c0):
     c = np.empty((N, H), x.dtype)
     if N == 0:
         return y.reshape(T, B, H), h0.copy(), c0.copy()
-    gates = np.empty((N, 4 * H), x.dtype)
-    tanh_c = np.empty((N, H), x.dtype)
+    gates = np.empty((B, 4 * H), x.dtype)  # one step's: nothing is saved for a backward
+    tanh_c = np.empty((B, H), x.dtype)
     batch_sizes = np.full(T, B, np.int64)
     NR = _panel_width_of(x)
     Hp = -(-H // NR) * NR

@@ -91,6 +91,7 @@ class LSTM:
                     self.params[f"W_hr_l{k}{suffix}"] = self._uniform(bound, (H, P))
         self.grads = {}
         self._caches = None
+        self._forward_without_cache = False
         self._step_buffers = {}
         # step() is called once per time step: its per-call work is kept small.
         self._step_keys = [(f"W_l{k}", f"b_l{k}") for k in range(self.num_layers)]
@@ -260,10 +261,10 @@ class LSTM:
         check_shape("c0", c0, (LD, B, H), "(num_layers * num_directions, B, H)")
         return h0, c0
 
-    def __call__(self, x, state=None, lengths=None):
-        return self.forward(x, state, lengths)
+    def __call__(self, x, state=None, lengths=None, *, cache=True):
+        return self.forward(x, state, lengths, cache=cache)
 
-    def forward(self, x, state=None, lengths=None):
+    def forward(self, x, state=None, lengths=None, *, cache=True):
         """Run the layer over a sequence.
 
         Parameters
@@ -274,6 +275,11 @@ class LSTM:
             PyTorch's order (layer by layer, forward before reverse).
         lengths : integer ndarray, shape (B,), optional
             Valid steps of each sequence (PyTorch's packed sequences).
+        cache : bool
+            Keep what ``backward`` needs (the default).  False is inference
+            (PyTorch's ``torch.inference_mode``): less memory written, faster,
+            and ``backward`` then refuses to run until the next forward that
+            keeps a cache.
 
         Returns
         -------
@@ -300,11 +306,19 @@ class LSTM:
             for d, suffix in enumerate(self._suffixes()):
                 idx = k * self.num_directions + d
                 W, b, W_hr = self._layer_params(k, suffix)
-                y, h_n[idx], c_n[idx], cache = lstm_forward(
-                    layer_input, W, b, h0[idx], c0[idx], W_hr=W_hr, lengths=lengths, reverse=d == 1
+                y, h_n[idx], c_n[idx], saved = lstm_forward(
+                    layer_input,
+                    W,
+                    b,
+                    h0[idx],
+                    c0[idx],
+                    W_hr=W_hr,
+                    lengths=lengths,
+                    reverse=d == 1,
+                    cache=cache,
                 )
                 outputs.append(y)
-                caches.append(cache)
+                caches.append(saved)
             layer_input = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)
             mask = None
             if self.training and self.dropout > 0 and k < self.num_layers - 1:
@@ -312,7 +326,8 @@ class LSTM:
                 mask = (self._rng.random(layer_input.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
                 layer_input = layer_input * mask
             masks.append(mask)
-        self._caches = (caches, masks, (T, B))
+        self._caches = (caches, masks, (T, B)) if cache else None
+        self._forward_without_cache = not cache
         y = layer_input.transpose(1, 0, 2) if self.batch_first else layer_input
         return y, (h_n, c_n)
 
@@ -330,6 +345,10 @@ class LSTM:
         to ``self.grads`` under the names of ``self.params``; the gradients of
         the initial state to ``self.grads["h0"]`` and ``self.grads["c0"]``.
         """
+        if self._caches is None and self._forward_without_cache:
+            raise NotReadyError(
+                "backward needs a forward that keeps its cache: the last forward ran with cache=False"
+            )
         if self._caches is None:
             raise NotReadyError("backward called before forward: run layer.forward(x) first")
         caches, masks, (T, B) = self._caches
@@ -409,7 +428,9 @@ class LSTM:
             layer_input = x_t
             for k in range(self.num_layers):
                 W, b, W_hr = self._layer_params(k, "")
-                y, h_new[k], c_new[k], _ = lstm_forward(layer_input[None], W, b, h[k], c[k], W_hr=W_hr)
+                y, h_new[k], c_new[k], _ = lstm_forward(
+                    layer_input[None], W, b, h[k], c[k], W_hr=W_hr, cache=False
+                )
                 layer_input = y[0]
         self._last_step_state = (h_new, c_new)
         return layer_input.copy(), self._last_step_state

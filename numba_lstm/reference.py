@@ -27,8 +27,8 @@ def _time_order(length, reverse):
     return list(reversed(range(length))) if reverse else list(range(length))
 
 
-def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=False):
-    """Reference forward pass; returns ``(y, h_n, c_n, cache)``."""
+def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=False, cache=True):
+    """Reference forward pass; returns ``(y, h_n, c_n, cache)`` (cache None with ``cache=False``)."""
     T, B, _ = x.shape
     H = W.shape[1] // 4
     P = H if W_hr is None else W_hr.shape[1]
@@ -54,8 +54,7 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
             y[t, n] = h
             steps[t, n] = (h_prev, c_prev, i, f, g, o, c, m)
         h_n[n], c_n[n] = h, c
-    cache = (x, W, W_hr, lengths, reverse, steps)
-    return y, h_n, c_n, cache
+    return y, h_n, c_n, (x, W, W_hr, lengths, reverse, steps) if cache else None
 
 
 def lstm_backward(dy, cache, dh_n=None, dc_n=None):

@@ -50,6 +50,8 @@ FORWARD_CASES = [
     (lambda p: p.update(W_hr=np.zeros((4, 3), np.float32)), ValueError, r"W_hr must have shape \(H, P\) with H = 5 from W, got \(4, 3\)"),
     (lambda p: p.update(W_hr=np.zeros(5, np.float32)), ValueError, r"W_hr must be 2-D \(H, P\), got 1-D"),
     (lambda p: p.update(W_hr=np.zeros((5, 3), np.float32)), ValueError, r"x must have shape \(3, 2, 6\)|W must have shape"),
+    (lambda p: p.update(cache="no"), TypeError, r"cache must be True or False, got 'no'"),
+    (lambda p: p.update(cache=None), TypeError, r"cache must be True or False, got None"),
     (lambda p: p.update(lengths=np.array([1.0, 2.0])), TypeError, r"lengths must be an integer array of shape \(B,\), got dtype float64"),
     (lambda p: p.update(lengths=np.array([True, False])), TypeError, r"lengths must be an integer array.*got dtype bool"),
     (lambda p: p.update(lengths=np.array([1, 2], dtype=object)), TypeError, r"lengths must be an integer array.*got dtype object"),
@@ -98,7 +100,8 @@ def test_functional_forward_rejects(p, change, error, message):
             ValueError,
             r"dc_n must have shape \(2, 5\).*got \(3, 5\)",
         ),
-        (dict(cache=None), TypeError, r"cache must be the LSTMCache returned by lstm_forward, got NoneType"),
+        (dict(cache=None), ValueError, r"cache is None: the forward ran with cache=False"),
+        (dict(cache=(1, 2)), TypeError, r"cache must be the LSTMCache returned by lstm_forward, got tuple"),
     ],
 )
 def test_functional_backward_rejects(p, kwargs, error, message):
@@ -172,6 +175,18 @@ def test_layer_backward_before_forward_is_an_error_naming_forward(layer):
     """Whatever its class, it is a clear Python exception, not a crash."""
     with pytest.raises(Exception, match=r"backward called before forward"):
         layer.backward(np.zeros((T, B, H), np.float32))
+
+
+def test_layer_backward_after_a_forward_without_cache(layer):
+    x = _x(T, B, I)
+    layer.forward(x)
+    layer.forward(x, cache=False)  # the earlier cache must not be used
+    with pytest.raises((ValueError, TypeError), match=r"the last forward ran with cache=False"):
+        layer.backward(np.zeros((T, B, H), np.float32))
+    layer.forward(x)
+    layer.backward(np.zeros((T, B, H), np.float32))  # a cached forward makes it ready again
+    with pytest.raises(TypeError, match=r"cache must be True or False, got 0"):
+        layer.forward(x, cache=0)
 
 
 @pytest.mark.parametrize(

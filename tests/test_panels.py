@@ -128,3 +128,16 @@ def test_threaded_kernels_match_serial_bit_for_bit_and_the_reference(case, dtype
     names = ["y", "h_n", "c_n", "dx", "dW", "db", "dh0", "dc0", "dW_hr"][: len(ref)]
     for name, got, r in zip(names, threaded, ref, strict=True):
         assert_close(got, r, dtype, name)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+@pytest.mark.parametrize(
+    "case", CASES, ids=lambda c: "-".join(f"{k}{v if k != 'lengths' else ''}" for k, v in c.items())
+)
+def test_forward_without_cache_equals_the_forward_with_one(case, threaded, dtype, monkeypatch):
+    """cache=False keeps one step's gates instead of all: the same arithmetic, so the same bits."""
+    p, with_cache, _ = _run(case, dtype, threaded, monkeypatch)
+    y, h_n, c_n, cache = numba_lstm.lstm_forward(**p, cache=False)
+    assert cache is None
+    for got, expected in zip((y, h_n, c_n), with_cache[:3], strict=True):
+        np.testing.assert_array_equal(got, expected)
