@@ -45,7 +45,7 @@ import numpy as np
 
 from numba_lstm._math import sigmoid, tanh
 from numba_lstm._options import PARALLEL, SERIAL
-from numba_lstm._panels import _panel_product
+from numba_lstm._panels import _pack_into, _panel_block, _panel_product
 
 
 @numba.njit(**SERIAL)
@@ -474,26 +474,68 @@ def _lstm_backward(
                     _backward_gates(*step, p, p + 1)
 
 
-@numba.njit(**SERIAL)
-def _weight_grads(dx, dW_x, dW_h, db, dW_hr, h_prev_all, dgates, dh_all, x, W_x, h0, y, m, batch_sizes):
-    """The weight gradients and dx from every step's gate gradients, as large GEMMs.
+#: Rows of w (columns of a) per block of the large products after the step
+#: loop: a panel's block (GEMM_K_BLOCK x NR, 32 KB in float32) stays in L1
+#: while the tiles walk down all the rows of a.
+GEMM_K_BLOCK = 256
 
-    dx (N, I), dW_x (I, 4H), dW_h (P, 4H), db (4H,), dW_hr (H, P) or (0, 0): out
-    h_prev_all (N, P) work: h_{t-1} of every row
+
+@numba.njit(**PARALLEL)
+def _product(out, a, w, threaded):
+    """out[:, :n_panels * NR] += a @ w for a of many rows, in blocks of k; threads share the panels."""
+    K, n_panels = w.shape[1], w.shape[0]
+    for k_lo in range(0, K, GEMM_K_BLOCK):
+        k_hi = min(k_lo + GEMM_K_BLOCK, K)
+        if threaded:
+            for p in numba.prange(n_panels):
+                _panel_block(out, a, w, p, p + 1, k_lo, k_hi)
+        else:
+            _panel_block(out, a, w, 0, n_panels, k_lo, k_hi)
+
+
+@numba.njit(**SERIAL)
+def _transpose_into(out, a):
+    """out (F, R) = a (R, F).T, 32 rows of a at a time (their lines stay in L1)."""
+    R, F = a.shape
+    for r_lo in range(0, R, 32):
+        r_hi = min(r_lo + 32, R)
+        for j in range(F):
+            out_j = out[j]
+            for r in range(r_lo, r_hi):
+                out_j[r] = a[r, j]
+
+
+@numba.njit(**PARALLEL)
+def _weight_grads(
+    dx_pad, dW_pad, db, dW_hr, AT, dgates_p, dgates, dh_all, x, W_xT, h0, y, m, batch_sizes, threaded
+):
+    """The weight gradients and dx from every step's gate gradients, as large products.
+
+    dx_pad (N, Ip) zeros, out: dx in the first I columns (Ip = padded(I))
+    dW_pad (I + P, 4Hp) zeros, out: dW with each gate block padded to Hp
+    db (4H,), dW_hr (H, P) or (0, 0): out
+    AT (I + P, N)    work: [x, h_{t-1}] of every row, transposed
+    dgates_p (4Hp/NR, N, NR) work: dgates packed as panels
     dgates (N, 4H), dh_all (N, P) or (0, 0): from ``_lstm_backward``
-    x, W_x (I, 4H) unpacked, h0, y, m, batch_sizes: as in ``_lstm_forward``
+    W_xT (Ip/NR, 4H, NR) in: ``pack_panels(W_x.T)``
+    x, h0, y, m, batch_sizes: as in ``_lstm_forward``
+    threaded: split the products' panels between Numba's threads
+
+    dW = [x, h_{t-1}].T @ dgates and dx = dgates @ W_x.T go through the packed
+    product, blocked over k (``_product``); only a projection's dW_hr stays
+    on BLAS.
     """
+    I = x.shape[1]
     offsets = _offsets(batch_sizes)
+    _transpose_into(AT[:I], x)
     for t in range(batch_sizes.size):
         Bt = batch_sizes[t]
         lo, hi = offsets[t], offsets[t] + Bt
-        if t == 0:
-            h_prev_all[lo:hi] = h0[:Bt]
-        else:
-            h_prev_all[lo:hi] = y[offsets[t - 1] : offsets[t - 1] + Bt]
-    np.dot(x.T, dgates, dW_x)
-    np.dot(h_prev_all.T, dgates, dW_h)
-    np.dot(dgates, W_x.T, dx)
+        h_prev = h0[:Bt] if t == 0 else y[offsets[t - 1] : offsets[t - 1] + Bt]
+        _transpose_into(AT[I:, lo:hi], h_prev)
+    _pack_into(dgates_p, dgates, 4)
+    _product(dW_pad, AT, dgates_p, threaded)
+    _product(dx_pad, dgates, W_xT, threaded)
     if dh_all.shape[0] > 0:
         np.dot(m.T, dh_all, dW_hr)
     G = dgates.shape[1]

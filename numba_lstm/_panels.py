@@ -183,13 +183,12 @@ _tile_1_wide = _make_tile(1, WIDE_1)
 
 
 @numba.njit(**SERIAL)
-def _few_rows(out, out_off, ld_out, a, a_off, ld_a, w, K, NR, MR, p_lo, p_hi):
-    """MR rows (4, 2 or 1) of ``_panel_product``: WIDE_<MR> panels per tile, then one."""
-    step = K * NR
+def _few_rows(out, out_off, ld_out, a, a_off, ld_a, w, w_base, step, K, NR, MR, p_lo, p_hi):
+    """MR rows (4, 2 or 1) of ``_panel_block``: WIDE_<MR> panels per tile, then one."""
     NP = WIDE_4 if MR == 4 else (WIDE_2 if MR == 2 else WIDE_1)
     p = p_lo
     while p < p_hi:
-        o, w_off = out_off + p * NR, p * step
+        o, w_off = out_off + p * NR, w_base + p * step
         if p + NP <= p_hi:
             if MR == 4:
                 _tile_4_wide(out, o, ld_out, a, a_off, ld_a, w, w_off, step, K)
@@ -209,36 +208,50 @@ def _few_rows(out, out_off, ld_out, a, a_off, ld_a, w, K, NR, MR, p_lo, p_hi):
 
 
 @numba.njit(**SERIAL)
+def _panel_block(out, a, w, p_lo, p_hi, k_lo, k_hi):
+    """out[:, p*NR : (p+1)*NR] += a[:, k_lo:k_hi] @ (rows k_lo..k_hi of panel p of w), p_lo <= p < p_hi.
+
+    out (M, >= p_hi*NR) C-contiguous   a (M, >= k_hi) C-contiguous
+    w   (n_panels, K, NR) C-contiguous, from ``pack_panels``
+
+    Full tiles of TILE_ROWS rows walk down each panel (the panel's rows stay
+    in L1); the rows left over go through ``_few_rows``.  Blocks of k run
+    one after the other give the same bits as one block: each element is
+    still one chain of FMAs in the order of k.
+    """
+    M = a.shape[0]
+    NR = w.shape[2]
+    step = w.shape[1] * NR
+    K = k_hi - k_lo
+    ld_out, ld_a = out.shape[1], a.shape[1]
+    out_flat, a_flat, w_flat = out.ravel(), a.ravel(), w.ravel()
+    w_base = k_lo * NR
+    M_full = M - M % TILE_ROWS
+    for p in range(p_lo, p_hi):
+        w_off = w_base + p * step
+        for r in range(0, M_full, TILE_ROWS):
+            o, a_off = r * ld_out + p * NR, r * ld_a + k_lo
+            if TILE_ROWS == 8:
+                _tile_8(out_flat, o, ld_out, a_flat, a_off, ld_a, w_flat, w_off, step, K)
+            else:
+                _tile_4(out_flat, o, ld_out, a_flat, a_off, ld_a, w_flat, w_off, step, K)
+    r = M_full
+    for MR in (4, 2, 1):
+        if MR < TILE_ROWS and r + MR <= M:
+            _few_rows(
+                out_flat, r * ld_out, ld_out, a_flat, r * ld_a + k_lo, ld_a, w_flat, w_base, step, K, NR, MR, p_lo, p_hi
+            )  # fmt: skip
+            r += MR
+
+
+@numba.njit(**SERIAL)
 def _panel_product(out, a, w, p_lo, p_hi):
     """out[:, p*NR : (p+1)*NR] += a @ (panel p of w), for panels p_lo <= p < p_hi.
 
     out (M, >= p_hi*NR) C-contiguous   a (M, >= K) C-contiguous, first K columns used
     w   (n_panels, K, NR) C-contiguous, from ``pack_panels``
-
-    Full tiles of TILE_ROWS rows walk down each panel (the panel stays in L1);
-    the rows left over go through ``_few_rows``.
     """
-    M = a.shape[0]
-    K, NR = w.shape[1], w.shape[2]
-    step = K * NR
-    ld_out, ld_a = out.shape[1], a.shape[1]
-    out_flat, a_flat, w_flat = out.ravel(), a.ravel(), w.ravel()
-    M_full = M - M % TILE_ROWS
-    for p in range(p_lo, p_hi):
-        for r in range(0, M_full, TILE_ROWS):
-            if TILE_ROWS == 8:
-                _tile_8(
-                    out_flat, r * ld_out + p * NR, ld_out, a_flat, r * ld_a, ld_a, w_flat, p * step, step, K
-                )
-            else:
-                _tile_4(
-                    out_flat, r * ld_out + p * NR, ld_out, a_flat, r * ld_a, ld_a, w_flat, p * step, step, K
-                )
-    r = M_full
-    for MR in (4, 2, 1):
-        if MR < TILE_ROWS and r + MR <= M:
-            _few_rows(out_flat, r * ld_out, ld_out, a_flat, r * ld_a, ld_a, w_flat, K, NR, MR, p_lo, p_hi)
-            r += MR
+    _panel_block(out, a, w, p_lo, p_hi, 0, w.shape[1])
 
 
 def padded(n, dtype):

@@ -141,3 +141,20 @@ def test_forward_without_cache_equals_the_forward_with_one(case, threaded, dtype
     assert cache is None
     for got, expected in zip((y, h_n, c_n), with_cache[:3], strict=True):
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+def test_blocked_product_equals_the_unblocked_one_bit_for_bit(threaded, dtype):
+    """The products after the step loop run in blocks of k: each element is still one FMA chain in k order."""
+    from numba_lstm._kernels import GEMM_K_BLOCK, _product
+
+    rng = np.random.default_rng(11)
+    M, K, N = 21, 2 * GEMM_K_BLOCK + 37, 3 * panel_width(dtype) + 5
+    a = rng.standard_normal((M, K)).astype(dtype)
+    w = pack_panels(rng.standard_normal((K, N)).astype(dtype))
+    out0 = rng.standard_normal((M, w.shape[0] * panel_width(dtype))).astype(dtype)
+    blocked, whole = out0.copy(), out0.copy()
+    _product(blocked, a, w, threaded)
+    _panel_product(whole, a, w, 0, w.shape[0])
+    np.testing.assert_array_equal(blocked, whole)
+    assert not np.array_equal(blocked, out0)
