@@ -17,11 +17,13 @@ Shapes are ``BxTxIxH`` (batch, steps, inputs, hidden units).
 import argparse
 import datetime
 import json
+import os
 import pathlib
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -86,6 +88,46 @@ def run_pytest(args, raw_json, log_path):
         )
 
 
+#: What a new process times for the start-up row: ``import numba_lstm`` and a
+#: first forward call (float32, the layer's default dtype).
+STARTUP_SCRIPT = """
+import time
+start = time.perf_counter()
+import numpy as np
+import numba_lstm
+x = np.ones((10, 4, 8), np.float32)
+W = np.full((8 + 16, 64), 0.1, np.float32)
+numba_lstm.lstm_forward(x, W, np.zeros(64, np.float32))
+print(time.perf_counter() - start)
+"""
+
+
+def measure_startup(repeats=3):
+    """Seconds of ``import numba_lstm`` + a first forward in new processes: cold, then warm.
+
+    Cold: a new, empty compile cache (``NUMBA_CACHE_DIR``), so every kernel
+    the call needs is compiled.  Warm: later processes with that cache (the
+    median of ``repeats``).
+    """
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+
+        def once():
+            done = subprocess.run(
+                [sys.executable, "-c", STARTUP_SCRIPT],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            return float(done.stdout.split()[-1])
+
+        cold = once()
+        warm = statistics.median(once() for _ in range(repeats))
+    return {"cold_s": cold, "warm_s": warm}
+
+
 def summarise(raw):
     """One row per (group, implementation): the median of its repeats and derived rates."""
     calls = {}
@@ -131,7 +173,7 @@ def _blas_line(info):
     return f"BLAS under numba_lstm: {kernels or 'unknown'}, {why}."
 
 
-def render_tables(rows, skipped, gemm, machine):
+def render_tables(rows, skipped, gemm, machine, startup):
     """Markdown tables, one per workload, rows in registry order, skipped entries included."""
     info = machine["numba_lstm_bench"]
     lines = [
@@ -148,6 +190,9 @@ def render_tables(rows, skipped, gemm, machine):
         "",
         "Times are medians of the repeats; ± is the interquartile range as % of the median; "
         "'vs PyTorch' is PyTorch's time divided by this time (above 1: faster than PyTorch).",
+        "",
+        f"Start-up, new process, `import numba_lstm` + first float32 forward: "
+        f"{startup['warm_s']:.2f} s with the compile cache warm, {startup['cold_s']:.1f} s cold (empty cache).",
     ]
     order = {}
     for row in rows:
@@ -237,14 +282,16 @@ def main(argv=None):
     raw_json, log_path = out / f"{stamp}.raw.json", out / f"{stamp}.log"
     start = time.perf_counter()
     run_pytest(args, raw_json, log_path)
+    print("Start-up: cold and warm compile cache, in new processes", flush=True)
+    startup = measure_startup()
     wall = time.perf_counter() - start
     raw = json.loads(raw_json.read_text())
     rows, gemm = summarise(raw)
-    tables = render_tables(rows, raw.get("skipped", []), gemm, raw["machine_info"])
+    tables = render_tables(rows, raw.get("skipped", []), gemm, raw["machine_info"], startup)
     results = {
         "date": raw["datetime"], "wall_seconds": wall, "arguments": vars(args),
         "machine": raw["machine_info"], "commit": raw["commit_info"], "gemm_gflops": gemm,
-        "rows": rows, "skipped": raw.get("skipped", []),
+        "startup": startup, "rows": rows, "skipped": raw.get("skipped", []),
     }  # fmt: skip
     # Every timed round is in rows[...]["times"]; pytest-benchmark's own
     # per-round records (about 20x larger) are not kept.
