@@ -14,25 +14,29 @@ variable lengths every ``batch_sizes[t]`` is B and a (T, B, ...) array reshaped
 to (T * B, ...) is already packed.  Finished sequences do no work.
 
 Structure: weights are packed once per call into column panels
-(``numba_lstm._panels``) and every per-step product runs through one
-register-tiled micro-kernel that accumulates into its output.  The forward
-fills a small buffer ``z`` with ``b + x @ W_x`` for the next few steps (one
-product of many rows, off the sequential path), then per step adds
-``h_{t-1} @ W_h`` and runs one fused gate pass (plus, with a projection, one
-product ``m_t @ W_hr``).  The backward does, per step, ``dh = dy_t +
-dG_{t+1} @ W_h.T`` and one fused pass, and the weight gradients as large
-BLAS GEMMs after the loop.  The packed product replaced BLAS for the
-per-step work because it ran the per-step shapes 1.4-3x faster than
+(``numba_lstm._panels``) and every product runs through one register-tiled
+micro-kernel that accumulates into its output.  The forward fills a small
+buffer ``z`` with ``b + x @ W_x`` for the next few steps (one product of many
+rows, off the sequential path), then per step adds ``h_{t-1} @ W_h`` and runs
+one fused gate pass (plus, with a projection, one product ``m_t @ W_hr``).
+The backward does, per step, ``dh = dy_t + dG_{t+1} @ W_h.T`` and one fused
+pass; after the loop ``_weight_grads`` computes ``dW`` and ``dx`` as large
+products through the same micro-kernel, blocked over k.  The packed product
+replaced BLAS because it ran the per-step shapes 1.4-3x faster than
 ``np.dot`` on one thread and up to 5x on two (bench/NOTES.md, "Packed
-panels"; OpenBLAS packs both operands again at every call).  ``jit.step`` / ``jit.step_into`` (one step, weights not packed)
-keep ``_matmul``: BLAS, or a plain loop for at most ``SMALL_ROWS`` rows.
+panels"; OpenBLAS packs both operands again at every call, and here runs
+forced AVX2 kernels).  ``jit.step`` / ``jit.step_into`` (one step, weights not
+packed) keep ``_matmul``: BLAS, or a plain loop for at most ``SMALL_ROWS``
+rows.
 
 Threads: a step with at least ``PARALLEL_MIN_FLOP`` in its product is split
 between Numba's threads by panels of hidden units (``numba.prange``): each
-thread computes the pre-activations of its units' four gates and then their
-gates, so one parallel region per step suffices (two with a projection).
-BLAS runs only the backward's weight-gradient GEMMs, after the step loop,
-while Numba's threads are idle: the two pools never compete.
+thread computes the input projection of its units when a chunk is due, the
+pre-activations of its units' four gates and then their gates, so one
+parallel region per step suffices (two with a projection).  The products
+after the loop split their column panels between the same threads.  BLAS
+runs only a projection's ``dW_hr``, after the loop, while Numba's threads are
+idle: the two pools never compete.
 
 Vectorisation: every inner loop indexes 1-D row views with the plain loop
 variable.  An index such as ``gates[r, H + j]`` is not provably non-negative,
@@ -505,7 +509,7 @@ def _transpose_into(out, a):
                 out_j[r] = a[r, j]
 
 
-@numba.njit(**PARALLEL)
+@numba.njit(**SERIAL)  # parallel inside _product
 def _weight_grads(
     dx_pad, dW_pad, db, dW_hr, AT, dgates_p, dgates, dh_all, x, W_xT, h0, y, m, batch_sizes, threaded
 ):
@@ -538,9 +542,46 @@ def _weight_grads(
     _product(dx_pad, dgates, W_xT, threaded)
     if dh_all.shape[0] > 0:
         np.dot(m.T, dh_all, dW_hr)
-    G = dgates.shape[1]
+    _column_sums(db, dgates)
+
+
+@numba.njit(**SERIAL)
+def _column_sums(db, dgates):
+    """db = the sum of dgates' rows."""
     db[:] = 0
     for r in range(dgates.shape[0]):
         dg_r = dgates[r]
-        for j in range(G):
+        for j in range(dgates.shape[1]):
             db[j] += dg_r[j]
+
+
+#: Above this many bytes of work arrays (``[x, h].T`` and the packed gate
+#: gradients, N * (I + P + 4Hp) values) the weight gradients go to BLAS
+#: instead (``_weight_grads_blas``).  In a full ``make bench`` the packed path
+#: won with up to 18 MB (16x100x128x256 float64 training 1.75x -> 2.27x
+#: PyTorch, float32 0.55x -> 0.75x) and lost from 39 MB (64x100x256x256:
+#: float32 0.77x -> 0.45x, float64 1.62x -> 0.56x), where the fresh arrays'
+#: page faults and memory traffic cost more than the faster products won
+#: (bench/NOTES.md, "Session 4").
+PANEL_GRADS_MAX_BYTES = 24 * 2**20
+
+
+@numba.njit(**SERIAL)
+def _weight_grads_blas(dx, dW_x, dW_h, db, dW_hr, h_prev_all, dgates, dh_all, x, W_x, h0, y, m, batch_sizes):
+    """The weight gradients and dx as BLAS GEMMs (large problems, see PANEL_GRADS_MAX_BYTES).
+
+    dx (N, I), dW_x (I, 4H), dW_h (P, 4H), db (4H,), dW_hr (H, P) or (0, 0): out
+    h_prev_all (N, P) work: h_{t-1} of every row
+    the rest as in ``_weight_grads``, W_x (I, 4H) unpacked
+    """
+    offsets = _offsets(batch_sizes)
+    for t in range(batch_sizes.size):
+        Bt = batch_sizes[t]
+        lo, hi = offsets[t], offsets[t] + Bt
+        h_prev_all[lo:hi] = h0[:Bt] if t == 0 else y[offsets[t - 1] : offsets[t - 1] + Bt]
+    np.dot(x.T, dgates, dW_x)
+    np.dot(h_prev_all.T, dgates, dW_h)
+    np.dot(dgates, W_x.T, dx)
+    if dh_all.shape[0] > 0:
+        np.dot(m.T, dh_all, dW_hr)
+    _column_sums(db, dgates)

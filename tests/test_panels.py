@@ -158,3 +158,19 @@ def test_blocked_product_equals_the_unblocked_one_bit_for_bit(threaded, dtype):
     _panel_product(whole, a, w, 0, w.shape[0])
     np.testing.assert_array_equal(blocked, whole)
     assert not np.array_equal(blocked, out0)
+
+
+@pytest.mark.parametrize(
+    "case", CASES, ids=lambda c: "-".join(f"{k}{v if k != 'lengths' else ''}" for k, v in c.items())
+)
+def test_large_problems_weight_gradients_through_blas_match_the_reference(case, dtype, monkeypatch):
+    """Above PANEL_GRADS_MAX_BYTES the weight gradients go to BLAS: forced here with a limit of 0."""
+    monkeypatch.setattr(numba_lstm.functional, "PANEL_GRADS_MAX_BYTES", 0)
+    p, got, upstream = _run(case, dtype, True, monkeypatch)
+    floats = {k: v for k, v in p.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
+    _, _, _, rcache = reference.lstm_forward(**{**p, **as64(floats)})
+    dy, dh_n, dc_n = (u.astype(np.float64) for u in upstream)
+    ref = reference.lstm_backward(dy, rcache, dh_n, dc_n)
+    names = ["dx", "dW", "db", "dh0", "dc0", "dW_hr"][: len(ref)]
+    for name, g, r in zip(names, got[3:], ref, strict=True):
+        assert_close(g, r, dtype, name)
