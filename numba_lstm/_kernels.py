@@ -560,9 +560,9 @@ def _column_sums(db, dgates):
 #: instead (``_weight_grads_blas``).  In a full ``make bench`` the packed path
 #: won with up to 18 MB (16x100x128x256 float64 training 1.75x -> 2.27x
 #: PyTorch, float32 0.55x -> 0.75x) and lost from 39 MB (64x100x256x256:
-#: float32 0.77x -> 0.45x, float64 1.62x -> 0.56x), where the fresh arrays'
-#: page faults and memory traffic cost more than the faster products won
-#: (bench/NOTES.md, "Session 4").
+#: float32 0.77x -> 0.45x, float64 1.62x -> 0.56x), likely the fresh arrays'
+#: page faults and memory traffic; the next run, on BLAS there, gave 0.52x /
+#: 1.61x, so the float32 cause is not settled (bench/NOTES.md, "Session 4").
 PANEL_GRADS_MAX_BYTES = 24 * 2**20
 
 
