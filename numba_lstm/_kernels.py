@@ -20,8 +20,9 @@ buffer ``z`` with ``b + x @ W_x`` for the next few steps (one product of many
 rows, off the sequential path), then per step adds ``h_{t-1} @ W_h`` and runs
 one fused gate pass (plus, with a projection, one product ``m_t @ W_hr``).
 The backward does, per step, ``dh = dy_t + dG_{t+1} @ W_h.T`` and one fused
-pass; after the loop ``_weight_grads`` computes ``dW`` and ``dx`` as large
-products through the same micro-kernel, blocked over k.  The packed product
+pass; after the loop ``_weight_grads`` computes ``dW`` and ``dx`` through the
+same micro-kernel, a block of rows at a time, in work arrays that do not grow
+with the sequence.  The packed product
 replaced BLAS because it ran the per-step shapes 1.4-3x faster than
 ``np.dot`` on one thread and up to 5x on two (bench/NOTES.md, "Packed
 panels"; OpenBLAS packs both operands again at every call, and here runs
@@ -49,7 +50,7 @@ import numpy as np
 
 from numba_lstm._math import sigmoid, tanh
 from numba_lstm._options import PARALLEL, SERIAL
-from numba_lstm._panels import _pack_into, _panel_block, _panel_product
+from numba_lstm._panels import _pack_panel_rows, _panel_block, _panel_product
 
 
 @numba.njit(**SERIAL)
@@ -478,23 +479,35 @@ def _lstm_backward(
                     _backward_gates(*step, p, p + 1)
 
 
-#: Rows of w (columns of a) per block of the large products after the step
-#: loop: a panel's block (GEMM_K_BLOCK x NR, 32 KB in float32) stays in L1
-#: while the tiles walk down all the rows of a.
+#: Rows of the sequence per block of the weight-gradient products: each block
+#: gathers ``[x, h_{t-1}]`` of its rows, transposed, and packs its gate
+#: gradients into panels, in work arrays of GRAD_ROWS columns / rows that stay
+#: in cache (a (I + P) x 256 block is 512 KB at I = P = 256, float32), so the
+#: work arrays do not grow with the sequence.
+GRAD_ROWS = 256
+
+#: Columns of ``w`` (rows of its panels) per block of the dx product: a
+#: panel's block (GEMM_K_BLOCK x NR, 32 KB in float32) stays in L1 while the
+#: tiles walk down the rows.
 GEMM_K_BLOCK = 256
 
+#: Rows of dW (features) per pass of the weight-gradient product over a
+#: thread's panels: GRAD_FEATURES x GRAD_ROWS of the transposed [x, h] (128 KB
+#: in float32) stay in L2 while the panels go by.
+GRAD_FEATURES = 128
 
-@numba.njit(**PARALLEL)
-def _product(out, a, w, threaded):
-    """out[:, :n_panels * NR] += a @ w for a of many rows, in blocks of k; threads share the panels."""
-    K, n_panels = w.shape[1], w.shape[0]
-    for k_lo in range(0, K, GEMM_K_BLOCK):
-        k_hi = min(k_lo + GEMM_K_BLOCK, K)
-        if threaded:
-            for p in numba.prange(n_panels):
-                _panel_block(out, a, w, p, p + 1, k_lo, k_hi)
-        else:
-            _panel_block(out, a, w, 0, n_panels, k_lo, k_hi)
+#: Features (rows of the transposed ``[x, h_{t-1}]`` block) per thread's share
+#: of the gather.
+GATHER_FEATURES = 64
+
+
+@numba.njit(**SERIAL)
+def _prev_rows(prev, batch_sizes):
+    """prev (N,) out: the row of y that holds h_{t-1} for each packed row, or -1 - r for row r of h0."""
+    offsets = _offsets(batch_sizes)
+    for t in range(batch_sizes.size):
+        for r in range(batch_sizes[t]):
+            prev[offsets[t] + r] = offsets[t - 1] + r if t > 0 else -1 - r
 
 
 @numba.njit(**SERIAL)
@@ -509,79 +522,109 @@ def _transpose_into(out, a):
                 out_j[r] = a[r, j]
 
 
-@numba.njit(**SERIAL)  # parallel inside _product
+@numba.njit(**SERIAL)
+def _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, f_lo, f_hi):
+    """AT[f, n - n_lo] = [x_n, h_{t-1}][f] for the rows n_lo <= n < n_hi and features f_lo <= f < f_hi.
+
+    The h_{t-1} of consecutive rows are consecutive rows of y (or of h0)
+    within a step, so they go over in runs.
+    """
+    I = x.shape[1]
+    if f_lo < I:
+        f_x = min(f_hi, I)
+        _transpose_into(AT[f_lo:f_x, : n_hi - n_lo], x[n_lo:n_hi, f_lo:f_x])
+    if f_hi > I:
+        g_lo, g_hi = max(f_lo, I) - I, f_hi - I
+        n = n_lo
+        while n < n_hi:
+            q = prev[n]
+            step = 1 if q >= 0 else -1  # prev is -1 - r for row r of h0
+            e = n + 1
+            while e < n_hi and prev[e] == prev[e - 1] + step:
+                e += 1
+            src = y[q : q + e - n] if q >= 0 else h0[-1 - q : -1 - q + e - n]
+            _transpose_into(AT[I + g_lo : I + g_hi, n - n_lo : e - n_lo], src[:, g_lo:g_hi])
+            n = e
+
+
+@numba.njit(**SERIAL)
+def _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, p_lo, p_hi):
+    """dW panels p_lo..p_hi += [x, h].T @ dgates for the rows n_lo..n_hi (their bias gradient too).
+
+    Packs the block's gate gradients of these panels into dG_block first (the
+    thread that packs a panel is the one that uses it), then runs the product
+    GRAD_FEATURES rows of AT at a time across all the panels: those rows stay
+    in L2 while the panels go by.
+    """
+    NR = dG_block.shape[2]
+    rows = n_hi - n_lo
+    for p in range(p_lo, p_hi):
+        block = dG_block[p, :rows]
+        _pack_panel_rows(block, dgates, dG_block.shape[0], 4, p, n_lo, n_hi)
+        db_p = db_pad[p * NR : (p + 1) * NR]
+        for k in range(rows):
+            block_k = block[k]
+            for j in range(NR):
+                db_p[j] += block_k[j]
+    F = AT.shape[0]
+    for f_lo in range(0, F, GRAD_FEATURES):
+        f_hi = min(f_lo + GRAD_FEATURES, F)
+        _panel_block(dW_pad[f_lo:f_hi], AT[f_lo:f_hi], dG_block, p_lo, p_hi, 0, rows)
+
+
+@numba.njit(**SERIAL)
+def _dx_panel(dx_rows, dgates_rows, W_xT, p):
+    """dx_rows panel p += dgates_rows @ W_x.T, in blocks of GEMM_K_BLOCK columns of dgates."""
+    K = W_xT.shape[1]
+    for k_lo in range(0, K, GEMM_K_BLOCK):
+        _panel_block(dx_rows, dgates_rows, W_xT, p, p + 1, k_lo, min(k_lo + GEMM_K_BLOCK, K))
+
+
+@numba.njit(**PARALLEL)
 def _weight_grads(
-    dx_pad, dW_pad, db, dW_hr, AT, dgates_p, dgates, dh_all, x, W_xT, h0, y, m, batch_sizes, threaded
-):
-    """The weight gradients and dx from every step's gate gradients, as large products.
+    dx_pad, dW_pad, db_pad, dW_hr, AT, dG_block, prev, dgates, dh_all, x, W_xT, h0, y, m, n_threads
+):  # fmt: skip
+    """The weight gradients and dx from every step's gate gradients, block by block of rows.
 
     dx_pad (N, Ip) zeros, out: dx in the first I columns (Ip = padded(I))
     dW_pad (I + P, 4Hp) zeros, out: dW with each gate block padded to Hp
-    db (4H,), dW_hr (H, P) or (0, 0): out
-    AT (I + P, N)    work: [x, h_{t-1}] of every row, transposed
-    dgates_p (4Hp/NR, N, NR) work: dgates packed as panels
+    db_pad (4Hp,) zeros, out: db, padded the same way
+    dW_hr (H, P) or (0, 0): out
+    AT (I + P, R)    work: [x, h_{t-1}] of a block of R rows, transposed
+    dG_block (4Hp/NR, R, NR) work: a block's gate gradients packed as panels
+    prev (N,)        in: ``_prev_rows``
     dgates (N, 4H), dh_all (N, P) or (0, 0): from ``_lstm_backward``
     W_xT (Ip/NR, 4H, NR) in: ``pack_panels(W_x.T)``
-    x, h0, y, m, batch_sizes: as in ``_lstm_forward``
-    threaded: split the products' panels between Numba's threads
+    x, h0, y, m: as in ``_lstm_forward``
+    n_threads: Numba's threads to split each block's work between (1: no parallel region)
 
-    dW = [x, h_{t-1}].T @ dgates and dx = dgates @ W_x.T go through the packed
-    product, blocked over k (``_product``); only a projection's dW_hr stays
-    on BLAS.
+    For each block of R rows: gather ``[x, h_{t-1}]`` transposed (threads
+    share the features), then dW += that @ the block's gate gradients (threads
+    share dW's panels, each packing its own panels' gradients) and dx of the
+    block's rows = dgates @ W_x.T (threads share dx's panels).  Every element
+    of dW is one FMA chain over the rows in order, whatever R; only a
+    projection's dW_hr goes to BLAS, while Numba's threads are idle.
     """
-    I = x.shape[1]
-    offsets = _offsets(batch_sizes)
-    _transpose_into(AT[:I], x)
-    for t in range(batch_sizes.size):
-        Bt = batch_sizes[t]
-        lo, hi = offsets[t], offsets[t] + Bt
-        h_prev = h0[:Bt] if t == 0 else y[offsets[t - 1] : offsets[t - 1] + Bt]
-        _transpose_into(AT[I:, lo:hi], h_prev)
-    _pack_into(dgates_p, dgates, 4)
-    _product(dW_pad, AT, dgates_p, threaded)
-    _product(dx_pad, dgates, W_xT, threaded)
+    N = dgates.shape[0]
+    F, R = AT.shape
+    n_dW, n_dx = dG_block.shape[0], W_xT.shape[0]
+    n_gather = -(-F // GATHER_FEATURES)
+    for n_lo in range(0, N, R):
+        n_hi = min(n_lo + R, N)
+        dx_rows, dgates_rows = dx_pad[n_lo:n_hi], dgates[n_lo:n_hi]
+        if n_threads > 1:
+            for q in numba.prange(n_gather):
+                f_lo = q * GATHER_FEATURES
+                _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, f_lo, min(f_lo + GATHER_FEATURES, F))
+            for q in numba.prange(n_threads):
+                p_lo, p_hi = q * n_dW // n_threads, (q + 1) * n_dW // n_threads
+                _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, p_lo, p_hi)
+            for p in numba.prange(n_dx):
+                _dx_panel(dx_rows, dgates_rows, W_xT, p)
+        else:
+            _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, 0, F)
+            _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, 0, n_dW)
+            for p in range(n_dx):
+                _dx_panel(dx_rows, dgates_rows, W_xT, p)
     if dh_all.shape[0] > 0:
         np.dot(m.T, dh_all, dW_hr)
-    _column_sums(db, dgates)
-
-
-@numba.njit(**SERIAL)
-def _column_sums(db, dgates):
-    """db = the sum of dgates' rows."""
-    db[:] = 0
-    for r in range(dgates.shape[0]):
-        dg_r = dgates[r]
-        for j in range(dgates.shape[1]):
-            db[j] += dg_r[j]
-
-
-#: Above this many bytes of work arrays (``[x, h].T`` and the packed gate
-#: gradients, N * (I + P + 4Hp) values) the weight gradients go to BLAS
-#: instead (``_weight_grads_blas``).  In a full ``make bench`` the packed path
-#: won with up to 18 MB (16x100x128x256 float64 training 1.75x -> 2.27x
-#: PyTorch, float32 0.55x -> 0.75x) and lost from 39 MB (64x100x256x256:
-#: float32 0.77x -> 0.45x, float64 1.62x -> 0.56x), likely the fresh arrays'
-#: page faults and memory traffic; the next run, on BLAS there, gave 0.52x /
-#: 1.61x, so the float32 cause is not settled (bench/NOTES.md, "Session 4").
-PANEL_GRADS_MAX_BYTES = 24 * 2**20
-
-
-@numba.njit(**SERIAL)
-def _weight_grads_blas(dx, dW_x, dW_h, db, dW_hr, h_prev_all, dgates, dh_all, x, W_x, h0, y, m, batch_sizes):
-    """The weight gradients and dx as BLAS GEMMs (large problems, see PANEL_GRADS_MAX_BYTES).
-
-    dx (N, I), dW_x (I, 4H), dW_h (P, 4H), db (4H,), dW_hr (H, P) or (0, 0): out
-    h_prev_all (N, P) work: h_{t-1} of every row
-    the rest as in ``_weight_grads``, W_x (I, 4H) unpacked
-    """
-    offsets = _offsets(batch_sizes)
-    for t in range(batch_sizes.size):
-        Bt = batch_sizes[t]
-        lo, hi = offsets[t], offsets[t] + Bt
-        h_prev_all[lo:hi] = h0[:Bt] if t == 0 else y[offsets[t - 1] : offsets[t - 1] + Bt]
-    np.dot(x.T, dgates, dW_x)
-    np.dot(h_prev_all.T, dgates, dW_h)
-    np.dot(dgates, W_x.T, dx)
-    if dh_all.shape[0] > 0:
-        np.dot(m.T, dh_all, dW_hr)
-    _column_sums(db, dgates)

@@ -268,24 +268,31 @@ PACK_ROWS = 8
 
 
 @numba.njit(**SERIAL)
-def _pack_into(out, W, groups):
-    """out (n_panels, K, NR) = W (K, N) in panels; see ``pack_panels``."""
-    n_panels, K, NR = out.shape
+def _pack_panel_rows(out, W, n_panels, groups, p, k_lo, k_hi):
+    """out (k_hi - k_lo, NR) = rows k_lo..k_hi of panel p of W (K, N), zero-padded; see ``pack_panels``."""
+    NR = out.shape[1]
     width = W.shape[1] // groups
     per_group = n_panels // groups
+    g = p // per_group
+    q = p - g * per_group
+    lo = g * width + q * NR
+    n = min(NR, width - q * NR)
+    for k in range(k_lo, k_hi):
+        src, dst = W[k], out[k - k_lo]
+        for j in range(n):
+            dst[j] = src[lo + j]
+        for j in range(n, NR):
+            dst[j] = 0
+
+
+@numba.njit(**SERIAL)
+def _pack_into(out, W, groups):
+    """out (n_panels, K, NR) = W (K, N) in panels; see ``pack_panels``."""
+    n_panels, K = out.shape[0], out.shape[1]
     for k_lo in range(0, K, PACK_ROWS):
         k_hi = min(k_lo + PACK_ROWS, K)
         for p in range(n_panels):
-            g = p // per_group
-            q = p - g * per_group
-            lo = g * width + q * NR
-            n = min(NR, width - q * NR)
-            for k in range(k_lo, k_hi):
-                src, dst = W[k], out[p, k]
-                for j in range(n):
-                    dst[j] = src[lo + j]
-                for j in range(n, NR):
-                    dst[j] = 0
+            _pack_panel_rows(out[p, k_lo:k_hi], W, n_panels, groups, p, k_lo, k_hi)
 
 
 @numba.njit(**SERIAL)

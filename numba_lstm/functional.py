@@ -9,15 +9,16 @@ given.  These functions validate, pack, allocate and call the Numba kernels in
 
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from numba_lstm._kernels import (
-    PANEL_GRADS_MAX_BYTES,
+    GRAD_ROWS,
     _lstm_backward,
     _lstm_forward,
+    _prev_rows,
     _use_threads,
     _weight_grads,
-    _weight_grads_blas,
     _z_rows,
 )
 from numba_lstm._panels import pack_panels, pad_columns, padded, panel_width
@@ -297,22 +298,20 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
         )  # fmt: skip
         dh0 = dh_pad[:, :P].copy()
         Hp, Ip, NR = padded(H, dtype), padded(I, dtype), panel_width(dtype)
-        if N * (I + P + 4 * Hp) * np.dtype(dtype).itemsize <= PANEL_GRADS_MAX_BYTES:
-            dx_pad = np.zeros((N, Ip), dtype)
-            dW_pad = np.zeros((I + P, 4 * Hp), dtype)
-            _weight_grads(
-                dx_pad, dW_pad, db, dW_hr, np.empty((I + P, N), dtype), np.empty((4 * Hp // NR, N, NR), dtype),
-                dgates, dh_all, cache.x, pack_panels(W[:I].T), cache.h0, cache.y, cache.m, pk.batch_sizes,
-                _use_threads(N, I + P, 4 * H),
-            )  # fmt: skip
-            dW[:] = dW_pad.reshape(I + P, 4, Hp)[:, :, :H].reshape(I + P, 4 * H)
-            dx_packed = np.ascontiguousarray(dx_pad[:, :I])
-        else:
-            dx_packed = np.empty((N, I), dtype)
-            _weight_grads_blas(
-                dx_packed, dW[:I], dW[I:], db, dW_hr, np.empty((N, P), dtype), dgates, dh_all,
-                cache.x, W[:I], cache.h0, cache.y, cache.m, pk.batch_sizes,
-            )  # fmt: skip
+        rows = min(N, GRAD_ROWS)
+        dx_pad = np.zeros((N, Ip), dtype)
+        dW_pad = np.zeros((I + P, 4 * Hp), dtype)
+        db_pad = np.zeros(4 * Hp, dtype)
+        prev = np.empty(N, np.int64)
+        _prev_rows(prev, pk.batch_sizes)
+        _weight_grads(
+            dx_pad, dW_pad, db_pad, dW_hr, np.empty((I + P, rows), dtype), np.empty((4 * Hp // NR, rows, NR), dtype),
+            prev, dgates, dh_all, cache.x, pack_panels(W[:I].T), cache.h0, cache.y, cache.m,
+            numba.get_num_threads() if _use_threads(N, I + P, 4 * H) else 1,
+        )  # fmt: skip
+        dW[:] = dW_pad.reshape(I + P, 4, Hp)[:, :, :H].reshape(I + P, 4 * H)
+        db[:] = db_pad.reshape(4, Hp)[:, :H].reshape(4 * H)
+        dx_packed = np.ascontiguousarray(dx_pad[:, :I])
         dx = pk.unpack(dx_packed)
         dh0, dc0 = pk.unsort(dh0), pk.unsort(dc0)
     if W_hr is None:
