@@ -234,6 +234,12 @@ def _use_threads(B, K, N):
 
 
 @numba.njit(**SERIAL)
+def _share(n, q, shares):
+    """Share q of ``shares`` nearly equal contiguous shares of range(n): (lo, hi)."""
+    return q * n // shares, (q + 1) * n // shares
+
+
+@numba.njit(**SERIAL)
 def _forward_input(z, x, W_x, b, u_lo, u_hi):
     """z[:, unit panels u_lo..u_hi of each gate] = b + x @ W_x (all rows of x)."""
     NR = W_x.shape[2]
@@ -281,7 +287,7 @@ def _project(y, y_pad, m, W_hr, p_lo, p_hi):
 
 
 @numba.njit(**PARALLEL)
-def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, threaded):
+def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, shares):
     """Forward pass over a whole packed sequence.
 
     y      (N, P)     out: h_t of every step
@@ -303,10 +309,13 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     h0     (B, P)     in
     c0     (B, H)     in
     batch_sizes (T,)  in: rows of each step, non-increasing
-    threaded          split each step between Numba's threads (else no parallel region)
+    shares            split each step into this many contiguous shares of the
+                      panels, run by Numba's threads (1: no parallel region)
 
-    Threads share out the panels of hidden units (NR units each): for its
-    units a thread computes the input projection when a chunk of z is due,
+    The threads' shares are contiguous ranges of the panels of hidden units
+    (NR units each): one share per thread measured 5-10% faster than one
+    panel per ``prange`` iteration with TBB (bench/NOTES.md, "Session 5").
+    For its units a thread computes the input projection when a chunk of z is due,
     the four gate blocks of ``z`` and then the gates, so one parallel region
     per step suffices (two with a projection, which needs all of m_t).
     """
@@ -316,6 +325,7 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     saved = gates.shape[0] == N  # else gates and tanh_c hold one step
     n_units = W_h.shape[0] // 4
     n_proj = W_hr.shape[0]
+    unit_shares, proj_shares = min(shares, n_units), min(shares, n_proj)
     R = z.shape[0]
     chunk_end = 0  # first step whose input projection is not yet in z
     z_base = 0  # packed row held by z's first row
@@ -348,15 +358,17 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
             c_prev,
         )
         z_chunk, x_chunk = z[:rows], x[z_base : z_base + rows]
-        if threaded:
-            for u in numba.prange(n_units):
-                _forward_units(z_chunk, x_chunk, step, W_x, b, W_h, u, u + 1)
+        if unit_shares > 1:
+            for q in numba.prange(unit_shares):
+                u_lo, u_hi = _share(n_units, q, unit_shares)
+                _forward_units(z_chunk, x_chunk, step, W_x, b, W_h, u_lo, u_hi)
         else:
             _forward_units(z_chunk, x_chunk, step, W_x, b, W_h, 0, n_units)
         if n_proj > 0:
-            if threaded:
-                for p in numba.prange(n_proj):
-                    _project(y[lo:hi], y_pad[:Bt], m_t, W_hr, p, p + 1)
+            if proj_shares > 1:
+                for q in numba.prange(proj_shares):
+                    p_lo, p_hi = _share(n_proj, q, proj_shares)
+                    _project(y[lo:hi], y_pad[:Bt], m_t, W_hr, p_lo, p_hi)
             else:
                 _project(y[lo:hi], y_pad[:Bt], m_t, W_hr, 0, n_proj)
 
@@ -404,7 +416,7 @@ def _backward_gates(dgates, dc, dm_pad, dh_pad, W_hrT, gates, tanh_c, c_prev, NR
 
 @numba.njit(**PARALLEL)
 def _lstm_backward(
-    dgates, dh_pad, dc, dh_all, dm_pad, dy, W_hT, W_hrT, c0, c, gates, tanh_c, batch_sizes, threaded,
+    dgates, dh_pad, dc, dh_all, dm_pad, dy, W_hT, W_hrT, c0, c, gates, tanh_c, batch_sizes, shares,
 ):  # fmt: skip
     """Backward pass (BPTT) through the steps of a packed sequence: the gate gradients.
 
@@ -418,7 +430,7 @@ def _lstm_backward(
     W_hrT  (Hp/NR, P, NR)   in: ``pack_panels(W_hr.T)``; (0, 0, 0) for none
     c0, c, gates, tanh_c, batch_sizes: as in ``_lstm_forward``
 
-    ``threaded``: as in ``_lstm_forward``.  Threads share out panels of
+    ``shares``: as in ``_lstm_forward``.  Threads share out panels of
     columns of h (of c and m too without a projection): per step each
     finishes dL/dh_t for its columns (the product with
     the next step's gate gradients plus dy_t), then their gate gradients; a
@@ -433,6 +445,8 @@ def _lstm_backward(
     n_m = W_hrT.shape[0]
     projected = n_m > 0
     n_gates = n_m if projected else n_h
+    h_shares = min(shares, n_h)
+    m_shares = min(shares, n_m) if projected else 1
     NR = W_hT.shape[2]
     for t in range(T - 1, -2, -1):
         # Finish dL/dh_t (the gradient of step t+1's gates flows back), then
@@ -462,21 +476,24 @@ def _lstm_backward(
             c_prev,
             NR,
         )
-        if not threaded:
+        if h_shares <= 1:
             _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, 0, n_h)
             if Bt > 0:
                 _backward_gates(*step, 0, n_gates)
         elif projected:
-            for p in numba.prange(n_h):
-                _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p, p + 1)
+            for q in numba.prange(h_shares):
+                p_lo, p_hi = _share(n_h, q, h_shares)
+                _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p_lo, p_hi)
             if Bt > 0:
-                for p in numba.prange(n_m):
-                    _backward_gates(*step, p, p + 1)
+                for q in numba.prange(m_shares):
+                    p_lo, p_hi = _share(n_m, q, m_shares)
+                    _backward_gates(*step, p_lo, p_hi)
         else:
-            for p in numba.prange(n_h):
-                _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p, p + 1)
+            for q in numba.prange(h_shares):
+                p_lo, p_hi = _share(n_h, q, h_shares)
+                _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p_lo, p_hi)
                 if Bt > 0:
-                    _backward_gates(*step, p, p + 1)
+                    _backward_gates(*step, p_lo, p_hi)
 
 
 #: Rows of the sequence per block of the weight-gradient products: each block
@@ -573,16 +590,16 @@ def _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, p_lo, p_hi):
 
 
 @numba.njit(**SERIAL)
-def _dx_panel(dx_rows, dgates_rows, W_xT, p):
-    """dx_rows panel p += dgates_rows @ W_x.T, in blocks of GEMM_K_BLOCK columns of dgates."""
+def _dx_panels(dx_rows, dgates_rows, W_xT, p_lo, p_hi):
+    """dx_rows panels p_lo..p_hi += dgates_rows @ W_x.T, in blocks of GEMM_K_BLOCK columns of dgates."""
     K = W_xT.shape[1]
     for k_lo in range(0, K, GEMM_K_BLOCK):
-        _panel_block(dx_rows, dgates_rows, W_xT, p, p + 1, k_lo, min(k_lo + GEMM_K_BLOCK, K))
+        _panel_block(dx_rows, dgates_rows, W_xT, p_lo, p_hi, k_lo, min(k_lo + GEMM_K_BLOCK, K))
 
 
 @numba.njit(**PARALLEL)
 def _weight_grads(
-    dx_pad, dW_pad, db_pad, dW_hr, AT, dG_block, prev, dgates, dh_all, x, W_xT, h0, y, m, n_threads
+    dx_pad, dW_pad, db_pad, dW_hr, AT, dG_block, prev, dgates, dh_all, x, W_xT, h0, y, m, shares
 ):  # fmt: skip
     """The weight gradients and dx from every step's gate gradients, block by block of rows.
 
@@ -596,7 +613,7 @@ def _weight_grads(
     dgates (N, 4H), dh_all (N, P) or (0, 0): from ``_lstm_backward``
     W_xT (Ip/NR, 4H, NR) in: ``pack_panels(W_x.T)``
     x, h0, y, m: as in ``_lstm_forward``
-    n_threads: Numba's threads to split each block's work between (1: no parallel region)
+    shares: as in ``_lstm_forward``, for each block's work
 
     For each block of R rows: gather ``[x, h_{t-1}]`` transposed (threads
     share the features), then dW += that @ the block's gate gradients (threads
@@ -609,22 +626,24 @@ def _weight_grads(
     F, R = AT.shape
     n_dW, n_dx = dG_block.shape[0], W_xT.shape[0]
     n_gather = -(-F // GATHER_FEATURES)
+    gather_shares, dW_shares, dx_shares = min(shares, n_gather), min(shares, n_dW), min(shares, n_dx)
     for n_lo in range(0, N, R):
         n_hi = min(n_lo + R, N)
         dx_rows, dgates_rows = dx_pad[n_lo:n_hi], dgates[n_lo:n_hi]
-        if n_threads > 1:
-            for q in numba.prange(n_gather):
-                f_lo = q * GATHER_FEATURES
-                _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, f_lo, min(f_lo + GATHER_FEATURES, F))
-            for q in numba.prange(n_threads):
-                p_lo, p_hi = q * n_dW // n_threads, (q + 1) * n_dW // n_threads
+        if shares > 1:
+            for q in numba.prange(gather_shares):
+                g_lo, g_hi = _share(n_gather, q, gather_shares)
+                f_lo, f_hi = g_lo * GATHER_FEATURES, min(g_hi * GATHER_FEATURES, F)
+                _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, f_lo, f_hi)
+            for q in numba.prange(dW_shares):
+                p_lo, p_hi = _share(n_dW, q, dW_shares)
                 _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, p_lo, p_hi)
-            for p in numba.prange(n_dx):
-                _dx_panel(dx_rows, dgates_rows, W_xT, p)
+            for q in numba.prange(dx_shares):
+                p_lo, p_hi = _share(n_dx, q, dx_shares)
+                _dx_panels(dx_rows, dgates_rows, W_xT, p_lo, p_hi)
         else:
             _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, 0, F)
             _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, 0, n_dW)
-            for p in range(n_dx):
-                _dx_panel(dx_rows, dgates_rows, W_xT, p)
+            _dx_panels(dx_rows, dgates_rows, W_xT, 0, n_dx)
     if dh_all.shape[0] > 0:
         np.dot(m.T, dh_all, dW_hr)

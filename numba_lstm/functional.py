@@ -155,6 +155,11 @@ class LSTMProjGrads(NamedTuple):
     dW_hr: np.ndarray
 
 
+def _shares(threaded):
+    """How many shares a kernel splits its work into: one per Numba thread, or 1 (serial)."""
+    return numba.get_num_threads() if threaded else 1
+
+
 def _state(name, value, B, size, dtype):
     if value is None:
         return np.zeros((B, size), dtype)
@@ -227,7 +232,7 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
             y, m, c, gates, tanh_c, np.empty((_z_rows(B, Hp, np.dtype(dtype).itemsize), 4 * Hp), dtype), np.empty((B, Pp) if projected else (0, 0), dtype),
             x_packed, pack_panels(W[:I], groups=4), pack_panels(W[I:], groups=4), pad_columns(b, groups=4),
             pack_panels(W_hr) if projected else np.empty((0, 0, 0), dtype), h0_sorted, c0_sorted,
-            packing.batch_sizes, _use_threads(B, P, 4 * H),
+            packing.batch_sizes, _shares(_use_threads(B, P, 4 * H)),
         )  # fmt: skip
     h_n = packing.final_state(y, h0)
     c_n = packing.final_state(c, c0)
@@ -294,7 +299,7 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
         _lstm_backward(
             dgates, dh_pad, dc0, dh_all, np.empty((B, padded(H, dtype)) if projected else (0, 0), dtype),
             dy_packed, pack_panels(W[I:].T), pack_panels(W_hr.T) if projected else np.empty((0, 0, 0), dtype),
-            cache.c0, cache.c, cache.gates, cache.tanh_c, pk.batch_sizes, _use_threads(B, 4 * H, P),
+            cache.c0, cache.c, cache.gates, cache.tanh_c, pk.batch_sizes, _shares(_use_threads(B, 4 * H, P)),
         )  # fmt: skip
         dh0 = dh_pad[:, :P].copy()
         Hp, Ip, NR = padded(H, dtype), padded(I, dtype), panel_width(dtype)
@@ -307,7 +312,7 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
         _weight_grads(
             dx_pad, dW_pad, db_pad, dW_hr, np.empty((I + P, rows), dtype), np.empty((4 * Hp // NR, rows, NR), dtype),
             prev, dgates, dh_all, cache.x, pack_panels(W[:I].T), cache.h0, cache.y, cache.m,
-            numba.get_num_threads() if _use_threads(N, I + P, 4 * H) else 1,
+            _shares(_use_threads(N, I + P, 4 * H)),
         )  # fmt: skip
         dW[:] = dW_pad.reshape(I + P, 4, Hp)[:, :, :H].reshape(I + P, 4 * H)
         db[:] = db_pad.reshape(4, Hp)[:, :H].reshape(4 * H)

@@ -265,6 +265,7 @@ def forward(x, W, b, h0, c0):
     _pad_into(b_pad, b, 4)
     _lstm_forward(
         y, y, c, gates, tanh_c, np.empty((_z_rows(B, Hp, x.itemsize), 4 * Hp), x.dtype), np.empty((0, 0), x.dtype),
-        x.reshape(N, I), W_x, W_h, b_pad, np.empty((0, 0, 0), x.dtype), h0, c0, batch_sizes, _use_threads(B, H, 4 * H),
+        x.reshape(N, I), W_x, W_h, b_pad, np.empty((0, 0, 0), x.dtype), h0, c0, batch_sizes,
+        Hp // NR if _use_threads(B, H, 4 * H) else 1,  # one share per panel: the thread count is unknown here
     )  # fmt: skip
     return y.reshape(T, B, H), y[N - B :].copy(), c[N - B :].copy()
