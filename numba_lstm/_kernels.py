@@ -513,8 +513,8 @@ GEMM_K_BLOCK = 256
 #: in float32) stay in L2 while the panels go by.
 GRAD_FEATURES = 128
 
-#: Features (rows of the transposed ``[x, h_{t-1}]`` block) per thread's share
-#: of the gather.
+#: Features (rows of the transposed ``[x, h_{t-1}]`` block) per unit of work
+#: that the gather's shares are made of.
 GATHER_FEATURES = 64
 
 
