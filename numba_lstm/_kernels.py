@@ -50,7 +50,7 @@ import numpy as np
 
 from numba_lstm._math import sigmoid, tanh
 from numba_lstm._options import PARALLEL, SERIAL
-from numba_lstm._panels import _pack_panel_rows, _panel_block, _panel_product
+from numba_lstm._panels import PACK_ROWS, _pack_panel_rows, _panel_block, _panel_product
 
 
 @numba.njit(**SERIAL)
@@ -532,11 +532,11 @@ def _transpose_into(out, a):
     """out (F, R) = a (R, F).T, 32 rows of a at a time (their lines stay in L1)."""
     R, F = a.shape
     for r_lo in range(0, R, 32):
-        r_hi = min(r_lo + 32, R)
+        rows = a[r_lo : r_lo + 32]
         for j in range(F):
-            out_j = out[j]
-            for r in range(r_lo, r_hi):
-                out_j[r] = a[r, j]
+            out_j = out[j, r_lo : r_lo + 32]
+            for r in range(rows.shape[0]):
+                out_j[r] = rows[r, j]
 
 
 @numba.njit(**SERIAL)
@@ -575,9 +575,14 @@ def _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, p_lo, p_hi):
     """
     NR = dG_block.shape[2]
     rows = n_hi - n_lo
+    for k_lo in range(n_lo, n_hi, PACK_ROWS):
+        # A few rows across all the panels, then the next: a panel at a time
+        # would read each row of dgates from another page.
+        k_hi = min(k_lo + PACK_ROWS, n_hi)
+        for p in range(p_lo, p_hi):
+            _pack_panel_rows(dG_block[p, k_lo - n_lo : k_hi - n_lo], dgates, dG_block.shape[0], 4, p, k_lo, k_hi)
     for p in range(p_lo, p_hi):
         block = dG_block[p, :rows]
-        _pack_panel_rows(block, dgates, dG_block.shape[0], 4, p, n_lo, n_hi)
         db_p = db_pad[p * NR : (p + 1) * NR]
         for k in range(rows):
             block_k = block[k]

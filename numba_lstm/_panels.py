@@ -278,11 +278,10 @@ def _pack_panel_rows(out, W, n_panels, groups, p, k_lo, k_hi):
     lo = g * width + q * NR
     n = min(NR, width - q * NR)
     for k in range(k_lo, k_hi):
-        src, dst = W[k], out[k - k_lo]
-        for j in range(n):
-            dst[j] = src[lo + j]
-        for j in range(n, NR):
-            dst[j] = 0
+        src, dst = W[k, lo : lo + n], out[k - k_lo]
+        for j in range(n):  # src[j], not W[k, lo + j]: see _kernels on vectorisation
+            dst[j] = src[j]
+        dst[n:] = 0
 
 
 @numba.njit(**SERIAL)
