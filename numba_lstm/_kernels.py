@@ -196,10 +196,11 @@ def _offsets(batch_sizes):
 @numba.njit(**SERIAL)
 def _fill_columns(out, values, lo, hi):
     """out[r, lo:hi] = values[lo:hi] for every row r."""
+    src = values[lo:hi]
     for r in range(out.shape[0]):
-        out_r = out[r]
-        for j in range(lo, hi):
-            out_r[j] = values[j]
+        out_r = out[r, lo:hi]
+        for j in range(hi - lo):
+            out_r[j] = src[j]
 
 
 @numba.njit(**SERIAL)

@@ -304,6 +304,36 @@ def _pad_into(out, v, groups):
         out[g * width_padded + width : (g + 1) * width_padded] = 0
 
 
+#: Rows of a panel per block of the transposed packing: PACK_T_ROWS x NR
+#: values (8 KB in float32) stay in L1 while NR rows of the source fill them.
+PACK_T_ROWS = 64
+
+
+@numba.njit(**SERIAL)
+def _pack_transposed_into(out, WT, groups):
+    """out (n_panels, K, NR) = WT (N, K).T in panels, WT C-contiguous; see ``pack_panels``.
+
+    Each panel is the transpose of NR rows of WT: they are read along their
+    rows, PACK_T_ROWS values at a time, instead of one value per row of the
+    transposed view.
+    """
+    n_panels, K, NR = out.shape
+    width = WT.shape[0] // groups
+    per_group = n_panels // groups
+    for p in range(n_panels):
+        g = p // per_group
+        q = p - g * per_group
+        lo = g * width + q * NR
+        n = min(NR, width - q * NR)
+        for k_lo in range(0, K, PACK_T_ROWS):
+            block = out[p, k_lo : k_lo + PACK_T_ROWS]
+            for c in range(n):
+                src = WT[lo + c, k_lo : k_lo + PACK_T_ROWS]
+                for k in range(src.size):
+                    block[k, c] = src[k]
+            block[:, n:] = 0
+
+
 def pack_panels(W, groups=1):
     """Pack W (K, N) into panels (n_panels, K, NR) of its columns.
 
@@ -315,7 +345,10 @@ def pack_panels(W, groups=1):
     K, N = W.shape
     NR = panel_width(W.dtype)
     out = np.empty((groups * padded(N // groups, W.dtype) // NR, K, NR), W.dtype)
-    _pack_into(out, W, groups)
+    if W.T.flags.c_contiguous and not W.flags.c_contiguous:  # a transposed matrix, such as W[I:].T
+        _pack_transposed_into(out, W.T, groups)
+    else:
+        _pack_into(out, W, groups)
     return out
 
 

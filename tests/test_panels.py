@@ -75,6 +75,24 @@ def test_pack_panels_layout(dtype):
     assert not b_pad[:, H:].any()
 
 
+# A transposed matrix (W[I:].T in the backward) goes through its own packing
+# loop; K = 70 spans two blocks of PACK_T_ROWS rows and a partial third.
+@pytest.mark.parametrize("K, N, groups", [(70, 4 * 37, 4), (130, 33, 1), (2, 5, 1)])
+def test_pack_panels_of_a_transposed_matrix(K, N, groups, dtype):
+    WT = np.random.default_rng(K).standard_normal((N, K)).astype(dtype)
+    W = WT.T
+    assert W.flags.f_contiguous and not W.flags.c_contiguous
+    np.testing.assert_array_equal(pack_panels(W, groups), pack_panels(np.ascontiguousarray(W), groups))
+    w = pack_panels(W, groups)
+    width, NR = N // groups, panel_width(dtype)
+    per_group = padded(width, dtype) // NR
+    for gate in range(groups):  # the layout itself, not only agreement between the two loops
+        for j in range(per_group * NR):
+            panel, col = divmod(gate * per_group * NR + j, NR)
+            expected = W[:, gate * width + j] if j < width else np.zeros(K, dtype)
+            np.testing.assert_array_equal(w[panel, :, col], expected)
+
+
 def test_tile_rows_match_the_vector_width():
     assert TILE_ROWS in (4, 8)
 
