@@ -20,9 +20,10 @@ buffer ``z`` with ``b + x @ W_x`` for the next few steps (one product of many
 rows, off the sequential path), then per step adds ``h_{t-1} @ W_h`` and runs
 one fused gate pass (plus, with a projection, one product ``m_t @ W_hr``).
 The backward does, per step, ``dh = dy_t + dG_{t+1} @ W_h.T`` and one fused
-pass; after the loop ``_weight_grads`` computes ``dW`` and ``dx`` through the
-same micro-kernel, a block of rows at a time, in work arrays that do not grow
-with the sequence.  The packed product
+pass; after each block of steps ``_block_grads`` adds the block's share of
+``dW`` and computes its ``dx`` through the same micro-kernel, while its gate
+gradients are still in cache, in work arrays that do not grow with the
+sequence.  The packed product
 replaced BLAS because it ran the per-step shapes 1.4-3x faster than
 ``np.dot`` on one thread and up to 5x on two (bench/NOTES.md, "Packed
 panels"; OpenBLAS packs both operands again at every call, and here runs
@@ -34,8 +35,8 @@ Threads: a step with at least ``PARALLEL_MIN_FLOP`` in its product is split
 between Numba's threads by panels of hidden units (``numba.prange``): each
 thread computes the input projection of its units when a chunk is due, the
 pre-activations of its units' four gates and then their gates, so one
-parallel region per step suffices (two with a projection).  The products
-after the loop split their column panels between the same threads.  BLAS
+parallel region per step suffices (two with a projection).  The weight
+gradients of each block split their column panels between the same threads.  BLAS
 runs only a projection's ``dW_hr``, after the loop, while Numba's threads are
 idle: the two pools never compete.
 
@@ -415,93 +416,12 @@ def _backward_gates(dgates, dc, dm_pad, dh_pad, W_hrT, gates, tanh_c, c_prev, NR
     _gates_backward(dgates, dc, dm, gates, tanh_c, c_prev, p_lo * NR, min(p_hi * NR, dc.shape[1]))
 
 
-@numba.njit(**PARALLEL)
-def _lstm_backward(
-    dgates, dh_pad, dc, dh_all, dm_pad, dy, W_hT, W_hrT, c0, c, gates, tanh_c, batch_sizes, shares,
-):  # fmt: skip
-    """Backward pass (BPTT) through the steps of a packed sequence: the gate gradients.
-
-    dgates (N, 4H)   out: dL/dz of every step
-    dh_pad (B, Pp)   in: dh_n in the first P columns; out: dh0 there; work
-    dc     (B, H)    in: dc_n; out: dc0
-    dh_all (N, P)    out: dL/dh_t of every step (projection only, else (0, 0))
-    dm_pad (B, Hp)   work: dL/dm_t of one step (projection only)
-    dy     (N, P)    in
-    W_hT   (Pp/NR, 4H, NR)  in: ``pack_panels(W_h.T)``
-    W_hrT  (Hp/NR, P, NR)   in: ``pack_panels(W_hr.T)``; (0, 0, 0) for none
-    c0, c, gates, tanh_c, batch_sizes: as in ``_lstm_forward``
-
-    ``shares``: as in ``_lstm_forward``.  Threads share out panels of
-    columns of h (of c and m too without a projection): per step each
-    finishes dL/dh_t for its columns (the product with
-    the next step's gate gradients plus dy_t), then their gate gradients; a
-    projection needs all of dL/dh_t first, so it takes a second region.  A
-    sequence that has ended is not touched by the steps after its end, so
-    dh_pad/dc still hold its dh_n/dc_n when the loop reaches its last step.
-    The weight gradients are ``_weight_grads``'s.
-    """
-    T = batch_sizes.size
-    offsets = _offsets(batch_sizes)
-    n_h = W_hT.shape[0]
-    n_m = W_hrT.shape[0]
-    projected = n_m > 0
-    n_gates = n_m if projected else n_h
-    h_shares = min(shares, n_h)
-    m_shares = min(shares, n_m) if projected else 1
-    NR = W_hT.shape[2]
-    for t in range(T - 1, -2, -1):
-        # Finish dL/dh_t (the gradient of step t+1's gates flows back), then
-        # the gate gradients of step t; t = -1 only finishes dh0.
-        B_next = batch_sizes[t + 1] if t + 1 < T else 0
-        Bt = batch_sizes[t] if 0 <= t < T else 0
-        if B_next == 0 and Bt == 0:
-            continue
-        nxt = offsets[t + 1] if t + 1 < T else 0
-        lo, hi = (offsets[t], offsets[t] + Bt) if t >= 0 else (0, 0)
-        dgates_next = dgates[nxt : nxt + B_next]
-        dy_t = dy[lo:hi]
-        dh_all_t = dh_all[lo:hi] if projected else dh_all
-        if t <= 0:
-            c_prev = c0[:Bt]
-        else:
-            c_prev = c[offsets[t - 1] : offsets[t - 1] + Bt]
-        # One step's arrays, the same for every panel range.
-        step = (
-            dgates[lo:hi],
-            dc[:Bt],
-            dm_pad[:Bt],
-            dh_pad[:Bt],
-            W_hrT,
-            gates[lo:hi],
-            tanh_c[lo:hi],
-            c_prev,
-            NR,
-        )
-        if h_shares <= 1:
-            _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, 0, n_h)
-            if Bt > 0:
-                _backward_gates(*step, 0, n_gates)
-        elif projected:
-            for q in numba.prange(h_shares):
-                p_lo, p_hi = _share(n_h, q, h_shares)
-                _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p_lo, p_hi)
-            if Bt > 0:
-                for q in numba.prange(m_shares):
-                    p_lo, p_hi = _share(n_m, q, m_shares)
-                    _backward_gates(*step, p_lo, p_hi)
-        else:
-            for q in numba.prange(h_shares):
-                p_lo, p_hi = _share(n_h, q, h_shares)
-                _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p_lo, p_hi)
-                if Bt > 0:
-                    _backward_gates(*step, p_lo, p_hi)
-
-
-#: Rows of the sequence per block of the weight-gradient products: each block
-#: gathers ``[x, h_{t-1}]`` of its rows, transposed, and packs its gate
-#: gradients into panels, in work arrays of GRAD_ROWS columns / rows that stay
-#: in cache (a (I + P) x 256 block is 512 KB at I = P = 256, float32), so the
-#: work arrays do not grow with the sequence.
+#: Rows of the sequence per block of the backward (more when one step has
+#: more): each block's gate gradients, its rows of ``[x, h_{t-1}]``
+#: (transposed) and its gate gradients packed into panels live in work arrays
+#: of GRAD_ROWS rows / columns that stay in cache (a (I + P) x 256 block is
+#: 512 KB at I = P = 256, float32), so the work arrays do not grow with the
+#: sequence.
 GRAD_ROWS = 256
 
 #: Columns of ``w`` (rows of its panels) per block of the dx product: a
@@ -581,7 +501,8 @@ def _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, p_lo, p_hi):
         # would read each row of dgates from another page.
         k_hi = min(k_lo + PACK_ROWS, n_hi)
         for p in range(p_lo, p_hi):
-            _pack_panel_rows(dG_block[p, k_lo - n_lo : k_hi - n_lo], dgates, dG_block.shape[0], 4, p, k_lo, k_hi)
+            out = dG_block[p, k_lo - n_lo : k_hi - n_lo]
+            _pack_panel_rows(out, dgates, dG_block.shape[0], 4, p, k_lo, k_hi)
     for p in range(p_lo, p_hi):
         block = dG_block[p, :rows]
         db_p = db_pad[p * NR : (p + 1) * NR]
@@ -604,52 +525,146 @@ def _dx_panels(dx_rows, dgates_rows, W_xT, p_lo, p_hi):
 
 
 @numba.njit(**PARALLEL)
-def _weight_grads(
-    dx_pad, dW_pad, db_pad, dW_hr, AT, dG_block, prev, dgates, dh_all, x, W_xT, h0, y, m, shares
-):  # fmt: skip
-    """The weight gradients and dx from every step's gate gradients, block by block of rows.
+def _block_grads(dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT, n_lo, n_hi, shares):
+    """The weight gradients and dx of the packed rows n_lo..n_hi, whose gate gradients are dgates[:n_hi - n_lo].
 
-    dx_pad (N, Ip) zeros, out: dx in the first I columns (Ip = padded(I))
-    dW_pad (I + P, 4Hp) zeros, out: dW with each gate block padded to Hp
-    db_pad (4Hp,) zeros, out: db, padded the same way
-    dW_hr (H, P) or (0, 0): out
-    AT (I + P, R)    work: [x, h_{t-1}] of a block of R rows, transposed
-    dG_block (4Hp/NR, R, NR) work: a block's gate gradients packed as panels
-    prev (N,)        in: ``_prev_rows``
-    dgates (N, 4H), dh_all (N, P) or (0, 0): from ``_lstm_backward``
-    W_xT (Ip/NR, 4H, NR) in: ``pack_panels(W_x.T)``
-    x, h0, y, m: as in ``_lstm_forward``
-    shares: as in ``_lstm_forward``, for each block's work
-
-    For each block of R rows: gather ``[x, h_{t-1}]`` transposed (threads
-    share the features), then dW += that @ the block's gate gradients (threads
-    share dW's panels, each packing its own panels' gradients) and dx of the
-    block's rows = dgates @ W_x.T (threads share dx's panels).  Every element
-    of dW is one FMA chain over the rows in order, whatever R; only a
-    projection's dW_hr goes to BLAS, while Numba's threads are idle.
+    dx_pad, dW_pad, db_pad, AT, dG_block, prev, x, h0, y, W_xT: as in
+    ``_lstm_backward``.  Gather ``[x, h_{t-1}]`` of the rows, transposed
+    (threads share the features), then dW += that @ the rows' gate gradients
+    (threads share dW's panels, each packing its own panels' gradients) and
+    dx of the rows = dgates @ W_x.T (threads share dx's panels).
     """
-    N = dgates.shape[0]
-    F, R = AT.shape
+    F = AT.shape[0]
+    rows = n_hi - n_lo
     n_dW, n_dx = dG_block.shape[0], W_xT.shape[0]
     n_gather = -(-F // GATHER_FEATURES)
     gather_shares, dW_shares, dx_shares = min(shares, n_gather), min(shares, n_dW), min(shares, n_dx)
-    for n_lo in range(0, N, R):
-        n_hi = min(n_lo + R, N)
-        dx_rows, dgates_rows = dx_pad[n_lo:n_hi], dgates[n_lo:n_hi]
-        if shares > 1:
-            for q in numba.prange(gather_shares):
-                g_lo, g_hi = _share(n_gather, q, gather_shares)
-                f_lo, f_hi = g_lo * GATHER_FEATURES, min(g_hi * GATHER_FEATURES, F)
-                _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, f_lo, f_hi)
-            for q in numba.prange(dW_shares):
-                p_lo, p_hi = _share(n_dW, q, dW_shares)
-                _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, p_lo, p_hi)
-            for q in numba.prange(dx_shares):
-                p_lo, p_hi = _share(n_dx, q, dx_shares)
-                _dx_panels(dx_rows, dgates_rows, W_xT, p_lo, p_hi)
+    dx_rows, dgates_rows = dx_pad[n_lo:n_hi], dgates[:rows]
+    if shares > 1:
+        for q in numba.prange(gather_shares):
+            g_lo, g_hi = _share(n_gather, q, gather_shares)
+            f_lo, f_hi = g_lo * GATHER_FEATURES, min(g_hi * GATHER_FEATURES, F)
+            _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, f_lo, f_hi)
+        for q in numba.prange(dW_shares):
+            p_lo, p_hi = _share(n_dW, q, dW_shares)
+            _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, 0, rows, p_lo, p_hi)
+        for q in numba.prange(dx_shares):
+            p_lo, p_hi = _share(n_dx, q, dx_shares)
+            _dx_panels(dx_rows, dgates_rows, W_xT, p_lo, p_hi)
+    else:
+        _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, 0, F)
+        _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, 0, rows, 0, n_dW)
+        _dx_panels(dx_rows, dgates_rows, W_xT, 0, n_dx)
+
+
+@numba.njit(**PARALLEL)
+def _lstm_backward(
+    dx_pad, dW_pad, db_pad, dW_hr, dh_pad, dc, dh_all, dm_pad, dG_ring, AT, dG_block, prev,
+    dy, x, h0, y, m, c0, c, gates, tanh_c, W_hT, W_hrT, W_xT, batch_sizes, step_shares, grad_shares,
+):  # fmt: skip
+    """Backward pass (BPTT) through the steps of a packed sequence, with the weight gradients.
+
+    dx_pad (N, Ip)   zeros; out: dx in the first I columns (Ip = padded(I))
+    dW_pad (I + P, 4Hp) zeros; out: dW with each gate block padded to Hp
+    db_pad (4Hp,)    zeros; out: db, padded the same way
+    dW_hr  (H, P)    out: the projection's gradient ((0, 0) for none)
+    dh_pad (B, Pp)   in: dh_n in the first P columns; out: dh0 there; work
+    dc     (B, H)    in: dc_n; out: dc0
+    dh_all (N, P)    work: dL/dh_t of every step (projection only, else (0, 0))
+    dm_pad (B, Hp)   work: dL/dm_t of one step (projection only)
+    dG_ring (2, R, 4H) work: the gate gradients of two blocks of steps, R >= B rows each
+    AT (I + P, R)    work: [x, h_{t-1}] of a block's rows, transposed
+    dG_block (4Hp/NR, R, NR) work: a block's gate gradients packed as panels
+    prev (N,)        in: ``_prev_rows``
+    dy     (N, P)    in
+    x, h0, y, m, c0, c, gates, tanh_c, batch_sizes: as in ``_lstm_forward``
+    W_hT   (Pp/NR, 4H, NR)  in: ``pack_panels(W_h.T)``
+    W_hrT  (Hp/NR, P, NR)   in: ``pack_panels(W_hr.T)``; (0, 0, 0) for none
+    W_xT   (Ip/NR, 4H, NR)  in: ``pack_panels(W_x.T)``
+    step_shares, grad_shares: as ``shares`` in ``_lstm_forward``, for the
+                     steps and for the weight gradients
+
+    The steps run from the last to the first in blocks of whole steps of at
+    most R rows.  Per step, threads share out panels of columns of h (of c
+    and m too without a projection): each finishes dL/dh_t for its columns
+    (the product with the next step's gate gradients plus dy_t), then their
+    gate gradients; a projection needs all of dL/dh_t first, so it takes a
+    second region.  When a block's steps are done, ``_block_grads`` adds its
+    rows' share of dW and db and computes their dx, while the gate gradients
+    are still in cache; the next block fills the other half of the ring (its
+    first step still reads the gradients of the step after it).  So no
+    (N, 4H) array of gate gradients exists, and dW sums the blocks from the
+    last to the first, each block's rows in order.  A sequence that has
+    ended is not touched by the steps after its end, so dh_pad/dc still hold
+    its dh_n/dc_n when the loop reaches its last step.  Only a projection's
+    dW_hr goes to BLAS, after the loop, while Numba's threads are idle.
+    """
+    T = batch_sizes.size
+    offsets = _offsets(batch_sizes)
+    R = dG_ring.shape[1]
+    n_h = W_hT.shape[0]
+    n_m = W_hrT.shape[0]
+    projected = n_m > 0
+    n_gates = n_m if projected else n_h
+    h_shares = min(step_shares, n_h)
+    m_shares = min(step_shares, n_m) if projected else 1
+    NR = W_hT.shape[2]
+    # The block being filled: steps t_lo.., packed rows n_lo..n_hi, in dG_ring[slot].
+    slot, t_lo = 1, T
+    n_lo = n_hi = offsets[T]
+    grads, inputs = (dx_pad, dW_pad, db_pad, AT, dG_block, prev), (x, h0, y, W_xT)
+    dgates_next = dG_ring[0, :0]
+    for t in range(T - 1, -2, -1):
+        # Finish dL/dh_t (the gradient of step t+1's gates flows back), then
+        # the gate gradients of step t; t = -1 only finishes dh0.
+        if 0 <= t < t_lo:
+            # The block is complete: its weight gradients, then the next block
+            # (as many earlier steps as fit in R rows) in the other slot.
+            if n_hi > n_lo:
+                _block_grads(*grads, dG_ring[slot], *inputs, n_lo, n_hi, grad_shares)
+            t_hi, t_lo = t_lo, t
+            while t_lo > 0 and offsets[t_hi] - offsets[t_lo - 1] <= R:
+                t_lo -= 1
+            n_lo, n_hi = offsets[t_lo], offsets[t_hi]
+            slot = 1 - slot
+        B_next = dgates_next.shape[0]
+        Bt = batch_sizes[t] if t >= 0 else 0
+        if t >= 0:
+            lo, hi = offsets[t], offsets[t] + Bt
         else:
-            _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, 0, F)
-            _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, 0, n_dW)
-            _dx_panels(dx_rows, dgates_rows, W_xT, 0, n_dx)
-    if dh_all.shape[0] > 0:
+            lo, hi = 0, 0
+        dgates_t = dG_ring[slot, lo - n_lo : hi - n_lo]
+        if B_next == 0 and Bt == 0:
+            dgates_next = dgates_t
+            continue
+        dy_t = dy[lo:hi]
+        dh_all_t = dh_all[lo:hi] if projected else dh_all
+        if t <= 0:
+            c_prev = c0[:Bt]
+        else:
+            c_prev = c[offsets[t - 1] : offsets[t - 1] + Bt]
+        # One step's arrays, the same for every panel range.
+        step = (dgates_t, dc[:Bt], dm_pad[:Bt], dh_pad[:Bt], W_hrT, gates[lo:hi], tanh_c[lo:hi], c_prev, NR)
+        if h_shares <= 1:
+            _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, 0, n_h)
+            if Bt > 0:
+                _backward_gates(*step, 0, n_gates)
+        elif projected:
+            for q in numba.prange(h_shares):
+                p_lo, p_hi = _share(n_h, q, h_shares)
+                _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p_lo, p_hi)
+            if Bt > 0:
+                for q in numba.prange(m_shares):
+                    p_lo, p_hi = _share(n_m, q, m_shares)
+                    _backward_gates(*step, p_lo, p_hi)
+        else:
+            for q in numba.prange(h_shares):
+                p_lo, p_hi = _share(n_h, q, h_shares)
+                _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p_lo, p_hi)
+                if Bt > 0:
+                    _backward_gates(*step, p_lo, p_hi)
+        dgates_next = dgates_t
+    if n_hi > n_lo:
+        _block_grads(*grads, dG_ring[slot], *inputs, n_lo, n_hi, grad_shares)
+    if projected:
         np.dot(m.T, dh_all, dW_hr)

@@ -18,7 +18,6 @@ from numba_lstm._kernels import (
     _lstm_forward,
     _prev_rows,
     _use_threads,
-    _weight_grads,
     _z_rows,
 )
 from numba_lstm._panels import pack_panels, pad_columns, padded, panel_width
@@ -291,29 +290,26 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
         dh0, dc0 = dh_n.copy(), dc_n.copy()
     else:
         projected = W_hr is not None
-        dgates = np.empty((N, 4 * H), dtype)
-        dh_all = np.empty((N, P) if projected else (0, 0), dtype)
+        Hp, Ip, NR = padded(H, dtype), padded(I, dtype), panel_width(dtype)
+        rows = min(N, max(GRAD_ROWS, B))  # a block holds at least one whole step
         dh_pad = np.empty((B, padded(P, dtype)), dtype)
         dh_pad[:, :P] = pk.sort(dh_n)
         dc0 = pk.sort(dc_n).copy()
-        _lstm_backward(
-            dgates, dh_pad, dc0, dh_all, np.empty((B, padded(H, dtype)) if projected else (0, 0), dtype),
-            dy_packed, pack_panels(W[I:].T), pack_panels(W_hr.T) if projected else np.empty((0, 0, 0), dtype),
-            cache.c0, cache.c, cache.gates, cache.tanh_c, pk.batch_sizes, _shares(_use_threads(B, 4 * H, P)),
-        )  # fmt: skip
-        dh0 = dh_pad[:, :P].copy()
-        Hp, Ip, NR = padded(H, dtype), padded(I, dtype), panel_width(dtype)
-        rows = min(N, GRAD_ROWS)
         dx_pad = np.zeros((N, Ip), dtype)
         dW_pad = np.zeros((I + P, 4 * Hp), dtype)
         db_pad = np.zeros(4 * Hp, dtype)
         prev = np.empty(N, np.int64)
         _prev_rows(prev, pk.batch_sizes)
-        _weight_grads(
-            dx_pad, dW_pad, db_pad, dW_hr, np.empty((I + P, rows), dtype), np.empty((4 * Hp // NR, rows, NR), dtype),
-            prev, dgates, dh_all, cache.x, pack_panels(W[:I].T), cache.h0, cache.y, cache.m,
-            _shares(_use_threads(N, I + P, 4 * H)),
+        _lstm_backward(
+            dx_pad, dW_pad, db_pad, dW_hr, dh_pad, dc0, np.empty((N, P) if projected else (0, 0), dtype),
+            np.empty((B, Hp) if projected else (0, 0), dtype), np.empty((2, rows, 4 * H), dtype),
+            np.empty((I + P, rows), dtype), np.empty((4 * Hp // NR, rows, NR), dtype), prev,
+            dy_packed, cache.x, cache.h0, cache.y, cache.m, cache.c0, cache.c, cache.gates, cache.tanh_c,
+            pack_panels(W[I:].T), pack_panels(W_hr.T) if projected else np.empty((0, 0, 0), dtype),
+            pack_panels(W[:I].T), pk.batch_sizes,
+            _shares(_use_threads(B, 4 * H, P)), _shares(_use_threads(rows, I + P, 4 * H)),
         )  # fmt: skip
+        dh0 = dh_pad[:, :P].copy()
         dW[:] = dW_pad.reshape(I + P, 4, Hp)[:, :, :H].reshape(I + P, 4 * H)
         db[:] = db_pad.reshape(4, Hp)[:, :H].reshape(4 * H)
         dx_packed = np.ascontiguousarray(dx_pad[:, :I])
