@@ -109,6 +109,9 @@ def _gates_backward(dgates, dc, dm, gates, tanh_c, c_prev, j_lo, j_hi):
     B, H = dc.shape
     one = gates.dtype.type(1.0)
     for r in range(B):
+        # The views are built here as in _gates_forward, not by a shared helper:
+        # views returned from one made both passes 1.4-3x slower in float32
+        # (bench/NOTES.md, "Session 6").
         a_r, d_r = gates[r], dgates[r]
         a_i, a_f = a_r[j_lo:j_hi], a_r[H + j_lo : H + j_hi]
         a_g, a_o = a_r[2 * H + j_lo : 2 * H + j_hi], a_r[3 * H + j_lo : 3 * H + j_hi]
