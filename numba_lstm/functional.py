@@ -241,6 +241,14 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     return packing.unpack(y), h_n, c_n, saved
 
 
+def _unpad_gate_columns(a, H):
+    """``a`` (..., 4Hp) without the padding of each gate block: ``a`` itself when Hp = H."""
+    Hp = a.shape[-1] // 4
+    if Hp == H:
+        return a
+    return np.ascontiguousarray(a.reshape(*a.shape[:-1], 4, Hp)[..., :H]).reshape(*a.shape[:-1], 4 * H)
+
+
 def lstm_backward(dy, cache, dh_n=None, dc_n=None):
     """Backpropagate through the sequence run by ``lstm_forward``.
 
@@ -282,11 +290,10 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
     dh_n = _state("dh_n", dh_n, B, P, dtype)
     dc_n = _state("dc_n", dc_n, B, H, dtype)
 
-    dW = np.zeros(W.shape, dtype)
-    db = np.zeros(4 * H, dtype)
     dW_hr = np.zeros((H, P), dtype) if W_hr is not None else np.empty((0, 0), dtype)
     if N == 0:
         dx = np.zeros((T, B, I), dtype)
+        dW, db = np.zeros(W.shape, dtype), np.zeros(4 * H, dtype)
         dh0, dc0 = dh_n.copy(), dc_n.copy()
     else:
         projected = W_hr is not None
@@ -310,8 +317,7 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
             _shares(_use_threads(B, 4 * H, P)), _shares(_use_threads(rows, I + P, 4 * H)),
         )  # fmt: skip
         dh0 = dh_pad[:, :P].copy()
-        dW[:] = dW_pad.reshape(I + P, 4, Hp)[:, :, :H].reshape(I + P, 4 * H)
-        db[:] = db_pad.reshape(4, Hp)[:, :H].reshape(4 * H)
+        dW, db = _unpad_gate_columns(dW_pad, H), _unpad_gate_columns(db_pad, H)
         dx_packed = np.ascontiguousarray(dx_pad[:, :I])
         dx = pk.unpack(dx_packed)
         dh0, dc0 = pk.unsort(dh0), pk.unsort(dc0)

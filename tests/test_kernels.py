@@ -7,11 +7,12 @@ from conftest import as64, assert_close, make_problem
 import numba_lstm
 from numba_lstm import reference
 
-# (T, B, I, H): includes T = 1, B = 1, I != H and H not a multiple of 8, and
-# batches that use every tile size of the panel product (8, 4, 2 and 1 rows).
+# (T, B, I, H): includes T = 1, B = 1, I != H and H not a multiple of 8,
+# batches that use every tile size of the panel product (8, 4, 2 and 1 rows),
+# and H = 32, whole panels in both dtypes (no padding columns to drop).
 SHAPES = [
     (1, 1, 1, 1), (1, 3, 4, 5), (7, 1, 3, 13), (5, 4, 6, 6), (12, 2, 9, 17), (3, 8, 16, 24), (4, 9, 5, 7),
-    (3, 20, 8, 12),
+    (3, 20, 8, 12), (3, 5, 7, 32),
 ]  # fmt: skip
 
 
