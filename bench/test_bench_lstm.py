@@ -1,8 +1,9 @@
 """pytest-benchmark benchmarks of every registered implementation and of the GEMM ceiling.
 
 Run through ``make bench`` / ``bench/run.py``, which renders the tables.  Each
-item times one call of one implementation on one case (see ``conftest.py`` for
-the interleaved order); compile and warm-up happen in ``_prepared``, untimed.
+item times one round of one implementation on one case (see ``conftest.py`` for
+the interleaved order), right after a pause and one untimed call of the same
+implementation; compile and warm-up happen in ``_prepared``, untimed.
 """
 
 import functools
@@ -68,9 +69,21 @@ def test_lstm(benchmark, case, request):
         implementation=case.impl.name, baseline=case.impl.baseline, repeat=case.repeat,
         flops=flops, sequence_steps=steps, iterations=iterations,
     )  # fmt: skip
-    # Idle first: thread pools still spinning after the previous call would steal the cores.
-    time.sleep(request.config.getoption("--bench-pause"))
+    _lead_in(request.config, run)
     benchmark.pedantic(run, rounds=1, iterations=iterations)
+
+
+def _lead_in(config, run, *args):
+    """Idle, then one untimed call: the timed round is measured as the next call of a loop.
+
+    The pause lets the previous implementation's spinning thread pools go quiet.
+    The untimed call touches the memory the timed one will use again: on a VM
+    that hands freed guest memory back to its host, first touching memory after
+    another implementation's long call costs several times more (bench/NOTES.md,
+    "Session 7"), a cost a loop of calls does not pay.
+    """
+    time.sleep(config.getoption("--bench-pause"))
+    run(*args)
 
 
 @numba.njit
@@ -96,5 +109,5 @@ def _gemm_round(benchmark, case, config):
         implementation=GEMM.name, baseline=False, repeat=case.repeat, flops=2 * n**3, sequence_steps=0,
         iterations=1,
     )  # fmt: skip
-    time.sleep(config.getoption("--bench-pause"))
+    _lead_in(config, _gemm, *operands)
     benchmark.pedantic(_gemm, operands, rounds=1, iterations=1)
