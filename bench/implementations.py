@@ -256,23 +256,23 @@ def _layer_step_missing():
 def _layer_step(p):
     """numba_lstm called from Python one step at a time: ``LSTM.step`` (state (layers, B, H))."""
     x = p["x"]
-    T, B, I = x.shape
-    H = p["h0"].shape[1]
+    I, H = x.shape[2], p["h0"].shape[1]
     layer = numba_lstm.LSTM(I, H, dtype=x.dtype)
     layer.W[...] = p["W"]
     layer.b[...] = p["b"]
-    y = np.empty((T, B, H), x.dtype)
     out = {}
 
-    def run():
+    def run():  # as _torch_cell: each step's output is kept in a list
         state = (p["h0"][None], p["c0"][None])
-        for t in range(T):
-            y[t], state = layer.step(x[t], state)
-        out["state"] = state
+        ys = []
+        for x_t in x:
+            y_t, state = layer.step(x_t, state)
+            ys.append(y_t)
+        out["r"] = ys, state
 
     def collect():
-        h_n, c_n = out["state"]
-        return {"y": y, "h_n": h_n[0], "c_n": c_n[0]}
+        ys, (h_n, c_n) = out["r"]
+        return {"y": np.stack(ys), "h_n": h_n[0], "c_n": c_n[0]}
 
     return run, collect
 

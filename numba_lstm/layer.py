@@ -404,10 +404,14 @@ class LSTM:
             raise ValueError(
                 "step is not defined for a bidirectional LSTM: its reverse direction needs the future"
             )
+        # This runs once per time step, so the checks that pass are kept
+        # cheap (one shape comparison); the messages come from the usual ones.
         x_t = as_float_array("x_t", x_t, self.dtype)
-        check_ndim("x_t", x_t, 2, "(B, I)")
-        B = x_t.shape[0]
-        check_shape("x_t", x_t, (B, self.input_size), "(B, input_size)")
+        shape = x_t.shape
+        if len(shape) != 2 or shape[1] != self.input_size:
+            check_ndim("x_t", x_t, 2, "(B, I)")
+            check_shape("x_t", x_t, (shape[0], self.input_size), "(B, input_size)")
+        B = shape[0]
         if state is not None and state is self._last_step_state and state[0].shape[1] == B:
             # The state this method returned last time, for the same batch
             # size: our own arrays, of our dtype and shapes, C-contiguous.
@@ -421,9 +425,13 @@ class LSTM:
                 work = self._step_buffers[B] = np.empty(jit.work_size(B, self.hidden_size), self.dtype)
             layer_input = x_t
             params = self.params
-            for k, (W_key, b_key) in enumerate(self._step_keys):
-                jit.step_into(layer_input, h[k], c[k], params[W_key], params[b_key], h_new[k], c_new[k], work)
-                layer_input = h_new[k]
+            step_into = jit.step_into
+            k = 0
+            for W_key, b_key in self._step_keys:
+                h_k = h_new[k]
+                step_into(layer_input, h[k], c[k], params[W_key], params[b_key], h_k, c_new[k], work)
+                layer_input = h_k
+                k += 1
         else:
             layer_input = x_t
             for k in range(self.num_layers):
