@@ -31,11 +31,14 @@ forced AVX2 kernels).  ``jit.step`` / ``jit.step_into`` (one step, weights not
 packed) keep ``_matmul``: BLAS, or a plain loop for at most ``SMALL_ROWS``
 rows.
 
-Threads: a step with at least ``PARALLEL_MIN_FLOP`` in its product is split
-between Numba's threads by panels of hidden units (``numba.prange``): each
-thread computes the input projection of its units when a chunk is due, the
-pre-activations of its units' four gates and then their gates, so one
-parallel region per step suffices (two with a projection).  The weight
+Threads: a step with at least ``FORWARD_PARALLEL_MIN_FLOP`` (forward) or
+``PARALLEL_MIN_FLOP`` (backward) in its product is split between Numba's
+threads by panels of hidden units (``numba.prange``): each thread computes
+the input projection of its units when a chunk is due, the pre-activations
+of its units' four gates and then their gates.  The forward opens one
+parallel region for the whole sequence and hands out each step's shares
+through counters (``numba_lstm._sync``); the backward opens one region per
+step (two with a projection).  The weight
 gradients of each block split their column panels between the same threads.  BLAS
 runs only a projection's ``dW_hr``, after the loop, while Numba's threads are
 idle: the two pools never compete.
@@ -52,6 +55,7 @@ import numpy as np
 from numba_lstm._math import sigmoid, tanh
 from numba_lstm._options import PARALLEL, SERIAL
 from numba_lstm._panels import PACK_ROWS, _pack_panel_rows, _panel_block, _panel_product
+from numba_lstm._sync import claim, fetch_add, wait_for
 
 
 @numba.njit(**SERIAL)
@@ -214,10 +218,16 @@ def _zero_columns(out, lo, hi):
         out[r, lo:hi] = 0
 
 
-#: Steps whose product ``h_{t-1} @ W_h`` has fewer floating-point operations
-#: run without a parallel region, which costs a few microseconds to start
+#: Backward steps whose product has fewer floating-point operations run
+#: without a parallel region, which costs a few microseconds to start
 #: (bench/NOTES.md, "Packed panels").
 PARALLEL_MIN_FLOP = 1_000_000
+
+#: The same for the forward, whose one region per call hands each step's
+#: shares out through counters (``numba_lstm._sync``): splitting a step paid
+#: from B = 1, I = H = 64 on (1000 steps: 1.80 -> 1.11 ms, bench/NOTES.md
+#: "Session 7").
+FORWARD_PARALLEL_MIN_FLOP = 32_768
 
 
 #: Bytes of the forward's buffer of pre-activations ``z``, which holds the
@@ -233,9 +243,9 @@ def _z_rows(B, Hp, itemsize):
 
 
 @numba.njit(**SERIAL)
-def _use_threads(B, K, N):
-    """Whether per-step products (B, K) @ (K, N) are worth a parallel region."""
-    return 2 * B * K * N >= PARALLEL_MIN_FLOP
+def _use_threads(B, K, N, min_flop=PARALLEL_MIN_FLOP):
+    """Whether per-step products (B, K) @ (K, N) are worth splitting between threads."""
+    return 2 * B * K * N >= min_flop
 
 
 @numba.njit(**SERIAL)
@@ -291,46 +301,35 @@ def _project(y, y_pad, m, W_hr, p_lo, p_hi):
         y[r, lo:hi] = y_pad[r, lo:hi]
 
 
-@numba.njit(**PARALLEL)
-def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, shares):
-    """Forward pass over a whole packed sequence.
-
-    y      (N, P)     out: h_t of every step
-    m      (N, H)     out: o * tanh(c_t); pass ``y`` itself when there is no
-                      projection; with one, (B, H) work when nothing is saved
-    c      (N, H)     out: c_t
-    gates  (N, 4H)    out: activations i, f, g, o (saved for the backward), or
-                      (B, 4H): work for one step when nothing is saved
-    tanh_c (N, H)     out: tanh(c_t) (saved for the backward), or (B, H) work
-    z      (R, 4Hp)   work: pre-activations of R >= B rows, gate blocks padded to
-                      Hp = padded(H); the input projection fills it a few steps
-                      at a time, so that it stays in cache
-    y_pad  (B, Pp)    work: one step of the projection (projection only)
-    x      (N, I)     in
-    W_x    (4Hp/NR, I, NR)  in: input rows of W, ``pack_panels(W_x, groups=4)``
-    W_h    (4Hp/NR, P, NR)  in: recurrent rows of W, packed the same way
-    b      (4Hp,)     in: bias, ``pad_columns(b, groups=4)``
-    W_hr   (Pp/NR, H, NR)   in: projection, ``pack_panels(W_hr)``; (0, 0, 0) for none
-    h0     (B, P)     in
-    c0     (B, H)     in
-    batch_sizes (T,)  in: rows of each step, non-increasing
-    shares            split each step into this many contiguous shares of the
-                      panels, run by Numba's threads (1: no parallel region)
-
-    The threads' shares are contiguous ranges of the panels of hidden units
-    (NR units each): one share per thread measured 5-10% faster than one
-    panel per ``prange`` iteration with TBB (bench/NOTES.md, "Session 5").
-    For its units a thread computes the input projection when a chunk of z is due,
-    the four gate blocks of ``z`` and then the gates, so one parallel region
-    per step suffices (two with a projection, which needs all of m_t).
-    """
+@numba.njit(**SERIAL)
+def _forward_steps(
+    y,
+    m,
+    c,
+    gates,
+    tanh_c,
+    z,
+    y_pad,
+    x,
+    W_x,
+    W_h,
+    b,
+    W_hr,
+    h0,
+    c0,
+    batch_sizes,
+    unit_shares,
+    proj_shares,
+    sync,
+):
+    """One thread's walk through the sequence of ``_lstm_forward``: at every
+    step, the shares it can take, then a wait for the others'."""
     T = batch_sizes.size
     offsets = _offsets(batch_sizes)
     N = offsets[T]
     saved = gates.shape[0] == N  # else gates and tanh_c hold one step
     n_units = W_h.shape[0] // 4
     n_proj = W_hr.shape[0]
-    unit_shares, proj_shares = min(shares, n_units), min(shares, n_proj)
     R = z.shape[0]
     chunk_end = 0  # first step whose input projection is not yet in z
     z_base = 0  # packed row held by z's first row
@@ -363,19 +362,74 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
             c_prev,
         )
         z_chunk, x_chunk = z[:rows], x[z_base : z_base + rows]
-        if unit_shares > 1:
-            for q in numba.prange(unit_shares):
-                u_lo, u_hi = _share(n_units, q, unit_shares)
-                _forward_units(z_chunk, x_chunk, step, W_x, b, W_h, u_lo, u_hi)
-        else:
-            _forward_units(z_chunk, x_chunk, step, W_x, b, W_h, 0, n_units)
+        q = claim(sync, 4 * t, unit_shares)
+        while q >= 0:
+            u_lo, u_hi = _share(n_units, q, unit_shares)
+            _forward_units(z_chunk, x_chunk, step, W_x, b, W_h, u_lo, u_hi)
+            fetch_add(sync, 4 * t + 1, 1)
+            q = claim(sync, 4 * t, unit_shares)
+        wait_for(sync, 4 * t + 1, unit_shares)
         if n_proj > 0:
-            if proj_shares > 1:
-                for q in numba.prange(proj_shares):
-                    p_lo, p_hi = _share(n_proj, q, proj_shares)
-                    _project(y[lo:hi], y_pad[:Bt], m_t, W_hr, p_lo, p_hi)
-            else:
-                _project(y[lo:hi], y_pad[:Bt], m_t, W_hr, 0, n_proj)
+            q = claim(sync, 4 * t + 2, proj_shares)
+            while q >= 0:
+                p_lo, p_hi = _share(n_proj, q, proj_shares)
+                _project(y[lo:hi], y_pad[:Bt], m_t, W_hr, p_lo, p_hi)
+                fetch_add(sync, 4 * t + 3, 1)
+                q = claim(sync, 4 * t + 2, proj_shares)
+            wait_for(sync, 4 * t + 3, proj_shares)
+
+
+@numba.njit(**PARALLEL)
+def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, shares, sync):
+    """Forward pass over a whole packed sequence.
+
+    y      (N, P)     out: h_t of every step
+    m      (N, H)     out: o * tanh(c_t); pass ``y`` itself when there is no
+                      projection; with one, (B, H) work when nothing is saved
+    c      (N, H)     out: c_t
+    gates  (N, 4H)    out: activations i, f, g, o (saved for the backward), or
+                      (B, 4H): work for one step when nothing is saved
+    tanh_c (N, H)     out: tanh(c_t) (saved for the backward), or (B, H) work
+    z      (R, 4Hp)   work: pre-activations of R >= B rows, gate blocks padded to
+                      Hp = padded(H); the input projection fills it a few steps
+                      at a time, so that it stays in cache
+    y_pad  (B, Pp)    work: one step of the projection (projection only)
+    x      (N, I)     in
+    W_x    (4Hp/NR, I, NR)  in: input rows of W, ``pack_panels(W_x, groups=4)``
+    W_h    (4Hp/NR, P, NR)  in: recurrent rows of W, packed the same way
+    b      (4Hp,)     in: bias, ``pad_columns(b, groups=4)``
+    W_hr   (Pp/NR, H, NR)   in: projection, ``pack_panels(W_hr)``; (0, 0, 0) for none
+    h0     (B, P)     in
+    c0     (B, H)     in
+    batch_sizes (T,)  in: rows of each step, non-increasing
+    shares            split each step into this many contiguous shares of the
+                      panels, run by Numba's threads (1: no parallel region)
+    sync   (4T,)      zeros; work: each step's claim and done counters
+                      (``numba_lstm._sync``), for the units and the projection
+
+    One parallel region runs the whole sequence: each thread walks every
+    step, takes shares of it through the step's counters in ``sync`` and
+    waits until all are done before the next step (a region per step cost
+    more than the step at B = 1, bench/NOTES.md "Session 7").  A share is a
+    contiguous range of the panels of hidden units (NR units each): one share
+    per thread measured 5-10% faster than one panel per share (bench/NOTES.md,
+    "Session 5").  For its units a thread computes the input projection when
+    a chunk of z is due, the four gate blocks of ``z`` and then the gates; a
+    projection is a second phase of the step, which needs all of m_t.
+    """
+    n_units = W_h.shape[0] // 4
+    unit_shares, proj_shares = min(shares, n_units), min(shares, W_hr.shape[0])
+    workers = max(unit_shares, proj_shares)
+    if workers > 1:
+        for _ in numba.prange(workers):
+            _forward_steps(
+                y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes,
+                unit_shares, proj_shares, sync,
+            )  # fmt: skip
+    else:
+        _forward_steps(
+            y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, 1, 1, sync
+        )
 
 
 @numba.njit(**SERIAL)

@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from numba_lstm._kernels import (
+    FORWARD_PARALLEL_MIN_FLOP,
     GRAD_ROWS,
     _lstm_backward,
     _lstm_forward,
@@ -231,7 +232,7 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
             y, m, c, gates, tanh_c, np.empty((_z_rows(B, Hp, np.dtype(dtype).itemsize), 4 * Hp), dtype), np.empty((B, Pp) if projected else (0, 0), dtype),
             x_packed, pack_panels(W[:I], groups=4), pack_panels(W[I:], groups=4), pad_columns(b, groups=4),
             pack_panels(W_hr) if projected else np.empty((0, 0, 0), dtype), h0_sorted, c0_sorted,
-            packing.batch_sizes, _shares(_use_threads(B, P, 4 * H)),
+            packing.batch_sizes, _shares(_use_threads(B, P, 4 * H, FORWARD_PARALLEL_MIN_FLOP)), np.zeros(4 * packing.batch_sizes.size, np.int64),
         )  # fmt: skip
     h_n = packing.final_state(y, h0)
     c_n = packing.final_state(c, c0)

@@ -184,3 +184,21 @@ def test_backward_in_blocks_of_a_step_matches_serial_and_the_reference(case, dty
     test_threaded_kernels_match_serial_bit_for_bit_and_the_reference(case, dtype, monkeypatch)
     rows = sum(case.get("lengths", [case["T"]] * case["B"]))
     assert rows > 5, "the case must span more than one block of 5 rows"
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[4]], ids=["lengths", "projection"])
+def test_one_thread_running_every_share_of_the_forward_takes_them_all(case, dtype, monkeypatch):
+    """Three shares on one Numba thread: the forward's prange iterations run one
+    after the other, so the first must take every share of every step and
+    the others find them done (``numba_lstm._sync``), with the bits of the
+    serial run.  Waiting for a share that no running thread took would hang
+    here instead."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        _, one_thread, _ = _run(case, dtype, True, monkeypatch)
+    finally:
+        numba.set_num_threads(previous)
+    _, serial, _ = _run(case, dtype, False, monkeypatch)
+    for got, expected in zip(one_thread, serial, strict=True):
+        np.testing.assert_array_equal(got, expected)

@@ -1,0 +1,103 @@
+"""Counters that the threads of one parallel region share, for jitted code.
+
+A sequence kernel opens one parallel region for the whole sequence instead of
+one per step (a TBB region costs a few microseconds to start, about a step's
+work at B = 1).  Inside it the threads hand out each step's work through two
+counters per phase of a step, in an int64 array ``sync``:
+
+* ``claim``: a thread takes share ``q = fetch_add(claim, 1)`` while
+  ``q < shares``, and computes it;
+* ``done``: it then adds 1, and every thread waits until ``done == shares``
+  before it reads what the phase wrote.
+
+A thread waits only for shares that another thread has already taken and is
+computing, never for a share nobody took, so the region finishes whatever the
+threading layer does with its iterations: if one thread runs them all, one
+after the other, the first takes every share and the rest find them done.
+
+The fetch-add is sequentially consistent and the wait reads with acquire
+ordering, so everything a share wrote before its ``done`` increment is
+visible to the threads that saw the count.  After ``SPIN_LIMIT`` reads a
+waiting thread gives up its core on every further read (``sched_yield``), so
+that a thread descheduled in the middle of a share gets it back when there are
+more threads than cores.
+"""
+
+import sys
+
+import numba
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from numba_lstm._options import SERIAL
+
+#: Reads of a counter before a waiting thread starts yielding its core
+#: (about 10-20 microseconds of spinning).
+SPIN_LIMIT = 2000
+
+_YIELD = "SwitchToThread" if sys.platform == "win32" else "sched_yield"
+
+
+def _element_pointer(context, builder, array_type, array, index):
+    ary = context.make_array(array_type)(context, builder, array)
+    return cgutils.get_item_pointer(context, builder, array_type, ary, [index])
+
+
+@intrinsic
+def fetch_add(typingctx, counters, index, value):
+    """``counters[index] += value`` atomically; returns the value before."""
+    if not (isinstance(counters, types.Array) and counters.dtype == types.int64 and counters.ndim == 1):
+        return None
+    sig = types.int64(counters, index, types.int64)
+
+    def codegen(context, builder, sig, args):
+        counters, index, value = args
+        pointer = _element_pointer(context, builder, sig.args[0], counters, index)
+        return builder.atomic_rmw("add", pointer, value, "seq_cst")
+
+    return sig, codegen
+
+
+@intrinsic
+def load_acquire(typingctx, counters, index):
+    """``counters[index]``, read atomically with acquire ordering."""
+    if not (isinstance(counters, types.Array) and counters.dtype == types.int64 and counters.ndim == 1):
+        return None
+    sig = types.int64(counters, index)
+
+    def codegen(context, builder, sig, args):
+        counters, index = args
+        pointer = _element_pointer(context, builder, sig.args[0], counters, index)
+        return builder.load_atomic(pointer, "acquire", 8)
+
+    return sig, codegen
+
+
+@intrinsic
+def yield_core(typingctx):
+    """Let the operating system run another thread on this core."""
+    sig = types.int32()
+
+    def codegen(context, builder, sig, args):
+        function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []), _YIELD)
+        return builder.call(function, [])
+
+    return sig, codegen
+
+
+@numba.njit(**SERIAL)
+def wait_for(counters, index, target):
+    """Return once ``counters[index] >= target``."""
+    spins = 0
+    while load_acquire(counters, index) < target:
+        spins += 1
+        if spins > SPIN_LIMIT:
+            yield_core()
+
+
+@numba.njit(**SERIAL)
+def claim(counters, index, shares):
+    """The next untaken share of ``counters[index]`` (a claim counter), or -1 when all are taken."""
+    q = fetch_add(counters, index, 1)
+    return q if q < shares else -1
