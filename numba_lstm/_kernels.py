@@ -31,14 +31,14 @@ forced AVX2 kernels).  ``jit.step`` / ``jit.step_into`` (one step, weights not
 packed) keep ``_matmul``: BLAS, or a plain loop for at most ``SMALL_ROWS``
 rows.
 
-Threads: a step with at least ``FORWARD_PARALLEL_MIN_FLOP`` (forward) or
-``PARALLEL_MIN_FLOP`` (backward) in its product is split between Numba's
-threads by panels of hidden units (``numba.prange``): each thread computes
-the input projection of its units when a chunk is due, the pre-activations
-of its units' four gates and then their gates.  The forward opens one
-parallel region for the whole sequence and hands out each step's shares
-through counters (``numba_lstm._sync``); the backward opens one region per
-step (two with a projection).  The weight
+Threads: a step with at least ``SPLIT_STEP_MIN_FLOP`` in its product is
+split between Numba's threads by panels of hidden units: in the forward each
+thread computes the input projection of its units when a chunk is due, the
+pre-activations of its units' four gates and then their gates.  The forward
+opens one parallel region (``numba.prange``) for the whole sequence, the
+backward one per block of steps, and the threads hand out each step's shares
+through atomic counters (``numba_lstm._sync``) instead of opening a region
+per step.  The weight
 gradients of each block split their column panels between the same threads.  BLAS
 runs only a projection's ``dW_hr``, after the loop, while Numba's threads are
 idle: the two pools never compete.
@@ -218,16 +218,19 @@ def _zero_columns(out, lo, hi):
         out[r, lo:hi] = 0
 
 
-#: Backward steps whose product has fewer floating-point operations run
+#: A block's weight gradients with fewer floating-point operations run
 #: without a parallel region, which costs a few microseconds to start
 #: (bench/NOTES.md, "Packed panels").
 PARALLEL_MIN_FLOP = 1_000_000
 
-#: The same for the forward, whose one region per call hands each step's
-#: shares out through counters (``numba_lstm._sync``): splitting a step paid
-#: from B = 1, I = H = 64 on (1000 steps: 1.80 -> 1.11 ms, bench/NOTES.md
-#: "Session 7").
-FORWARD_PARALLEL_MIN_FLOP = 32_768
+#: Steps whose product (``h_{t-1} @ W_h``, or the backward's
+#: ``dG_{t+1} @ W_h.T``) has fewer run on one thread.  The sequence kernels
+#: open one parallel region per call (forward) or per block of steps
+#: (backward) and hand out each step's shares through counters
+#: (``numba_lstm._sync``), so splitting a step pays from B = 1, I = H = 64
+#: on (1000 steps: forward 1.88 -> 1.33 ms, training 4.77 -> 3.66 ms;
+#: bench/NOTES.md, "Session 7").
+SPLIT_STEP_MIN_FLOP = 32_768
 
 
 #: Bytes of the forward's buffer of pre-activations ``z``, which holds the
@@ -614,10 +617,63 @@ def _block_grads(dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W
         _dx_panels(dx_rows, dgates_rows, W_xT, 0, n_dx)
 
 
+@numba.njit(**SERIAL)
+def _backward_steps(
+    dh_pad, dc, dh_all, dm_pad, dG_slot, dgates_next, dy, c0, c, gates, tanh_c, W_hT, W_hrT,
+    offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, m_shares, sync,
+):  # fmt: skip
+    """One thread's walk through the steps t_hi - 1 down to t_end of one block of ``_lstm_backward``.
+
+    ``dG_slot``: the block's slot of the ring (row 0 is packed row n_lo);
+    ``dgates_next``: the gate gradients of step t_hi (no rows after the last
+    step).  At every step, the shares the thread can take, then a wait for
+    the others' (``numba_lstm._sync``).  t = -1 only finishes dh0.
+    """
+    n_h, n_m = W_hT.shape[0], W_hrT.shape[0]
+    projected = n_m > 0
+    NR = W_hT.shape[2]
+    for t in range(t_hi - 1, t_end - 1, -1):
+        B_next = dgates_next.shape[0]
+        Bt = batch_sizes[t] if t >= 0 else 0
+        lo = offsets[t] if t >= 0 else n_lo
+        hi = lo + Bt
+        dgates_t = dG_slot[lo - n_lo : hi - n_lo]
+        if B_next == 0 and Bt == 0:
+            dgates_next = dgates_t
+            continue
+        dy_t = dy[lo:hi]
+        dh_all_t = dh_all[lo:hi] if projected else dh_all
+        if t <= 0:
+            c_prev = c0[:Bt]
+        else:
+            c_prev = c[offsets[t - 1] : offsets[t - 1] + Bt]
+        # One step's arrays, the same for every panel range.
+        step = (dgates_t, dc[:Bt], dm_pad[:Bt], dh_pad[:Bt], W_hrT, gates[lo:hi], tanh_c[lo:hi], c_prev, NR)
+        k = 4 * (t + 1)
+        q = claim(sync, k, h_shares)
+        while q >= 0:
+            p_lo, p_hi = _share(n_h, q, h_shares)
+            _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p_lo, p_hi)
+            if Bt > 0 and not projected:
+                _backward_gates(*step, p_lo, p_hi)
+            fetch_add(sync, k + 1, 1)
+            q = claim(sync, k, h_shares)
+        wait_for(sync, k + 1, h_shares)
+        if projected and Bt > 0:
+            q = claim(sync, k + 2, m_shares)
+            while q >= 0:
+                p_lo, p_hi = _share(n_m, q, m_shares)
+                _backward_gates(*step, p_lo, p_hi)
+                fetch_add(sync, k + 3, 1)
+                q = claim(sync, k + 2, m_shares)
+            wait_for(sync, k + 3, m_shares)
+        dgates_next = dgates_t
+
+
 @numba.njit(**PARALLEL)
 def _lstm_backward(
     dx_pad, dW_pad, db_pad, dW_hr, dh_pad, dc, dh_all, dm_pad, dG_ring, AT, dG_block, prev,
-    dy, x, h0, y, m, c0, c, gates, tanh_c, W_hT, W_hrT, W_xT, batch_sizes, step_shares, grad_shares,
+    dy, x, h0, y, m, c0, c, gates, tanh_c, W_hT, W_hrT, W_xT, batch_sizes, step_shares, grad_shares, sync,
 ):  # fmt: skip
     """Backward pass (BPTT) through the steps of a packed sequence, with the weight gradients.
 
@@ -640,13 +696,16 @@ def _lstm_backward(
     W_xT   (Ip/NR, 4H, NR)  in: ``pack_panels(W_x.T)``
     step_shares, grad_shares: as ``shares`` in ``_lstm_forward``, for the
                      steps and for the weight gradients
+    sync   (4(T + 1),) zeros; work: the claim and done counters of each step
+                     (``numba_lstm._sync``), t = -1 included
 
     The steps run from the last to the first in blocks of whole steps of at
-    most R rows.  Per step, threads share out panels of columns of h (of c
-    and m too without a projection): each finishes dL/dh_t for its columns
-    (the product with the next step's gate gradients plus dy_t), then their
-    gate gradients; a projection needs all of dL/dh_t first, so it takes a
-    second region.  When a block's steps are done, ``_block_grads`` adds its
+    most R rows, each block's steps in one parallel region
+    (``_backward_steps``).  Per step, threads take shares of the panels of
+    columns of h (of c and m too without a projection) through the step's
+    counters: each finishes dL/dh_t for its columns (the product with the
+    next step's gate gradients plus dy_t), then their gate gradients; a
+    projection needs all of dL/dh_t first, so its gates are a second phase.  When a block's steps are done, ``_block_grads`` adds its
     rows' share of dW and db and computes their dx, while the gate gradients
     are still in cache; the next block fills the other half of the ring (its
     first step still reads the gradients of the step after it).  So no
@@ -659,69 +718,37 @@ def _lstm_backward(
     T = batch_sizes.size
     offsets = _offsets(batch_sizes)
     R = dG_ring.shape[1]
-    n_h = W_hT.shape[0]
-    n_m = W_hrT.shape[0]
-    projected = n_m > 0
-    n_gates = n_m if projected else n_h
+    n_h, n_m = W_hT.shape[0], W_hrT.shape[0]
     h_shares = min(step_shares, n_h)
-    m_shares = min(step_shares, n_m) if projected else 1
-    NR = W_hT.shape[2]
-    # The block being filled: steps t_lo.., packed rows n_lo..n_hi, in dG_ring[slot].
-    slot, t_lo = 1, T
-    n_lo = n_hi = offsets[T]
+    m_shares = min(step_shares, n_m) if n_m > 0 else 1
+    workers = max(h_shares, m_shares)
     grads, inputs = (dx_pad, dW_pad, db_pad, AT, dG_block, prev), (x, h0, y, W_xT)
-    dgates_next = dG_ring[0, :0]
-    for t in range(T - 1, -2, -1):
-        # Finish dL/dh_t (the gradient of step t+1's gates flows back), then
-        # the gate gradients of step t; t = -1 only finishes dh0.
-        if 0 <= t < t_lo:
-            # The block is complete: its weight gradients, then the next block
-            # (as many earlier steps as fit in R rows) in the other slot.
-            if n_hi > n_lo:
-                _block_grads(*grads, dG_ring[slot], *inputs, n_lo, n_hi, grad_shares)
-            t_hi, t_lo = t_lo, t
-            while t_lo > 0 and offsets[t_hi] - offsets[t_lo - 1] <= R:
-                t_lo -= 1
-            n_lo, n_hi = offsets[t_lo], offsets[t_hi]
-            slot = 1 - slot
-        B_next = dgates_next.shape[0]
-        Bt = batch_sizes[t] if t >= 0 else 0
-        if t >= 0:
-            lo, hi = offsets[t], offsets[t] + Bt
+    dgates_next = dG_ring[0, :0]  # the gate gradients of the step after the current one
+    slot, t_hi = 1, T
+    while True:
+        # The next block: steps t_lo..t_hi - 1, as many as fit in R rows, in
+        # the other slot of the ring (its first step reads the gradients of
+        # the step after it from this one).  The block of step 0 also
+        # finishes dh0 (t = -1).
+        t_lo = t_hi - 1
+        while t_lo > 0 and offsets[t_hi] - offsets[t_lo - 1] <= R:
+            t_lo -= 1
+        n_lo, n_hi = offsets[t_lo], offsets[t_hi]
+        slot = 1 - slot
+        t_end = t_lo if t_lo > 0 else -1
+        walk = (dh_pad, dc, dh_all, dm_pad, dG_ring[slot], dgates_next, dy, c0, c, gates, tanh_c, W_hT, W_hrT)
+        if workers > 1:
+            for _ in numba.prange(workers):
+                _backward_steps(*walk, offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, m_shares, sync)
         else:
-            lo, hi = 0, 0
-        dgates_t = dG_ring[slot, lo - n_lo : hi - n_lo]
-        if B_next == 0 and Bt == 0:
-            dgates_next = dgates_t
-            continue
-        dy_t = dy[lo:hi]
-        dh_all_t = dh_all[lo:hi] if projected else dh_all
-        if t <= 0:
-            c_prev = c0[:Bt]
-        else:
-            c_prev = c[offsets[t - 1] : offsets[t - 1] + Bt]
-        # One step's arrays, the same for every panel range.
-        step = (dgates_t, dc[:Bt], dm_pad[:Bt], dh_pad[:Bt], W_hrT, gates[lo:hi], tanh_c[lo:hi], c_prev, NR)
-        if h_shares <= 1:
-            _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, 0, n_h)
-            if Bt > 0:
-                _backward_gates(*step, 0, n_gates)
-        elif projected:
-            for q in numba.prange(h_shares):
-                p_lo, p_hi = _share(n_h, q, h_shares)
-                _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p_lo, p_hi)
-            if Bt > 0:
-                for q in numba.prange(m_shares):
-                    p_lo, p_hi = _share(n_m, q, m_shares)
-                    _backward_gates(*step, p_lo, p_hi)
-        else:
-            for q in numba.prange(h_shares):
-                p_lo, p_hi = _share(n_h, q, h_shares)
-                _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p_lo, p_hi)
-                if Bt > 0:
-                    _backward_gates(*step, p_lo, p_hi)
-        dgates_next = dgates_t
-    if n_hi > n_lo:
-        _block_grads(*grads, dG_ring[slot], *inputs, n_lo, n_hi, grad_shares)
+            _backward_steps(*walk, offsets, batch_sizes, t_hi, t_end, n_lo, 1, 1, sync)
+        dgates_next = dG_ring[slot, : batch_sizes[t_lo]]
+        # The block's weight gradients, while its gate gradients are in cache.
+        if n_hi > n_lo:
+            _block_grads(*grads, dG_ring[slot], *inputs, n_lo, n_hi, grad_shares)
+        if t_lo == 0:
+            break
+        t_hi = t_lo
+    projected = n_m > 0
     if projected:
         np.dot(m.T, dh_all, dW_hr)

@@ -13,8 +13,8 @@ import numba
 import numpy as np
 
 from numba_lstm._kernels import (
-    FORWARD_PARALLEL_MIN_FLOP,
     GRAD_ROWS,
+    SPLIT_STEP_MIN_FLOP,
     _lstm_backward,
     _lstm_forward,
     _prev_rows,
@@ -232,7 +232,7 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
             y, m, c, gates, tanh_c, np.empty((_z_rows(B, Hp, np.dtype(dtype).itemsize), 4 * Hp), dtype), np.empty((B, Pp) if projected else (0, 0), dtype),
             x_packed, pack_panels(W[:I], groups=4), pack_panels(W[I:], groups=4), pad_columns(b, groups=4),
             pack_panels(W_hr) if projected else np.empty((0, 0, 0), dtype), h0_sorted, c0_sorted,
-            packing.batch_sizes, _shares(_use_threads(B, P, 4 * H, FORWARD_PARALLEL_MIN_FLOP)), np.zeros(4 * packing.batch_sizes.size, np.int64),
+            packing.batch_sizes, _shares(_use_threads(B, P, 4 * H, SPLIT_STEP_MIN_FLOP)), np.zeros(4 * packing.batch_sizes.size, np.int64),
         )  # fmt: skip
     h_n = packing.final_state(y, h0)
     c_n = packing.final_state(c, c0)
@@ -315,7 +315,8 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
             dy_packed, cache.x, cache.h0, cache.y, cache.m, cache.c0, cache.c, cache.gates, cache.tanh_c,
             pack_panels(W[I:].T), pack_panels(W_hr.T) if projected else np.empty((0, 0, 0), dtype),
             pack_panels(W[:I].T), pk.batch_sizes,
-            _shares(_use_threads(B, 4 * H, P)), _shares(_use_threads(rows, I + P, 4 * H)),
+            _shares(_use_threads(B, 4 * H, P, SPLIT_STEP_MIN_FLOP)), _shares(_use_threads(rows, I + P, 4 * H)),
+            np.zeros(4 * (pk.batch_sizes.size + 1), np.int64),
         )  # fmt: skip
         dh0 = dh_pad[:, :P].copy()
         dW, db = _unpad_gate_columns(dW_pad, H), _unpad_gate_columns(db_pad, H)

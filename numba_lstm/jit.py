@@ -33,7 +33,7 @@ from numba.core.registry import CPUDispatcher
 from numba.extending import overload
 
 from numba_lstm._kernels import (
-    FORWARD_PARALLEL_MIN_FLOP,
+    SPLIT_STEP_MIN_FLOP,
     _gates_forward,
     _lstm_forward,
     _matmul,
@@ -267,7 +267,7 @@ def forward(x, W, b, h0, c0):
     _lstm_forward(
         y, y, c, gates, tanh_c, np.empty((_z_rows(B, Hp, x.itemsize), 4 * Hp), x.dtype), np.empty((0, 0), x.dtype),
         x.reshape(N, I), W_x, W_h, b_pad, np.empty((0, 0, 0), x.dtype), h0, c0, batch_sizes,
-        Hp // NR if _use_threads(B, H, 4 * H, FORWARD_PARALLEL_MIN_FLOP) else 1,  # one share per panel: the thread count is unknown here
+        Hp // NR if _use_threads(B, H, 4 * H, SPLIT_STEP_MIN_FLOP) else 1,  # one share per panel: the thread count is unknown here
         np.zeros(4 * T, np.int64),
     )  # fmt: skip
     return y.reshape(T, B, H), y[N - B :].copy(), c[N - B :].copy()

@@ -187,12 +187,12 @@ def test_backward_in_blocks_of_a_step_matches_serial_and_the_reference(case, dty
 
 
 @pytest.mark.parametrize("case", [CASES[1], CASES[4]], ids=["lengths", "projection"])
-def test_one_thread_running_every_share_of_the_forward_takes_them_all(case, dtype, monkeypatch):
-    """Three shares on one Numba thread: the forward's prange iterations run one
-    after the other, so the first must take every share of every step and
-    the others find them done (``numba_lstm._sync``), with the bits of the
-    serial run.  Waiting for a share that no running thread took would hang
-    here instead."""
+def test_one_thread_running_every_share_takes_them_all(case, dtype, monkeypatch):
+    """Three shares on one Numba thread: the prange iterations of the forward
+    (and of each block of the backward) run one after the other, so the first
+    must take every share of every step and the others find them done
+    (``numba_lstm._sync``), with the bits of the serial run.  Waiting for a
+    share that no running thread took would hang here instead."""
     previous = numba.get_num_threads()
     numba.set_num_threads(1)
     try:

@@ -60,7 +60,7 @@ def _run(**env):
 
 
 def test_large_steps_run_on_numbas_pool():
-    # 64 x 96 @ 96 x 512 per step: 6.3 MFLOP, above PARALLEL_MIN_FLOP.
+    # 64 x 96 @ 96 x 512 per step: 6.3 MFLOP, above SPLIT_STEP_MIN_FLOP.
     out = _run(NUMBA_NUM_THREADS="2")
     assert out["numba_pool"] == "tbb"
 
