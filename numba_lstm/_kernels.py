@@ -306,25 +306,8 @@ def _project(y, y_pad, m, W_hr, p_lo, p_hi):
 
 @numba.njit(**SERIAL)
 def _forward_steps(
-    y,
-    m,
-    c,
-    gates,
-    tanh_c,
-    z,
-    y_pad,
-    x,
-    W_x,
-    W_h,
-    b,
-    W_hr,
-    h0,
-    c0,
-    batch_sizes,
-    unit_shares,
-    proj_shares,
-    sync,
-):
+    y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, unit_shares, proj_shares, sync,
+):  # fmt: skip
     """One thread's walk through the sequence of ``_lstm_forward``: at every
     step, the shares it can take, then a wait for the others'."""
     T = batch_sizes.size
@@ -705,7 +688,8 @@ def _lstm_backward(
     columns of h (of c and m too without a projection) through the step's
     counters: each finishes dL/dh_t for its columns (the product with the
     next step's gate gradients plus dy_t), then their gate gradients; a
-    projection needs all of dL/dh_t first, so its gates are a second phase.  When a block's steps are done, ``_block_grads`` adds its
+    projection needs all of dL/dh_t first, so its gates are a second phase.
+    When a block's steps are done, ``_block_grads`` adds its
     rows' share of dW and db and computes their dx, while the gate gradients
     are still in cache; the next block fills the other half of the ring (its
     first step still reads the gradients of the step after it).  So no
