@@ -55,7 +55,7 @@ import numpy as np
 from numba_lstm._math import sigmoid, tanh
 from numba_lstm._options import PARALLEL, SERIAL
 from numba_lstm._panels import PACK_ROWS, _pack_panel_rows, _panel_block, _panel_product
-from numba_lstm._sync import claim, fetch_add, wait_for
+from numba_lstm._sync import claim, finish, wait_for
 
 
 @numba.njit(**SERIAL)
@@ -348,21 +348,22 @@ def _forward_steps(
             c_prev,
         )
         z_chunk, x_chunk = z[:rows], x[z_base : z_base + rows]
-        q = claim(sync, 4 * t, unit_shares)
+        units, projection = 2 * t, 2 * t + 1  # the step's phases in sync
+        q = claim(sync, units, unit_shares)
         while q >= 0:
             u_lo, u_hi = _share(n_units, q, unit_shares)
             _forward_units(z_chunk, x_chunk, step, W_x, b, W_h, u_lo, u_hi)
-            fetch_add(sync, 4 * t + 1, 1)
-            q = claim(sync, 4 * t, unit_shares)
-        wait_for(sync, 4 * t + 1, unit_shares)
+            finish(sync, units)
+            q = claim(sync, units, unit_shares)
+        wait_for(sync, units, unit_shares)
         if n_proj > 0:
-            q = claim(sync, 4 * t + 2, proj_shares)
+            q = claim(sync, projection, proj_shares)
             while q >= 0:
                 p_lo, p_hi = _share(n_proj, q, proj_shares)
                 _project(y[lo:hi], y_pad[:Bt], m_t, W_hr, p_lo, p_hi)
-                fetch_add(sync, 4 * t + 3, 1)
-                q = claim(sync, 4 * t + 2, proj_shares)
-            wait_for(sync, 4 * t + 3, proj_shares)
+                finish(sync, projection)
+                q = claim(sync, projection, proj_shares)
+            wait_for(sync, projection, proj_shares)
 
 
 @numba.njit(**PARALLEL)
@@ -632,24 +633,24 @@ def _backward_steps(
             c_prev = c[offsets[t - 1] : offsets[t - 1] + Bt]
         # One step's arrays, the same for every panel range.
         step = (dgates_t, dc[:Bt], dm_pad[:Bt], dh_pad[:Bt], W_hrT, gates[lo:hi], tanh_c[lo:hi], c_prev, NR)
-        k = 4 * (t + 1)
-        q = claim(sync, k, h_shares)
+        h_phase, m_phase = 2 * (t + 1), 2 * (t + 1) + 1  # the step's phases in sync
+        q = claim(sync, h_phase, h_shares)
         while q >= 0:
             p_lo, p_hi = _share(n_h, q, h_shares)
             _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p_lo, p_hi)
             if Bt > 0 and not projected:
                 _backward_gates(*step, p_lo, p_hi)
-            fetch_add(sync, k + 1, 1)
-            q = claim(sync, k, h_shares)
-        wait_for(sync, k + 1, h_shares)
+            finish(sync, h_phase)
+            q = claim(sync, h_phase, h_shares)
+        wait_for(sync, h_phase, h_shares)
         if projected and Bt > 0:
-            q = claim(sync, k + 2, m_shares)
+            q = claim(sync, m_phase, m_shares)
             while q >= 0:
                 p_lo, p_hi = _share(n_m, q, m_shares)
                 _backward_gates(*step, p_lo, p_hi)
-                fetch_add(sync, k + 3, 1)
-                q = claim(sync, k + 2, m_shares)
-            wait_for(sync, k + 3, m_shares)
+                finish(sync, m_phase)
+                q = claim(sync, m_phase, m_shares)
+            wait_for(sync, m_phase, m_shares)
         dgates_next = dgates_t
 
 

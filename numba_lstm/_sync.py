@@ -3,12 +3,13 @@
 A sequence kernel opens one parallel region for the whole sequence instead of
 one per step (a TBB region costs a few microseconds to start, about a step's
 work at B = 1).  Inside it the threads hand out each step's work through two
-counters per phase of a step, in an int64 array ``sync``:
+counters per phase of a step (phase k uses ``sync[2k]`` and ``sync[2k + 1]``
+of an int64 array of zeros):
 
-* ``claim``: a thread takes share ``q = fetch_add(claim, 1)`` while
-  ``q < shares``, and computes it;
-* ``done``: it then adds 1, and every thread waits until ``done == shares``
-  before it reads what the phase wrote.
+* the claim counter: a thread takes share ``q = claim(sync, k, shares)``
+  while it is not -1, and computes it;
+* the done counter: it then calls ``finish(sync, k)``, and every thread
+  calls ``wait_for(sync, k, shares)`` before it reads what the phase wrote.
 
 A thread waits only for shares that another thread has already taken and is
 computing, never for a share nobody took, so the region finishes whatever the
@@ -87,17 +88,23 @@ def yield_core(typingctx):
 
 
 @numba.njit(**SERIAL)
-def wait_for(counters, index, target):
-    """Return once ``counters[index] >= target``."""
-    spins = 0
-    while load_acquire(counters, index) < target:
-        spins += 1
-        if spins > SPIN_LIMIT:
-            yield_core()
+def claim(sync, phase, shares):
+    """The next untaken share of ``phase`` (its claim counter, ``sync[2 * phase]``), or -1 when all are taken."""
+    q = fetch_add(sync, 2 * phase, 1)
+    return q if q < shares else -1
 
 
 @numba.njit(**SERIAL)
-def claim(counters, index, shares):
-    """The next untaken share of ``counters[index]`` (a claim counter), or -1 when all are taken."""
-    q = fetch_add(counters, index, 1)
-    return q if q < shares else -1
+def finish(sync, phase):
+    """Count one share of ``phase`` as done (``sync[2 * phase + 1]``)."""
+    fetch_add(sync, 2 * phase + 1, 1)
+
+
+@numba.njit(**SERIAL)
+def wait_for(sync, phase, shares):
+    """Return once all ``shares`` of ``phase`` are done."""
+    spins = 0
+    while load_acquire(sync, 2 * phase + 1) < shares:
+        spins += 1
+        if spins > SPIN_LIMIT:
+            yield_core()
