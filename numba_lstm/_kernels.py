@@ -28,8 +28,8 @@ replaced BLAS because it ran the per-step shapes 1.4-3x faster than
 ``np.dot`` on one thread and up to 5x on two (bench/NOTES.md, "Packed
 panels"; OpenBLAS packs both operands again at every call, and here runs
 forced AVX2 kernels).  ``jit.step`` / ``jit.step_into`` (one step, weights not
-packed) keep ``_matmul``: BLAS, or a plain loop for at most ``SMALL_ROWS``
-rows.
+packed) use BLAS, or a plain loop (``_add_matmul_rows``) for at most
+``SMALL_ROWS`` rows.
 
 Threads: a step with at least ``SPLIT_STEP_MIN_FLOP`` in its product is
 split between Numba's threads by panels of hidden units: in the forward each
@@ -145,8 +145,8 @@ SMALL_ROWS = 8
 
 
 @numba.njit(**SERIAL)
-def _matmul_rows(out, a, w):
-    """out = a @ w as row updates, for a few rows: out (M, N), a (M, K), w (K, N).
+def _add_matmul_rows(out, a, w):
+    """out += a @ w as row updates, for a few rows: out (M, N), a (M, K), w (K, N).
 
     Four rows of w at a time, each used for every row of out before the next
     four: w is read once, the few rows of out stay in L1, and each store of
@@ -155,10 +155,7 @@ def _matmul_rows(out, a, w):
     """
     M, K = a.shape
     N = out.shape[1]
-    zero = out.dtype.type(0.0)
     K4 = K - K % 4
-    for r in range(M):
-        out[r, :] = zero
     for k in range(0, K4, 4):
         w_0, w_1, w_2, w_3 = w[k], w[k + 1], w[k + 2], w[k + 3]
         for r in range(M):
@@ -175,21 +172,13 @@ def _matmul_rows(out, a, w):
 
 
 @numba.njit(**SERIAL)
-def _matmul(out, a, w):
-    """out = a @ w; w C-contiguous.  BLAS, or a loop for a few rows."""
-    if a.shape[0] <= SMALL_ROWS:
-        _matmul_rows(out, a, w)
-    else:
-        np.dot(a, w, out)
-
-
-@numba.njit(**SERIAL)
-def _sum_preactivations(z, hw, b):
-    """z += hw + b, for (B, 4H) blocks (``numba_lstm.jit``'s single step)."""
-    for r in range(z.shape[0]):
-        z_r, hw_r = z[r], hw[r]
-        for j in range(z.shape[1]):
-            z_r[j] += hw_r[j] + b[j]
+def _add_blas_matmul(out, a, w, work):
+    """out += a @ w through BLAS: ``np.dot`` into ``work`` (like ``out``), then one pass adding it."""
+    np.dot(a, w, work)
+    for r in range(out.shape[0]):
+        out_r, work_r = out[r], work[r]
+        for j in range(out.shape[1]):
+            out_r[j] += work_r[j]
 
 
 @numba.njit(**SERIAL)

@@ -33,11 +33,13 @@ from numba.core.registry import CPUDispatcher
 from numba.extending import overload
 
 from numba_lstm._kernels import (
+    SMALL_ROWS,
     SPLIT_STEP_MIN_FLOP,
+    _add_blas_matmul,
+    _add_matmul_rows,
+    _fill_columns,
     _gates_forward,
     _lstm_forward,
-    _matmul,
-    _sum_preactivations,
     _use_threads,
     _z_rows,
 )
@@ -192,17 +194,10 @@ def _check_step(x_t, h, c, W, b):
         raise ValueError("b must have shape (4H,) = (" + str(4 * H) + ",); got " + _shape(b))
 
 
-@_entry_point
-def step_into(x_t, h, c, W, b, h_out, c_out, work):
-    """One LSTM step without allocating.
-
-    x_t (B, I), h (B, H), c (B, H), W (I + H, 4H), b (4H,) in;
-    h_out (B, H), c_out (B, H) out (may be ``h`` and ``c`` themselves);
-    work (10 * B * H,) scratch.
-    """
-    _check_step_into_args(x_t, h, c, W, b, h_out, c_out, work)
+@numba.njit(**SERIAL)
+def _check_step_into(x_t, h, c, W, b, h_out, c_out, work):
     _check_step(x_t, h, c, W, b)
-    B, I = x_t.shape
+    B = x_t.shape[0]
     H = h.shape[1]
     if h_out.shape != h.shape or c_out.shape != c.shape:
         raise ValueError(
@@ -214,21 +209,49 @@ def step_into(x_t, h, c, W, b, h_out, c_out, work):
             "work must have at least work_size(B, H) = 10 * B * H = " + str(10 * B * H)
             + " elements; got " + str(work.size)
         )  # fmt: skip
+
+
+@_entry_point
+def step_into(x_t, h, c, W, b, h_out, c_out, work):
+    """One LSTM step without allocating.
+
+    x_t (B, I), h (B, H), c (B, H), W (I + H, 4H), b (4H,) in;
+    h_out (B, H), c_out (B, H) out (may be ``h`` and ``c`` themselves);
+    work (10 * B * H,) scratch.
+    """
+    _check_step_into_args(x_t, h, c, W, b, h_out, c_out, work)
+    B, I = x_t.shape
+    H = h.shape[1]
+    # The shapes are compared here and the messages built only on failure,
+    # in a call: an unconditional call of the check, or its raise statements
+    # here, cost 0.1-0.2 us of a 0.6-0.8 us step (H = 32, float32).
+    if not (
+        h.shape == (B, H) and c.shape == (B, H) and W.shape == (I + H, 4 * H) and b.shape[0] == 4 * H
+        and h_out.shape == (B, H) and c_out.shape == (B, H) and work.size >= 10 * B * H
+    ):  # fmt: skip
+        _check_step_into(x_t, h, c, W, b, h_out, c_out, work)
     G = 4 * H
-    gates = work[: B * G].reshape(B, G)
-    hw = work[B * G : 2 * B * G].reshape(B, G)
+    z = work[: B * G].reshape(B, G)
+    gates = work[B * G : 2 * B * G].reshape(B, G)
     tanh_c = work[2 * B * G : 2 * B * G + B * H].reshape(B, H)
     # A copy of c, so that the gate pass never reads the array it writes when
     # c_out is c: LLVM's overlap check then keeps the vectorised loop (in
     # place, the scalar loop cost 1.9 us against 0.4 us at H = 32, float64).
     c_prev = work[2 * B * G + B * H : 2 * B * G + 2 * B * H].reshape(B, H)
     c_prev[:, :] = c
-    _matmul(gates, x_t, W[:I])
-    _matmul(hw, h, W[I:])
-    _sum_preactivations(gates, hw, b)
-    # Activations into hw, not over the pre-activations: distinct arrays keep
-    # the gate loop vectorised.
-    _gates_forward(hw, c_out, tanh_c, h_out, gates, c_prev, 0, H)
+    # z = b + x_t @ W_x + h @ W_h, accumulated in one array, in the order of
+    # the sequence kernels (one pass over z per product: at H = 32 float32,
+    # 0.82 -> 0.60 us a step against two products and a pass summing them).
+    _fill_columns(z, b, 0, G)
+    if B <= SMALL_ROWS:
+        _add_matmul_rows(z, x_t, W[:I])
+        _add_matmul_rows(z, h, W[I:])
+    else:  # ``gates`` is free until the gate pass: BLAS's work
+        _add_blas_matmul(z, x_t, W[:I], gates)
+        _add_blas_matmul(z, h, W[I:], gates)
+    # Activations into their own array, not over the pre-activations:
+    # distinct arrays keep the gate loop vectorised.
+    _gates_forward(gates, c_out, tanh_c, h_out, z, c_prev, 0, H)
 
 
 @_entry_point

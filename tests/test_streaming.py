@@ -41,6 +41,19 @@ def test_jit_step_and_forward_match_reference(dtype):
     assert_close(c, rc, dtype, "step c")
 
 
+@pytest.mark.parametrize("B", [1, 12])  # 12 > SMALL_ROWS: the products go to BLAS
+def test_jit_step_into_in_place_matches_reference(B, dtype):
+    T, I, H = 4, 5, 7  # K = 5 and 7: the product loop's rows left after groups of four
+    p = make_problem(T, B, I, H, dtype)
+    ry, _, rc, _ = reference.lstm_forward(**as64(p))
+    h, c = p["h0"].copy(), p["c0"].copy()
+    work = np.empty(jit.work_size(B, H), dtype)
+    for t in range(T):
+        jit.step_into(p["x"][t], h, c, p["W"], p["b"], h, c, work)
+        assert_close(h, ry[t], dtype, f"h after step {t}")
+    assert_close(c, rc, dtype, "c")
+
+
 @numba.njit
 def simulate(W, b, x0, steps, gain):
     """A user's simulation: a scalar system driven by an LSTM controller.
