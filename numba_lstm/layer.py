@@ -14,6 +14,12 @@ from numba_lstm._validation import (
 from numba_lstm.functional import lstm_backward, lstm_forward
 
 
+def _c_writeable(a):
+    """Whether ``a`` is C-contiguous and writeable (one flags object)."""
+    flags = a.flags
+    return flags.c_contiguous and flags.writeable
+
+
 class NotReadyError(RuntimeError, ValueError):
     """``backward`` was called before any ``forward``."""
 
@@ -96,6 +102,7 @@ class LSTM:
         # step() is called once per time step: its per-call work is kept small.
         self._step_keys = [(f"W_l{k}", f"b_l{k}") for k in range(self.num_layers)]
         self._last_step_state = None
+        self._last_step_stacked = None  # (2, L, B, H) whose halves are _last_step_state
 
     def _uniform(self, bound, shape):
         return self._rng.uniform(-bound, bound, shape).astype(self.dtype)
@@ -406,33 +413,38 @@ class LSTM:
             )
         # This runs once per time step, so the checks that pass are kept
         # cheap (one shape comparison); the messages come from the usual ones.
-        x_t = as_float_array("x_t", x_t, self.dtype)
+        dtype = self.dtype
+        if type(x_t) is not np.ndarray or x_t.dtype is not dtype or not _c_writeable(x_t):
+            x_t = as_float_array("x_t", x_t, dtype)
         shape = x_t.shape
         if len(shape) != 2 or shape[1] != self.input_size:
             check_ndim("x_t", x_t, 2, "(B, I)")
             check_shape("x_t", x_t, (shape[0], self.input_size), "(B, input_size)")
         B = shape[0]
-        if state is not None and state is self._last_step_state and state[0].shape[1] == B:
-            # The state this method returned last time, for the same batch
-            # size: our own arrays, of our dtype and shapes, C-contiguous.
-            h, c = state
-        else:
-            h, c = self._initial_state(state, B)
-        h_new, c_new = np.empty_like(h), np.empty_like(c)
+        # The state this method returned last time, for the same batch size,
+        # is taken back as it is: our own arrays, of our dtype and shapes,
+        # C-contiguous.
+        returned = state is not None and state is self._last_step_state and state[0].shape[1] == B
         if self.proj_size == 0:
+            # h and c of every layer in one array (2, L, B, H): the state
+            # returned is its two halves.
+            stacked = self._last_step_stacked if returned else np.stack(self._initial_state(state, B))
+            new_stacked = np.empty_like(stacked)
             work = self._step_buffers.get(B)
             if work is None:
-                work = self._step_buffers[B] = np.empty(jit.work_size(B, self.hidden_size), self.dtype)
-            layer_input = x_t
+                work = self._step_buffers[B] = np.empty(jit.work_size(B, self.hidden_size), dtype)
             params = self.params
-            step_into = jit.step_into
+            layer_step_into = jit._layer_step_into
             k = 0
             for W_key, b_key in self._step_keys:
-                h_k = h_new[k]
-                step_into(layer_input, h[k], c[k], params[W_key], params[b_key], h_k, c_new[k], work)
-                layer_input = h_k
+                layer_step_into(x_t, stacked, params[W_key], params[b_key], new_stacked, work, k)
                 k += 1
+            h_new, c_new = new_stacked[0], new_stacked[1]
+            y_t = h_new[k - 1].copy()
+            self._last_step_stacked = new_stacked
         else:
+            h, c = state if returned else self._initial_state(state, B)
+            h_new, c_new = np.empty_like(h), np.empty_like(c)
             layer_input = x_t
             for k in range(self.num_layers):
                 W, b, W_hr = self._layer_params(k, "")
@@ -440,5 +452,6 @@ class LSTM:
                     layer_input[None], W, b, h[k], c[k], W_hr=W_hr, cache=False
                 )
                 layer_input = y[0]
+            y_t = layer_input.copy()
         self._last_step_state = (h_new, c_new)
-        return layer_input.copy(), self._last_step_state
+        return y_t, self._last_step_state
