@@ -260,9 +260,10 @@ def _layer_step_into(x_t, state, W, b, new_state, work, k):
 
     ``state`` and ``new_state`` (2, L, B, H) hold h and c of every layer;
     layer k's input is x_t for k = 0, else ``new_state[0, k - 1]``.  One
-    array for h and c and the row views taken here save about 0.3 us of a
-    3 us call from Python (Numba unboxes each array argument, about 55 ns,
-    and each view made in Python costs about 50 ns).
+    array for h and c and the row views taken here saved about 0.2 us of a
+    3 us call from Python at H = 32 (Numba unboxes each array argument,
+    about 55 ns, and each view made in Python costs about 50 ns;
+    bench/NOTES.md, "Session 8").
     """
     x = x_t if k == 0 else new_state[0, k - 1]
     step_into(x, state[0, k], state[1, k], W, b, new_state[0, k], new_state[1, k], work)
