@@ -118,3 +118,20 @@ def test_step_reads_the_returned_state_as_it_is_now(dtype):
     y_reset, _ = layer.step(x[2], state)
     y_fresh, _ = layer.step(x[2])
     np.testing.assert_array_equal(y_reset, y_fresh)
+
+
+def test_step_never_writes_a_state_it_returned(dtype):
+    """Each call returns new arrays: a state kept from earlier (to branch from
+    it, as a beam search does) stays as it was, and branching from it gives
+    the same result as the first time."""
+    layer = numba_lstm.LSTM(3, 4, num_layers=2, dtype=dtype, seed=0).eval()
+    x = np.random.default_rng(2).standard_normal((3, 2, 3)).astype(dtype)
+    _, kept = layer.step(x[0])
+    kept_copy = (kept[0].copy(), kept[1].copy())
+    y_first, state = layer.step(x[1], kept)
+    y_next, _ = layer.step(x[2], state)
+    np.testing.assert_array_equal(kept[0], kept_copy[0])
+    np.testing.assert_array_equal(kept[1], kept_copy[1])
+    assert not np.shares_memory(y_next, state[0]) and not np.shares_memory(state[0], kept[0])
+    y_again, _ = layer.step(x[1], kept)
+    np.testing.assert_array_equal(y_again, y_first)
