@@ -380,7 +380,7 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     batch_sizes (T,)  in: rows of each step, non-increasing
     shares            split each step into this many contiguous shares of the
                       panels, run by Numba's threads (1: no parallel region)
-    sync   (4T,)      zeros; work: each step's claim and done counters
+    sync   (4T,)      work: ``counters(2T)``, each step's claim and done counters
                       (``numba_lstm._sync``), for the units and the projection
 
     One parallel region runs the whole sequence: each thread walks every
@@ -669,7 +669,7 @@ def _lstm_backward(
     W_xT   (Ip/NR, 4H, NR)  in: ``pack_panels(W_x.T)``
     step_shares, grad_shares: as ``shares`` in ``_lstm_forward``, for the
                      steps and for the weight gradients
-    sync   (4(T + 1),) zeros; work: the claim and done counters of each step
+    sync   (4(T + 1),) work: ``counters(2(T + 1))``, the claim and done counters of each step
                      (``numba_lstm._sync``), t = -1 included
 
     The steps run from the last to the first in blocks of whole steps of at

@@ -27,6 +27,7 @@ more threads than cores.
 import sys
 
 import numba
+import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
@@ -85,6 +86,12 @@ def yield_core(typingctx):
         return builder.call(function, [])
 
     return sig, codegen
+
+
+@numba.njit(**SERIAL)
+def counters(phases):
+    """The zeroed ``sync`` array of a region with ``phases`` phases (two counters each)."""
+    return np.zeros(2 * phases, np.int64)
 
 
 @numba.njit(**SERIAL)

@@ -17,6 +17,12 @@ def _describe(value):
     return f"{type(value).__name__} {value!r}"[:200]
 
 
+def c_writeable(a):
+    """Whether the array ``a`` is C-contiguous and writeable (one flags object)."""
+    flags = a.flags
+    return flags.c_contiguous and flags.writeable
+
+
 def as_float_array(name, value, dtype=None):
     """Return ``value`` as a C-contiguous float32/float64 array, never cast.
 
@@ -42,7 +48,7 @@ def as_float_array(name, value, dtype=None):
             f"{name} has dtype {value.dtype} but the other arrays are {np.dtype(dtype)}; "
             "pass every array in one dtype"
         )
-    if not value.flags.c_contiguous or not value.flags.writeable:
+    if not c_writeable(value):
         # Kernels are compiled for writeable C-contiguous arrays; copying keeps
         # one compiled variant per dtype and never touches the caller's array.
         value = np.array(value, order="C", copy=True)

@@ -22,6 +22,7 @@ from numba_lstm._kernels import (
     _z_rows,
 )
 from numba_lstm._panels import pack_panels, pad_columns, padded, panel_width
+from numba_lstm._sync import counters
 from numba_lstm._validation import (
     as_float_array,
     check_lengths,
@@ -232,7 +233,7 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
             y, m, c, gates, tanh_c, np.empty((_z_rows(B, Hp, np.dtype(dtype).itemsize), 4 * Hp), dtype), np.empty((B, Pp) if projected else (0, 0), dtype),
             x_packed, pack_panels(W[:I], groups=4), pack_panels(W[I:], groups=4), pad_columns(b, groups=4),
             pack_panels(W_hr) if projected else np.empty((0, 0, 0), dtype), h0_sorted, c0_sorted,
-            packing.batch_sizes, _shares(_use_threads(B, P, 4 * H, SPLIT_STEP_MIN_FLOP)), np.zeros(4 * packing.batch_sizes.size, np.int64),
+            packing.batch_sizes, _shares(_use_threads(B, P, 4 * H, SPLIT_STEP_MIN_FLOP)), counters(2 * packing.batch_sizes.size),
         )  # fmt: skip
     h_n = packing.final_state(y, h0)
     c_n = packing.final_state(c, c0)
@@ -316,7 +317,7 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
             pack_panels(W[I:].T), pack_panels(W_hr.T) if projected else np.empty((0, 0, 0), dtype),
             pack_panels(W[:I].T), pk.batch_sizes,
             _shares(_use_threads(B, 4 * H, P, SPLIT_STEP_MIN_FLOP)), _shares(_use_threads(rows, I + P, 4 * H)),
-            np.zeros(4 * (pk.batch_sizes.size + 1), np.int64),
+            counters(2 * (pk.batch_sizes.size + 1)),
         )  # fmt: skip
         dh0 = dh_pad[:, :P].copy()
         dW, db = _unpad_gate_columns(dW_pad, H), _unpad_gate_columns(db_pad, H)

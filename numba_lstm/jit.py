@@ -45,6 +45,7 @@ from numba_lstm._kernels import (
 )
 from numba_lstm._options import SERIAL
 from numba_lstm._panels import _pack_into, _pad_into, _panel_width_of
+from numba_lstm._sync import counters
 from numba_lstm._validation import _describe
 
 # --- argument checks ---------------------------------------------------------
@@ -306,6 +307,6 @@ def forward(x, W, b, h0, c0):
         y, y, c, gates, tanh_c, np.empty((_z_rows(B, Hp, x.itemsize), 4 * Hp), x.dtype), np.empty((0, 0), x.dtype),
         x.reshape(N, I), W_x, W_h, b_pad, np.empty((0, 0, 0), x.dtype), h0, c0, batch_sizes,
         Hp // NR if _use_threads(B, H, 4 * H, SPLIT_STEP_MIN_FLOP) else 1,  # one share per panel: the thread count is unknown here
-        np.zeros(4 * T, np.int64),
+        counters(2 * T),
     )  # fmt: skip
     return y.reshape(T, B, H), y[N - B :].copy(), c[N - B :].copy()

@@ -5,6 +5,7 @@ import numpy as np
 from numba_lstm import jit
 from numba_lstm._validation import (
     as_float_array,
+    c_writeable,
     check_float_dtype,
     check_integer,
     check_lengths,
@@ -12,12 +13,6 @@ from numba_lstm._validation import (
     check_shape,
 )
 from numba_lstm.functional import lstm_backward, lstm_forward
-
-
-def _c_writeable(a):
-    """Whether ``a`` is C-contiguous and writeable (one flags object)."""
-    flags = a.flags
-    return flags.c_contiguous and flags.writeable
 
 
 class NotReadyError(RuntimeError, ValueError):
@@ -414,7 +409,7 @@ class LSTM:
         # This runs once per time step, so the checks that pass are kept
         # cheap (one shape comparison); the messages come from the usual ones.
         dtype = self.dtype
-        if type(x_t) is not np.ndarray or x_t.dtype is not dtype or not _c_writeable(x_t):
+        if type(x_t) is not np.ndarray or x_t.dtype is not dtype or not c_writeable(x_t):
             x_t = as_float_array("x_t", x_t, dtype)
         shape = x_t.shape
         if len(shape) != 2 or shape[1] != self.input_size:
