@@ -54,7 +54,7 @@ import numpy as np
 
 from numba_lstm._math import sigmoid, tanh
 from numba_lstm._options import PARALLEL, SERIAL
-from numba_lstm._panels import PACK_ROWS, _pack_panel_rows, _panel_block, _panel_product
+from numba_lstm._panels import PACK_ROWS, _gate_panel_product, _pack_panel_rows, _panel_block, _panel_product
 from numba_lstm._sync import claim, finish, wait_for
 
 
@@ -254,16 +254,14 @@ def _forward_input(z, x, W_x, b, u_lo, u_hi):
     for k in range(4):
         p_lo, p_hi = k * n_units + u_lo, k * n_units + u_hi
         _fill_columns(z, b, p_lo * NR, p_hi * NR)
-        _panel_product(z, x, W_x, p_lo, p_hi)
+    _gate_panel_product(z, x, W_x, u_lo, u_hi)
 
 
 @numba.njit(**SERIAL)
 def _forward_step(gates, c, tanh_c, m, z, h_prev, c_prev, W_h, u_lo, u_hi):
     """One step for the unit panels u_lo..u_hi: z += h_{t-1} @ W_h, then the gates."""
     NR = W_h.shape[2]
-    n_units = W_h.shape[0] // 4
-    for k in range(4):
-        _panel_product(z, h_prev, W_h, k * n_units + u_lo, k * n_units + u_hi)
+    _gate_panel_product(z, h_prev, W_h, u_lo, u_hi)
     _gates_forward(gates, c, tanh_c, m, z, c_prev, u_lo * NR, min(u_hi * NR, c.shape[1]))
 
 

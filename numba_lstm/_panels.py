@@ -58,11 +58,12 @@ def _panel_width_of(a):
 
 
 def _make_tile(MR, NP):
-    """Intrinsic ``tile(out, out_off, ld_out, a, a_off, ld_a, w, w_off, w_step, K)``.
+    """Intrinsic ``tile(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)``.
 
-    On flat C-contiguous arrays of one float dtype, for r < MR, q < NP panels
-    and c < NR:
-    ``out[out_off + r*ld_out + q*NR + c] += sum_k a[a_off + r*ld_a + k] * w[w_off + q*w_step + k*NR + c]``,
+    On arrays of one float dtype, indexed in elements from their first one
+    (whatever their shape: the caller's offsets and strides locate every
+    value), for r < MR, q < NP panels and c < NR:
+    ``out[out_off + r*ld_out + q*out_step + c] += sum_k a[a_off + r*ld_a + k] * w[w_off + q*w_step + k*NR + c]``,
     summed in the order k = 0, 1, ..., one FMA each, for every MR and NP: a
     row's result does not depend on which tile computed it, so a whole
     sequence equals the same steps run one call at a time, bit for bit.
@@ -72,21 +73,28 @@ def _make_tile(MR, NP):
     """
 
     @intrinsic
-    def tile(typingctx, out, out_off, ld_out, a, a_off, ld_a, w, w_off, w_step, K):
+    def tile(typingctx, out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K):
         arrays = (out, a, w)
-        if not all(
-            isinstance(t, types.Array) and t.ndim == 1 and t.dtype in (types.float32, types.float64)
-            for t in arrays
-        ):
+        if not all(isinstance(t, types.Array) and t.dtype in (types.float32, types.float64) for t in arrays):
             return None
         if not (out.dtype == a.dtype == w.dtype):
             return None
         sig = types.void(
-            out, types.intp, types.intp, a, types.intp, types.intp, w, types.intp, types.intp, types.intp
+            out,
+            types.intp,
+            types.intp,
+            types.intp,
+            a,
+            types.intp,
+            types.intp,
+            w,
+            types.intp,
+            types.intp,
+            types.intp,
         )
 
         def codegen(context, builder, signature, args):
-            out_arr, out_off, ld_out, a_arr, a_off, ld_a, w_arr, w_off, w_step, K = args
+            out_arr, out_off, ld_out, out_step, a_arr, a_off, ld_a, w_arr, w_off, w_step, K = args
             dtype = signature.args[0].dtype
             elt = context.get_data_type(dtype)
             L = VECTOR_BYTES // (4 if dtype == types.float32 else 8)
@@ -95,8 +103,8 @@ def _make_tile(MR, NP):
             i64 = ir.IntType(64)
             align = 4 if dtype == types.float32 else 8
             out_p = context.make_array(signature.args[0])(context, builder, out_arr).data
-            a_p = context.make_array(signature.args[3])(context, builder, a_arr).data
-            w_p = context.make_array(signature.args[6])(context, builder, w_arr).data
+            a_p = context.make_array(signature.args[4])(context, builder, a_arr).data
+            w_p = context.make_array(signature.args[7])(context, builder, w_arr).data
             name = f"llvm.fma.v{L}{'f32' if dtype == types.float32 else 'f64'}"
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]), name)
             undef = ir.Constant(vec, ir.Undefined)
@@ -105,8 +113,10 @@ def _make_tile(MR, NP):
             def const(v):
                 return ir.Constant(i64, v)
 
-            def out_ptr(r, j):
-                idx = builder.add(builder.add(out_off, builder.mul(ld_out, const(r))), const(j * L))
+            def out_ptr(r, j):  # vector j of row r: panel j // 2, half j % 2
+                row = builder.add(out_off, builder.mul(ld_out, const(r)))
+                panel = builder.add(row, builder.mul(out_step, const(j // 2)))
+                idx = builder.add(panel, const((j % 2) * L))
                 return builder.bitcast(builder.gep(out_p, [idx]), vec_ptr)
 
             # Entry: load the tile of out into the accumulators.
@@ -179,32 +189,75 @@ _tile_2 = _make_tile(2, 1)
 _tile_1 = _make_tile(1, 1)
 _tile_4_wide = _make_tile(4, WIDE_4)
 _tile_2_wide = _make_tile(2, WIDE_2)
+_tile_2_half = _make_tile(2, WIDE_2 // 2)
 _tile_1_wide = _make_tile(1, WIDE_1)
+_tile_1_half = _make_tile(1, WIDE_1 // 2)
+
+
+@numba.njit(**SERIAL)
+def _row_stride(a):
+    """Elements from one row of ``a`` to the next (its first axis); rows must be contiguous."""
+    return a.strides[0] // a.itemsize
+
+
+@numba.njit(**SERIAL)
+def _widest(MR, n):
+    """Panels per tile for MR (< TILE_ROWS) rows with n panels left: WIDE_<MR>, its half, or 1."""
+    wide = WIDE_4 if MR == 4 else (WIDE_2 if MR == 2 else WIDE_1)
+    while wide > 1 and wide > n:
+        wide //= 2
+    return wide
+
+
+@numba.njit(**SERIAL)
+def _tile(MR, NP, out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K):
+    """The tile of MR rows and NP panels (a shape ``_widest`` or the full tile chose)."""
+    if MR == TILE_ROWS:
+        if TILE_ROWS == 8:
+            _tile_8(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+        else:
+            _tile_4(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+    elif MR == 4:
+        if NP == WIDE_4:
+            _tile_4_wide(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+        else:
+            _tile_4(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+    elif MR == 2:
+        if NP == WIDE_2:
+            _tile_2_wide(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+        elif NP == WIDE_2 // 2:
+            _tile_2_half(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+        else:
+            _tile_2(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+    else:
+        if NP == WIDE_1:
+            _tile_1_wide(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+        elif NP == WIDE_1 // 2:
+            _tile_1_half(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+        else:
+            _tile_1(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
 
 
 @numba.njit(**SERIAL)
 def _few_rows(out, out_off, ld_out, a, a_off, ld_a, w, w_base, step, K, NR, MR, p_lo, p_hi):
-    """MR rows (4, 2 or 1) of ``_panel_block``: WIDE_<MR> panels per tile, then one."""
-    NP = WIDE_4 if MR == 4 else (WIDE_2 if MR == 2 else WIDE_1)
+    """MR rows (4, 2 or 1) of ``_panel_block``: the widest tiles that the panels left allow."""
     p = p_lo
     while p < p_hi:
-        o, w_off = out_off + p * NR, w_base + p * step
-        if p + NP <= p_hi:
-            if MR == 4:
-                _tile_4_wide(out, o, ld_out, a, a_off, ld_a, w, w_off, step, K)
-            elif MR == 2:
-                _tile_2_wide(out, o, ld_out, a, a_off, ld_a, w, w_off, step, K)
-            else:
-                _tile_1_wide(out, o, ld_out, a, a_off, ld_a, w, w_off, step, K)
-            p += NP
-        else:
-            if MR == 4:
-                _tile_4(out, o, ld_out, a, a_off, ld_a, w, w_off, step, K)
-            elif MR == 2:
-                _tile_2(out, o, ld_out, a, a_off, ld_a, w, w_off, step, K)
-            else:
-                _tile_1(out, o, ld_out, a, a_off, ld_a, w, w_off, step, K)
-            p += 1
+        NP = _widest(MR, p_hi - p)
+        _tile(MR, NP, out, out_off + p * NR, ld_out, NR, a, a_off, ld_a, w, w_base + p * step, step, K)
+        p += NP
+
+
+@numba.njit(**SERIAL)
+def _full_tiles(out, a, w, p_lo, p_hi, k_lo, k_hi, M_full):
+    """Rows 0..M_full (a multiple of TILE_ROWS) of ``_panel_block``: full tiles down each panel."""
+    NR, step = w.shape[2], _row_stride(w)
+    ld_out, ld_a = _row_stride(out), _row_stride(a)
+    for p in range(p_lo, p_hi):
+        w_off = k_lo * NR + p * step
+        for r in range(0, M_full, TILE_ROWS):
+            o, a_off = r * ld_out + p * NR, r * ld_a + k_lo
+            _tile(TILE_ROWS, 1, out, o, ld_out, NR, a, a_off, ld_a, w, w_off, step, k_hi - k_lo)
 
 
 @numba.njit(**SERIAL)
@@ -220,26 +273,15 @@ def _panel_block(out, a, w, p_lo, p_hi, k_lo, k_hi):
     still one chain of FMAs in the order of k.
     """
     M = a.shape[0]
-    NR = w.shape[2]
-    step = w.shape[1] * NR
-    K = k_hi - k_lo
-    ld_out, ld_a = out.shape[1], a.shape[1]
-    out_flat, a_flat, w_flat = out.ravel(), a.ravel(), w.ravel()
-    w_base = k_lo * NR
+    NR, step = w.shape[2], _row_stride(w)
+    ld_out, ld_a = _row_stride(out), _row_stride(a)
     M_full = M - M % TILE_ROWS
-    for p in range(p_lo, p_hi):
-        w_off = w_base + p * step
-        for r in range(0, M_full, TILE_ROWS):
-            o, a_off = r * ld_out + p * NR, r * ld_a + k_lo
-            if TILE_ROWS == 8:
-                _tile_8(out_flat, o, ld_out, a_flat, a_off, ld_a, w_flat, w_off, step, K)
-            else:
-                _tile_4(out_flat, o, ld_out, a_flat, a_off, ld_a, w_flat, w_off, step, K)
+    _full_tiles(out, a, w, p_lo, p_hi, k_lo, k_hi, M_full)
     r = M_full
     for MR in (4, 2, 1):
         if MR < TILE_ROWS and r + MR <= M:
             _few_rows(
-                out_flat, r * ld_out, ld_out, a_flat, r * ld_a + k_lo, ld_a, w_flat, w_base, step, K, NR, MR, p_lo, p_hi
+                out, r * ld_out, ld_out, a, r * ld_a + k_lo, ld_a, w, k_lo * NR, step, k_hi - k_lo, NR, MR, p_lo, p_hi
             )  # fmt: skip
             r += MR
 
@@ -252,6 +294,50 @@ def _panel_product(out, a, w, p_lo, p_hi):
     w   (n_panels, K, NR) C-contiguous, from ``pack_panels``
     """
     _panel_block(out, a, w, p_lo, p_hi, 0, w.shape[1])
+
+
+@numba.njit(**SERIAL)
+def _gate_panel_product(out, a, w, u_lo, u_hi):
+    """``_panel_product`` for panels u_lo..u_hi of each of the four gate blocks of w.
+
+    w from ``pack_panels(W, groups=4)``: gate g's panel u is panel g*n + u, with
+    n = w.shape[0] // 4.  The rows left after the full tiles take the four
+    gates of one unit panel in one tile (panels n apart in w and n*NR columns
+    apart in out), so that one row of a share of one or two unit panels (B = 1
+    split between threads) still runs 8 independent FMA chains; the bits are
+    those of ``_panel_product``.
+    """
+    M = a.shape[0]
+    NR, K, step = w.shape[2], w.shape[1], _row_stride(w)
+    n = w.shape[0] // 4
+    M_full = M - M % TILE_ROWS
+    if M_full > 0:
+        for g in range(4):
+            _full_tiles(out, a, w, g * n + u_lo, g * n + u_hi, 0, K, M_full)
+    ld_out, ld_a = _row_stride(out), _row_stride(a)
+    r = M_full
+    for MR in (4, 2, 1):
+        if MR < TILE_ROWS and r + MR <= M:
+            NP = _widest(MR, 4)
+            for u in range(u_lo, u_hi):
+                for g in range(0, 4, NP):
+                    p = g * n + u
+                    _tile(
+                        MR,
+                        NP,
+                        out,
+                        r * ld_out + p * NR,
+                        ld_out,
+                        n * NR,
+                        a,
+                        r * ld_a,
+                        ld_a,
+                        w,
+                        p * step,
+                        n * step,
+                        K,
+                    )
+            r += MR
 
 
 def padded(n, dtype):

@@ -8,7 +8,15 @@ from conftest import as64, assert_close, make_problem
 import numba_lstm
 import numba_lstm.functional
 from numba_lstm import reference
-from numba_lstm._panels import TILE_ROWS, _panel_product, pack_panels, pad_columns, padded, panel_width
+from numba_lstm._panels import (
+    TILE_ROWS,
+    _gate_panel_product,
+    _panel_product,
+    pack_panels,
+    pad_columns,
+    padded,
+    panel_width,
+)
 
 
 def _product_reference(out, a, W, groups):
@@ -56,6 +64,41 @@ def test_panel_product_touches_only_its_panels_and_reads_k_columns_of_a(M, p_hi,
     np.testing.assert_array_equal(out[:, :NR], before[:, :NR])
     np.testing.assert_array_equal(out[:, p_hi * NR :], before[:, p_hi * NR :])
     assert_close(out, expected, dtype, "out")
+
+
+# Rows on both sides of the full tile, unit panels 0..n of 3 or a middle range:
+# the four gates of a unit panel in one tile give the bits of one product per
+# gate, and columns outside the range keep their values.
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 7, 9, 13])
+@pytest.mark.parametrize("u_lo, u_hi", [(0, 3), (1, 2), (1, 3)])
+def test_gate_panel_product_gives_the_bits_of_a_product_per_gate(M, u_lo, u_hi, dtype):
+    rng = np.random.default_rng(M + 10 * u_lo + 100 * u_hi)
+    NR = panel_width(dtype)
+    K, H = 19, 3 * NR - 5  # the last unit panel of each gate is padded
+    W = rng.standard_normal((K, 4 * H)).astype(dtype)
+    w = pack_panels(W, groups=4)
+    n = w.shape[0] // 4
+    # a and out are row views of wider arrays: rows further apart than their width.
+    a = rng.standard_normal((M, K + 5)).astype(dtype)[:, :K]
+    out_wide = rng.standard_normal((M, 4 * n * NR + 7)).astype(dtype)
+    out = out_wide[:, : 4 * n * NR]
+    expected = out.copy()
+    for g in range(4):
+        _panel_product(expected, np.ascontiguousarray(a), w, g * n + u_lo, g * n + u_hi)
+    before = out_wide.copy()
+    _gate_panel_product(out, a, w, u_lo, u_hi)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(out_wide[:, 4 * n * NR :], before[:, 4 * n * NR :])
+    for g in range(4):  # the product itself, against float64, in the range
+        cols = slice((g * n + u_lo) * NR, (g * n + u_hi) * NR)
+        assert not np.array_equal(out[:, cols], before[:, cols])
+        unpadded = W[:, g * H : (g + 1) * H]
+        ref = before[:, : 4 * n * NR].astype(np.float64)
+        lo, hi = u_lo * NR, min(u_hi * NR, H)
+        ref[:, g * n * NR + lo : g * n * NR + hi] += a.astype(np.float64) @ unpadded[:, lo:hi]
+        assert_close(
+            out[:, g * n * NR + lo : g * n * NR + hi], ref[:, g * n * NR + lo : g * n * NR + hi], dtype, "out"
+        )
 
 
 def test_pack_panels_layout(dtype):
