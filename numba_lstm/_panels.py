@@ -58,12 +58,12 @@ def _panel_width_of(a):
 
 
 def _make_tile(MR, NP):
-    """Intrinsic ``tile(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)``.
+    """Intrinsic ``tile(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)``.
 
     On arrays of one float dtype, indexed in elements from their first one
     (whatever their shape: the caller's offsets and strides locate every
     value), for r < MR, q < NP panels and c < NR:
-    ``out[out_off + r*ld_out + q*out_step + c] += sum_k a[a_off + r*ld_a + k] * w[w_off + q*w_step + k*NR + c]``,
+    ``out[out_off + r*ld_out + q*out_step + c] += sum_k a[a_off + r*ld_a + k] * w[w_off + q*w_step + k*ld_w + c]``,
     summed in the order k = 0, 1, ..., one FMA each, for every MR and NP: a
     row's result does not depend on which tile computed it, so a whole
     sequence equals the same steps run one call at a time, bit for bit.
@@ -73,28 +73,17 @@ def _make_tile(MR, NP):
     """
 
     @intrinsic
-    def tile(typingctx, out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K):
+    def tile(typingctx, out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K):
         arrays = (out, a, w)
         if not all(isinstance(t, types.Array) and t.dtype in (types.float32, types.float64) for t in arrays):
             return None
         if not (out.dtype == a.dtype == w.dtype):
             return None
-        sig = types.void(
-            out,
-            types.intp,
-            types.intp,
-            types.intp,
-            a,
-            types.intp,
-            types.intp,
-            w,
-            types.intp,
-            types.intp,
-            types.intp,
-        )
+        intp = types.intp
+        sig = types.void(out, intp, intp, intp, a, intp, intp, w, intp, intp, intp, intp)
 
         def codegen(context, builder, signature, args):
-            out_arr, out_off, ld_out, out_step, a_arr, a_off, ld_a, w_arr, w_off, w_step, K = args
+            out_arr, out_off, ld_out, out_step, a_arr, a_off, ld_a, w_arr, w_off, w_step, ld_w, K = args
             dtype = signature.args[0].dtype
             elt = context.get_data_type(dtype)
             L = VECTOR_BYTES // (4 if dtype == types.float32 else 8)
@@ -133,7 +122,7 @@ def _make_tile(MR, NP):
             builder.position_at_end(loop)
             k = builder.phi(i64)
             acc = [[builder.phi(vec) for _ in range(V)] for _ in range(MR)]
-            w_row = builder.add(w_off, builder.mul(k, const(2 * L)))
+            w_row = builder.add(w_off, builder.mul(k, ld_w))
             w_vec = []
             for q in range(NP):
                 w_q = builder.add(w_row, builder.mul(w_step, const(q)))
@@ -201,6 +190,12 @@ def _row_stride(a):
 
 
 @numba.njit(**SERIAL)
+def _contiguous_rows(a):
+    """Whether the values of each row of the 2-D ``a`` are adjacent, as the tiles read them."""
+    return a.shape[1] <= 1 or a.strides[1] == a.itemsize
+
+
+@numba.njit(**SERIAL)
 def _widest(MR, n):
     """Panels per tile for MR (< TILE_ROWS) rows with n panels left: WIDE_<MR>, its half, or 1."""
     wide = WIDE_4 if MR == 4 else (WIDE_2 if MR == 2 else WIDE_1)
@@ -210,41 +205,45 @@ def _widest(MR, n):
 
 
 @numba.njit(**SERIAL)
-def _tile(MR, NP, out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K):
+def _tile(MR, NP, out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K):
     """The tile of MR rows and NP panels (a shape ``_widest`` or the full tile chose)."""
     if MR == TILE_ROWS:
         if TILE_ROWS == 8:
-            _tile_8(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+            _tile_8(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
         else:
-            _tile_4(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+            _tile_4(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
     elif MR == 4:
         if NP == WIDE_4:
-            _tile_4_wide(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+            _tile_4_wide(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
         else:
-            _tile_4(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+            _tile_4(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
     elif MR == 2:
         if NP == WIDE_2:
-            _tile_2_wide(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+            _tile_2_wide(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
         elif NP == WIDE_2 // 2:
-            _tile_2_half(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+            _tile_2_half(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
         else:
-            _tile_2(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+            _tile_2(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
     else:
         if NP == WIDE_1:
-            _tile_1_wide(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+            _tile_1_wide(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
         elif NP == WIDE_1 // 2:
-            _tile_1_half(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+            _tile_1_half(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
         else:
-            _tile_1(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, K)
+            _tile_1(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
 
 
 @numba.njit(**SERIAL)
-def _few_rows(out, out_off, ld_out, a, a_off, ld_a, w, w_base, step, K, NR, MR, p_lo, p_hi):
-    """MR rows (4, 2 or 1) of ``_panel_block``: the widest tiles that the panels left allow."""
+def _few_rows(out, out_off, ld_out, a, a_off, ld_a, w, w_base, step, ld_w, K, NR, MR, p_lo, p_hi):
+    """MR rows (4, 2 or 1) of ``_panel_block``: the widest tiles that the panels left allow.
+
+    Panel p of w starts at ``w_base + p * step`` and its rows are ``ld_w`` apart
+    (NR when packed, the row length of an unpacked matrix).
+    """
     p = p_lo
     while p < p_hi:
         NP = _widest(MR, p_hi - p)
-        _tile(MR, NP, out, out_off + p * NR, ld_out, NR, a, a_off, ld_a, w, w_base + p * step, step, K)
+        _tile(MR, NP, out, out_off + p * NR, ld_out, NR, a, a_off, ld_a, w, w_base + p * step, step, ld_w, K)
         p += NP
 
 
@@ -257,7 +256,7 @@ def _full_tiles(out, a, w, p_lo, p_hi, k_lo, k_hi, M_full):
         w_off = k_lo * NR + p * step
         for r in range(0, M_full, TILE_ROWS):
             o, a_off = r * ld_out + p * NR, r * ld_a + k_lo
-            _tile(TILE_ROWS, 1, out, o, ld_out, NR, a, a_off, ld_a, w, w_off, step, k_hi - k_lo)
+            _tile(TILE_ROWS, 1, out, o, ld_out, NR, a, a_off, ld_a, w, w_off, step, NR, k_hi - k_lo)
 
 
 @numba.njit(**SERIAL)
@@ -281,7 +280,8 @@ def _panel_block(out, a, w, p_lo, p_hi, k_lo, k_hi):
     for MR in (4, 2, 1):
         if MR < TILE_ROWS and r + MR <= M:
             _few_rows(
-                out, r * ld_out, ld_out, a, r * ld_a + k_lo, ld_a, w, k_lo * NR, step, k_hi - k_lo, NR, MR, p_lo, p_hi
+                out, r * ld_out, ld_out, a, r * ld_a + k_lo, ld_a, w, k_lo * NR, step, NR, k_hi - k_lo, NR, MR,
+                p_lo, p_hi,
             )  # fmt: skip
             r += MR
 
@@ -323,20 +323,33 @@ def _gate_panel_product(out, a, w, u_lo, u_hi):
                 for g in range(0, 4, NP):
                     p = g * n + u
                     _tile(
-                        MR,
-                        NP,
-                        out,
-                        r * ld_out + p * NR,
-                        ld_out,
-                        n * NR,
-                        a,
-                        r * ld_a,
-                        ld_a,
-                        w,
-                        p * step,
-                        n * step,
-                        K,
-                    )
+                        MR, NP, out, r * ld_out + p * NR, ld_out, n * NR, a, r * ld_a, ld_a, w, p * step, n * step,
+                        NR, K,
+                    )  # fmt: skip
+            r += MR
+
+
+@numba.njit(**SERIAL)
+def _unpacked_product(out, a, w, n_panels):
+    """out[:, :n_panels*NR] += a @ w[:, :n_panels*NR], with w (K, N) not packed.
+
+    out (M, >= n_panels*NR), a (M, >= K), w (K, >= n_panels*NR): rows contiguous.
+    The tiles of the packed product, reading each panel of NR columns from
+    the rows of w (a few rows: a packed copy would cost more than the product).
+    """
+    M, K = a.shape[0], w.shape[0]
+    NR = _panel_width_of(w)
+    ld_out, ld_a, ld_w = _row_stride(out), _row_stride(a), _row_stride(w)
+    r = 0
+    while r + TILE_ROWS <= M:
+        for p in range(n_panels):
+            _tile(
+                TILE_ROWS, 1, out, r * ld_out + p * NR, ld_out, NR, a, r * ld_a, ld_a, w, p * NR, NR, ld_w, K
+            )
+        r += TILE_ROWS
+    for MR in (4, 2, 1):
+        if MR < TILE_ROWS and r + MR <= M:
+            _few_rows(out, r * ld_out, ld_out, a, r * ld_a, ld_a, w, 0, NR, ld_w, K, NR, MR, 0, n_panels)
             r += MR
 
 

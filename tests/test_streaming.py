@@ -41,9 +41,13 @@ def test_jit_step_and_forward_match_reference(dtype):
     assert_close(c, rc, dtype, "step c")
 
 
-@pytest.mark.parametrize("B", [1, 12])  # 12 > SMALL_ROWS: the products go to BLAS
-def test_jit_step_into_in_place_matches_reference(B, dtype):
-    T, I, H = 4, 5, 7  # K = 5 and 7: the product loop's rows left after groups of four
+# B: 1 row (row updates), the tiles' 2 + 1 and 8 rows; 12 > SMALL_ROWS: BLAS.
+# H = 7: 28 columns, fewer than a panel (row updates only, K = 5 and 7 leave
+# rows after groups of four); H = 36: 144 columns, whole panels and a rest.
+@pytest.mark.parametrize("B", [1, 3, 8, 12])
+@pytest.mark.parametrize("H", [7, 36])
+def test_jit_step_into_in_place_matches_reference(B, H, dtype):
+    T, I = 4, 5
     p = make_problem(T, B, I, H, dtype)
     ry, _, rc, _ = reference.lstm_forward(**as64(p))
     h, c = p["h0"].copy(), p["c0"].copy()
@@ -52,6 +56,30 @@ def test_jit_step_into_in_place_matches_reference(B, dtype):
         jit.step_into(p["x"][t], h, c, p["W"], p["b"], h, c, work)
         assert_close(h, ry[t], dtype, f"h after step {t}")
     assert_close(c, rc, dtype, "c")
+
+
+# Numba warns, compiling step_into for views, that BLAS (the branch for B >
+# SMALL_ROWS) is faster on contiguous arrays: true, and not what is tested.
+@pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPerformanceWarning")
+@pytest.mark.parametrize("B", [2, 3])
+@pytest.mark.parametrize("W_order", ["C", "F"])
+def test_jit_step_into_reads_strided_views(B, W_order, dtype):
+    # Views a user's jitted code may pass: x_t = x[:, t] of a batch-major
+    # (B, T, I) array (rows I * T apart: the tiles follow the row stride) and
+    # W in Fortran order (rows not contiguous: the row updates take every
+    # column, summing in another order: a few ulp); the result is that of
+    # contiguous copies.
+    T, I, H = 3, 6, 40
+    p = make_problem(T, B, I, H, dtype)
+    x_bm = np.ascontiguousarray(p["x"].transpose(1, 0, 2))
+    W_f = np.asarray(p["W"], order=W_order)
+    work = np.empty(jit.work_size(B, H), dtype)
+    for t in range(T):
+        h_out, c_out = np.empty((B, H), dtype), np.empty((B, H), dtype)
+        jit.step_into(x_bm[:, t], p["h0"], p["c0"], W_f, p["b"], h_out, c_out, work)
+        h_ref, c_ref = jit.step(np.ascontiguousarray(x_bm[:, t]), p["h0"], p["c0"], p["W"], p["b"])
+        np.testing.assert_allclose(h_out, h_ref, rtol=0, atol=4 * np.finfo(dtype).eps)
+        np.testing.assert_allclose(c_out, c_ref, rtol=0, atol=8 * np.finfo(dtype).eps)
 
 
 @numba.njit
