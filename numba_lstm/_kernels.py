@@ -28,8 +28,8 @@ replaced BLAS because it ran the per-step shapes 1.4-3x faster than
 ``np.dot`` on one thread and up to 5x on two (bench/NOTES.md, "Packed
 panels"; OpenBLAS packs both operands again at every call, and here runs
 forced AVX2 kernels).  ``jit.step`` / ``jit.step_into`` (one step, weights not
-packed) use BLAS, or a plain loop (``_add_matmul_rows``) for at most
-``SMALL_ROWS`` rows.
+packed) use BLAS, or for at most ``SMALL_ROWS`` rows ``_add_matmul_rows``:
+the same tiles reading W in place, or row updates for one row.
 
 Threads: a step with at least ``SPLIT_STEP_MIN_FLOP`` in its product is
 split between Numba's threads by panels of hidden units: in the forward each
@@ -144,8 +144,8 @@ def _gates_backward(dgates, dc, dm, gates, tanh_c, c_prev, j_lo, j_hi):
             dc_r[j] = dc_t * f
 
 
-# Per-step products with at most this many rows run as plain loops instead of
-# BLAS calls.  Measured (bench/NOTES.md, "small per-step products"): at B = 1
+# Per-step products with at most this many rows run in our own loops
+# (``_add_matmul_rows``) instead of BLAS calls.  Measured (bench/NOTES.md, "small per-step products"): at B = 1
 # to 8 the loop beat OpenBLAS at H = 32 to 512, which sends m = 1 products to a
 # threaded GEMV and handles m = 2..8 slowly (H = 128, m = 2: 5.4 us against
 # 31 us), and whose worker threads, waiting with sched_yield, collapsed when
