@@ -587,63 +587,37 @@ def _dx_panels(dx_rows, dgates_rows, W_xT, p_lo, p_hi):
         _panel_block(dx_rows, dgates_rows, W_xT, p_lo, p_hi, k_lo, min(k_lo + GEMM_K_BLOCK, K))
 
 
-@numba.njit(**SERIAL)
-def _block_grads_walk(dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT, n_lo, n_hi, sync):
-    """One thread's part of ``_block_grads``: the shares it claims of the gather, then of the products."""
+@numba.njit(**PARALLEL)
+def _block_grads(dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT, n_lo, n_hi, shares):
+    """The weight gradients and dx of the packed rows n_lo..n_hi, whose gate gradients are dgates[:n_hi - n_lo].
+
+    dx_pad, dW_pad, db_pad, AT, dG_block, prev, x, h0, y, W_xT: as in
+    ``_lstm_backward``.  Gather ``[x, h_{t-1}]`` of the rows, transposed
+    (threads share the features), then dW += that @ the rows' gate gradients
+    (threads share dW's panels, each packing its own panels' gradients) and
+    dx of the rows = dgates @ W_x.T (threads share dx's panels).
+    """
     F = AT.shape[0]
     rows = n_hi - n_lo
     n_dW, n_dx = dG_block.shape[0], W_xT.shape[0]
     n_gather = -(-F // GATHER_FEATURES)
-    gather, products = 0, 1  # the phases in sync
-    q = claim(sync, gather, n_gather)
-    while q >= 0:
-        _gather_transposed(
-            AT, x, h0, y, prev, n_lo, n_hi, q * GATHER_FEATURES, min((q + 1) * GATHER_FEATURES, F)
-        )
-        finish(sync, gather)
-        q = claim(sync, gather, n_gather)
-    wait_for(sync, gather, n_gather)
-    # One panel per share, dx's (the larger) first: a thread that finishes
-    # early takes more, so a slower core does less.
-    q = claim(sync, products, n_dx + n_dW)
-    while q >= 0:
-        if q < n_dx:
-            _dx_panels(dx_pad[n_lo:n_hi], dgates[:rows], W_xT, q, q + 1)
-        else:
-            _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, 0, rows, q - n_dx, q - n_dx + 1)
-        finish(sync, products)
-        q = claim(sync, products, n_dx + n_dW)
-    wait_for(sync, products, n_dx + n_dW)
-
-
-@numba.njit(**PARALLEL)
-def _block_grads(
-    dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT, n_lo, n_hi, shares, sync
-):
-    """The weight gradients and dx of the packed rows n_lo..n_hi, whose gate gradients are dgates[:n_hi - n_lo].
-
-    dx_pad, dW_pad, db_pad, AT, dG_block, prev, x, h0, y, W_xT: as in
-    ``_lstm_backward``; sync: ``counters(2)``, zeros.  Gather ``[x, h_{t-1}]``
-    of the rows, transposed, in shares of GATHER_FEATURES features; once all
-    are done, dx of the rows = dgates @ W_x.T and dW += the gathered rows @
-    their gate gradients, in shares of one panel of dx or of dW (each dW
-    share packs its own panel's gradients and adds its bias gradient).  The
-    threads claim the shares (``numba_lstm._sync``) instead of splitting
-    them evenly: with even halves one thread's half of dW took 1.3-1.4x as
-    long as the other's (bench/NOTES.md, "Session 9").  Each element is the
-    same chain of FMAs whoever computes it.
-    """
+    gather_shares, dW_shares, dx_shares = min(shares, n_gather), min(shares, n_dW), min(shares, n_dx)
+    dx_rows, dgates_rows = dx_pad[n_lo:n_hi], dgates[:rows]
     if shares > 1:
-        for _ in numba.prange(shares):
-            _block_grads_walk(
-                dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT, n_lo, n_hi, sync
-            )
+        for q in numba.prange(gather_shares):
+            g_lo, g_hi = _share(n_gather, q, gather_shares)
+            f_lo, f_hi = g_lo * GATHER_FEATURES, min(g_hi * GATHER_FEATURES, F)
+            _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, f_lo, f_hi)
+        for q in numba.prange(dW_shares):
+            p_lo, p_hi = _share(n_dW, q, dW_shares)
+            _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, 0, rows, p_lo, p_hi)
+        for q in numba.prange(dx_shares):
+            p_lo, p_hi = _share(n_dx, q, dx_shares)
+            _dx_panels(dx_rows, dgates_rows, W_xT, p_lo, p_hi)
     else:
-        F = AT.shape[0]
-        rows = n_hi - n_lo
         _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, 0, F)
-        _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, 0, rows, 0, dG_block.shape[0])
-        _dx_panels(dx_pad[n_lo:n_hi], dgates[:rows], W_xT, 0, W_xT.shape[0])
+        _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, 0, rows, 0, n_dW)
+        _dx_panels(dx_rows, dgates_rows, W_xT, 0, n_dx)
 
 
 @numba.njit(**SERIAL)
@@ -702,7 +676,7 @@ def _backward_steps(
 @numba.njit(**PARALLEL)
 def _lstm_backward(
     dx_pad, dW_pad, db_pad, dW_hr, dh_pad, dc, dh_all, dm_pad, dG_ring, AT, dG_block, prev,
-    dy, x, h0, y, m, c0, c, gates, tanh_c, W_hT, W_hrT, W_xT, batch_sizes, step_shares, grad_shares, sync, grad_sync,
+    dy, x, h0, y, m, c0, c, gates, tanh_c, W_hT, W_hrT, W_xT, batch_sizes, step_shares, grad_shares, sync,
 ):  # fmt: skip
     """Backward pass (BPTT) through the steps of a packed sequence, with the weight gradients.
 
@@ -727,7 +701,6 @@ def _lstm_backward(
                      steps and for the weight gradients
     sync   (4(T + 1),) work: ``counters(2(T + 1))``, the claim and done counters of each step
                      (``numba_lstm._sync``), t = -1 included
-    grad_sync (4,)   work: ``counters(2)``, reset for each block's ``_block_grads``
 
     The steps run from the last to the first in blocks of whole steps of at
     most R rows, each block's steps in one parallel region
@@ -776,8 +749,7 @@ def _lstm_backward(
         dgates_next = dG_ring[slot, : batch_sizes[t_lo]]
         # The block's weight gradients, while its gate gradients are in cache.
         if n_hi > n_lo:
-            grad_sync[:] = 0
-            _block_grads(*grads, dG_ring[slot], *inputs, n_lo, n_hi, grad_shares, grad_sync)
+            _block_grads(*grads, dG_ring[slot], *inputs, n_lo, n_hi, grad_shares)
         if t_lo == 0:
             break
         t_hi = t_lo
