@@ -145,11 +145,12 @@ def _gates_backward(dgates, dc, dm, gates, tanh_c, c_prev, j_lo, j_hi):
 
 
 # Per-step products with at most this many rows run in our own loops
-# (``_add_matmul_rows``) instead of BLAS calls.  Measured (bench/NOTES.md, "small per-step products"): at B = 1
-# to 8 the loop beat OpenBLAS at H = 32 to 512, which sends m = 1 products to a
-# threaded GEMV and handles m = 2..8 slowly (H = 128, m = 2: 5.4 us against
-# 31 us), and whose worker threads, waiting with sched_yield, collapsed when
-# another process shared the cores.  From 16 rows BLAS wins.
+# (``_add_matmul_rows``) instead of BLAS calls.  Measured (bench/NOTES.md,
+# "small per-step products"): at B = 1 to 8 the loop beat OpenBLAS at H = 32
+# to 512, which sends m = 1 products to a threaded GEMV and handles m = 2..8
+# slowly (H = 128, m = 2: 5.4 us against 31 us), and whose worker threads,
+# waiting with sched_yield, collapsed when another process shared the cores.
+# From 16 rows BLAS wins.
 SMALL_ROWS = 8
 
 
