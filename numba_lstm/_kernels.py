@@ -223,6 +223,44 @@ def _offsets(batch_sizes):
     return offsets
 
 
+@numba.njit(**PARALLEL)
+def _pack_rows(out, a, packed_row):
+    """out (N, F) = the rows of a (T, B, F) in packed order: out[packed_row[t, b]] = a[t, b].
+
+    packed_row (T, B): the packed row of each (t, b), -1 past a sequence's
+    length (not copied).  Steps are split between Numba's threads.
+    """
+    T, B = packed_row.shape
+    for t in numba.prange(T):
+        for r in range(B):
+            k = packed_row[t, r]
+            if k >= 0:
+                src, dst = a[t, r], out[k]
+                for j in range(dst.size):
+                    dst[j] = src[j]
+
+
+@numba.njit(**PARALLEL)
+def _unpack_rows(out, packed, packed_row):
+    """out (T, B, F) = the packed rows at their (t, b), zero where packed_row[t, b] < 0.
+
+    packed (N, >= F): only the first F columns of each row are copied.  Every
+    element of ``out`` is written once (``out`` may come from ``np.empty``).
+    """
+    T, B = packed_row.shape
+    for t in numba.prange(T):
+        for r in range(B):
+            k = packed_row[t, r]
+            dst = out[t, r]
+            if k >= 0:
+                src = packed[k]
+                for j in range(dst.size):
+                    dst[j] = src[j]
+            else:
+                for j in range(dst.size):
+                    dst[j] = 0
+
+
 @numba.njit(**SERIAL)
 def _fill_columns(out, values, lo, hi):
     """out[r, lo:hi] = values[lo:hi] for every row r."""

@@ -17,7 +17,9 @@ from numba_lstm._kernels import (
     SPLIT_STEP_MIN_FLOP,
     _lstm_backward,
     _lstm_forward,
+    _pack_rows,
     _prev_rows,
+    _unpack_rows,
     _use_threads,
     _z_rows,
 )
@@ -38,8 +40,9 @@ class Packing(NamedTuple):
     batch_sizes (T,) rows of each step, non-increasing
     order       (B,) original batch index of each sorted row (longest first)
     lengths     (B,) sorted lengths
-    src_t, src_b (N,) time and batch index in the (T, B, ...) arrays of each
-                packed row; None when the packed array is the plain reshape
+    packed_row  (T, B) the packed row that holds time t of sequence b (in the
+                original batch order), -1 past the sequence's length; None
+                when the packed array is the plain reshape of (T, B, ...)
     """
 
     T: int
@@ -47,63 +50,61 @@ class Packing(NamedTuple):
     batch_sizes: np.ndarray
     order: np.ndarray
     lengths: np.ndarray
-    src_t: np.ndarray | None
-    src_b: np.ndarray | None
+    packed_row: np.ndarray | None
 
     @classmethod
     def build(cls, T, B, lengths, reverse):
         if lengths is None and not reverse:
             full = np.full(T, B, np.int64)
-            return cls(T, B, full, np.arange(B), np.full(B, T, np.int64), None, None)
+            return cls(T, B, full, np.arange(B), np.full(B, T, np.int64), None)
         lengths = np.full(B, T, np.int64) if lengths is None else lengths
         order = np.argsort(-lengths, kind="stable")
         sorted_lengths = lengths[order]
         active = sorted_lengths[None, :] > np.arange(T)[:, None]  # (T, B)
         t_idx, r_idx = np.nonzero(active)  # row-major: step by step, rows in order
         src_t = sorted_lengths[r_idx] - 1 - t_idx if reverse else t_idx
-        return cls(T, B, active.sum(axis=1), order, sorted_lengths, src_t, order[r_idx])
+        packed_row = np.full((T, B), -1, np.int64)
+        packed_row[src_t, order[r_idx]] = np.arange(t_idx.size)
+        return cls(T, B, active.sum(axis=1), order, sorted_lengths, packed_row)
 
     @property
     def N(self):
         return int(self.lengths.sum())
 
     def pack(self, a):
-        """(T, B, F) -> (N, F), a view when no reordering is needed."""
-        if self.src_t is None:
+        """(T, B, F) C-contiguous -> (N, F), a view when no reordering is needed."""
+        if self.packed_row is None:
             return a.reshape(self.T * self.B, a.shape[2])
-        return a[self.src_t, self.src_b]
-
-    def unpack(self, packed):
-        """(N, F) -> (T, B, F); rows past a sequence's length are zero."""
-        if self.src_t is None:
-            return packed.reshape(self.T, self.B, packed.shape[1])
-        out = np.zeros((self.T, self.B, packed.shape[1]), packed.dtype)
-        out[self.src_t, self.src_b] = packed
+        out = np.empty((self.N, a.shape[2]), a.dtype)
+        _pack_rows(out, a, self.packed_row)
         return out
 
-    def last_rows(self):
-        """Packed row of each sorted sequence's last step (-1 for length 0)."""
-        offsets = np.concatenate([[0], np.cumsum(self.batch_sizes)])
-        last = np.full(self.B, -1, np.int64)
-        ended = self.lengths > 0
-        last[ended] = offsets[self.lengths[ended] - 1] + np.arange(self.B)[ended]
-        return last
+    def unpack(self, packed, width=None):
+        """(N, >= F) C-contiguous -> (T, B, F), F = ``width`` or all columns; rows past a sequence's length are zero."""
+        width = packed.shape[1] if width is None else width
+        if self.packed_row is None:
+            return np.ascontiguousarray(packed[:, :width]).reshape(self.T, self.B, width)
+        out = np.empty((self.T, self.B, width), packed.dtype)
+        _unpack_rows(out, packed, self.packed_row)
+        return out
 
     def final_state(self, packed, initial):
         """State after each sequence's last step, in the original batch order."""
-        last = self.last_rows()
-        ended = last >= 0
+        if self.packed_row is None:
+            return packed[packed.shape[0] - self.B :].copy() if self.T > 0 else initial.copy()
+        offsets = np.concatenate([[0], np.cumsum(self.batch_sizes)])
+        ended = self.lengths > 0
         sorted_state = initial[self.order]
-        sorted_state[ended] = packed[last[ended]]
+        sorted_state[ended] = packed[offsets[self.lengths[ended] - 1] + np.arange(self.B)[ended]]
         out = np.empty_like(sorted_state)
         out[self.order] = sorted_state
         return out
 
     def sort(self, a):
-        return a if self.src_t is None else a[self.order]
+        return a if self.packed_row is None else a[self.order]
 
     def unsort(self, a):
-        if self.src_t is None:
+        if self.packed_row is None:
             return a
         out = np.empty_like(a)
         out[self.order] = a
@@ -321,8 +322,7 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
         )  # fmt: skip
         dh0 = dh_pad[:, :P].copy()
         dW, db = _unpad_gate_columns(dW_pad, H), _unpad_gate_columns(db_pad, H)
-        dx_packed = np.ascontiguousarray(dx_pad[:, :I])
-        dx = pk.unpack(dx_packed)
+        dx = pk.unpack(dx_pad, I)
         dh0, dc0 = pk.unsort(dh0), pk.unsort(dc0)
     if W_hr is None:
         return LSTMGrads(dx, dW, db, dh0, dc0)

@@ -84,3 +84,28 @@ def test_reverse_equals_forward_on_flipped_sequence(dtype):
     y_flip, h_flip, _, _ = numba_lstm.lstm_forward(**flipped)
     np.testing.assert_array_equal(y_rev, y_flip[::-1])
     np.testing.assert_array_equal(h_rev, h_flip)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_packing_puts_each_step_of_the_sorted_batch_in_its_row(reverse, dtype):
+    # The packed order of numba_lstm._kernels, written out as a loop: step by
+    # step, the sequences still running, longest first (ties in batch order);
+    # with reverse, step t of a sequence reads its time length - 1 - t.
+    from numba_lstm.functional import Packing
+
+    T, B, F = 7, 9, 5
+    rng = np.random.default_rng(3)
+    lengths = np.array([3, 7, 0, 7, 1, 5, 3, 6, 2])
+    a = rng.standard_normal((T, B, F)).astype(dtype)
+    packing = Packing.build(T, B, lengths, reverse)
+    order = sorted(range(B), key=lambda b: -lengths[b])
+    expected = [a[lengths[b] - 1 - t if reverse else t, b] for t in range(T) for b in order if t < lengths[b]]
+    packed = packing.pack(a)
+    np.testing.assert_array_equal(packed, np.array(expected))
+    assert packing.batch_sizes.tolist() == [sum(t < n for n in lengths) for t in range(T)]
+    # Unpacking puts every row back and zeros the rest; extra columns of the
+    # packed array (the kernels' padding) are left out when a width is given.
+    valid = np.arange(T)[:, None] < lengths[None, :]
+    wide = np.concatenate([packed, np.full((packed.shape[0], 3), np.nan, dtype)], axis=1)
+    np.testing.assert_array_equal(packing.unpack(wide, F), np.where(valid[..., None], a, 0))
+    np.testing.assert_array_equal(packing.unpack(packed), np.where(valid[..., None], a, 0))
