@@ -96,16 +96,15 @@ def _gates_forward(gates, c, tanh_c, m, z, c_prev, j_lo, j_hi):
             i = sigmoid(z_i[j])
             f = sigmoid(z_f[j])
             g = tanh(z_g[j])
-            o = sigmoid(z_o[j])
-            c_t = f * c_prev_r[j] + i * g
-            tc = tanh(c_t)
             a_i[j] = i
             a_f[j] = f
             a_g[j] = g
-            a_o[j] = o
-            c_r[j] = c_t
+            a_o[j] = sigmoid(z_o[j])
+            c_r[j] = f * c_prev_r[j] + i * g
+        for j in range(j_hi - j_lo):
+            tc = tanh(c_r[j])
             tanh_c_r[j] = tc
-            m_r[j] = o * tc
+            m_r[j] = a_o[j] * tc
 
 
 @numba.njit(**SERIAL)
