@@ -9,18 +9,25 @@ scalar library calls that block vectorisation of the fused gate pass.
   AVX/AVX-512, and is accurate to a few float32 ulp (max abs error below
   1e-6, measured in ``tests/test_math.py``).  The argument is clamped to
   +-7.9053111 first, where the float32 result is exactly +-1, so huge inputs
-  saturate cleanly; the clamp is written with comparisons so that NaN passes
-  through instead of being clamped.
+  saturate cleanly; the clamp is written with ``min`` and ``max``, which keep
+  a NaN first argument, so that NaN passes through instead of being clamped.
 * float64: ``math.tanh`` is a scalar libm call (about 10 ns, and it keeps the
   whole gate loop scalar: the float64 gate pass cost 50 ns per hidden unit).
   The vectorisable version follows the classic Cephes split: for |x| < 0.625
   the rational form x + x^3 P(x^2) / Q(x^2) (degrees 2 and 3, relative error
   about 1e-16), above it 1 - 2 / (exp(2|x|) + 1) with exp written out:
   2|x| = k ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor series to r^13
-  (truncation below 1e-17), and 2^k as a product of the powers selected by
-  the bits of k, so that no table or bit cast is needed.  |x| is clamped at
-  20, beyond which tanh is exactly +-1 in float64.  Measured against
-  ``np.tanh``: within 2 ulp everywhere (``tests/test_math.py``).
+  (truncation below 1e-17) in Estrin's form, and 2^k as a product of the
+  powers selected by the bits of k, so that no table or bit cast is needed.
+  |x| is clamped at 20, beyond which tanh is exactly +-1 in float64.
+  Measured against ``np.tanh``: within 2 ulp everywhere
+  (``tests/test_math.py``).
+
+Both are inlined by Numba (``inline="always"``) and written without branches:
+the gate pass is bound by the latency of its nonlinearities.  With Horner's
+rule the float64 pass was 1.3x slower (5.76 against 4.45 ns per hidden unit),
+and left to LLVM's inliner the Estrin form made it scalar, 9x slower
+(bench/NOTES.md, "Session 10").
 
 ``sigmoid(x) = 0.5 * tanh(x / 2) + 0.5`` in both dtypes: it never overflows
 (unlike ``1 / (1 + exp(-x))`` at x = -1e4) and shares the vectorised tanh.
@@ -30,7 +37,7 @@ import math
 
 import numpy as np
 from numba import types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 _CLAMP32 = np.float32(7.90531110763549805)
 _A1 = np.float32(4.89352455891786e-03)
@@ -56,6 +63,18 @@ _LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact
 _LN2_LO = 1.90821492927058770002e-10
 
 
+@intrinsic
+def _select(typingctx, condition, if_true, if_false):
+    """``if_true if condition else if_false`` without a branch in Numba's IR (LLVM's ``select``)."""
+    if isinstance(condition, types.Boolean) and isinstance(if_true, types.Float) and if_true == if_false:
+
+        def codegen(context, builder, signature, args):
+            return builder.select(*args)
+
+        return if_true(condition, if_true, if_false), codegen
+    return None
+
+
 def tanh(x):
     """Hyperbolic tangent of a float32 or float64 scalar (jitted code only)."""
     raise NotImplementedError("numba_lstm._math.tanh is only callable from jitted code")
@@ -66,14 +85,18 @@ def sigmoid(x):
     raise NotImplementedError("numba_lstm._math.sigmoid is only callable from jitted code")
 
 
-@overload(tanh)
+@overload(tanh, inline="always")
 def _tanh_overload(x):
+    # Inlined by Numba into every caller: LLVM's own inliner left the float64
+    # tanh (and so the whole gate loop) scalar once its exp was written in
+    # Estrin's form.  The bodies have no branches (``min``/``max`` and
+    # ``_select`` instead of conditional expressions, on which Numba's
+    # inliner raised NumbaIRAssumptionWarning).
     if x == types.float32:
 
         def tanh_f32(x):
-            # Written so that NaN fails both comparisons and passes through.
-            xc = _CLAMP32 if x > _CLAMP32 else x
-            xc = -_CLAMP32 if xc < -_CLAMP32 else xc
+            # min(x, c) is x unless c < x, max likewise: NaN passes through.
+            xc = max(min(x, _CLAMP32), -_CLAMP32)
             x2 = xc * xc
             p = _A13
             p = p * x2 + _A11
@@ -89,8 +112,8 @@ def _tanh_overload(x):
             r = (p * xc) / q
             # Exact +-1 beyond the clamp (the rational form rounds to 1 - 2.4e-7
             # there once contracted into FMAs); NaN fails both tests.
-            r = np.float32(1.0) if x >= _CLAMP32 else r
-            return np.float32(-1.0) if x <= -_CLAMP32 else r
+            r = _select(x >= _CLAMP32, np.float32(1.0), r)
+            return _select(x <= -_CLAMP32, np.float32(-1.0), r)
 
         return tanh_f32
     if x == types.float64:
@@ -104,45 +127,50 @@ def _tanh_overload(x):
             p = (_P0 * z + _P1) * z + _P2
             q = ((z + _Q0) * z + _Q1) * z + _Q2
             small = a + a * z * (p / q)
-            # Large a: 1 - 2 / (exp(2a) + 1).  NaN fails the comparison and
-            # flows through r into the result.
-            a = _CLAMP64 if a > _CLAMP64 else a
+            # Large a: 1 - 2 / (exp(2a) + 1), exp(2a) = 2^k exp(r).  NaN
+            # stays in a (min keeps its first argument unless the second is
+            # smaller) and flows through r into the result; k is computed
+            # from a clamp that turns NaN into the bound, so that its
+            # conversion to an integer is defined.
+            a = min(a, _CLAMP64)
             y = a + a
-            k = math.floor(y * _INV_LN2 + 0.5)
+            k_arg = min(_CLAMP64, a)
+            k = math.floor((k_arg + k_arg) * _INV_LN2 + 0.5)
             r = (y - k * _LN2_HI) - k * _LN2_LO
-            e = 1.0 / 6227020800.0
-            e = e * r + 1.0 / 479001600.0
-            e = e * r + 1.0 / 39916800.0
-            e = e * r + 1.0 / 3628800.0
-            e = e * r + 1.0 / 362880.0
-            e = e * r + 1.0 / 40320.0
-            e = e * r + 1.0 / 5040.0
-            e = e * r + 1.0 / 720.0
-            e = e * r + 1.0 / 120.0
-            e = e * r + 1.0 / 24.0
-            e = e * r + 1.0 / 6.0
-            e = e * r + 0.5
-            e = e * r + 1.0
-            e = e * r + 1.0
-            n = np.int64(k) if k == k else np.int64(0)
-            two_k = 2.0 if n & 1 else 1.0
-            two_k *= 4.0 if n & 2 else 1.0
-            two_k *= 16.0 if n & 4 else 1.0
-            two_k *= 256.0 if n & 8 else 1.0
-            two_k *= 65536.0 if n & 16 else 1.0
-            two_k *= 4294967296.0 if n & 32 else 1.0
+            # exp(r) = sum r^n / n!, n <= 13, in Estrin's form: pairs, then
+            # fours, then eights, a chain of 5 dependent FMAs where Horner's
+            # rule has 13.
+            r2 = r * r
+            r4 = r2 * r2
+            r8 = r4 * r4
+            e01 = r + 1.0
+            e23 = r * (1.0 / 6.0) + 0.5
+            e45 = r * (1.0 / 120.0) + 1.0 / 24.0
+            e67 = r * (1.0 / 5040.0) + 1.0 / 720.0
+            e89 = r * (1.0 / 362880.0) + 1.0 / 40320.0
+            e1011 = r * (1.0 / 39916800.0) + 1.0 / 3628800.0
+            e1213 = r * (1.0 / 6227020800.0) + 1.0 / 479001600.0
+            e03 = e23 * r2 + e01
+            e47 = e67 * r2 + e45
+            e811 = e1011 * r2 + e89
+            e07 = e47 * r4 + e03
+            e813 = e1213 * r4 + e811
+            e = e813 * r8 + e07
+            # 2^k (0 <= k <= 58) as the product of 2^(2^i) for the bits i
+            # of k: powers of two, so every product is exact.
+            n = np.int64(k)
+            two_k = (1.0 + (n & 1)) * (1.0 + 3.0 * ((n >> 1) & 1))
+            two_k *= (1.0 + 15.0 * ((n >> 2) & 1)) * (1.0 + 255.0 * ((n >> 3) & 1))
+            two_k *= (1.0 + 65535.0 * ((n >> 4) & 1)) * (1.0 + 4294967295.0 * ((n >> 5) & 1))
             large = 1.0 - 2.0 / (e * two_k + 1.0)
-            return math.copysign(small if a < _SMALL64 else large, x)
+            return math.copysign(_select(a < _SMALL64, small, large), x)
 
         return tanh_f64
     return None
 
 
-# Inlined by Numba so that tanh is one call deep in the gate loops: nested one
-# level further, LLVM did not inline the float64 tanh and the float64 gate pass
+# Inlined by Numba, like tanh: left to LLVM's inliner, the float64 gate pass
 # stayed scalar (62 ns against 7.6 ns per hidden unit at B = 64, H = 256).
-# (tanh itself cannot be inlined this way: Numba's SSA pass warns on its
-# branches.)
 @overload(sigmoid, inline="always")
 def _sigmoid_overload(x):
     if x == types.float32:
