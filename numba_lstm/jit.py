@@ -6,7 +6,8 @@ float64, all of one dtype, in the native layout: ``W (I + H, 4H)`` with rows
 for x then h, gates i, f, g, o, bias ``b (4H,)``.
 
 ``step_into`` allocates nothing: use it in tight loops.  Its ``work`` buffer is
-a 1-D array of ``work_size(B, H) = 10 * B * H`` elements of the same dtype;
+a C-contiguous 1-D array of ``work_size(B, H) = 10 * B * H`` elements of the
+same dtype (a whole array, not a strided view);
 ``h_out``/``c_out`` may be the same arrays as ``h``/``c`` (update in place).
 
 Bad arguments are refused, never cast: a non-array, a dtype other than
@@ -29,8 +30,10 @@ Example::
 import numba
 import numpy as np
 from numba.core import types
+from numba.core.imputils import impl_ret_borrowed
 from numba.core.registry import CPUDispatcher
-from numba.extending import overload
+from numba.extending import intrinsic, overload
+from numba.np.arrayobj import populate_array
 
 from numba_lstm._kernels import (
     SMALL_ROWS,
@@ -73,6 +76,8 @@ _ARGS = {
     "step_into": _STEP_ARGS + (("h_out", 2, "(B, H)"), ("c_out", 2, "(B, H)"), ("work", 1, "(10 * B * H,)")),
     "forward": (("x", 3, "(T, B, I)"), *_STEP_ARGS[3:], ("h0", 2, "(B, H)"), ("c0", 2, "(B, H)")),
 }
+#: Arguments that must be C-contiguous (the others may be strided views).
+_CONTIGUOUS = ("work",)
 
 
 def _argument_error(function, given):
@@ -82,7 +87,7 @@ def _argument_error(function, given):
     None for something that is not an array.
     """
     first = None
-    for (name, ndim, axes), (dtype, rank, what) in zip(_ARGS[function], given, strict=True):
+    for (name, ndim, axes), (dtype, rank, what, contiguous) in zip(_ARGS[function], given, strict=True):
         where = f"numba_lstm.jit.{function}: {name}"
         if dtype is None:
             return TypeError(f"{where} must be a numpy array of float32 or float64, got {what}")
@@ -98,19 +103,21 @@ def _argument_error(function, given):
             )
         if rank != ndim:
             return ValueError(f"{where} must be {ndim}-D {axes}, got {rank}-D {what}")
+        if name in _CONTIGUOUS and not contiguous:
+            return ValueError(f"{where} must be C-contiguous (a whole array, not a strided view), got {what}")
     return None
 
 
 def _describe_value(value):
     if isinstance(value, np.ndarray):
-        return str(value.dtype), value.ndim, f"shape {value.shape}"
-    return None, 0, _describe(value)
+        return str(value.dtype), value.ndim, f"shape {value.shape}", value.flags.c_contiguous
+    return None, 0, _describe(value), False
 
 
 def _describe_type(typ):
     if isinstance(typ, types.Array):
-        return str(typ.dtype), typ.ndim, str(typ)
-    return None, 0, f"Numba type {typ}"
+        return str(typ.dtype), typ.ndim, str(typ), typ.layout == "C"
+    return None, 0, f"Numba type {typ}", False
 
 
 def _argument_check(function):
@@ -160,6 +167,34 @@ def _entry_point(func):
     if cache:
         dispatcher.enable_caching()
     return dispatcher
+
+
+@intrinsic
+def _rows(typingctx, a, start, n_rows, n_cols):
+    """``a[start : start + n_rows * n_cols].reshape(n_rows, n_cols)`` for a C-contiguous 1-D ``a``.
+
+    The view is built in place, where Numba's ``reshape`` calls its runtime
+    (30 ns, four times in a ``step_into`` of 0.74 us at H = 32).  The caller
+    has checked that ``a`` holds the elements.
+    """
+    if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C"):
+        return None
+    view = a.copy(ndim=2, layout="C")
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        source = context.make_array(array_type)(context, builder, args[0])
+        start, n_rows, n_cols = args[1:]
+        itemsize = source.itemsize
+        out = context.make_array(view)(context, builder)
+        populate_array(
+            out, data=builder.gep(source.data, [start]), shape=[n_rows, n_cols],
+            strides=[builder.mul(n_cols, itemsize), itemsize], itemsize=itemsize, meminfo=source.meminfo,
+            parent=source.parent,
+        )  # fmt: skip
+        return impl_ret_borrowed(context, builder, view, out._getvalue())
+
+    return view(a, types.intp, types.intp, types.intp), codegen
 
 
 @numba.njit(**SERIAL)
@@ -232,13 +267,13 @@ def step_into(x_t, h, c, W, b, h_out, c_out, work):
     ):  # fmt: skip
         _check_step_into(x_t, h, c, W, b, h_out, c_out, work)
     G = 4 * H
-    z = work[: B * G].reshape(B, G)
-    gates = work[B * G : 2 * B * G].reshape(B, G)
-    tanh_c = work[2 * B * G : 2 * B * G + B * H].reshape(B, H)
+    z = _rows(work, 0, B, G)
+    gates = _rows(work, B * G, B, G)
+    tanh_c = _rows(work, 2 * B * G, B, H)
     # A copy of c, so that the gate pass never reads the array it writes when
     # c_out is c: LLVM's overlap check then keeps the vectorised loop (in
     # place, the scalar loop cost 1.9 us against 0.4 us at H = 32, float64).
-    c_prev = work[2 * B * G + B * H : 2 * B * G + 2 * B * H].reshape(B, H)
+    c_prev = _rows(work, 2 * B * G + B * H, B, H)
     c_prev[:, :] = c
     # z = b + x_t @ W_x + h @ W_h, accumulated in one array, in the order of
     # the sequence kernels (one pass over z per product: at H = 32 float32,

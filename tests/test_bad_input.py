@@ -394,6 +394,20 @@ def test_jit_refuses_wrong_ranks(j):
         jit.forward(j["x_t"], j["W"], j["b"], j["h"], j["c"])
 
 
+def test_jit_step_into_refuses_a_strided_work_buffer(j):
+    # step_into carves its work buffer into row blocks, which needs it whole.
+    every_other = np.empty(2 * jit.work_size(B, H), np.float32)[::2]
+    with pytest.raises(
+        ValueError, match=r"numba_lstm.jit.step_into: work must be C-contiguous .* shape \(100,\)"
+    ):
+        jit.step_into(**j, **{**jit_buffers(j), "work": every_other})
+    x = make_problem(T, B, I, H, np.float32)["x"]
+    with pytest.raises(
+        ValueError, match=r"numba_lstm.jit.step_into: work must be C-contiguous .* array\(float32, 1d, A\)"
+    ):
+        user_loop(x, j["W"], j["b"], j["h"], j["c"], every_other)
+
+
 # --- numba_lstm.jit called from the user's @njit code ---------------------------
 # Dtype and rank errors are found when the user's function is compiled: the
 # same TypeError/ValueError, raised by the call that compiles it.
