@@ -1,8 +1,11 @@
 """The vectorisable gate nonlinearities: accuracy, saturation, NaN."""
 
+import warnings
+
 import numba
 import numpy as np
 import pytest
+from numba.core.errors import NumbaWarning
 
 from numba_lstm import _math
 
@@ -75,3 +78,20 @@ def test_float64_tanh_is_odd_and_keeps_signed_zero():
     tn, _ = _run(-x)
     np.testing.assert_array_equal(tn, -t)
     assert np.signbit(tn[-1]) and not np.signbit(t[-1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inlined_into_new_code_without_numba_warnings(dtype):
+    # tanh and sigmoid are inlined by Numba (inline="always"), which needs
+    # their bodies free of branches: a conditional expression there makes
+    # Numba's inliner raise NumbaIRAssumptionWarning while compiling every
+    # caller.  A fresh function (not in the disk cache) compiles them here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NumbaWarning)
+
+        @numba.njit
+        def gate(x):
+            return _math.sigmoid(x) * _math.tanh(x)
+
+        got = gate(dtype(0.5))
+    assert got == pytest.approx(0.5 * (np.tanh(0.25) + 1) * np.tanh(0.5), rel=1e-6)
