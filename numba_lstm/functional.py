@@ -17,6 +17,7 @@ from numba_lstm._kernels import (
     SPLIT_STEP_MIN_FLOP,
     _lstm_backward,
     _lstm_forward,
+    _offsets,
     _pack_rows,
     _prev_rows,
     _unpack_rows,
@@ -92,7 +93,7 @@ class Packing(NamedTuple):
         """State after each sequence's last step, in the original batch order."""
         if self.packed_row is None:
             return packed[packed.shape[0] - self.B :].copy() if self.T > 0 else initial.copy()
-        offsets = np.concatenate([[0], np.cumsum(self.batch_sizes)])
+        offsets = _offsets(self.batch_sizes)
         ended = self.lengths > 0
         sorted_state = initial[self.order]
         sorted_state[ended] = packed[offsets[self.lengths[ended] - 1] + np.arange(self.B)[ended]]
