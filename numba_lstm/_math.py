@@ -15,19 +15,21 @@ scalar library calls that block vectorisation of the fused gate pass.
   whole gate loop scalar: the float64 gate pass cost 50 ns per hidden unit).
   The vectorisable version follows the classic Cephes split: for |x| < 0.625
   the rational form x + x^3 P(x^2) / Q(x^2) (degrees 2 and 3, relative error
-  about 1e-16), above it 1 - 2 / (exp(2|x|) + 1) with exp written out:
-  2|x| = k ln2 + r with |r| <= ln2 / 2, exp(r) by its Taylor series to r^13
-  (truncation below 1e-17) in Estrin's form, and 2^k as a product of the
-  powers selected by the bits of k, so that no table or bit cast is needed.
-  |x| is clamped at 20, beyond which tanh is exactly +-1 in float64.
-  Measured against ``np.tanh``: within 2 ulp everywhere
+  about 1e-16), above it 1 - 2 / (exp(2|x|) + 1) with exp written out as
+  Cephes' ``exp`` does: 2|x| = k ln2 + r with |r| <= ln2 / 2, exp(r) =
+  (Q(r^2) + r P(r^2)) / (Q(r^2) - r P(r^2)) (a Pade form, degrees 3 and 2),
+  and 2^k from its exponent bits.  Folded into the tanh, the Pade form costs
+  one division, as the Taylor series to r^13 did, with 7 instead of 15
+  multiply-adds.  |x| is clamped at 20, beyond which tanh is exactly +-1 in
+  float64.  Measured against ``np.tanh``: within 2 ulp everywhere
   (``tests/test_math.py``).
 
 Both are inlined by Numba (``inline="always"``) and written without branches:
-the gate pass is bound by the latency of its nonlinearities.  With Horner's
-rule the float64 pass was 1.3x slower (5.76 against 4.45 ns per hidden unit),
-and left to LLVM's inliner the Estrin form made it scalar, 9x slower
-(bench/NOTES.md, "Session 10").
+the gate pass is bound by the throughput of its nonlinearities.  The float64
+pass went 4.45 -> 3.2 ns per hidden unit with the Pade form and the bit-built
+2^k (the series in Estrin's form and 2^k as a product of six powers before),
+and left to LLVM's inliner the float64 tanh made it scalar, 9x slower
+(bench/NOTES.md, "Session 10" and "Session 11").
 
 ``sigmoid(x) = 0.5 * tanh(x / 2) + 0.5`` in both dtypes: it never overflows
 (unlike ``1 / (1 + exp(-x))`` at x = -1e4) and shares the vectorised tanh.
@@ -36,6 +38,7 @@ and left to LLVM's inliner the Estrin form made it scalar, 9x slower
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
@@ -61,6 +64,9 @@ _Q0, _Q1, _Q2 = 1.12811678491632931402e02, 2.23548839060100448583e03, 4.84406305
 _INV_LN2 = 1.44269504088896338700e00
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact
 _LN2_LO = 1.90821492927058770002e-10
+_EP0, _EP1, _EP2 = 1.26177193074810590878e-4, 3.02994407707441961300e-2, 9.99999999999999999910e-1
+_EQ0, _EQ1 = 3.00198505138664455042e-6, 2.52448340349684104192e-3
+_EQ2, _EQ3 = 2.27265548208155028766e-1, 2.00000000000000000009e0
 
 
 @intrinsic
@@ -72,6 +78,20 @@ def _select(typingctx, condition, if_true, if_false):
             return builder.select(*args)
 
         return if_true(condition, if_true, if_false), codegen
+    return None
+
+
+@intrinsic
+def _two_to(typingctx, n):
+    """The float64 2^n for an int64 n in [-1022, 1023]: its exponent bits, (n + 1023) << 52."""
+    if n == types.int64:
+
+        def codegen(context, builder, signature, args):
+            i64 = ir.IntType(64)
+            bits = builder.shl(builder.add(args[0], ir.Constant(i64, 1023)), ir.Constant(i64, 52))
+            return builder.bitcast(bits, ir.DoubleType())
+
+        return types.float64(n), codegen
     return None
 
 
@@ -126,7 +146,6 @@ def _tanh_overload(x):
             z = a * a
             p = (_P0 * z + _P1) * z + _P2
             q = ((z + _Q0) * z + _Q1) * z + _Q2
-            small = a + a * z * (p / q)
             # Large a: 1 - 2 / (exp(2a) + 1), exp(2a) = 2^k exp(r).  NaN
             # stays in a (min keeps its first argument unless the second is
             # smaller) and flows through r into the result; k is computed
@@ -137,32 +156,15 @@ def _tanh_overload(x):
             k_arg = min(_CLAMP64, a)
             k = math.floor((k_arg + k_arg) * _INV_LN2 + 0.5)
             r = (y - k * _LN2_HI) - k * _LN2_LO
-            # exp(r) = sum r^n / n!, n <= 13, in Estrin's form: pairs, then
-            # fours, then eights, a chain of 5 dependent FMAs where Horner's
-            # rule has 13.
+            # exp(r) = (Q + r P) / (Q - r P), Cephes' Pade form (P, Q in r^2),
+            # so 2 / (exp(2a) + 1) = 2 (Q - r P) / (2^k (Q + r P) + Q - r P).
             r2 = r * r
-            r4 = r2 * r2
-            r8 = r4 * r4
-            e01 = r + 1.0
-            e23 = r * (1.0 / 6.0) + 0.5
-            e45 = r * (1.0 / 120.0) + 1.0 / 24.0
-            e67 = r * (1.0 / 5040.0) + 1.0 / 720.0
-            e89 = r * (1.0 / 362880.0) + 1.0 / 40320.0
-            e1011 = r * (1.0 / 39916800.0) + 1.0 / 3628800.0
-            e1213 = r * (1.0 / 6227020800.0) + 1.0 / 479001600.0
-            e03 = e23 * r2 + e01
-            e47 = e67 * r2 + e45
-            e811 = e1011 * r2 + e89
-            e07 = e47 * r4 + e03
-            e813 = e1213 * r4 + e811
-            e = e813 * r8 + e07
-            # 2^k (0 <= k <= 58) as the product of 2^(2^i) for the bits i
-            # of k: powers of two, so every product is exact.
-            n = np.int64(k)
-            two_k = (1.0 + (n & 1)) * (1.0 + 3.0 * ((n >> 1) & 1))
-            two_k *= (1.0 + 15.0 * ((n >> 2) & 1)) * (1.0 + 255.0 * ((n >> 3) & 1))
-            two_k *= (1.0 + 65535.0 * ((n >> 4) & 1)) * (1.0 + 4294967295.0 * ((n >> 5) & 1))
-            large = 1.0 - 2.0 / (e * two_k + 1.0)
+            rp = r * ((_EP0 * r2 + _EP1) * r2 + _EP2)
+            eq = ((_EQ0 * r2 + _EQ1) * r2 + _EQ2) * r2 + _EQ3
+            num = eq - rp
+            two_k = _two_to(np.int64(k))  # 0 <= k <= 58 after the clamp
+            small = a + a * z * (p / q)
+            large = 1.0 - 2.0 * num / (two_k * (eq + rp) + num)
             return math.copysign(_select(a < _SMALL64, small, large), x)
 
         return tanh_f64
