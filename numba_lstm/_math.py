@@ -13,26 +13,32 @@ scalar library calls that block vectorisation of the fused gate pass.
   a NaN first argument, so that NaN passes through instead of being clamped.
 * float64: ``math.tanh`` is a scalar libm call (about 10 ns, and it keeps the
   whole gate loop scalar: the float64 gate pass cost 50 ns per hidden unit).
-  The vectorisable version follows the classic Cephes split: for |x| < 0.625
-  the rational form x + x^3 P(x^2) / Q(x^2) (degrees 2 and 3, relative error
-  about 1e-16), above it 1 - 2 / (exp(2|x|) + 1) with exp written out as
-  Cephes' ``exp`` does: 2|x| = k ln2 + r with |r| <= ln2 / 2, exp(r) =
-  (Q(r^2) + r P(r^2)) / (Q(r^2) - r P(r^2)) (a Pade form, degrees 3 and 2),
-  and 2^k from its exponent bits.  Folded into the tanh, the Pade form costs
-  one division, as the Taylor series to r^13 did, with 7 instead of 15
-  multiply-adds.  |x| is clamped at 20, beyond which tanh is exactly +-1 in
-  float64.  Measured against ``np.tanh``: within 2 ulp everywhere
-  (``tests/test_math.py``).
+  Both functions are built on exp written out as Cephes' ``exp`` does: y =
+  k ln2 + r with |r| <= ln2 / 2, exp(r) = (Q(r^2) + r P(r^2)) / (Q(r^2) -
+  r P(r^2)) (a Pade form, degrees 3 and 2), and 2^k from its exponent bits,
+  so that exp(y) = 2^k plus / minus (``_exp_fraction``).
+  ``tanh`` follows the classic Cephes split: for |x| < 0.625 the rational
+  form x + x^3 P(x^2) / Q(x^2) (degrees 2 and 3, relative error about
+  1e-16), above it 1 - 2 / (exp(2|x|) + 1) = 1 - 2 minus / (2^k plus +
+  minus), one division.  |x| is clamped at 20, beyond which tanh is exactly
+  +-1 in float64.  Within 2 ulp of ``np.tanh`` everywhere.
+  ``sigmoid`` on a = |x|: 2^k plus / (2^k plus + minus) for x >= 0 and
+  minus / (2^k plus + minus) for x < 0, a quotient of positive terms either
+  way, so that it is accurate relative to its size (within 3 ulp, tiny
+  results included) and never overflows; below x = -708 it returns 0 (the
+  exact value is below 3.3e-308).  Both bounds are measured in
+  ``tests/test_math.py``.
 
-Both are inlined by Numba (``inline="always"``) and written without branches:
-the gate pass is bound by the throughput of its nonlinearities.  The float64
-pass went 4.45 -> 3.2 ns per hidden unit with the Pade form and the bit-built
-2^k (the series in Estrin's form and 2^k as a product of six powers before),
-and left to LLVM's inliner the float64 tanh made it scalar, 9x slower
+``float32`` computes ``sigmoid(x) = 0.5 * tanh(x / 2) + 0.5``, which shares
+the vectorised tanh and never overflows; its error is absolute (below 1e-6).
+
+Both dtypes are inlined by Numba (``inline="always"``) and written without
+branches: the gate pass is bound by the throughput of its nonlinearities.
+The float64 pass went 4.45 -> 2.6 ns per hidden unit with the Pade form,
+the bit-built 2^k and the direct sigmoid (before: a Taylor series of exp in
+Estrin's form, 2^k as a product of six powers, the sigmoid through tanh);
+left to LLVM's inliner the float64 tanh made it scalar, 9x slower
 (bench/NOTES.md, "Session 10" and "Session 11").
-
-``sigmoid(x) = 0.5 * tanh(x / 2) + 0.5`` in both dtypes: it never overflows
-(unlike ``1 / (1 + exp(-x))`` at x = -1e4) and shares the vectorised tanh.
 """
 
 import math
@@ -56,7 +62,7 @@ _B4 = np.float32(1.18534705686654e-04)
 _B6 = np.float32(1.19825839466702e-06)
 _HALF32 = np.float32(0.5)
 
-# float64 tanh (see the module docstring); P, Q are Cephes' tanh coefficients.
+# float64 (see the module docstring): P, Q are Cephes' tanh coefficients, _EP*, _EQ* its exp's.
 _SMALL64 = 0.625
 _CLAMP64 = 20.0
 _P0, _P1, _P2 = -9.64399179425052238628e-01, -9.92877231001918586564e01, -1.61468768441708447952e03
@@ -64,6 +70,7 @@ _Q0, _Q1, _Q2 = 1.12811678491632931402e02, 2.23548839060100448583e03, 4.84406305
 _INV_LN2 = 1.44269504088896338700e00
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 split so that k * _LN2_HI is exact
 _LN2_LO = 1.90821492927058770002e-10
+_EXP_MAX = 708.0  # exp(708) < 2^1022: 2^k stays a normal number (and sigmoid(-708) = 3.3e-308)
 _EP0, _EP1, _EP2 = 1.26177193074810590878e-4, 3.02994407707441961300e-2, 9.99999999999999999910e-1
 _EQ0, _EQ1 = 3.00198505138664455042e-6, 2.52448340349684104192e-3
 _EQ2, _EQ3 = 2.27265548208155028766e-1, 2.00000000000000000009e0
@@ -92,6 +99,32 @@ def _two_to(typingctx, n):
             return builder.bitcast(bits, ir.DoubleType())
 
         return types.float64(n), codegen
+    return None
+
+
+def _exp_fraction(y):
+    """exp(y) = two_k * plus / minus, for a float64 y in [0, _EXP_MAX] (jitted code only)."""
+    raise NotImplementedError("numba_lstm._math._exp_fraction is only callable from jitted code")
+
+
+@overload(_exp_fraction, inline="always")
+def _exp_fraction_overload(y):
+    if y == types.float64:
+
+        def exp_fraction(y):
+            # y = k ln2 + r with |r| <= ln2 / 2, and exp(r) = (Q + r P) / (Q - r P),
+            # Cephes' Pade form (P, Q in r^2).  NaN flows through r; k is
+            # computed from a clamp that turns NaN into the bound (min keeps
+            # its first argument unless the second is smaller), so that its
+            # conversion to an integer is defined.
+            k = math.floor(min(_EXP_MAX, y) * _INV_LN2 + 0.5)
+            r = (y - k * _LN2_HI) - k * _LN2_LO
+            r2 = r * r
+            rp = r * ((_EP0 * r2 + _EP1) * r2 + _EP2)
+            eq = ((_EQ0 * r2 + _EQ1) * r2 + _EQ2) * r2 + _EQ3
+            return _two_to(np.int64(k)), eq + rp, eq - rp
+
+        return exp_fraction
     return None
 
 
@@ -146,25 +179,13 @@ def _tanh_overload(x):
             z = a * a
             p = (_P0 * z + _P1) * z + _P2
             q = ((z + _Q0) * z + _Q1) * z + _Q2
-            # Large a: 1 - 2 / (exp(2a) + 1), exp(2a) = 2^k exp(r).  NaN
-            # stays in a (min keeps its first argument unless the second is
-            # smaller) and flows through r into the result; k is computed
-            # from a clamp that turns NaN into the bound, so that its
-            # conversion to an integer is defined.
+            # Large a: 1 - 2 / (exp(2a) + 1), with exp(2a) = 2^k plus / minus:
+            # 2 minus / (2^k plus + minus).  NaN stays in a (min keeps its
+            # first argument unless the second is smaller).
             a = min(a, _CLAMP64)
-            y = a + a
-            k_arg = min(_CLAMP64, a)
-            k = math.floor((k_arg + k_arg) * _INV_LN2 + 0.5)
-            r = (y - k * _LN2_HI) - k * _LN2_LO
-            # exp(r) = (Q + r P) / (Q - r P), Cephes' Pade form (P, Q in r^2),
-            # so 2 / (exp(2a) + 1) = 2 (Q - r P) / (2^k (Q + r P) + Q - r P).
-            r2 = r * r
-            rp = r * ((_EP0 * r2 + _EP1) * r2 + _EP2)
-            eq = ((_EQ0 * r2 + _EQ1) * r2 + _EQ2) * r2 + _EQ3
-            num = eq - rp
-            two_k = _two_to(np.int64(k))  # 0 <= k <= 58 after the clamp
+            two_k, plus, minus = _exp_fraction(a + a)
             small = a + a * z * (p / q)
-            large = 1.0 - 2.0 * num / (two_k * (eq + rp) + num)
+            large = 1.0 - 2.0 * minus / (two_k * plus + minus)
             return math.copysign(_select(a < _SMALL64, small, large), x)
 
         return tanh_f64
@@ -184,7 +205,16 @@ def _sigmoid_overload(x):
     if x == types.float64:
 
         def sigmoid_f64(x):
-            return 0.5 * tanh(0.5 * x) + 0.5
+            # On a = |x|, with exp(a) = 2^k plus / minus: sigmoid(a) =
+            # 2^k plus / (2^k plus + minus) and sigmoid(-a) = minus / (the
+            # same), a quotient of positive terms either way, so that the
+            # result is accurate relative to its size, small ones included.
+            # Below -_EXP_MAX the result is 0.  NaN stays in a.
+            a = min(abs(x), _EXP_MAX)
+            two_k, plus, minus = _exp_fraction(a)
+            big = two_k * plus
+            s = _select(x < 0.0, minus, big) / (big + minus)
+            return _select(x < -_EXP_MAX, 0.0, s)
 
         return sigmoid_f64
     return None
