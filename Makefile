@@ -19,21 +19,32 @@ $(STAMP_BENCH): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	touch $@
 
+# Numba's disk cache of a compiled kernel is invalidated only when the file
+# that defines the kernel changes, not the files whose functions it calls or
+# inlines (numba/numba#1833): after an edit of _math.py the kernels of
+# _kernels.py would load stale.  So any edit in numba_lstm/ drops the cache.
+CACHE_STAMP := numba_lstm/__pycache__/sources.stamp
+
+$(CACHE_STAMP): $(wildcard numba_lstm/*.py)
+	rm -f numba_lstm/__pycache__/*.nbi numba_lstm/__pycache__/*.nbc
+	mkdir -p $(@D)
+	touch $@
+
 lint: $(STAMP_TEST)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
+test: lint $(CACHE_STAMP)
 	$(PY) -m pytest
 
 # Shapes are BxTxIxH (batch, steps, inputs, hidden units); bench/run.py --help lists the options.
-bench: $(STAMP_BENCH)
+bench: $(STAMP_BENCH) $(CACHE_STAMP)
 	$(PY) bench/run.py \
 		--shapes 1x1000x128x128,16x100x128x256,64x100x256x256,64x50x512x512,128x50x1024x1024 \
 		--shapes64 1x1000x128x128,16x100x128x256,64x100x256x256 \
 		--stream-hidden 32,128,512 --lengths 64x100x256x256
 
-bench-quick: $(STAMP_BENCH)
+bench-quick: $(STAMP_BENCH) $(CACHE_STAMP)
 	$(PY) bench/run.py --shapes 16x100x128x256,64x100x256x256 --shapes64 none \
 		--stream-hidden 32,128 --lengths 64x100x256x256
 
