@@ -64,7 +64,7 @@ from numba_lstm._panels import (
     _panel_width_of,
     _unpacked_product,
 )
-from numba_lstm._sync import claim, finish, wait_for
+from numba_lstm._sync import MAX_SHARES, claim, finish, wait_for
 
 
 @numba.njit(**SERIAL)
@@ -367,10 +367,11 @@ def _project(y, y_pad, m, W_hr, p_lo, p_hi):
 
 @numba.njit(**SERIAL)
 def _forward_steps(
-    y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, unit_shares, proj_shares, sync,
+    y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, unit_shares, proj_shares, sync, worker,
 ):  # fmt: skip
     """One thread's walk through the sequence of ``_lstm_forward``: at every
-    step, the shares it can take, then a wait for the others'."""
+    step, the shares it can take (share ``worker`` first), then a wait for
+    the others'."""
     T = batch_sizes.size
     offsets = _offsets(batch_sizes)
     N = offsets[T]
@@ -410,20 +411,20 @@ def _forward_steps(
         )
         z_chunk, x_chunk = z[:rows], x[z_base : z_base + rows]
         units, projection = 2 * t, 2 * t + 1  # the step's phases in sync
-        q = claim(sync, units, unit_shares)
+        q = claim(sync, units, unit_shares, worker)
         while q >= 0:
             u_lo, u_hi = _share(n_units, q, unit_shares)
             _forward_units(z_chunk, x_chunk, step, W_x, b, W_h, u_lo, u_hi)
             finish(sync, units)
-            q = claim(sync, units, unit_shares)
+            q = claim(sync, units, unit_shares, worker)
         wait_for(sync, units, unit_shares)
         if n_proj > 0:
-            q = claim(sync, projection, proj_shares)
+            q = claim(sync, projection, proj_shares, worker)
             while q >= 0:
                 p_lo, p_hi = _share(n_proj, q, proj_shares)
                 _project(y[lo:hi], y_pad[:Bt], m_t, W_hr, p_lo, p_hi)
                 finish(sync, projection)
-                q = claim(sync, projection, proj_shares)
+                q = claim(sync, projection, proj_shares, worker)
             wait_for(sync, projection, proj_shares)
 
 
@@ -452,7 +453,7 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     batch_sizes (T,)  in: rows of each step, non-increasing
     shares            split each step into this many contiguous shares of the
                       panels, run by Numba's threads (1: no parallel region)
-    sync   (4T,)      work: ``counters(2T)``, each step's claim and done counters
+    sync   (4T,)      work: ``counters(2T)``, each step's taken shares and done counters
                       (``numba_lstm._sync``), for the units and the projection
 
     One parallel region runs the whole sequence: each thread walks every
@@ -466,17 +467,17 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     projection is a second phase of the step, which needs all of m_t.
     """
     n_units = W_h.shape[0] // 4
-    unit_shares, proj_shares = min(shares, n_units), min(shares, W_hr.shape[0])
+    unit_shares, proj_shares = min(shares, n_units, MAX_SHARES), min(shares, W_hr.shape[0], MAX_SHARES)
     workers = max(unit_shares, proj_shares)
     if workers > 1:
-        for _ in numba.prange(workers):
+        for worker in numba.prange(workers):
             _forward_steps(
                 y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes,
-                unit_shares, proj_shares, sync,
+                unit_shares, proj_shares, sync, worker,
             )  # fmt: skip
     else:
         _forward_steps(
-            y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, 1, 1, sync
+            y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, 1, 1, sync, 0
         )
 
 
@@ -665,14 +666,15 @@ def _block_grads(dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W
 @numba.njit(**SERIAL)
 def _backward_steps(
     dh_pad, dc, dh_all, dm_pad, dG_slot, dgates_next, dy, c0, c, gates, tanh_c, W_hT, W_hrT,
-    offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, m_shares, sync,
+    offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, m_shares, sync, worker,
 ):  # fmt: skip
     """One thread's walk through the steps t_hi - 1 down to t_end of one block of ``_lstm_backward``.
 
     ``dG_slot``: the block's slot of the ring (row 0 is packed row n_lo);
     ``dgates_next``: the gate gradients of step t_hi (no rows after the last
-    step).  At every step, the shares the thread can take, then a wait for
-    the others' (``numba_lstm._sync``).  t = -1 only finishes dh0.
+    step).  At every step, the shares the thread can take (share ``worker``
+    first), then a wait for the others' (``numba_lstm._sync``).  t = -1 only
+    finishes dh0.
     """
     n_h, n_m = W_hT.shape[0], W_hrT.shape[0]
     projected = n_m > 0
@@ -695,22 +697,22 @@ def _backward_steps(
         # One step's arrays, the same for every panel range.
         step = (dgates_t, dc[:Bt], dm_pad[:Bt], dh_pad[:Bt], W_hrT, gates[lo:hi], tanh_c[lo:hi], c_prev, NR)
         h_phase, m_phase = 2 * (t + 1), 2 * (t + 1) + 1  # the step's phases in sync
-        q = claim(sync, h_phase, h_shares)
+        q = claim(sync, h_phase, h_shares, worker)
         while q >= 0:
             p_lo, p_hi = _share(n_h, q, h_shares)
             _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p_lo, p_hi)
             if Bt > 0 and not projected:
                 _backward_gates(*step, p_lo, p_hi)
             finish(sync, h_phase)
-            q = claim(sync, h_phase, h_shares)
+            q = claim(sync, h_phase, h_shares, worker)
         wait_for(sync, h_phase, h_shares)
         if projected and Bt > 0:
-            q = claim(sync, m_phase, m_shares)
+            q = claim(sync, m_phase, m_shares, worker)
             while q >= 0:
                 p_lo, p_hi = _share(n_m, q, m_shares)
                 _backward_gates(*step, p_lo, p_hi)
                 finish(sync, m_phase)
-                q = claim(sync, m_phase, m_shares)
+                q = claim(sync, m_phase, m_shares, worker)
             wait_for(sync, m_phase, m_shares)
         dgates_next = dgates_t
 
@@ -741,7 +743,7 @@ def _lstm_backward(
     W_xT   (Ip/NR, 4H, NR)  in: ``pack_panels(W_x.T)``
     step_shares, grad_shares: as ``shares`` in ``_lstm_forward``, for the
                      steps and for the weight gradients
-    sync   (4(T + 1),) work: ``counters(2(T + 1))``, the claim and done counters of each step
+    sync   (4(T + 1),) work: ``counters(2(T + 1))``, the taken shares and done counters of each step
                      (``numba_lstm._sync``), t = -1 included
 
     The steps run from the last to the first in blocks of whole steps of at
@@ -765,8 +767,8 @@ def _lstm_backward(
     offsets = _offsets(batch_sizes)
     R = dG_ring.shape[1]
     n_h, n_m = W_hT.shape[0], W_hrT.shape[0]
-    h_shares = min(step_shares, n_h)
-    m_shares = min(step_shares, n_m) if n_m > 0 else 1
+    h_shares = min(step_shares, n_h, MAX_SHARES)
+    m_shares = min(step_shares, n_m, MAX_SHARES) if n_m > 0 else 1
     workers = max(h_shares, m_shares)
     grads, inputs = (dx_pad, dW_pad, db_pad, AT, dG_block, prev), (x, h0, y, W_xT)
     dgates_next = dG_ring[0, :0]  # the gate gradients of the step after the current one
@@ -784,10 +786,12 @@ def _lstm_backward(
         t_end = t_lo if t_lo > 0 else -1
         walk = (dh_pad, dc, dh_all, dm_pad, dG_ring[slot], dgates_next, dy, c0, c, gates, tanh_c, W_hT, W_hrT)
         if workers > 1:
-            for _ in numba.prange(workers):
-                _backward_steps(*walk, offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, m_shares, sync)
+            for worker in numba.prange(workers):
+                _backward_steps(
+                    *walk, offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, m_shares, sync, worker
+                )
         else:
-            _backward_steps(*walk, offsets, batch_sizes, t_hi, t_end, n_lo, 1, 1, sync)
+            _backward_steps(*walk, offsets, batch_sizes, t_hi, t_end, n_lo, 1, 1, sync, 0)
         dgates_next = dG_ring[slot, : batch_sizes[t_lo]]
         # The block's weight gradients, while its gate gradients are in cache.
         if n_hi > n_lo:

@@ -3,11 +3,16 @@
 A sequence kernel opens one parallel region for the whole sequence instead of
 one per step (a TBB region costs a few microseconds to start, about a step's
 work at B = 1).  Inside it the threads hand out each step's work through two
-counters per phase of a step (phase k uses ``sync[2k]`` and ``sync[2k + 1]``
-of an int64 array of zeros):
+int64 words per phase of a step (phase k uses ``sync[2k]`` and ``sync[2k +
+1]`` of an array of zeros):
 
-* the claim counter: a thread takes share ``q = claim(sync, k, shares)``
-  while it is not -1, and computes it;
+* the taken shares, as bits: a thread takes share ``q = claim(sync, k,
+  shares, worker)`` while it is not -1, and computes it.  A thread asks for
+  share ``worker`` (its ``prange`` index) first, so that, when the threads
+  keep pace, each computes the same units at every step and finds their
+  state (c, dc, the input projection in ``z``) in its own core's cache; a
+  thread that arrives late finds its share taken by one that ran out of
+  work, and takes another;
 * the done counter: it then calls ``finish(sync, k)``, and every thread
   calls ``wait_for(sync, k, shares)`` before it reads what the phase wrote.
 
@@ -16,9 +21,13 @@ computing, never for a share nobody took, so the region finishes whatever the
 threading layer does with its iterations: if one thread runs them all, one
 after the other, the first takes every share and the rest find them done.
 
-The fetch-add is sequentially consistent and the wait reads with acquire
-ordering, so everything a share wrote before its ``done`` increment is
-visible to the threads that saw the count.  After ``SPIN_LIMIT`` reads a
+With a counter handing out shares in order of arrival instead, the two
+threads of a B = 1 backward swapped shares at 55% of the steps
+(bench/NOTES.md, "Session 12").
+
+The fetch-or and the fetch-add are sequentially consistent and the wait
+reads with acquire ordering, so everything a share wrote before its
+``done`` increment is visible to the threads that saw the count.  After ``SPIN_LIMIT`` reads a
 waiting thread gives up its core on every further read (``sched_yield``), so
 that a thread descheduled in the middle of a share gets it back when there are
 more threads than cores.
@@ -33,6 +42,9 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from numba_lstm._options import SERIAL
+
+#: Shares one phase can have: the shares taken are the bits of one int64.
+MAX_SHARES = 63
 
 #: Reads of a counter before a waiting thread starts yielding its core
 #: (about 10-20 microseconds of spinning).
@@ -57,6 +69,21 @@ def fetch_add(typingctx, counters, index, value):
         counters, index, value = args
         pointer = _element_pointer(context, builder, sig.args[0], counters, index)
         return builder.atomic_rmw("add", pointer, value, "seq_cst")
+
+    return sig, codegen
+
+
+@intrinsic
+def fetch_or(typingctx, counters, index, value):
+    """``counters[index] |= value`` atomically; returns the value before."""
+    if not (isinstance(counters, types.Array) and counters.dtype == types.int64 and counters.ndim == 1):
+        return None
+    sig = types.int64(counters, index, types.int64)
+
+    def codegen(context, builder, sig, args):
+        counters, index, value = args
+        pointer = _element_pointer(context, builder, sig.args[0], counters, index)
+        return builder.atomic_rmw("or", pointer, value, "seq_cst")
 
     return sig, codegen
 
@@ -95,10 +122,21 @@ def counters(phases):
 
 
 @numba.njit(**SERIAL)
-def claim(sync, phase, shares):
-    """The next untaken share of ``phase`` (its claim counter, ``sync[2 * phase]``), or -1 when all are taken."""
-    q = fetch_add(sync, 2 * phase, 1)
-    return q if q < shares else -1
+def claim(sync, phase, shares, first):
+    """A share of ``phase`` that no thread has taken, or -1 when all are taken.
+
+    The shares taken are the bits of ``sync[2 * phase]``; the search starts
+    at share ``first % shares`` and goes on with the ones after it.
+    """
+    taken = load_acquire(sync, 2 * phase)
+    for k in range(shares):
+        q = (first + k) % shares
+        bit = np.int64(1) << q
+        if taken & bit == 0:
+            taken = fetch_or(sync, 2 * phase, bit)
+            if taken & bit == 0:
+                return q
+    return -1
 
 
 @numba.njit(**SERIAL)
