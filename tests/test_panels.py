@@ -6,6 +6,7 @@ import pytest
 from conftest import as64, assert_close, make_problem
 
 import numba_lstm
+import numba_lstm._panels
 import numba_lstm.functional
 from numba_lstm import reference
 from numba_lstm._panels import (
@@ -101,7 +102,10 @@ def test_gate_panel_product_gives_the_bits_of_a_product_per_gate(M, u_lo, u_hi, 
         )
 
 
-def test_pack_panels_layout(dtype):
+@pytest.mark.parametrize("threaded", [False, True], ids=["serial", "threaded"])
+def test_pack_panels_layout(threaded, dtype, monkeypatch):
+    if threaded:  # split between Numba's threads, as large matrices are
+        monkeypatch.setattr(numba_lstm._panels, "PACK_THREADED_MIN", 0)
     NR = panel_width(dtype)
     K, H = 3, NR + 5  # each gate block padded to 2 panels
     W = np.arange(K * 4 * H, dtype=dtype).reshape(K, 4 * H) + 1
@@ -119,9 +123,15 @@ def test_pack_panels_layout(dtype):
 
 
 # A transposed matrix (W[I:].T in the backward) goes through its own packing
-# loop; K = 70 spans two blocks of PACK_T_ROWS rows and a partial third.
+# loop, TRANSPOSE_ROWS source rows at a time: panels of 37 - NR, 33 - NR and 5
+# columns leave rows after the groups of 8 (and panels with none).  Large
+# matrices are packed by several threads (PACK_THREADED_MIN); ``threaded``
+# lowers the threshold so that these small ones are too.
+@pytest.mark.parametrize("threaded", [False, True], ids=["serial", "threaded"])
 @pytest.mark.parametrize("K, N, groups", [(70, 4 * 37, 4), (130, 33, 1), (2, 5, 1)])
-def test_pack_panels_of_a_transposed_matrix(K, N, groups, dtype):
+def test_pack_panels_of_a_transposed_matrix(K, N, groups, threaded, dtype, monkeypatch):
+    if threaded:
+        monkeypatch.setattr(numba_lstm._panels, "PACK_THREADED_MIN", 0)
     WT = np.random.default_rng(K).standard_normal((N, K)).astype(dtype)
     W = WT.T
     assert W.flags.f_contiguous and not W.flags.c_contiguous
