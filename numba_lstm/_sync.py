@@ -27,10 +27,10 @@ threads of a B = 1 backward swapped shares at 55% of the steps
 
 The fetch-or and the fetch-add are sequentially consistent and the wait
 reads with acquire ordering, so everything a share wrote before its
-``done`` increment is visible to the threads that saw the count.  After ``SPIN_LIMIT`` reads a
-waiting thread gives up its core on every further read (``sched_yield``), so
-that a thread descheduled in the middle of a share gets it back when there are
-more threads than cores.
+``done`` increment is visible to the threads that saw the count.  After
+``SPIN_LIMIT`` reads a waiting thread gives up its core on every further
+read (``sched_yield``), so that a thread descheduled in the middle of a
+share gets it back when there are more threads than cores.
 """
 
 import sys
