@@ -24,7 +24,7 @@ from numba_lstm._kernels import (
     _use_threads,
     _z_rows,
 )
-from numba_lstm._panels import pack_panels, pad_columns, padded, panel_width
+from numba_lstm._panels import aligned_empty, pack_panels, pad_columns, padded, panel_width
 from numba_lstm._sync import counters
 from numba_lstm._validation import (
     as_float_array,
@@ -232,7 +232,7 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
         Hp, Pp = padded(H, dtype), padded(P, dtype)
         projected = W_hr is not None
         _lstm_forward(
-            y, m, c, gates, tanh_c, np.empty((_z_rows(B, Hp, np.dtype(dtype).itemsize), 4 * Hp), dtype), np.empty((B, Pp) if projected else (0, 0), dtype),
+            y, m, c, gates, tanh_c, aligned_empty((_z_rows(B, Hp, np.dtype(dtype).itemsize), 4 * Hp), dtype), np.empty((B, Pp) if projected else (0, 0), dtype),
             x_packed, pack_panels(W[:I], groups=4), pack_panels(W[I:], groups=4), pad_columns(b, groups=4),
             pack_panels(W_hr) if projected else np.empty((0, 0, 0), dtype), h0_sorted, c0_sorted,
             packing.batch_sizes, _shares(_use_threads(B, P, 4 * H, SPLIT_STEP_MIN_FLOP)), counters(2 * packing.batch_sizes.size),

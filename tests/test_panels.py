@@ -10,9 +10,11 @@ import numba_lstm._panels
 import numba_lstm.functional
 from numba_lstm import reference
 from numba_lstm._panels import (
+    CACHE_LINE,
     TILE_ROWS,
     _gate_panel_product,
     _panel_product,
+    aligned_empty,
     pack_panels,
     pad_columns,
     padded,
@@ -120,6 +122,19 @@ def test_pack_panels_layout(threaded, dtype, monkeypatch):
     b_pad = pad_columns(b, groups=4).reshape(4, 2 * NR)
     np.testing.assert_array_equal(b_pad[:, :H], b.reshape(4, H))
     assert not b_pad[:, H:].any()
+
+
+@pytest.mark.parametrize("shape", [(0,), (1,), (3, 5), (7, 33, 16), (2, 0, 4)])
+def test_aligned_empty(shape, dtype):
+    # Allocated many times, so that NumPy's own 16-byte alignment gives
+    # misaligned starts among them.
+    for _ in range(20):
+        a = aligned_empty(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+        assert a.size == 0 or a.ctypes.data % CACHE_LINE == 0  # (NumPy may move an empty one's pointer)
+        a[...] = 1  # the whole array is writable memory
+    W = np.ones((5, 4 * 3), dtype)
+    assert all(pack_panels(W, groups=4).ctypes.data % CACHE_LINE == 0 for _ in range(20))
 
 
 # A transposed matrix (W[I:].T in the backward) goes through its own packing
