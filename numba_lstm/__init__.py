@@ -1,8 +1,10 @@
 """numba_lstm: a CPU LSTM engine built on Numba."""
 
+from numba_lstm._threading import launch_threads as _launch_threads
 from numba_lstm._threading import preload_tbb as _preload_tbb
 
 _preload_tbb()
+_launch_threads()
 
 from numba_lstm import losses, optim  # noqa: E402
 from numba_lstm.dense import Dense  # noqa: E402

@@ -20,6 +20,8 @@ import ctypes
 import os
 import sys
 
+import numba.np.ufunc.parallel
+
 _TBB_SONAME = "libtbb.so.12"
 
 
@@ -49,3 +51,19 @@ def preload_tbb():
                 return None
             return path
     return None
+
+
+def launch_threads():
+    """Start Numba's threading layer now rather than at the first parallel call.
+
+    ``numba_lstm.jit.forward`` runs the parallel sequence kernel from inside
+    jitted code.  When such a caller is loaded from Numba's on-disk cache,
+    Numba does not start the threading layer for the parallel function it
+    calls (numba/numba#8578), and the call crashed the process: a segfault,
+    or "LLVM ERROR: Symbol not found: allocate_sched" from a user's cached
+    function (``tests/test_cache.py``).  Starting the layer at import, as
+    the issue's maintainers suggest, leaves nothing to start later.  It
+    costs a few milliseconds (8 ms here), and the layer is the one a first parallel
+    call would have chosen (``NUMBA_THREADING_LAYER`` is still respected).
+    """
+    numba.np.ufunc.parallel._launch_threads()

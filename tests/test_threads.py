@@ -59,10 +59,17 @@ def _run(**env):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.skipif(os.cpu_count() < 2, reason="needs 2 cores to tell one busy thread from two")
 def test_large_steps_run_on_numbas_pool():
-    # 64 x 96 @ 96 x 512 per step: 6.3 MFLOP, above SPLIT_STEP_MIN_FLOP.
+    # 64 x 96 @ 96 x 512 per step: 6.3 MFLOP, above SPLIT_STEP_MIN_FLOP, so
+    # both of Numba's threads work on every step (a waiting one spins, which
+    # counts as CPU time too).  The pool itself is started at import
+    # (numba_lstm._threading.launch_threads), so its existence proves
+    # nothing: CPU time over wall time does.  1.4 leaves room for a machine
+    # whose other core is partly busy; one thread gives about 1.
     out = _run(NUMBA_NUM_THREADS="2")
     assert out["numba_pool"] == "tbb"
+    assert out["cpu"] / out["wall"] > 1.4, out
 
 
 @pytest.mark.skipif(os.cpu_count() < 2, reason="needs 2 cores to tell one busy thread from two")
