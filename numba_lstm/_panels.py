@@ -491,6 +491,15 @@ def aligned_empty(shape, dtype):
     return buffer[start : start + nbytes].view(dtype).reshape(shape)
 
 
+@numba.njit(**SERIAL)
+def _aligned_vector(size, like):
+    """``aligned_empty((size,), like.dtype)`` inside jitted code (Numba aligns
+    its arrays to 32 bytes); reshape it to the shape wanted."""
+    buffer = np.empty(size + CACHE_LINE // like.itemsize, like.dtype)
+    start = (CACHE_LINE - buffer.ctypes.data % CACHE_LINE) % CACHE_LINE // like.itemsize
+    return buffer[start : start + size]
+
+
 def pack_panels(W, groups=1):
     """Pack W (K, N) into panels (n_panels, K, NR) of its columns.
 

@@ -47,7 +47,7 @@ from numba_lstm._kernels import (
     _z_rows,
 )
 from numba_lstm._options import SERIAL
-from numba_lstm._panels import _pack_into, _pad_into, _panel_width_of
+from numba_lstm._panels import _aligned_vector, _pack_into, _pad_into, _panel_width_of
 from numba_lstm._sync import counters
 from numba_lstm._validation import _describe
 
@@ -332,14 +332,15 @@ def forward(x, W, b, h0, c0):
     batch_sizes = np.full(T, B, np.int64)
     NR = _panel_width_of(x)
     Hp = -(-H // NR) * NR
-    W_x = np.empty((4 * Hp // NR, I, NR), x.dtype)
-    W_h = np.empty((4 * Hp // NR, H, NR), x.dtype)
+    W_x = _aligned_vector(4 * Hp * I, x).reshape((4 * Hp // NR, I, NR))
+    W_h = _aligned_vector(4 * Hp * H, x).reshape((4 * Hp // NR, H, NR))
     b_pad = np.empty(4 * Hp, x.dtype)
     _pack_into(W_x, W[:I], 4)
     _pack_into(W_h, W[I:], 4)
     _pad_into(b_pad, b, 4)
     _lstm_forward(
-        y, y, c, gates, tanh_c, np.empty((_z_rows(B, Hp, x.itemsize), 4 * Hp), x.dtype), np.empty((0, 0), x.dtype),
+        y, y, c, gates, tanh_c, _aligned_vector(_z_rows(B, Hp, x.itemsize) * 4 * Hp, x).reshape((-1, 4 * Hp)),
+        np.empty((0, 0), x.dtype),
         x.reshape(N, I), W_x, W_h, b_pad, np.empty((0, 0, 0), x.dtype), h0, c0, batch_sizes,
         Hp // NR if _use_threads(B, H, 4 * H, SPLIT_STEP_MIN_FLOP) else 1,  # one share per panel: the thread count is unknown here
         counters(2 * T),

@@ -12,6 +12,7 @@ from numba_lstm import reference
 from numba_lstm._panels import (
     CACHE_LINE,
     TILE_ROWS,
+    _aligned_vector,
     _gate_panel_product,
     _panel_product,
     aligned_empty,
@@ -135,6 +136,12 @@ def test_aligned_empty(shape, dtype):
         a[...] = 1  # the whole array is writable memory
     W = np.ones((5, 4 * 3), dtype)
     assert all(pack_panels(W, groups=4).ctypes.data % CACHE_LINE == 0 for _ in range(20))
+    # The jitted allocation (numba_lstm.jit.forward's panels): Numba's own
+    # arrays start on 32 bytes only.
+    like = np.zeros(1, dtype)
+    for size in range(1, 60, 3):
+        v = _aligned_vector(size, like)
+        assert v.shape == (size,) and v.dtype == dtype and v.ctypes.data % CACHE_LINE == 0
 
 
 # A transposed matrix (W[I:].T in the backward) goes through its own packing
@@ -201,8 +208,6 @@ def _run(case, dtype, threaded, monkeypatch):
     dh_n = rng.standard_normal(h_n.shape).astype(dtype)
     dc_n = rng.standard_normal(c_n.shape).astype(dtype)
     grads = numba_lstm.lstm_backward(dy, cache, dh_n, dc_n)
-    if threaded:
-        assert numba.threading_layer()  # raises ValueError while Numba's pool was never started
     return p, (y, h_n, c_n, *grads), (dy, dh_n, dc_n)
 
 
