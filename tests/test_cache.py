@@ -56,7 +56,11 @@ def test_jitted_callers_of_parallel_kernels_run_from_the_cache(tmp_path):
     for k, caller in enumerate(["functional", "jit", "jit", "user", "user"]):
         out = tmp_path / f"{k}.npy"
         run = subprocess.run(
-            [sys.executable, str(script), caller, str(out)], env=env, capture_output=True, text=True, timeout=600
+            [sys.executable, str(script), caller, str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert run.returncode == 0, f"run {k} ({caller}) exited with {run.returncode}: {run.stderr[-2000:]}"
         results.append(np.load(out))
