@@ -63,7 +63,8 @@ def launch_threads():
     or "LLVM ERROR: Symbol not found: allocate_sched" from a user's cached
     function (``tests/test_cache.py``).  Starting the layer at import, as
     the issue's maintainers suggest, leaves nothing to start later.  It
-    costs a few milliseconds (8 ms here), and the layer is the one a first parallel
-    call would have chosen (``NUMBA_THREADING_LAYER`` is still respected).
+    costs a few milliseconds (8 ms here), and the layer is the one a first
+    parallel call would have chosen (``NUMBA_THREADING_LAYER`` is still
+    respected).
     """
     numba.np.ufunc.parallel._launch_threads()
