@@ -134,9 +134,12 @@ def test_aligned_empty(shape, dtype):
         assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
         assert a.size == 0 or a.ctypes.data % CACHE_LINE == 0  # (NumPy may move an empty one's pointer)
         a[...] = 1  # the whole array is writable memory
+
+
+def test_packed_panels_start_on_a_cache_line(dtype):
     W = np.ones((5, 4 * 3), dtype)
     assert all(pack_panels(W, groups=4).ctypes.data % CACHE_LINE == 0 for _ in range(20))
-    # The jitted allocation (numba_lstm.jit.forward's panels): Numba's own
+    # jit.forward allocates its panels in jitted code, where Numba's own
     # arrays start on 32 bytes only.
     like = np.zeros(1, dtype)
     for size in range(1, 60, 3):
