@@ -64,7 +64,7 @@ from numba_lstm._panels import (
     _panel_width_of,
     _unpacked_product,
 )
-from numba_lstm._sync import MAX_SHARES, claim, finish, wait_for
+from numba_lstm._sync import MAX_SHARES, claim, finish, home, wait_for
 
 
 @numba.njit(**SERIAL)
@@ -295,6 +295,16 @@ PARALLEL_MIN_FLOP = 1_000_000
 #: bench/NOTES.md, "Session 7").
 SPLIT_STEP_MIN_FLOP = 32_768
 
+#: Shares of a forward step per Numba thread.  Each thread takes its own
+#: block of shares first (``numba_lstm._sync.home``), so more shares than
+#: threads cost little (64x100x256x256 forward: per-round ratio 1.01-1.02
+#: against one share per thread) and let a thread that runs slower than
+#: the other give away the end of its block (ratio 0.75-0.77 while the
+#: two-thread forward ran slow).  The backward keeps one share per thread:
+#: four cost 6% at B = 1 training (bench/NOTES.md, "Session 13" and
+#: "Session 14").
+FORWARD_SHARES_PER_THREAD = 4
+
 
 #: Bytes of the forward's buffer of pre-activations ``z``, which holds the
 #: input projection of a few steps at a time so that it stays in cache
@@ -367,14 +377,16 @@ def _project(y, y_pad, m, W_hr, p_lo, p_hi):
 
 @numba.njit(**SERIAL)
 def _forward_steps(
-    y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, unit_shares, proj_shares, sync, worker,
+    y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, unit_shares, proj_shares, sync,
+    worker, workers,
 ):  # fmt: skip
     """One thread's walk through the sequence of ``_lstm_forward``: at every
-    step, the shares it can take (share ``worker`` first), then a wait for
-    the others'."""
+    step, the shares it can take (its own block of them first,
+    ``numba_lstm._sync.home``), then a wait for the others'."""
     T = batch_sizes.size
     offsets = _offsets(batch_sizes)
     N = offsets[T]
+    unit_home, proj_home = home(worker, workers, unit_shares), home(worker, workers, proj_shares)
     saved = gates.shape[0] == N  # else gates and tanh_c hold one step
     n_units = W_h.shape[0] // 4
     n_proj = W_hr.shape[0]
@@ -411,25 +423,27 @@ def _forward_steps(
         )
         z_chunk, x_chunk = z[:rows], x[z_base : z_base + rows]
         units, projection = 2 * t, 2 * t + 1  # the step's phases in sync
-        q = claim(sync, units, unit_shares, worker)
+        q = claim(sync, units, unit_shares, unit_home)
         while q >= 0:
             u_lo, u_hi = _share(n_units, q, unit_shares)
             _forward_units(z_chunk, x_chunk, step, W_x, b, W_h, u_lo, u_hi)
             finish(sync, units)
-            q = claim(sync, units, unit_shares, worker)
+            q = claim(sync, units, unit_shares, unit_home)
         wait_for(sync, units, unit_shares)
         if n_proj > 0:
-            q = claim(sync, projection, proj_shares, worker)
+            q = claim(sync, projection, proj_shares, proj_home)
             while q >= 0:
                 p_lo, p_hi = _share(n_proj, q, proj_shares)
                 _project(y[lo:hi], y_pad[:Bt], m_t, W_hr, p_lo, p_hi)
                 finish(sync, projection)
-                q = claim(sync, projection, proj_shares, worker)
+                q = claim(sync, projection, proj_shares, proj_home)
             wait_for(sync, projection, proj_shares)
 
 
 @numba.njit(**PARALLEL)
-def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, shares, sync):
+def _lstm_forward(
+    y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, shares, workers, sync
+):
     """Forward pass over a whole packed sequence.
 
     y      (N, P)     out: h_t of every step
@@ -452,7 +466,9 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     c0     (B, H)     in
     batch_sizes (T,)  in: rows of each step, non-increasing
     shares            split each step into this many contiguous shares of the
-                      panels, run by Numba's threads (1: no parallel region)
+                      panels (at most one per panel)
+    workers           iterations of the parallel region, one per Numba thread
+                      (1: no parallel region)
     sync   (4T,)      work: ``counters(2T)``, each step's taken shares and done counters
                       (``numba_lstm._sync``), for the units and the projection
 
@@ -460,24 +476,28 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     step, takes shares of it through the step's counters in ``sync`` and
     waits until all are done before the next step (a region per step cost
     more than the step at B = 1, bench/NOTES.md "Session 7").  A share is a
-    contiguous range of the panels of hidden units (NR units each): one share
-    per thread measured 5-10% faster than one panel per share (bench/NOTES.md,
-    "Session 5").  For its units a thread computes the input projection when
-    a chunk of z is due, the four gate blocks of ``z`` and then the gates; a
-    projection is a second phase of the step, which needs all of m_t.
+    contiguous range of the panels of hidden units (NR units each).  Every
+    worker walks the steps and asks first for the shares of its own block
+    (``numba_lstm._sync``), so a thread keeps its panels in cache from step
+    to step, while a thread that runs late leaves the end of its block to
+    the others (the callers pass ``FORWARD_SHARES_PER_THREAD`` shares per
+    worker).  For its units a
+    thread computes the input projection when a chunk of z is due, the four
+    gate blocks of ``z`` and then the gates; a projection is a second phase
+    of the step, which needs all of m_t.
     """
     n_units = W_h.shape[0] // 4
     unit_shares, proj_shares = min(shares, n_units, MAX_SHARES), min(shares, W_hr.shape[0], MAX_SHARES)
-    workers = max(unit_shares, proj_shares)
+    workers = min(workers, max(unit_shares, proj_shares))
     if workers > 1:
         for worker in numba.prange(workers):
             _forward_steps(
                 y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes,
-                unit_shares, proj_shares, sync, worker,
+                unit_shares, proj_shares, sync, worker, workers,
             )  # fmt: skip
     else:
         _forward_steps(
-            y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, 1, 1, sync, 0
+            y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, 1, 1, sync, 0, 1
         )
 
 
@@ -666,18 +686,19 @@ def _block_grads(dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W
 @numba.njit(**SERIAL)
 def _backward_steps(
     dh_pad, dc, dh_all, dm_pad, dG_slot, dgates_next, dy, c0, c, gates, tanh_c, W_hT, W_hrT,
-    offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, m_shares, sync, worker,
+    offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, m_shares, sync, worker, workers,
 ):  # fmt: skip
     """One thread's walk through the steps t_hi - 1 down to t_end of one block of ``_lstm_backward``.
 
     ``dG_slot``: the block's slot of the ring (row 0 is packed row n_lo);
     ``dgates_next``: the gate gradients of step t_hi (no rows after the last
-    step).  At every step, the shares the thread can take (share ``worker``
-    first), then a wait for the others' (``numba_lstm._sync``).  t = -1 only
-    finishes dh0.
+    step).  At every step, the shares the thread can take (its own block of
+    them first), then a wait for the others' (``numba_lstm._sync``).
+    t = -1 only finishes dh0.
     """
     n_h, n_m = W_hT.shape[0], W_hrT.shape[0]
     projected = n_m > 0
+    h_home, m_home = home(worker, workers, h_shares), home(worker, workers, m_shares)
     NR = W_hT.shape[2]
     for t in range(t_hi - 1, t_end - 1, -1):
         B_next = dgates_next.shape[0]
@@ -697,22 +718,22 @@ def _backward_steps(
         # One step's arrays, the same for every panel range.
         step = (dgates_t, dc[:Bt], dm_pad[:Bt], dh_pad[:Bt], W_hrT, gates[lo:hi], tanh_c[lo:hi], c_prev, NR)
         h_phase, m_phase = 2 * (t + 1), 2 * (t + 1) + 1  # the step's phases in sync
-        q = claim(sync, h_phase, h_shares, worker)
+        q = claim(sync, h_phase, h_shares, h_home)
         while q >= 0:
             p_lo, p_hi = _share(n_h, q, h_shares)
             _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p_lo, p_hi)
             if Bt > 0 and not projected:
                 _backward_gates(*step, p_lo, p_hi)
             finish(sync, h_phase)
-            q = claim(sync, h_phase, h_shares, worker)
+            q = claim(sync, h_phase, h_shares, h_home)
         wait_for(sync, h_phase, h_shares)
         if projected and Bt > 0:
-            q = claim(sync, m_phase, m_shares, worker)
+            q = claim(sync, m_phase, m_shares, m_home)
             while q >= 0:
                 p_lo, p_hi = _share(n_m, q, m_shares)
                 _backward_gates(*step, p_lo, p_hi)
                 finish(sync, m_phase)
-                q = claim(sync, m_phase, m_shares, worker)
+                q = claim(sync, m_phase, m_shares, m_home)
             wait_for(sync, m_phase, m_shares)
         dgates_next = dgates_t
 
@@ -788,10 +809,10 @@ def _lstm_backward(
         if workers > 1:
             for worker in numba.prange(workers):
                 _backward_steps(
-                    *walk, offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, m_shares, sync, worker
+                    *walk, offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, m_shares, sync, worker, workers
                 )
         else:
-            _backward_steps(*walk, offsets, batch_sizes, t_hi, t_end, n_lo, 1, 1, sync, 0)
+            _backward_steps(*walk, offsets, batch_sizes, t_hi, t_end, n_lo, 1, 1, sync, 0, 1)
         dgates_next = dG_ring[slot, : batch_sizes[t_lo]]
         # The block's weight gradients, while its gate gradients are in cache.
         if n_hi > n_lo:

@@ -7,12 +7,14 @@ int64 words per phase of a step (phase k uses ``sync[2k]`` and ``sync[2k +
 1]`` of an array of zeros):
 
 * the taken shares, as bits: a thread takes share ``q = claim(sync, k,
-  shares, worker)`` while it is not -1, and computes it.  A thread asks for
-  share ``worker`` (its ``prange`` index) first, so that, when the threads
-  keep pace, each computes the same units at every step and finds their
-  state (c, dc, the input projection in ``z``) in its own core's cache; a
-  thread that arrives late finds its share taken by one that ran out of
-  work, and takes another;
+  shares, first)`` while it is not -1, and computes it.  Worker ``w`` (its
+  ``prange`` index) of ``workers`` asks first for ``first = home(w,
+  workers, shares)``, the start of its own contiguous block of shares, and
+  then for the ones after it, so that, when the threads keep pace, each
+  computes the same units at every step and finds their state (c, dc, the
+  input projection in ``z``) in its own core's cache; a thread that
+  arrives late finds the end of its block taken by one that ran out of
+  work, and takes what is left;
 * the done counter: it then calls ``finish(sync, k)``, and every thread
   calls ``wait_for(sync, k, shares)`` before it reads what the phase wrote.
 
@@ -115,6 +117,27 @@ def yield_core(typingctx):
     return sig, codegen
 
 
+@intrinsic
+def thread_count(typingctx):
+    """``numba.get_num_threads()`` for jitted code that Numba can cache.
+
+    Numba's own jitted ``get_num_threads`` calls the threading layer through
+    a ctypes pointer, and a function that holds one is never cached ("uses
+    dynamic globals").  This calls the layer's ``get_num_threads`` by its
+    symbol, as Numba's parallel regions do; numba_lstm starts the layer at
+    import (``numba_lstm._threading``), so the symbol is always there.
+    """
+    sig = types.intp()
+
+    def codegen(context, builder, sig, args):
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(cgutils.intp_t, []), "get_num_threads"
+        )
+        return builder.call(function, [])
+
+    return sig, codegen
+
+
 @numba.njit(**SERIAL)
 def counters(phases):
     """The zeroed ``sync`` array of a region with ``phases`` phases (two counters each)."""
@@ -137,6 +160,13 @@ def claim(sync, phase, shares, first):
             if taken & bit == 0:
                 return q
     return -1
+
+
+@numba.njit(**SERIAL)
+def home(worker, workers, shares):
+    """The share that ``worker`` of ``workers`` asks for first: the start of
+    its own block of the ``shares`` (contiguous blocks, in worker order)."""
+    return worker * shares // workers
 
 
 @numba.njit(**SERIAL)

@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from numba_lstm._kernels import (
+    FORWARD_SHARES_PER_THREAD,
     GRAD_ROWS,
     SPLIT_STEP_MIN_FLOP,
     _lstm_backward,
@@ -231,11 +232,12 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     if N > 0:
         Hp, Pp = padded(H, dtype), padded(P, dtype)
         projected = W_hr is not None
+        workers = _shares(_use_threads(B, P, 4 * H, SPLIT_STEP_MIN_FLOP))
         _lstm_forward(
             y, m, c, gates, tanh_c, aligned_empty((_z_rows(B, Hp, np.dtype(dtype).itemsize), 4 * Hp), dtype), np.empty((B, Pp) if projected else (0, 0), dtype),
             x_packed, pack_panels(W[:I], groups=4), pack_panels(W[I:], groups=4), pad_columns(b, groups=4),
             pack_panels(W_hr) if projected else np.empty((0, 0, 0), dtype), h0_sorted, c0_sorted,
-            packing.batch_sizes, _shares(_use_threads(B, P, 4 * H, SPLIT_STEP_MIN_FLOP)), counters(2 * packing.batch_sizes.size),
+            packing.batch_sizes, FORWARD_SHARES_PER_THREAD * workers, workers, counters(2 * packing.batch_sizes.size),
         )  # fmt: skip
     h_n = packing.final_state(y, h0)
     c_n = packing.final_state(c, c0)
