@@ -297,12 +297,12 @@ SPLIT_STEP_MIN_FLOP = 32_768
 
 #: Shares of a forward step per Numba thread.  Each thread takes its own
 #: block of shares first (``numba_lstm._sync.home``), so more shares than
-#: threads cost little (64x100x256x256 forward: per-round ratio 1.01-1.02
-#: against one share per thread) and let a thread that runs slower than
-#: the other give away the end of its block (ratio 0.75-0.77 while the
-#: two-thread forward ran slow).  The backward keeps one share per thread:
-#: four cost 6% at B = 1 training (bench/NOTES.md, "Session 13" and
-#: "Session 14").
+#: threads cost little (per-round ratio 0.99-1.02 against one share per
+#: thread, at 16x100x128x256 and 64x100x256x256) and let a thread that
+#: runs slower than the other give away the end of its block (ratio
+#: 0.75-0.80 while the two-thread forward ran slow).  The backward keeps
+#: one share per thread: four cost 6-9% at B = 1 training (bench/NOTES.md,
+#: "Session 13" and "Session 14").
 FORWARD_SHARES_PER_THREAD = 4
 
 
