@@ -86,8 +86,8 @@ def _run(dtype, T, B, I, H, P, lengths):
 @pytest.mark.parametrize(
     ("T", "B", "I", "H", "P", "lengths"),
     [
-        (6, 16, 40, 200, 200, None),  # 7 or 4 panels of units: shares that do not divide evenly
-        (5, 9, 33, 130, 70, [5, 1, 4, 5, 2, 3, 5, 0, 4]),  # projection, ended and empty sequences
+        (6, 16, 40, 200, 200, None),  # 7 (float32) or 13 panels of units for 8 shares: uneven shares
+        (5, 9, 33, 130, 70, [5, 1, 4, 5, 2, 3, 5, 0, 4]),  # projection: 3 or 5 panels; ended, empty rows
     ],
 )
 def test_splitting_a_step_between_threads_does_not_change_a_bit(dtype, T, B, I, H, P, lengths):
