@@ -441,9 +441,7 @@ def _forward_steps(
 
 
 @numba.njit(**PARALLEL)
-def _lstm_forward(
-    y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, shares, workers, sync
-):
+def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, workers, sync):
     """Forward pass over a whole packed sequence.
 
     y      (N, P)     out: h_t of every step
@@ -465,10 +463,10 @@ def _lstm_forward(
     h0     (B, P)     in
     c0     (B, H)     in
     batch_sizes (T,)  in: rows of each step, non-increasing
-    shares            split each step into this many contiguous shares of the
-                      panels (at most one per panel)
     workers           iterations of the parallel region, one per Numba thread
-                      (1: no parallel region)
+                      (1: no parallel region); each step is split into
+                      ``FORWARD_SHARES_PER_THREAD`` contiguous shares of the
+                      panels per worker (at most one per panel)
     sync   (4T,)      work: ``counters(2T)``, each step's taken shares and done counters
                       (``numba_lstm._sync``), for the units and the projection
 
@@ -480,13 +478,12 @@ def _lstm_forward(
     worker walks the steps and asks first for the shares of its own block
     (``numba_lstm._sync``), so a thread keeps its panels in cache from step
     to step, while a thread that runs late leaves the end of its block to
-    the others (the callers pass ``FORWARD_SHARES_PER_THREAD`` shares per
-    worker).  For its units a
-    thread computes the input projection when a chunk of z is due, the four
-    gate blocks of ``z`` and then the gates; a projection is a second phase
-    of the step, which needs all of m_t.
+    the others.  For its units a thread computes the input projection when
+    a chunk of z is due, the four gate blocks of ``z`` and then the gates; a
+    projection is a second phase of the step, which needs all of m_t.
     """
     n_units = W_h.shape[0] // 4
+    shares = FORWARD_SHARES_PER_THREAD * workers
     unit_shares, proj_shares = min(shares, n_units, MAX_SHARES), min(shares, W_hr.shape[0], MAX_SHARES)
     workers = min(workers, max(unit_shares, proj_shares))
     if workers > 1:

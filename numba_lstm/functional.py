@@ -13,7 +13,6 @@ import numba
 import numpy as np
 
 from numba_lstm._kernels import (
-    FORWARD_SHARES_PER_THREAD,
     GRAD_ROWS,
     SPLIT_STEP_MIN_FLOP,
     _lstm_backward,
@@ -159,8 +158,8 @@ class LSTMProjGrads(NamedTuple):
     dW_hr: np.ndarray
 
 
-def _shares(threaded):
-    """How many shares a kernel splits its work into: one per Numba thread, or 1 (serial)."""
+def _threads(threaded):
+    """How many of Numba's threads a kernel splits its work between: all, or 1 (serial)."""
     return numba.get_num_threads() if threaded else 1
 
 
@@ -232,12 +231,11 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     if N > 0:
         Hp, Pp = padded(H, dtype), padded(P, dtype)
         projected = W_hr is not None
-        workers = _shares(_use_threads(B, P, 4 * H, SPLIT_STEP_MIN_FLOP))
         _lstm_forward(
             y, m, c, gates, tanh_c, aligned_empty((_z_rows(B, Hp, np.dtype(dtype).itemsize), 4 * Hp), dtype), np.empty((B, Pp) if projected else (0, 0), dtype),
             x_packed, pack_panels(W[:I], groups=4), pack_panels(W[I:], groups=4), pad_columns(b, groups=4),
             pack_panels(W_hr) if projected else np.empty((0, 0, 0), dtype), h0_sorted, c0_sorted,
-            packing.batch_sizes, FORWARD_SHARES_PER_THREAD * workers, workers, counters(2 * packing.batch_sizes.size),
+            packing.batch_sizes, _threads(_use_threads(B, P, 4 * H, SPLIT_STEP_MIN_FLOP)), counters(2 * packing.batch_sizes.size),
         )  # fmt: skip
     h_n = packing.final_state(y, h0)
     c_n = packing.final_state(c, c0)
@@ -320,7 +318,7 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
             dy_packed, cache.x, cache.h0, cache.y, cache.m, cache.c0, cache.c, cache.gates, cache.tanh_c,
             pack_panels(W[I:].T), pack_panels(W_hr.T) if projected else np.empty((0, 0, 0), dtype),
             pack_panels(W[:I].T), pk.batch_sizes,
-            _shares(_use_threads(B, 4 * H, P, SPLIT_STEP_MIN_FLOP)), _shares(_use_threads(rows, I + P, 4 * H)),
+            _threads(_use_threads(B, 4 * H, P, SPLIT_STEP_MIN_FLOP)), _threads(_use_threads(rows, I + P, 4 * H)),
             counters(2 * (pk.batch_sizes.size + 1)),
         )  # fmt: skip
         dh0 = dh_pad[:, :P].copy()

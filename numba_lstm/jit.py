@@ -36,7 +36,6 @@ from numba.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
 
 from numba_lstm._kernels import (
-    FORWARD_SHARES_PER_THREAD,
     SMALL_ROWS,
     SPLIT_STEP_MIN_FLOP,
     _add_blas_matmul,
@@ -339,12 +338,11 @@ def forward(x, W, b, h0, c0):
     _pack_into(W_x, W[:I], 4)
     _pack_into(W_h, W[I:], 4)
     _pad_into(b_pad, b, 4)
-    workers = thread_count() if _use_threads(B, H, 4 * H, SPLIT_STEP_MIN_FLOP) else 1
     _lstm_forward(
         y, y, c, gates, tanh_c, _aligned_vector(_z_rows(B, Hp, x.itemsize) * 4 * Hp, x).reshape((-1, 4 * Hp)),
         np.empty((0, 0), x.dtype),
         x.reshape(N, I), W_x, W_h, b_pad, np.empty((0, 0, 0), x.dtype), h0, c0, batch_sizes,
-        FORWARD_SHARES_PER_THREAD * workers, workers,
+        thread_count() if _use_threads(B, H, 4 * H, SPLIT_STEP_MIN_FLOP) else 1,
         counters(2 * T),
     )  # fmt: skip
     return y.reshape(T, B, H), y[N - B :].copy(), c[N - B :].copy()

@@ -192,9 +192,10 @@ CASES = [
 
 def _run(case, dtype, threaded, monkeypatch):
     monkeypatch.setattr(numba_lstm.functional, "_use_threads", lambda *shape: threaded)
-    # Three shares whatever the machine's thread count: uneven ranges of
-    # panels, and more shares than panels for the small gate blocks.
-    monkeypatch.setattr(numba_lstm.functional, "_shares", lambda threaded: 3 if threaded else 1)
+    # Three workers whatever the machine's thread count (3 shares of a
+    # backward step, 12 of a forward one): uneven ranges of panels, and more
+    # shares than panels for the small gate blocks.
+    monkeypatch.setattr(numba_lstm.functional, "_threads", lambda threaded: 3 if threaded else 1)
     T, B, I, H = case["T"], case["B"], case["I"], case["H"]
     P = case.get("P")
     p = make_problem(T, B, I, H, dtype)
