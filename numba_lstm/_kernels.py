@@ -56,6 +56,7 @@ from numba_lstm._math import sigmoid, tanh
 from numba_lstm._options import PARALLEL, SERIAL
 from numba_lstm._panels import (
     PACK_ROWS,
+    TILE_ROWS,
     _contiguous_rows,
     _gate_panel_product,
     _pack_panel_rows,
@@ -297,13 +298,56 @@ SPLIT_STEP_MIN_FLOP = 32_768
 
 #: Shares of a forward step per Numba thread.  Each thread takes its own
 #: block of shares first (``numba_lstm._sync.home``), so more shares than
-#: threads cost little (per-round ratio 0.99-1.02 against one share per
-#: thread, at 16x100x128x256 and 64x100x256x256) and let a thread that
-#: runs slower than the other give away the end of its block (ratio
-#: 0.75-0.80 while the two-thread forward ran slow).  The backward keeps
-#: one share per thread: four cost 6-9% at B = 1 training (bench/NOTES.md,
+#: threads cost little and let a thread that runs slower than the other
+#: give away the end of its block (ratio 0.75-0.80 against one share per
+#: thread while the two-thread forward ran slow).  The backward keeps one
+#: share per thread: four cost 6-9% at B = 1 training (bench/NOTES.md,
 #: "Session 13" and "Session 14").
 FORWARD_SHARES_PER_THREAD = 4
+
+#: Packed input and recurrent weights up to this size let a forward step
+#: of at least one tile of rows per worker be split by rows alone
+#: (``_forward_shares``): each thread then streams all the weights from L3
+#: at every step, and above this they come from memory (128x50x1024x1024,
+#: 32 MB in float32: 1.12x the time of the split by units).
+ROW_SPLIT_MAX_BYTES = 16 * 1024 * 1024
+
+#: Panels of units that a forward share keeps at the least when a step is
+#: split by units and rows (``_forward_shares``).
+SHARE_PANELS = 4
+
+
+@numba.njit(**SERIAL)
+def _forward_shares(n_units, B, workers, weight_bytes):
+    """(unit_shares, row_shares): how ``_lstm_forward`` splits each step of B rows.
+
+    Share q is unit share q // row_shares and row block q % row_shares
+    (``_row_block``: whole tiles of TILE_ROWS rows); a worker's block of
+    shares covers whole unit shares, its panels.  ``weight_bytes``: the
+    packed W_x and W_h.
+
+    * One tile of rows: up to FORWARD_SHARES_PER_THREAD unit shares per worker.
+    * At least a tile per worker and weights up to ROW_SPLIT_MAX_BYTES: rows
+      alone, up to FORWARD_SHARES_PER_THREAD blocks per worker.  A thread
+      then keeps its rows, the same sequences, from step to step: it reads
+      only the h_{t-1} it wrote, and writes only its own rows of ``z``.
+      float32 forward against the split by units: 64x100x256x256 0.89,
+      16x100x128x256 0.87 (bench/NOTES.md "Session 15").
+    * Otherwise unit shares of at least SHARE_PANELS panels, a multiple of
+      ``workers`` of them (one each at the least), and the rows split into
+      the shares left: one panel of units left the gate pass 32 units per
+      row, whose loop costs 2.53 ns a unit against 1.84 at 128 (float32).
+    """
+    shares = FORWARD_SHARES_PER_THREAD * workers
+    tiles = -(-B // TILE_ROWS)
+    if tiles <= 1:
+        return max(1, min(shares, n_units, MAX_SHARES)), 1
+    if tiles >= workers and weight_bytes <= ROW_SPLIT_MAX_BYTES:
+        return 1, min(tiles, shares, MAX_SHARES)
+    wide = min(shares, n_units // SHARE_PANELS)
+    unit_shares = max(1, min(n_units, max(workers, wide - wide % workers), MAX_SHARES))
+    row_shares = min(tiles, -(-shares // unit_shares), max(1, MAX_SHARES // unit_shares))
+    return unit_shares, row_shares
 
 
 #: Bytes of the forward's buffer of pre-activations ``z``, which holds the
@@ -342,26 +386,65 @@ def _forward_input(z, x, W_x, b, u_lo, u_hi):
 
 
 @numba.njit(**SERIAL)
-def _forward_step(gates, c, tanh_c, m, z, h_prev, c_prev, W_h, u_lo, u_hi):
-    """One step for the unit panels u_lo..u_hi: z += h_{t-1} @ W_h, then the gates."""
-    NR = W_h.shape[2]
-    _gate_panel_product(z, h_prev, W_h, u_lo, u_hi)
-    _gates_forward(gates, c, tanh_c, m, z, c_prev, u_lo * NR, min(u_hi * NR, c.shape[1]))
+def _row_block(rows, rb, row_shares):
+    """Rows (lo, hi) of block rb of ``row_shares`` of a step's ``rows``: whole
+    tiles of TILE_ROWS rows, as even as they divide (a block may be empty)."""
+    tiles = -(-rows // TILE_ROWS)
+    lo, hi = _share(tiles, rb, row_shares)
+    return min(lo * TILE_ROWS, rows), min(hi * TILE_ROWS, rows)
 
 
 @numba.njit(**SERIAL)
-def _forward_units(z_chunk, x_chunk, step, W_x, b, W_h, u_lo, u_hi):
-    """A step's work for the unit panels u_lo..u_hi (one thread's share).
+def _forward_input_block(z_chunk, x_chunk, chunk_sizes, W_x, b, u_lo, u_hi, rb, row_shares):
+    """``_forward_input`` of row block rb of every step of a chunk.
 
-    ``z_chunk`` / ``x_chunk``: the rows whose input projection is due before
-    this step (none but at the first step of a chunk); ``step``: the
-    arguments of ``_forward_step`` before the unit range.  The projection of
-    a unit's columns is needed only by the same units' steps, so both run in
-    one parallel region.
+    ``chunk_sizes``: the rows of the chunk's steps, one after the other in
+    ``z_chunk`` / ``x_chunk``.  Block rb of consecutive steps makes one run
+    of rows when it is all of each step (one row share), and each run is one
+    product.
     """
+    start = run_lo = run_hi = 0
+    for Bs in chunk_sizes:
+        lo, hi = _row_block(Bs, rb, row_shares)
+        if hi > lo:
+            if start + lo != run_hi:
+                if run_hi > run_lo:
+                    _forward_input(z_chunk[run_lo:run_hi], x_chunk[run_lo:run_hi], W_x, b, u_lo, u_hi)
+                run_lo = start + lo
+            run_hi = start + hi
+        start += Bs
+    if run_hi > run_lo:
+        _forward_input(z_chunk[run_lo:run_hi], x_chunk[run_lo:run_hi], W_x, b, u_lo, u_hi)
+
+
+@numba.njit(**SERIAL)
+def _forward_step(gates, c, tanh_c, m, z, h_prev, c_prev, W_h, u_lo, u_hi, r_lo, r_hi):
+    """One step for the unit panels u_lo..u_hi and the rows r_lo..r_hi: z += h_{t-1} @ W_h, then the gates."""
+    NR = W_h.shape[2]
+    z_rows = z[r_lo:r_hi]
+    _gate_panel_product(z_rows, h_prev[r_lo:r_hi], W_h, u_lo, u_hi)
+    _gates_forward(
+        gates[r_lo:r_hi], c[r_lo:r_hi], tanh_c[r_lo:r_hi], m[r_lo:r_hi], z_rows, c_prev[r_lo:r_hi],
+        u_lo * NR, min(u_hi * NR, c.shape[1]),
+    )  # fmt: skip
+
+
+@numba.njit(**SERIAL)
+def _forward_share(chunk, step, W_x, b, W_h, u_lo, u_hi, rb, row_shares):
+    """A step's work for the unit panels u_lo..u_hi and row block rb (one share).
+
+    ``chunk``: ``(z_chunk, x_chunk, chunk_sizes)``, the steps whose input
+    projection is due before this one (none but at the first step of a
+    chunk); ``step``: the arguments of ``_forward_step`` before the unit
+    range.  The projection of a unit's columns in a row block is needed only
+    by the same share of the chunk's steps, so both run in one parallel
+    region.
+    """
+    z_chunk, x_chunk, chunk_sizes = chunk
     if x_chunk.shape[0] > 0:
-        _forward_input(z_chunk, x_chunk, W_x, b, u_lo, u_hi)
-    _forward_step(*step, W_h, u_lo, u_hi)
+        _forward_input_block(z_chunk, x_chunk, chunk_sizes, W_x, b, u_lo, u_hi, rb, row_shares)
+    r_lo, r_hi = _row_block(step[1].shape[0], rb, row_shares)
+    _forward_step(*step, W_h, u_lo, u_hi, r_lo, r_hi)
 
 
 @numba.njit(**SERIAL)
@@ -377,8 +460,8 @@ def _project(y, y_pad, m, W_hr, p_lo, p_hi):
 
 @numba.njit(**SERIAL)
 def _forward_steps(
-    y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, unit_shares, proj_shares, sync,
-    worker, workers,
+    y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, unit_shares, row_shares,
+    proj_shares, sync, worker, workers,
 ):  # fmt: skip
     """One thread's walk through the sequence of ``_lstm_forward``: at every
     step, the shares it can take (its own block of them first,
@@ -386,7 +469,8 @@ def _forward_steps(
     T = batch_sizes.size
     offsets = _offsets(batch_sizes)
     N = offsets[T]
-    unit_home, proj_home = home(worker, workers, unit_shares), home(worker, workers, proj_shares)
+    shares = unit_shares * row_shares  # share q: unit share q // row_shares, row block q % row_shares
+    unit_home, proj_home = home(worker, workers, shares), home(worker, workers, proj_shares)
     saved = gates.shape[0] == N  # else gates and tanh_c hold one step
     n_units = W_h.shape[0] // 4
     n_proj = W_hr.shape[0]
@@ -421,15 +505,15 @@ def _forward_steps(
             h_prev,
             c_prev,
         )
-        z_chunk, x_chunk = z[:rows], x[z_base : z_base + rows]
+        chunk = (z[:rows], x[z_base : z_base + rows], batch_sizes[t : chunk_end if rows > 0 else t])
         units, projection = 2 * t, 2 * t + 1  # the step's phases in sync
-        q = claim(sync, units, unit_shares, unit_home)
+        q = claim(sync, units, shares, unit_home)
         while q >= 0:
-            u_lo, u_hi = _share(n_units, q, unit_shares)
-            _forward_units(z_chunk, x_chunk, step, W_x, b, W_h, u_lo, u_hi)
+            u_lo, u_hi = _share(n_units, q // row_shares, unit_shares)
+            _forward_share(chunk, step, W_x, b, W_h, u_lo, u_hi, q % row_shares, row_shares)
             finish(sync, units)
-            q = claim(sync, units, unit_shares, unit_home)
-        wait_for(sync, units, unit_shares)
+            q = claim(sync, units, shares, unit_home)
+        wait_for(sync, units, shares)
         if n_proj > 0:
             q = claim(sync, projection, proj_shares, proj_home)
             while q >= 0:
@@ -464,9 +548,9 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     c0     (B, H)     in
     batch_sizes (T,)  in: rows of each step, non-increasing
     workers           iterations of the parallel region, one per Numba thread
-                      (1: no parallel region); each step is split into
-                      ``FORWARD_SHARES_PER_THREAD`` contiguous shares of the
-                      panels per worker (at most one per panel)
+                      (1: no parallel region); each step is split into about
+                      ``FORWARD_SHARES_PER_THREAD`` shares per worker
+                      (``_forward_shares``)
     sync   (4T,)      work: ``counters(2T)``, each step's taken shares and done counters
                       (``numba_lstm._sync``), for the units and the projection
 
@@ -474,27 +558,30 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     step, takes shares of it through the step's counters in ``sync`` and
     waits until all are done before the next step (a region per step cost
     more than the step at B = 1, bench/NOTES.md "Session 7").  A share is a
-    contiguous range of the panels of hidden units (NR units each).  Every
-    worker walks the steps and asks first for the shares of its own block
+    contiguous range of the panels of hidden units (NR units each) and a
+    block of the step's rows (``_forward_shares``).  Every worker walks the
+    steps and asks first for the shares of its own block
     (``numba_lstm._sync``), so a thread keeps its panels in cache from step
     to step, while a thread that runs late leaves the end of its block to
-    the others.  For its units a thread computes the input projection when
-    a chunk of z is due, the four gate blocks of ``z`` and then the gates; a
-    projection is a second phase of the step, which needs all of m_t.
+    the others.  For its units and rows a thread computes the input
+    projection when a chunk of z is due, the four gate blocks of ``z`` and
+    then the gates; a projection is a second phase of the step, which needs
+    all of m_t.
     """
-    n_units = W_h.shape[0] // 4
-    shares = FORWARD_SHARES_PER_THREAD * workers
-    unit_shares, proj_shares = min(shares, n_units, MAX_SHARES), min(shares, W_hr.shape[0], MAX_SHARES)
-    workers = min(workers, max(unit_shares, proj_shares))
+    B = batch_sizes[0] if batch_sizes.size > 0 else 0
+    weight_bytes = (W_x.size + W_h.size) * W_h.itemsize
+    unit_shares, row_shares = _forward_shares(W_h.shape[0] // 4, B, workers, weight_bytes)
+    proj_shares = min(FORWARD_SHARES_PER_THREAD * workers, W_hr.shape[0], MAX_SHARES)
+    workers = min(workers, max(unit_shares * row_shares, proj_shares))
     if workers > 1:
         for worker in numba.prange(workers):
             _forward_steps(
                 y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes,
-                unit_shares, proj_shares, sync, worker, workers,
+                unit_shares, row_shares, proj_shares, sync, worker, workers,
             )  # fmt: skip
     else:
         _forward_steps(
-            y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, 1, 1, sync, 0, 1
+            y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, 1, 1, 1, sync, 0, 1
         )
 
 

@@ -5,6 +5,14 @@ import numpy as np
 import pytest
 
 import numba_lstm
+from numba_lstm._kernels import (
+    FORWARD_SHARES_PER_THREAD,
+    ROW_SPLIT_MAX_BYTES,
+    SHARE_PANELS,
+    _forward_shares,
+    _row_block,
+)
+from numba_lstm._panels import TILE_ROWS
 from numba_lstm._sync import MAX_SHARES, claim, counters, finish, home, wait_for
 
 
@@ -70,6 +78,50 @@ def test_each_worker_starts_its_own_contiguous_block(workers, shares):
     assert sizes.max() - sizes.min() <= 1, sizes
 
 
+SMALL, LARGE = ROW_SPLIT_MAX_BYTES, ROW_SPLIT_MAX_BYTES + 1
+
+
+@pytest.mark.parametrize(
+    ("n_units", "B", "workers", "weight_bytes", "expected"),
+    [
+        (4, 1, 2, SMALL, (4, 1)),  # one tile of rows: units only, 4 shares a worker at most
+        (4, TILE_ROWS, 2, SMALL, (4, 1)),
+        (16, 1, 2, SMALL, (8, 1)),
+        (8, 8 * TILE_ROWS, 2, SMALL, (1, 8)),  # rows only, 4 blocks a worker
+        (8, 2 * TILE_ROWS, 2, SMALL, (1, 2)),  # rows only: one tile a worker
+        (8, 2 * TILE_ROWS, 3, SMALL, (3, 2)),  # fewer tiles than workers: units and rows
+        (32, 16 * TILE_ROWS, 2, LARGE, (8, 1)),  # weights past L3: units of SHARE_PANELS panels
+        (8, 8 * TILE_ROWS, 2, LARGE, (2, 4)),  # ... the shares left split the rows
+        (12, 8 * TILE_ROWS, 2, LARGE, (2, 4)),  # 3 units shares of 4 panels: rounded down to 2 workers'
+        (1, 8 * TILE_ROWS, 2, LARGE, (1, 8)),  # fewer panels than workers
+        (200, 64 * TILE_ROWS, 16, SMALL, (1, 63)),  # MAX_SHARES caps every split
+        (200, 64 * TILE_ROWS, 16, LARGE, (48, 1)),
+        (8, 8 * TILE_ROWS, 16, LARGE, (8, 7)),
+    ],
+)
+def test_forward_shares(n_units, B, workers, weight_bytes, expected):
+    unit_shares, row_shares = _forward_shares(n_units, B, workers, weight_bytes)
+    assert (unit_shares, row_shares) == expected
+    assert 1 <= unit_shares <= n_units and 1 <= row_shares <= -(-B // TILE_ROWS)
+    assert unit_shares * row_shares <= min(MAX_SHARES, FORWARD_SHARES_PER_THREAD * workers)
+    if row_shares > 1 and unit_shares > 1:
+        assert n_units // unit_shares >= min(SHARE_PANELS, n_units // workers)
+        if n_units >= workers:
+            assert unit_shares % workers == 0, "each worker's block of shares covers whole unit shares"
+
+
+@pytest.mark.parametrize("rows", [0, 1, TILE_ROWS, 5 * TILE_ROWS - 3, 9 * TILE_ROWS])
+@pytest.mark.parametrize("row_shares", [1, 2, 4, 7])
+def test_row_blocks_cover_the_rows_in_whole_tiles(rows, row_shares):
+    blocks = [_row_block(rows, rb, row_shares) for rb in range(row_shares)]
+    assert blocks[0][0] == 0 and blocks[-1][1] == rows
+    for (lo, hi), (next_lo, _) in zip(blocks, blocks[1:], strict=False):
+        assert lo <= hi == next_lo
+        assert lo % TILE_ROWS == 0 and (hi % TILE_ROWS == 0 or hi == rows)
+    sizes = [-(-(hi - lo) // TILE_ROWS) for lo, hi in blocks]
+    assert max(sizes) - min(sizes) <= 1, sizes
+
+
 def _run(dtype, T, B, I, H, P, lengths):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((T, B, I)).astype(dtype)
@@ -86,13 +138,16 @@ def _run(dtype, T, B, I, H, P, lengths):
 @pytest.mark.parametrize(
     ("T", "B", "I", "H", "P", "lengths"),
     [
-        (6, 16, 40, 200, 200, None),  # 7 (float32) or 13 panels of units for 8 shares: uneven shares
+        (6, 5, 40, 200, 200, None),  # one tile: 7 (float32) or 13 panels of units for 8 shares
+        (6, 16, 40, 200, 200, None),  # rows: two or four tiles
+        (5, 37, 21, 50, 50, np.arange(37) % 6),  # rows: uneven blocks, the batch shrinks, empty sequences
         (5, 9, 33, 130, 70, [5, 1, 4, 5, 2, 3, 5, 0, 4]),  # projection: 3 or 5 panels; ended, empty rows
     ],
 )
 def test_splitting_a_step_between_threads_does_not_change_a_bit(dtype, T, B, I, H, P, lengths):
-    """One thread computes each step whole; two split it into shares (four per
-    thread in the forward, taken in whatever order the threads arrive).  Every
+    """One thread computes each step whole; two split it into shares (up to
+    four per thread in the forward, by units or by rows, taken in whatever
+    order the threads arrive).  Every
     unit's arithmetic is the same either way, so the results are equal bit for
     bit, forward and backward."""
     lengths = None if lengths is None else np.array(lengths)
