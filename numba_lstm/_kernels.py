@@ -32,9 +32,11 @@ packed) use BLAS, or for at most ``SMALL_ROWS`` rows ``_add_matmul_rows``:
 the same tiles reading W in place, or row updates for one row.
 
 Threads: a step with at least ``SPLIT_STEP_MIN_FLOP`` in its product is
-split between Numba's threads by panels of hidden units: in the forward each
-thread computes the input projection of its units when a chunk is due, the
-pre-activations of its units' four gates and then their gates.  The forward
+split between Numba's threads by rows when it has a tile of rows per thread
+(each thread keeps the same sequences of the batch, ``_forward_shares``),
+else by panels of hidden units: in the forward each thread computes the
+input projection of its rows and units when a chunk is due, the
+pre-activations of their four gates and then their gates.  The forward
 opens one parallel region (``numba.prange``) for the whole sequence, the
 backward one per block of steps, and the threads hand out each step's shares
 through atomic counters (``numba_lstm._sync``) instead of opening a region
@@ -611,6 +613,42 @@ def _backward_dh(dh_pad, dh_all, dgates_next, dy, W_hT, p_lo, p_hi):
 
 
 @numba.njit(**SERIAL)
+def _backward_shares(n_h, B, workers, weight_bytes, projected):
+    """(h_shares, row_shares): how ``_lstm_backward`` splits each step of B rows, one share per worker.
+
+    Share q is panel share q // row_shares of dh's columns (and of the
+    units without a projection) and row block q % row_shares (``_row_block``).
+    As in ``_forward_shares``, a step of at least a tile of rows per worker
+    whose weights fit ROW_SPLIT_MAX_BYTES is split by rows alone, so that a
+    thread keeps its sequences from step to step; without that, and with a
+    projection (whose second phase needs every column of dh), by panels.
+    """
+    tiles = -(-B // TILE_ROWS)
+    if not projected and workers > 1 and tiles >= workers and weight_bytes <= ROW_SPLIT_MAX_BYTES:
+        return 1, min(workers, MAX_SHARES)
+    return max(1, min(workers, n_h, MAX_SHARES)), 1
+
+
+@numba.njit(**SERIAL)
+def _backward_share(step, dh_all_t, dgates_next, dy_t, W_hT, gates_too, p_lo, p_hi, r_lo, r_hi):
+    """dL/dh_t and (``gates_too``) the gate gradients of one step, for panels p_lo..p_hi and rows r_lo..r_hi.
+
+    ``step``: the step's arrays, as ``_backward_gates`` takes them; its
+    ``dh_pad`` has the rows of the step or of the next one, whichever has
+    more (t = -1: only the next).  Every slice stops at its array's rows.
+    """
+    dgates_t, dc_t, dm_t, dh_t, W_hrT, gates_t, tanh_c_t, c_prev, NR = step
+    _backward_dh(
+        dh_t[r_lo:r_hi], dh_all_t[r_lo:r_hi], dgates_next[r_lo:r_hi], dy_t[r_lo:r_hi], W_hT, p_lo, p_hi
+    )
+    if gates_too:
+        _backward_gates(
+            dgates_t[r_lo:r_hi], dc_t[r_lo:r_hi], dm_t[r_lo:r_hi], dh_t[r_lo:r_hi], W_hrT, gates_t[r_lo:r_hi],
+            tanh_c_t[r_lo:r_hi], c_prev[r_lo:r_hi], NR, p_lo, p_hi,
+        )  # fmt: skip
+
+
+@numba.njit(**SERIAL)
 def _backward_gates(dgates, dc, dm_pad, dh_pad, W_hrT, gates, tanh_c, c_prev, NR, p_lo, p_hi):
     """Gate gradients of one step for the units of panels p_lo..p_hi (NR units each).
 
@@ -770,7 +808,7 @@ def _block_grads(dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W
 @numba.njit(**SERIAL)
 def _backward_steps(
     dh_pad, dc, dh_all, dm_pad, dG_slot, dgates_next, dy, c0, c, gates, tanh_c, W_hT, W_hrT,
-    offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, m_shares, sync, worker, workers,
+    offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, row_shares, m_shares, sync, worker, workers,
 ):  # fmt: skip
     """One thread's walk through the steps t_hi - 1 down to t_end of one block of ``_lstm_backward``.
 
@@ -782,7 +820,8 @@ def _backward_steps(
     """
     n_h, n_m = W_hT.shape[0], W_hrT.shape[0]
     projected = n_m > 0
-    h_home, m_home = home(worker, workers, h_shares), home(worker, workers, m_shares)
+    shares = h_shares * row_shares  # share q: panel share q // row_shares, row block q % row_shares
+    h_home, m_home = home(worker, workers, shares), home(worker, workers, m_shares)
     NR = W_hT.shape[2]
     for t in range(t_hi - 1, t_end - 1, -1):
         B_next = dgates_next.shape[0]
@@ -799,23 +838,25 @@ def _backward_steps(
             c_prev = c0[:Bt]
         else:
             c_prev = c[offsets[t - 1] : offsets[t - 1] + Bt]
-        # One step's arrays, the same for every panel range.
-        step = (dgates_t, dc[:Bt], dm_pad[:Bt], dh_pad[:Bt], W_hrT, gates[lo:hi], tanh_c[lo:hi], c_prev, NR)
+        # One step's arrays, the same for every share; dh_pad has the rows
+        # that dL/dh_t reaches (the next step's at t = -1).
+        rows = max(Bt, B_next)
+        step = (dgates_t, dc[:Bt], dm_pad[:Bt], dh_pad[:rows], W_hrT, gates[lo:hi], tanh_c[lo:hi], c_prev, NR)
+        gates_too = Bt > 0 and not projected
         h_phase, m_phase = 2 * (t + 1), 2 * (t + 1) + 1  # the step's phases in sync
-        q = claim(sync, h_phase, h_shares, h_home)
+        q = claim(sync, h_phase, shares, h_home)
         while q >= 0:
-            p_lo, p_hi = _share(n_h, q, h_shares)
-            _backward_dh(dh_pad, dh_all_t, dgates_next, dy_t, W_hT, p_lo, p_hi)
-            if Bt > 0 and not projected:
-                _backward_gates(*step, p_lo, p_hi)
+            p_lo, p_hi = _share(n_h, q // row_shares, h_shares)
+            r_lo, r_hi = _row_block(rows, q % row_shares, row_shares)
+            _backward_share(step, dh_all_t, dgates_next, dy_t, W_hT, gates_too, p_lo, p_hi, r_lo, r_hi)
             finish(sync, h_phase)
-            q = claim(sync, h_phase, h_shares, h_home)
-        wait_for(sync, h_phase, h_shares)
+            q = claim(sync, h_phase, shares, h_home)
+        wait_for(sync, h_phase, shares)
         if projected and Bt > 0:
             q = claim(sync, m_phase, m_shares, m_home)
             while q >= 0:
                 p_lo, p_hi = _share(n_m, q, m_shares)
-                _backward_gates(*step, p_lo, p_hi)
+                _backward_gates(*step[:3], dh_pad[:Bt], *step[4:], p_lo, p_hi)
                 finish(sync, m_phase)
                 q = claim(sync, m_phase, m_shares, m_home)
             wait_for(sync, m_phase, m_shares)
@@ -846,18 +887,20 @@ def _lstm_backward(
     W_hT   (Pp/NR, 4H, NR)  in: ``pack_panels(W_h.T)``
     W_hrT  (Hp/NR, P, NR)   in: ``pack_panels(W_hr.T)``; (0, 0, 0) for none
     W_xT   (Ip/NR, 4H, NR)  in: ``pack_panels(W_x.T)``
-    step_shares, grad_shares: as ``shares`` in ``_lstm_forward``, for the
-                     steps and for the weight gradients
+    step_shares       workers of the steps' parallel regions, one share of each
+                      step per worker (``_backward_shares``)
+    grad_shares       shares of the weight gradients of a block
     sync   (4(T + 1),) work: ``counters(2(T + 1))``, the taken shares and done counters of each step
                      (``numba_lstm._sync``), t = -1 included
 
     The steps run from the last to the first in blocks of whole steps of at
     most R rows, each block's steps in one parallel region
-    (``_backward_steps``).  Per step, threads take shares of the panels of
-    columns of h (of c and m too without a projection) through the step's
-    counters: each finishes dL/dh_t for its columns (the product with the
-    next step's gate gradients plus dy_t), then their gate gradients; a
-    projection needs all of dL/dh_t first, so its gates are a second phase.
+    (``_backward_steps``).  Per step, threads take shares through the step's
+    counters: blocks of rows, or panels of columns of h (of c and m too
+    without a projection).  Each finishes dL/dh_t for its rows and columns
+    (the product with the next step's gate gradients plus dy_t), then their
+    gate gradients; a projection needs all of dL/dh_t first, so its gates
+    are a second phase.
     When a block's steps are done, ``_block_grads`` adds its
     rows' share of dW and db and computes their dx, while the gate gradients
     are still in cache; the next block fills the other half of the ring (its
@@ -872,9 +915,11 @@ def _lstm_backward(
     offsets = _offsets(batch_sizes)
     R = dG_ring.shape[1]
     n_h, n_m = W_hT.shape[0], W_hrT.shape[0]
-    h_shares = min(step_shares, n_h, MAX_SHARES)
+    B = batch_sizes[0] if T > 0 else 0
+    weight_bytes = (W_xT.size + W_hT.size) * W_hT.itemsize
+    h_shares, row_shares = _backward_shares(n_h, B, step_shares, weight_bytes, n_m > 0)
     m_shares = min(step_shares, n_m, MAX_SHARES) if n_m > 0 else 1
-    workers = max(h_shares, m_shares)
+    workers = max(h_shares * row_shares, m_shares)
     grads, inputs = (dx_pad, dW_pad, db_pad, AT, dG_block, prev), (x, h0, y, W_xT)
     dgates_next = dG_ring[0, :0]  # the gate gradients of the step after the current one
     slot, t_hi = 1, T
@@ -893,10 +938,11 @@ def _lstm_backward(
         if workers > 1:
             for worker in numba.prange(workers):
                 _backward_steps(
-                    *walk, offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, m_shares, sync, worker, workers
-                )
+                    *walk, offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, row_shares, m_shares, sync, worker,
+                    workers,
+                )  # fmt: skip
         else:
-            _backward_steps(*walk, offsets, batch_sizes, t_hi, t_end, n_lo, 1, 1, sync, 0, 1)
+            _backward_steps(*walk, offsets, batch_sizes, t_hi, t_end, n_lo, 1, 1, 1, sync, 0, 1)
         dgates_next = dG_ring[slot, : batch_sizes[t_lo]]
         # The block's weight gradients, while its gate gradients are in cache.
         if n_hi > n_lo:

@@ -9,6 +9,7 @@ from numba_lstm._kernels import (
     FORWARD_SHARES_PER_THREAD,
     ROW_SPLIT_MAX_BYTES,
     SHARE_PANELS,
+    _backward_shares,
     _forward_shares,
     _row_block,
 )
@@ -108,6 +109,21 @@ def test_forward_shares(n_units, B, workers, weight_bytes, expected):
         assert n_units // unit_shares >= min(SHARE_PANELS, n_units // workers)
         if n_units >= workers:
             assert unit_shares % workers == 0, "each worker's block of shares covers whole unit shares"
+
+
+@pytest.mark.parametrize(
+    ("n_h", "B", "workers", "weight_bytes", "projected", "expected"),
+    [
+        (4, 1, 2, SMALL, False, (2, 1)),  # one share per worker: by panels of h
+        (4, 2 * TILE_ROWS, 2, SMALL, False, (1, 2)),  # by rows
+        (4, 2 * TILE_ROWS, 3, SMALL, False, (3, 1)),  # fewer tiles than workers
+        (4, 2 * TILE_ROWS, 2, LARGE, False, (2, 1)),  # weights past ROW_SPLIT_MAX_BYTES
+        (4, 2 * TILE_ROWS, 2, SMALL, True, (2, 1)),  # a projection needs all of dh_t per panel
+        (4, 64 * TILE_ROWS, 1, SMALL, False, (1, 1)),
+    ],
+)
+def test_backward_shares(n_h, B, workers, weight_bytes, projected, expected):
+    assert _backward_shares(n_h, B, workers, weight_bytes, projected) == expected
 
 
 @pytest.mark.parametrize("rows", [0, 1, TILE_ROWS, 5 * TILE_ROWS - 3, 9 * TILE_ROWS])
