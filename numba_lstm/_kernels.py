@@ -333,8 +333,8 @@ def _forward_shares(n_units, B, workers, weight_bytes):
       alone, up to FORWARD_SHARES_PER_THREAD blocks per worker.  A thread
       then keeps its rows, the same sequences, from step to step: it reads
       only the h_{t-1} it wrote, and writes only its own rows of ``z``.
-      float32 forward against the split by units: 64x100x256x256 0.89,
-      16x100x128x256 0.87 (bench/NOTES.md "Session 15").
+      float32 forward against the split by units alone: 64x100x256x256
+      0.82, 16x100x128x256 0.85 (bench/NOTES.md "Session 15").
     * Otherwise unit shares of at least SHARE_PANELS panels, a multiple of
       ``workers`` of them (one each at the least), and the rows split into
       the shares left: one panel of units left the gate pass 32 units per
@@ -839,7 +839,7 @@ def _backward_steps(
         else:
             c_prev = c[offsets[t - 1] : offsets[t - 1] + Bt]
         # One step's arrays, the same for every share; dh_pad has the rows
-        # that dL/dh_t reaches (the next step's at t = -1).
+        # that dL/dh_t reaches (B_next <= Bt but at t = -1).
         rows = max(Bt, B_next)
         step = (dgates_t, dc[:Bt], dm_pad[:Bt], dh_pad[:rows], W_hrT, gates[lo:hi], tanh_c[lo:hi], c_prev, NR)
         gates_too = Bt > 0 and not projected
@@ -856,7 +856,7 @@ def _backward_steps(
             q = claim(sync, m_phase, m_shares, m_home)
             while q >= 0:
                 p_lo, p_hi = _share(n_m, q, m_shares)
-                _backward_gates(*step[:3], dh_pad[:Bt], *step[4:], p_lo, p_hi)
+                _backward_gates(*step, p_lo, p_hi)
                 finish(sync, m_phase)
                 q = claim(sync, m_phase, m_shares, m_home)
             wait_for(sync, m_phase, m_shares)

@@ -91,7 +91,7 @@ SMALL, LARGE = ROW_SPLIT_MAX_BYTES, ROW_SPLIT_MAX_BYTES + 1
         (8, 8 * TILE_ROWS, 2, SMALL, (1, 8)),  # rows only, 4 blocks a worker
         (8, 2 * TILE_ROWS, 2, SMALL, (1, 2)),  # rows only: one tile a worker
         (8, 2 * TILE_ROWS, 3, SMALL, (3, 2)),  # fewer tiles than workers: units and rows
-        (32, 16 * TILE_ROWS, 2, LARGE, (8, 1)),  # weights past L3: units of SHARE_PANELS panels
+        (32, 16 * TILE_ROWS, 2, LARGE, (8, 1)),  # weights past ROW_SPLIT_MAX_BYTES: units of 4 panels
         (8, 8 * TILE_ROWS, 2, LARGE, (2, 4)),  # ... the shares left split the rows
         (12, 8 * TILE_ROWS, 2, LARGE, (2, 4)),  # 3 units shares of 4 panels: rounded down to 2 workers'
         (1, 8 * TILE_ROWS, 2, LARGE, (1, 8)),  # fewer panels than workers
@@ -154,7 +154,7 @@ def _run(dtype, T, B, I, H, P, lengths):
 @pytest.mark.parametrize(
     ("T", "B", "I", "H", "P", "lengths"),
     [
-        (6, 5, 40, 200, 200, None),  # one tile: 7 (float32) or 13 panels of units for 8 shares
+        (6, 5, 40, 200, 200, None),  # one tile with AVX-512: 7 (float32) or 13 panels of units, 8 shares
         (6, 16, 40, 200, 200, None),  # rows: two or four tiles
         (5, 37, 21, 50, 50, np.arange(37) % 6),  # rows: uneven blocks, the batch shrinks, empty sequences
         (5, 9, 33, 130, 70, [5, 1, 4, 5, 2, 3, 5, 0, 4]),  # projection: 3 or 5 panels; ended, empty rows
@@ -163,9 +163,8 @@ def _run(dtype, T, B, I, H, P, lengths):
 def test_splitting_a_step_between_threads_does_not_change_a_bit(dtype, T, B, I, H, P, lengths):
     """One thread computes each step whole; two split it into shares (up to
     four per thread in the forward, by units or by rows, taken in whatever
-    order the threads arrive).  Every
-    unit's arithmetic is the same either way, so the results are equal bit for
-    bit, forward and backward."""
+    order the threads arrive).  Every unit's arithmetic is the same either
+    way, so the results are equal bit for bit, forward and backward."""
     lengths = None if lengths is None else np.array(lengths)
     before = numba.get_num_threads()
     try:
