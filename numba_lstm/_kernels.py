@@ -320,6 +320,20 @@ SHARE_PANELS = 4
 
 
 @numba.njit(**SERIAL)
+def _tiles(rows):
+    """Tiles of TILE_ROWS rows that ``rows`` rows make (the last one may be short)."""
+    return -(-rows // TILE_ROWS)
+
+
+@numba.njit(**SERIAL)
+def _split_by_rows(B, workers, weight_bytes):
+    """Whether ``workers`` split a step of B rows by rows alone (``_forward_shares``,
+    ``_backward_shares``): a tile of rows per worker at the least, and packed
+    W_x and W_h of ``weight_bytes`` <= ROW_SPLIT_MAX_BYTES."""
+    return _tiles(B) >= workers and weight_bytes <= ROW_SPLIT_MAX_BYTES
+
+
+@numba.njit(**SERIAL)
 def _forward_shares(n_units, B, workers, weight_bytes):
     """(unit_shares, row_shares): how ``_lstm_forward`` splits each step of B rows.
 
@@ -341,10 +355,10 @@ def _forward_shares(n_units, B, workers, weight_bytes):
       row, whose loop costs 2.53 ns a unit against 1.84 at 128 (float32).
     """
     shares = FORWARD_SHARES_PER_THREAD * workers
-    tiles = -(-B // TILE_ROWS)
+    tiles = _tiles(B)
     if tiles <= 1:
         return max(1, min(shares, n_units, MAX_SHARES)), 1
-    if tiles >= workers and weight_bytes <= ROW_SPLIT_MAX_BYTES:
+    if _split_by_rows(B, workers, weight_bytes):
         return 1, min(tiles, shares, MAX_SHARES)
     wide = min(shares, n_units // SHARE_PANELS)
     unit_shares = max(1, min(n_units, max(workers, wide - wide % workers), MAX_SHARES))
@@ -391,8 +405,7 @@ def _forward_input(z, x, W_x, b, u_lo, u_hi):
 def _row_block(rows, rb, row_shares):
     """Rows (lo, hi) of block rb of ``row_shares`` of a step's ``rows``: whole
     tiles of TILE_ROWS rows, as even as they divide (a block may be empty)."""
-    tiles = -(-rows // TILE_ROWS)
-    lo, hi = _share(tiles, rb, row_shares)
+    lo, hi = _share(_tiles(rows), rb, row_shares)
     return min(lo * TILE_ROWS, rows), min(hi * TILE_ROWS, rows)
 
 
@@ -623,8 +636,7 @@ def _backward_shares(n_h, B, workers, weight_bytes, projected):
     thread keeps its sequences from step to step; without that, and with a
     projection (whose second phase needs every column of dh), by panels.
     """
-    tiles = -(-B // TILE_ROWS)
-    if not projected and workers > 1 and tiles >= workers and weight_bytes <= ROW_SPLIT_MAX_BYTES:
+    if not projected and workers > 1 and _split_by_rows(B, workers, weight_bytes):
         return 1, min(workers, MAX_SHARES)
     return max(1, min(workers, n_h, MAX_SHARES)), 1
 

@@ -11,8 +11,8 @@ int64 words per phase of a step (phase k uses ``sync[2k]`` and ``sync[2k +
   ``prange`` index) of ``workers`` asks first for ``first = home(w,
   workers, shares)``, the start of its own contiguous block of shares, and
   then for the ones after it, so that, when the threads keep pace, each
-  computes the same units at every step and finds their state (c, dc, the
-  input projection in ``z``) in its own core's cache; a thread that
+  computes the same rows or units at every step and finds their state (c,
+  dc, h, the input projection in ``z``) in its own core's cache; a thread that
   arrives late finds the end of its block taken by one that ran out of
   work, and takes what is left;
 * the done counter: it then calls ``finish(sync, k)``, and every thread

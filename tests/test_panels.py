@@ -193,8 +193,9 @@ CASES = [
 def _run(case, dtype, threaded, monkeypatch):
     monkeypatch.setattr(numba_lstm.functional, "_use_threads", lambda *shape: threaded)
     # Three workers whatever the machine's thread count (3 shares of a
-    # backward step, 12 of a forward one): uneven ranges of panels, and more
-    # shares than panels for the small gate blocks.
+    # backward step, up to 12 of a forward one; with AVX-512 B < 3 tiles, so the
+    # steps are split by units, and by rows too from two tiles): uneven
+    # ranges of panels, and more shares than panels for the small gate blocks.
     monkeypatch.setattr(numba_lstm.functional, "_threads", lambda threaded: 3 if threaded else 1)
     T, B, I, H = case["T"], case["B"], case["I"], case["H"]
     P = case.get("P")
