@@ -679,10 +679,13 @@ def _backward_gates(dgates, dc, dm_pad, dh_pad, W_hrT, gates, tanh_c, c_prev, NR
 #: Rows of the sequence per block of the backward (more when one step has
 #: more): each block's gate gradients, its rows of ``[x, h_{t-1}]``
 #: (transposed) and its gate gradients packed into panels live in work arrays
-#: of GRAD_ROWS rows / columns that stay in cache (a (I + P) x 256 block is
-#: 512 KB at I = P = 256, float32), so the work arrays do not grow with the
-#: sequence.
-GRAD_ROWS = 256
+#: of GRAD_ROWS rows / columns that stay in cache (a (I + P) x 512 block is
+#: 1 MB at I = P = 256, float32), so the work arrays do not grow with the
+#: sequence.  Each block reads and writes all of dW once: 512 rows instead
+#: of 256 halve that traffic, which goes to L3 or memory when dW is larger
+#: than L2 (backward 0.953 at 64×50×512×512, 0.960 at 128×50×1024×1024;
+#: bench/NOTES.md, "Session 16").
+GRAD_ROWS = 512
 
 #: Columns of ``w`` (rows of its panels) per block of the dx product: a
 #: panel's block (GEMM_K_BLOCK x NR, 32 KB in float32) stays in L1 while the
@@ -690,7 +693,7 @@ GRAD_ROWS = 256
 GEMM_K_BLOCK = 256
 
 #: Rows of dW (features) per pass of the weight-gradient product over a
-#: thread's panels: GRAD_FEATURES x GRAD_ROWS of the transposed [x, h] (128 KB
+#: share's panels: GRAD_FEATURES x GRAD_ROWS of the transposed [x, h] (256 KB
 #: in float32) stay in L2 while the panels go by.
 GRAD_FEATURES = 128
 
@@ -784,37 +787,95 @@ def _dx_panels(dx_rows, dgates_rows, W_xT, p_lo, p_hi):
         _panel_block(dx_rows, dgates_rows, W_xT, p_lo, p_hi, k_lo, min(k_lo + GEMM_K_BLOCK, K))
 
 
-@numba.njit(**PARALLEL)
-def _block_grads(dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT, n_lo, n_hi, shares):
-    """The weight gradients and dx of the packed rows n_lo..n_hi, whose gate gradients are dgates[:n_hi - n_lo].
+#: Shares of dW's panels and of dx's panels per thread in ``_block_grads``:
+#: a thread that falls behind leaves the end of its block of them to the
+#: other threads.
+GRAD_SHARES_PER_THREAD = 4
 
-    dx_pad, dW_pad, db_pad, AT, dG_block, prev, x, h0, y, W_xT: as in
-    ``_lstm_backward``.  Gather ``[x, h_{t-1}]`` of the rows, transposed
-    (threads share the features), then dW += that @ the rows' gate gradients
-    (threads share dW's panels, each packing its own panels' gradients) and
-    dx of the rows = dgates @ W_x.T (threads share dx's panels).
-    """
+
+@numba.njit(**SERIAL)
+def _grad_shares(n, workers):
+    """Shares of n panels (or feature groups) for ``workers`` threads: up to GRAD_SHARES_PER_THREAD each."""
+    return max(1, min(n, workers * GRAD_SHARES_PER_THREAD, MAX_SHARES))
+
+
+@numba.njit(**SERIAL)
+def _block_grads_worker(
+    dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT, n_lo, n_hi, sync, worker, workers
+):
+    """One thread's part of ``_block_grads``: gather shares, then dx shares, then (the gather done) dW shares."""
     F = AT.shape[0]
     rows = n_hi - n_lo
     n_dW, n_dx = dG_block.shape[0], W_xT.shape[0]
     n_gather = -(-F // GATHER_FEATURES)
-    gather_shares, dW_shares, dx_shares = min(shares, n_gather), min(shares, n_dW), min(shares, n_dx)
+    gather_shares, dW_shares, dx_shares = (
+        _grad_shares(n_gather, workers),
+        _grad_shares(n_dW, workers),
+        _grad_shares(n_dx, workers),
+    )
     dx_rows, dgates_rows = dx_pad[n_lo:n_hi], dgates[:rows]
-    if shares > 1:
-        for q in numba.prange(gather_shares):
-            g_lo, g_hi = _share(n_gather, q, gather_shares)
-            f_lo, f_hi = g_lo * GATHER_FEATURES, min(g_hi * GATHER_FEATURES, F)
-            _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, f_lo, f_hi)
-        for q in numba.prange(dW_shares):
-            p_lo, p_hi = _share(n_dW, q, dW_shares)
-            _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, 0, rows, p_lo, p_hi)
-        for q in numba.prange(dx_shares):
-            p_lo, p_hi = _share(n_dx, q, dx_shares)
-            _dx_panels(dx_rows, dgates_rows, W_xT, p_lo, p_hi)
+    q = claim(sync, 0, gather_shares, home(worker, workers, gather_shares))
+    while q >= 0:
+        g_lo, g_hi = _share(n_gather, q, gather_shares)
+        _gather_transposed(
+            AT, x, h0, y, prev, n_lo, n_hi, g_lo * GATHER_FEATURES, min(g_hi * GATHER_FEATURES, F)
+        )
+        finish(sync, 0)
+        q = claim(sync, 0, gather_shares, home(worker, workers, gather_shares))
+    q = claim(sync, 1, dx_shares, home(worker, workers, dx_shares))
+    while q >= 0:
+        p_lo, p_hi = _share(n_dx, q, dx_shares)
+        _dx_panels(dx_rows, dgates_rows, W_xT, p_lo, p_hi)
+        finish(sync, 1)
+        q = claim(sync, 1, dx_shares, home(worker, workers, dx_shares))
+    wait_for(sync, 0, gather_shares)
+    q = claim(sync, 2, dW_shares, home(worker, workers, dW_shares))
+    while q >= 0:
+        p_lo, p_hi = _share(n_dW, q, dW_shares)
+        _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, 0, rows, p_lo, p_hi)
+        finish(sync, 2)
+        q = claim(sync, 2, dW_shares, home(worker, workers, dW_shares))
+
+
+@numba.njit(**PARALLEL)
+def _block_grads(
+    dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT, n_lo, n_hi, workers, sync
+):
+    """The weight gradients and dx of the packed rows n_lo..n_hi, whose gate gradients are dgates[:n_hi - n_lo].
+
+    dx_pad, dW_pad, db_pad, AT, dG_block, prev, x, h0, y, W_xT: as in
+    ``_lstm_backward``; sync: ``counters(3)``, zeroed here.  In one parallel
+    region of ``workers`` threads, each takes shares (``numba_lstm._sync``)
+    of three phases: gather ``[x, h_{t-1}]`` of the rows, transposed (groups
+    of features); dx of the rows = dgates @ W_x.T (dx's panels); then, once
+    the gather is done, dW += that @ the rows' gate gradients (dW's panels,
+    each share packing its own panels' gradients).
+    """
+    sync[:] = 0
+    if workers > 1:
+        for worker in numba.prange(workers):
+            _block_grads_worker(
+                dx_pad,
+                dW_pad,
+                db_pad,
+                AT,
+                dG_block,
+                prev,
+                dgates,
+                x,
+                h0,
+                y,
+                W_xT,
+                n_lo,
+                n_hi,
+                sync,
+                worker,
+                workers,
+            )
     else:
-        _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, 0, F)
-        _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, 0, rows, 0, n_dW)
-        _dx_panels(dx_rows, dgates_rows, W_xT, 0, n_dx)
+        _block_grads_worker(
+            dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT, n_lo, n_hi, sync, 0, 1
+        )
 
 
 @numba.njit(**SERIAL)
@@ -878,7 +939,7 @@ def _backward_steps(
 @numba.njit(**PARALLEL)
 def _lstm_backward(
     dx_pad, dW_pad, db_pad, dW_hr, dh_pad, dc, dh_all, dm_pad, dG_ring, AT, dG_block, prev,
-    dy, x, h0, y, m, c0, c, gates, tanh_c, W_hT, W_hrT, W_xT, batch_sizes, step_shares, grad_shares, sync,
+    dy, x, h0, y, m, c0, c, gates, tanh_c, W_hT, W_hrT, W_xT, batch_sizes, step_shares, grad_shares, sync, grad_sync,
 ):  # fmt: skip
     """Backward pass (BPTT) through the steps of a packed sequence, with the weight gradients.
 
@@ -901,9 +962,10 @@ def _lstm_backward(
     W_xT   (Ip/NR, 4H, NR)  in: ``pack_panels(W_x.T)``
     step_shares       workers of the steps' parallel regions, one share of each
                       step per worker (``_backward_shares``)
-    grad_shares       shares of the weight gradients of a block
+    grad_shares       workers of each block's weight gradients (``_block_grads``)
     sync   (4(T + 1),) work: ``counters(2(T + 1))``, the taken shares and done counters of each step
                      (``numba_lstm._sync``), t = -1 included
+    grad_sync (6,)   work: ``counters(3)``, the same for ``_block_grads``
 
     The steps run from the last to the first in blocks of whole steps of at
     most R rows, each block's steps in one parallel region
@@ -958,7 +1020,7 @@ def _lstm_backward(
         dgates_next = dG_ring[slot, : batch_sizes[t_lo]]
         # The block's weight gradients, while its gate gradients are in cache.
         if n_hi > n_lo:
-            _block_grads(*grads, dG_ring[slot], *inputs, n_lo, n_hi, grad_shares)
+            _block_grads(*grads, dG_ring[slot], *inputs, n_lo, n_hi, grad_shares, grad_sync)
         if t_lo == 0:
             break
         t_hi = t_lo

@@ -319,7 +319,7 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
             pack_panels(W[I:].T), pack_panels(W_hr.T) if projected else np.empty((0, 0, 0), dtype),
             pack_panels(W[:I].T), pk.batch_sizes,
             _threads(_use_threads(B, 4 * H, P, SPLIT_STEP_MIN_FLOP)), _threads(_use_threads(rows, I + P, 4 * H)),
-            counters(2 * (pk.batch_sizes.size + 1)),
+            counters(2 * (pk.batch_sizes.size + 1)), counters(3),
         )  # fmt: skip
         dh0 = dh_pad[:, :P].copy()
         dW, db = _unpad_gate_columns(dW_pad, H), _unpad_gate_columns(db_pad, H)

@@ -7,10 +7,12 @@ import pytest
 import numba_lstm
 from numba_lstm._kernels import (
     FORWARD_SHARES_PER_THREAD,
+    GRAD_SHARES_PER_THREAD,
     ROW_SPLIT_MAX_BYTES,
     SHARE_PANELS,
     _backward_shares,
     _forward_shares,
+    _grad_shares,
     _row_block,
 )
 from numba_lstm._panels import TILE_ROWS
@@ -124,6 +126,19 @@ def test_forward_shares(n_units, B, workers, weight_bytes, expected):
 )
 def test_backward_shares(n_h, B, workers, weight_bytes, projected, expected):
     assert _backward_shares(n_h, B, workers, weight_bytes, projected) == expected
+
+
+@pytest.mark.parametrize(
+    ("n", "workers", "expected"),
+    [
+        (64, 2, 2 * GRAD_SHARES_PER_THREAD),  # shares per thread
+        (3, 2, 3),  # fewer panels than that: one share each
+        (1000, 16, MAX_SHARES),  # the bits of one counter
+        (5, 1, min(5, GRAD_SHARES_PER_THREAD)),
+    ],
+)
+def test_grad_shares(n, workers, expected):
+    assert _grad_shares(n, workers) == expected
 
 
 @pytest.mark.parametrize("rows", [0, 1, TILE_ROWS, 5 * TILE_ROWS - 3, 9 * TILE_ROWS])
