@@ -476,14 +476,25 @@ PACK_THREADED_MIN = 1 << 18
 CACHE_LINE = 64
 
 
+#: Bytes from which NumPy asks the kernel for transparent huge pages for an
+#: array (``madvise``, NumPy >= 1.20 on Linux).  Arrays that Numba allocates
+#: inside jitted code get ordinary 4 KB pages.
+NUMPY_HUGE_PAGE_BYTES = 1 << 22
+
+
+@numba.njit(**SERIAL)
+def _cache_line_view(buffer, size):
+    """The first ``size`` values of ``buffer`` from its first cache line (buffer has a line to spare)."""
+    start = (CACHE_LINE - buffer.ctypes.data % CACHE_LINE) % CACHE_LINE // buffer.itemsize
+    return buffer[start : start + size]
+
+
 @numba.njit(**SERIAL)
 def _aligned_vector(size, like):
     """An empty vector of ``size`` values of ``like.dtype`` whose data starts on
     a cache line; reshape it to the shape wanted.  Callable from jitted code
     (Numba aligns its own arrays to 32 bytes) and behind ``aligned_empty``."""
-    buffer = np.empty(size + CACHE_LINE // like.itemsize, like.dtype)
-    start = (CACHE_LINE - buffer.ctypes.data % CACHE_LINE) % CACHE_LINE // like.itemsize
-    return buffer[start : start + size]
+    return _cache_line_view(np.empty(size + CACHE_LINE // like.itemsize, like.dtype), size)
 
 
 def aligned_empty(shape, dtype):
@@ -492,10 +503,17 @@ def aligned_empty(shape, dtype):
     NumPy aligns its data to 16 bytes, so a 64-byte AVX-512 load of a panel
     row usually reads two cache lines.  Aligned panels and ``z`` made the
     B = 1 float32 forward 11-13% faster and 64x100x256x256 4% faster
-    (bench/NOTES.md, "Session 13").  Through the jitted ``_aligned_vector``:
-    4.4 us a call, against 6.5 us for the same offset computed in NumPy.
+    (bench/NOTES.md, "Session 13").  Small arrays go through the jitted
+    ``_aligned_vector``: 4.4 us a call, against 6.5 us for the same offset
+    computed in NumPy.  From NUMPY_HUGE_PAGE_BYTES up the buffer comes from
+    NumPy, which gets it huge pages: packing the two 16 MB weights of
+    H = 1024 faulted 8161 pages and took 11-12.6 ms with Numba's buffer,
+    1007 pages and 5.4-9.5 ms with NumPy's (bench/NOTES.md, "Session 16").
     """
-    return _aligned_vector(int(np.prod(shape)), np.empty(0, dtype)).reshape(shape)
+    size, dtype = int(np.prod(shape)), np.dtype(dtype)
+    if size * dtype.itemsize < NUMPY_HUGE_PAGE_BYTES:
+        return _aligned_vector(size, np.empty(0, dtype)).reshape(shape)
+    return _cache_line_view(np.empty(size + CACHE_LINE // dtype.itemsize, dtype), size).reshape(shape)
 
 
 def pack_panels(W, groups=1):

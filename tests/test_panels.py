@@ -125,7 +125,9 @@ def test_pack_panels_layout(threaded, dtype, monkeypatch):
     assert not b_pad[:, H:].any()
 
 
-@pytest.mark.parametrize("shape", [(0,), (1,), (3, 5), (7, 33, 16), (2, 0, 4)])
+# (1025, 1024): past NUMPY_HUGE_PAGE_BYTES in both dtypes, allocated by NumPy
+# rather than in jitted code.
+@pytest.mark.parametrize("shape", [(0,), (1,), (3, 5), (7, 33, 16), (2, 0, 4), (1025, 1024)])
 def test_aligned_empty(shape, dtype):
     # Allocated many times, so that NumPy's own 16-byte alignment gives
     # misaligned starts among them.
