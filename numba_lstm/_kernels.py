@@ -787,9 +787,9 @@ def _dx_panels(dx_rows, dgates_rows, W_xT, p_lo, p_hi):
         _panel_block(dx_rows, dgates_rows, W_xT, p_lo, p_hi, k_lo, min(k_lo + GEMM_K_BLOCK, K))
 
 
-#: Shares of dW's panels and of dx's panels per thread in ``_block_grads``:
-#: a thread that falls behind leaves the end of its block of them to the
-#: other threads.
+#: Shares per thread of each phase of ``_block_grads`` (the gather's groups
+#: of features, dx's panels, dW's panels): a thread that falls behind leaves
+#: the end of its block of them to the others.
 GRAD_SHARES_PER_THREAD = 4
 
 
@@ -808,33 +808,32 @@ def _block_grads_worker(
     rows = n_hi - n_lo
     n_dW, n_dx = dG_block.shape[0], W_xT.shape[0]
     n_gather = -(-F // GATHER_FEATURES)
-    gather_shares, dW_shares, dx_shares = (
-        _grad_shares(n_gather, workers),
-        _grad_shares(n_dW, workers),
-        _grad_shares(n_dx, workers),
-    )
+    gather_shares, dx_shares = _grad_shares(n_gather, workers), _grad_shares(n_dx, workers)
+    dW_shares = _grad_shares(n_dW, workers)
     dx_rows, dgates_rows = dx_pad[n_lo:n_hi], dgates[:rows]
-    q = claim(sync, 0, gather_shares, home(worker, workers, gather_shares))
+    first = home(worker, workers, gather_shares)
+    q = claim(sync, 0, gather_shares, first)
     while q >= 0:
         g_lo, g_hi = _share(n_gather, q, gather_shares)
-        _gather_transposed(
-            AT, x, h0, y, prev, n_lo, n_hi, g_lo * GATHER_FEATURES, min(g_hi * GATHER_FEATURES, F)
-        )
+        f_lo, f_hi = g_lo * GATHER_FEATURES, min(g_hi * GATHER_FEATURES, F)
+        _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, f_lo, f_hi)
         finish(sync, 0)
-        q = claim(sync, 0, gather_shares, home(worker, workers, gather_shares))
-    q = claim(sync, 1, dx_shares, home(worker, workers, dx_shares))
+        q = claim(sync, 0, gather_shares, first)
+    first = home(worker, workers, dx_shares)
+    q = claim(sync, 1, dx_shares, first)
     while q >= 0:
         p_lo, p_hi = _share(n_dx, q, dx_shares)
         _dx_panels(dx_rows, dgates_rows, W_xT, p_lo, p_hi)
         finish(sync, 1)
-        q = claim(sync, 1, dx_shares, home(worker, workers, dx_shares))
-    wait_for(sync, 0, gather_shares)
-    q = claim(sync, 2, dW_shares, home(worker, workers, dW_shares))
+        q = claim(sync, 1, dx_shares, first)
+    wait_for(sync, 0, gather_shares)  # dW reads the whole of AT
+    first = home(worker, workers, dW_shares)
+    q = claim(sync, 2, dW_shares, first)
     while q >= 0:
         p_lo, p_hi = _share(n_dW, q, dW_shares)
         _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, 0, rows, p_lo, p_hi)
         finish(sync, 2)
-        q = claim(sync, 2, dW_shares, home(worker, workers, dW_shares))
+        q = claim(sync, 2, dW_shares, first)
 
 
 @numba.njit(**PARALLEL)
@@ -852,30 +851,12 @@ def _block_grads(
     each share packing its own panels' gradients).
     """
     sync[:] = 0
+    arrays = (dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT)
     if workers > 1:
         for worker in numba.prange(workers):
-            _block_grads_worker(
-                dx_pad,
-                dW_pad,
-                db_pad,
-                AT,
-                dG_block,
-                prev,
-                dgates,
-                x,
-                h0,
-                y,
-                W_xT,
-                n_lo,
-                n_hi,
-                sync,
-                worker,
-                workers,
-            )
+            _block_grads_worker(*arrays, n_lo, n_hi, sync, worker, workers)
     else:
-        _block_grads_worker(
-            dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT, n_lo, n_hi, sync, 0, 1
-        )
+        _block_grads_worker(*arrays, n_lo, n_hi, sync, 0, 1)
 
 
 @numba.njit(**SERIAL)
