@@ -54,7 +54,7 @@ so Numba emits a wraparound select that stops LLVM from vectorising (measured
 import numba
 import numpy as np
 
-from numba_lstm._math import sigmoid, tanh
+from numba_lstm._math import fma, sigmoid, tanh
 from numba_lstm._options import PARALLEL, SERIAL
 from numba_lstm._panels import (
     PACK_ROWS,
@@ -107,7 +107,7 @@ def _gates_forward(gates, c, tanh_c, m, z, c_prev, j_lo, j_hi):
             a_f[j] = f
             a_g[j] = g
             a_o[j] = sigmoid(z_o[j])
-            c_r[j] = f * c_prev_r[j] + i * g
+            c_r[j] = fma(f, c_prev_r[j], i * g)  # the fused product named (``fma``)
         for j in range(j_hi - j_lo):
             tc = tanh(c_r[j])
             tanh_c_r[j] = tc

@@ -46,6 +46,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 _CLAMP32 = np.float32(7.90531110763549805)
@@ -89,6 +90,29 @@ def _select(typingctx, condition, if_true, if_false):
 
 
 @intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c with one rounding (LLVM's ``llvm.fma``), for three floats of one type.
+
+    ``fastmath={"contract"}`` lets LLVM fuse a product into an add, and where
+    an add has two products (``f * c_prev + i * g``), or a product with two
+    uses, which one it fuses is up to the code generator: a process that
+    compiled the kernels and one that loaded them from the cache rounded
+    float64 results differently (bench/NOTES.md, "Session 16").  Such sums
+    name their fused product with this.
+    """
+    if isinstance(a, types.Float) and a == b == c:
+
+        def codegen(context, builder, signature, args):
+            t = args[0].type
+            name = "llvm.fma.f64" if isinstance(t, ir.DoubleType) else "llvm.fma.f32"
+            function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t, t, t]), name)
+            return builder.call(function, args)
+
+        return a(a, b, c), codegen
+    return None
+
+
+@intrinsic
 def _two_to(typingctx, n):
     """The float64 2^n for an int64 n in [-1022, 1023]: its exponent bits, (n + 1023) << 52."""
     if n == types.int64:
@@ -120,9 +144,9 @@ def _exp_fraction_overload(y):
             k = math.floor(min(_EXP_MAX, y) * _INV_LN2 + 0.5)
             r = (y - k * _LN2_HI) - k * _LN2_LO
             r2 = r * r
-            rp = r * ((_EP0 * r2 + _EP1) * r2 + _EP2)
+            p = (_EP0 * r2 + _EP1) * r2 + _EP2
             eq = ((_EQ0 * r2 + _EQ1) * r2 + _EQ2) * r2 + _EQ3
-            return _two_to(np.int64(k)), eq + rp, eq - rp
+            return _two_to(np.int64(k)), fma(r, p, eq), fma(-r, p, eq)
 
         return exp_fraction
     return None
@@ -212,8 +236,7 @@ def _sigmoid_overload(x):
             # Below -_EXP_MAX the result is 0.  NaN stays in a.
             a = min(abs(x), _EXP_MAX)
             two_k, plus, minus = _exp_fraction(a)
-            big = two_k * plus
-            s = _select(x < 0.0, minus, big) / (big + minus)
+            s = _select(x < 0.0, minus, two_k * plus) / fma(two_k, plus, minus)
             return _select(x < -_EXP_MAX, 0.0, s)
 
         return sigmoid_f64

@@ -66,3 +66,50 @@ def test_jitted_callers_of_parallel_kernels_run_from_the_cache(tmp_path):
         results.append(np.load(out))
     for k, y in enumerate(results[1:], 1):
         np.testing.assert_array_equal(y, results[0], err_msg=f"run {k}")
+
+
+_DIGEST_SCRIPT = """
+import hashlib
+import sys
+import numpy as np
+import numba_lstm
+
+out = []
+for dtype in (np.float32, np.float64):
+    # B = 5: steps split by units; B = 16: by rows; lengths shrink the batch.
+    for T, B, I, H, lengths in ((37, 5, 21, 50, [19, 21, 18, 7, 15]), (9, 16, 12, 40, None)):
+        rng = np.random.default_rng(1)
+        x = rng.standard_normal((T, B, I)).astype(dtype)
+        W = (rng.standard_normal((I + H, 4 * H)) * 0.3 / np.sqrt(H)).astype(dtype)
+        b = rng.standard_normal(4 * H).astype(dtype)
+        dy = rng.standard_normal((T, B, H)).astype(dtype)
+        y, h_n, c_n, cache = numba_lstm.lstm_forward(x, W, b, lengths=lengths)
+        for a in (y, h_n, c_n, *numba_lstm.lstm_backward(dy, cache)):
+            out.append(hashlib.sha256(a.tobytes()).hexdigest()[:16])
+print(" ".join(out))
+"""
+
+
+def test_compiled_and_cached_kernels_give_the_same_bits(tmp_path):
+    """The process that compiles the kernels and the next one, which loads them
+    from the cache, compute the same bits, in float32 and float64.
+
+    With ``fastmath={"contract"}`` LLVM chooses which product of ``f * c_prev
+    + i * g`` to fuse into an FMA; the compiling process and the loading one
+    chose differently, and float64 outputs and gradients differed in their
+    last bits (bench/NOTES.md, "Session 16").  Such sums now name the fused
+    product (``numba_lstm._math.fma``).
+    """
+    script = tmp_path / "digests.py"
+    script.write_text(_DIGEST_SCRIPT)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_NUM_THREADS": "2"}
+    digests = []
+    for _ in range(2):
+        run = subprocess.run(
+            [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        digests.append(run.stdout.split())
+    compiled, loaded = digests
+    assert len(compiled) == 2 * 2 * 8
+    assert loaded == compiled, [k for k, (a, c) in enumerate(zip(compiled, loaded, strict=True)) if a != c]
