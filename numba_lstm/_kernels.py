@@ -107,7 +107,7 @@ def _gates_forward(gates, c, tanh_c, m, z, c_prev, j_lo, j_hi):
             a_f[j] = f
             a_g[j] = g
             a_o[j] = sigmoid(z_o[j])
-            c_r[j] = fma(f, c_prev_r[j], i * g)  # the fused product named (``fma``)
+            c_r[j] = fma(f, c_prev_r[j], i * g)  # which product is fused: ours to say, not LLVM's
         for j in range(j_hi - j_lo):
             tc = tanh(c_r[j])
             tanh_c_r[j] = tc

@@ -100,11 +100,11 @@ def fma(typingctx, a, b, c):
     float64 results differently (bench/NOTES.md, "Session 16").  Such sums
     name their fused product with this.
     """
-    if isinstance(a, types.Float) and a == b == c:
+    if a in (types.float32, types.float64) and a == b == c:
 
         def codegen(context, builder, signature, args):
             t = args[0].type
-            name = "llvm.fma.f64" if isinstance(t, ir.DoubleType) else "llvm.fma.f32"
+            name = "llvm.fma.f64" if a == types.float64 else "llvm.fma.f32"
             function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(t, [t, t, t]), name)
             return builder.call(function, args)
 
