@@ -70,7 +70,6 @@ def test_jitted_callers_of_parallel_kernels_run_from_the_cache(tmp_path):
 
 _DIGEST_SCRIPT = """
 import hashlib
-import sys
 import numpy as np
 import numba_lstm
 
