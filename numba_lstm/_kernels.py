@@ -357,7 +357,7 @@ def _forward_shares(n_units, B, workers, weight_bytes):
     shares = FORWARD_SHARES_PER_THREAD * workers
     tiles = _tiles(B)
     if tiles <= 1:
-        return max(1, min(shares, n_units, MAX_SHARES)), 1
+        return _share_count(n_units, FORWARD_SHARES_PER_THREAD, workers), 1
     if _split_by_rows(B, workers, weight_bytes):
         return 1, min(tiles, shares, MAX_SHARES)
     wide = min(shares, n_units // SHARE_PANELS)
@@ -388,6 +388,14 @@ def _use_threads(B, K, N, min_flop=PARALLEL_MIN_FLOP):
 def _share(n, q, shares):
     """Share q of ``shares`` nearly equal contiguous shares of range(n): (lo, hi)."""
     return q * n // shares, (q + 1) * n // shares
+
+
+@numba.njit(**SERIAL)
+def _share_count(n, per_worker, workers):
+    """Shares of n items (panels, feature groups) for ``workers`` workers: up to
+    ``per_worker`` each, one item each at the least, at most MAX_SHARES (the
+    bits of a counter), and at least one."""
+    return max(1, min(n, per_worker * workers, MAX_SHARES))
 
 
 @numba.njit(**SERIAL)
@@ -586,7 +594,7 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     B = batch_sizes[0] if batch_sizes.size > 0 else 0
     weight_bytes = (W_x.size + W_h.size) * W_h.itemsize
     unit_shares, row_shares = _forward_shares(W_h.shape[0] // 4, B, workers, weight_bytes)
-    proj_shares = min(FORWARD_SHARES_PER_THREAD * workers, W_hr.shape[0], MAX_SHARES)
+    proj_shares = _share_count(W_hr.shape[0], FORWARD_SHARES_PER_THREAD, workers)
     workers = min(workers, max(unit_shares * row_shares, proj_shares))
     if workers > 1:
         for worker in numba.prange(workers):
@@ -638,7 +646,7 @@ def _backward_shares(n_h, B, workers, weight_bytes, projected):
     """
     if not projected and workers > 1 and _split_by_rows(B, workers, weight_bytes):
         return 1, min(workers, MAX_SHARES)
-    return max(1, min(workers, n_h, MAX_SHARES)), 1
+    return _share_count(n_h, 1, workers), 1
 
 
 @numba.njit(**SERIAL)
@@ -794,12 +802,6 @@ GRAD_SHARES_PER_THREAD = 4
 
 
 @numba.njit(**SERIAL)
-def _grad_shares(n, workers):
-    """Shares of n panels (or feature groups) for ``workers`` threads: up to GRAD_SHARES_PER_THREAD each."""
-    return max(1, min(n, workers * GRAD_SHARES_PER_THREAD, MAX_SHARES))
-
-
-@numba.njit(**SERIAL)
 def _block_grads_worker(
     dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT, n_lo, n_hi, sync, worker, workers
 ):
@@ -808,8 +810,9 @@ def _block_grads_worker(
     rows = n_hi - n_lo
     n_dW, n_dx = dG_block.shape[0], W_xT.shape[0]
     n_gather = -(-F // GATHER_FEATURES)
-    gather_shares, dx_shares = _grad_shares(n_gather, workers), _grad_shares(n_dx, workers)
-    dW_shares = _grad_shares(n_dW, workers)
+    gather_shares = _share_count(n_gather, GRAD_SHARES_PER_THREAD, workers)
+    dx_shares = _share_count(n_dx, GRAD_SHARES_PER_THREAD, workers)
+    dW_shares = _share_count(n_dW, GRAD_SHARES_PER_THREAD, workers)
     dx_rows, dgates_rows = dx_pad[n_lo:n_hi], dgates[:rows]
     first = home(worker, workers, gather_shares)
     q = claim(sync, 0, gather_shares, first)
@@ -973,7 +976,7 @@ def _lstm_backward(
     B = batch_sizes[0] if T > 0 else 0
     weight_bytes = (W_xT.size + W_hT.size) * W_hT.itemsize
     h_shares, row_shares = _backward_shares(n_h, B, step_shares, weight_bytes, n_m > 0)
-    m_shares = min(step_shares, n_m, MAX_SHARES) if n_m > 0 else 1
+    m_shares = _share_count(n_m, 1, step_shares)
     workers = max(h_shares * row_shares, m_shares)
     grads, inputs = (dx_pad, dW_pad, db_pad, AT, dG_block, prev), (x, h0, y, W_xT)
     dgates_next = dG_ring[0, :0]  # the gate gradients of the step after the current one

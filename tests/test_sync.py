@@ -12,8 +12,8 @@ from numba_lstm._kernels import (
     SHARE_PANELS,
     _backward_shares,
     _forward_shares,
-    _grad_shares,
     _row_block,
+    _share_count,
 )
 from numba_lstm._panels import TILE_ROWS
 from numba_lstm._sync import MAX_SHARES, claim, counters, finish, home, wait_for
@@ -137,8 +137,8 @@ def test_backward_shares(n_h, B, workers, weight_bytes, projected, expected):
         (5, 1, min(5, GRAD_SHARES_PER_THREAD)),
     ],
 )
-def test_grad_shares(n, workers, expected):
-    assert _grad_shares(n, workers) == expected
+def test_share_count_of_the_weight_gradients(n, workers, expected):
+    assert _share_count(n, GRAD_SHARES_PER_THREAD, workers) == expected
 
 
 @pytest.mark.parametrize("rows", [0, 1, TILE_ROWS, 5 * TILE_ROWS - 3, 9 * TILE_ROWS])
