@@ -22,6 +22,8 @@ matrix whose width is not a multiple of NR is zero-filled, and the matching
 columns of ``out`` receive zeros plus whatever they held).
 """
 
+import math
+
 import llvmlite.binding as llvm
 import numba
 import numpy as np
@@ -503,17 +505,36 @@ def aligned_empty(shape, dtype):
     NumPy aligns its data to 16 bytes, so a 64-byte AVX-512 load of a panel
     row usually reads two cache lines.  Aligned panels and ``z`` made the
     B = 1 float32 forward 11-13% faster and 64x100x256x256 4% faster
-    (bench/NOTES.md, "Session 13").  Small arrays go through the jitted
-    ``_aligned_vector``: 4.4 us a call, against 6.5 us for the same offset
-    computed in NumPy.  From NUMPY_HUGE_PAGE_BYTES up the buffer comes from
-    NumPy, which gets it huge pages: packing the two 16 MB weights of
-    H = 1024 faulted 8161 pages and took 11-12.6 ms with Numba's buffer,
-    1007 pages and 5.4-9.5 ms with NumPy's (bench/NOTES.md, "Session 16").
+    (bench/NOTES.md, "Session 13").  Arrays that several threads write, by
+    panels of columns or by units, start on a line too, so that two threads
+    never write one line at a share's edge (whole rows of a multiple of 64
+    bytes stay aligned): the B = 1 float32 forward 0.93-0.97 of the time
+    with its outputs aligned (bench/NOTES.md, "Session 17").  Small arrays
+    go through the jitted ``_aligned_vector`` (about 1 us a call).  From
+    NUMPY_HUGE_PAGE_BYTES up the buffer comes from NumPy, which gets it huge
+    pages: packing the two 16 MB weights of H = 1024 faulted 8161 pages and
+    took 11-12.6 ms with Numba's buffer, 1007 pages and 5.4-9.5 ms with
+    NumPy's (bench/NOTES.md, "Session 16").
     """
-    size, dtype = int(np.prod(shape)), np.dtype(dtype)
+    size, dtype = math.prod(shape), np.dtype(dtype)
     if size * dtype.itemsize < NUMPY_HUGE_PAGE_BYTES:
         return _aligned_vector(size, np.empty(0, dtype)).reshape(shape)
     return _cache_line_view(np.empty(size + CACHE_LINE // dtype.itemsize, dtype), size).reshape(shape)
+
+
+def aligned_zeros(shape, dtype):
+    """``np.zeros(shape, dtype)`` whose data starts on a cache line (see ``aligned_empty``).
+
+    From NUMPY_HUGE_PAGE_BYTES up the buffer is NumPy's ``zeros``, whose
+    pages the system zeroes when they are first touched, as for
+    ``np.zeros`` itself.
+    """
+    size, dtype = math.prod(shape), np.dtype(dtype)
+    if size * dtype.itemsize < NUMPY_HUGE_PAGE_BYTES:
+        out = _aligned_vector(size, np.empty(0, dtype))
+        out.fill(0)
+        return out.reshape(shape)
+    return _cache_line_view(np.zeros(size + CACHE_LINE // dtype.itemsize, dtype), size).reshape(shape)
 
 
 def pack_panels(W, groups=1):

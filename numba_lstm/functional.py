@@ -24,7 +24,7 @@ from numba_lstm._kernels import (
     _use_threads,
     _z_rows,
 )
-from numba_lstm._panels import aligned_empty, pack_panels, pad_columns, padded, panel_width
+from numba_lstm._panels import aligned_empty, aligned_zeros, pack_panels, pad_columns, padded, panel_width
 from numba_lstm._sync import counters
 from numba_lstm._validation import (
     as_float_array,
@@ -223,11 +223,11 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     x_packed = packing.pack(x)
     h0_sorted, c0_sorted = packing.sort(h0), packing.sort(c0)
     saved_rows = N if cache else B  # without a cache, one step's work
-    y = np.empty((N, P), dtype)
-    m = np.empty((saved_rows, H), dtype) if W_hr is not None else y
-    c = np.empty((N, H), dtype)
-    gates = np.empty((saved_rows, 4 * H), dtype)
-    tanh_c = np.empty((saved_rows, H), dtype)
+    y = aligned_empty((N, P), dtype)
+    m = aligned_empty((saved_rows, H), dtype) if W_hr is not None else y
+    c = aligned_empty((N, H), dtype)
+    gates = aligned_empty((saved_rows, 4 * H), dtype)
+    tanh_c = aligned_empty((saved_rows, H), dtype)
     if N > 0:
         Hp, Pp = padded(H, dtype), padded(P, dtype)
         projected = W_hr is not None
@@ -303,18 +303,20 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
         projected = W_hr is not None
         Hp, Ip, NR = padded(H, dtype), padded(I, dtype), panel_width(dtype)
         rows = min(N, max(GRAD_ROWS, B))  # a block holds at least one whole step
-        dh_pad = np.empty((B, padded(P, dtype)), dtype)
+        # The arrays that threads write by shares of columns start on a cache line (``aligned_empty``).
+        dh_pad = aligned_empty((B, padded(P, dtype)), dtype)
         dh_pad[:, :P] = pk.sort(dh_n)
-        dc0 = pk.sort(dc_n).copy()
-        dx_pad = np.zeros((N, Ip), dtype)
-        dW_pad = np.zeros((I + P, 4 * Hp), dtype)
+        dc0 = aligned_empty((B, H), dtype)
+        dc0[...] = pk.sort(dc_n)
+        dx_pad = aligned_zeros((N, Ip), dtype)
+        dW_pad = aligned_zeros((I + P, 4 * Hp), dtype)
         db_pad = np.zeros(4 * Hp, dtype)
         prev = np.empty(N, np.int64)
         _prev_rows(prev, pk.batch_sizes)
         _lstm_backward(
-            dx_pad, dW_pad, db_pad, dW_hr, dh_pad, dc0, np.empty((N, P) if projected else (0, 0), dtype),
-            np.empty((B, Hp) if projected else (0, 0), dtype), np.empty((2, rows, 4 * H), dtype),
-            np.empty((I + P, rows), dtype), np.empty((4 * Hp // NR, rows, NR), dtype), prev,
+            dx_pad, dW_pad, db_pad, dW_hr, dh_pad, dc0, aligned_empty((N, P) if projected else (0, 0), dtype),
+            aligned_empty((B, Hp) if projected else (0, 0), dtype), aligned_empty((2, rows, 4 * H), dtype),
+            aligned_empty((I + P, rows), dtype), aligned_empty((4 * Hp // NR, rows, NR), dtype), prev,
             dy_packed, cache.x, cache.h0, cache.y, cache.m, cache.c0, cache.c, cache.gates, cache.tanh_c,
             pack_panels(W[I:].T), pack_panels(W_hr.T) if projected else np.empty((0, 0, 0), dtype),
             pack_panels(W[:I].T), pk.batch_sizes,

@@ -323,12 +323,13 @@ def forward(x, W, b, h0, c0):
     _check_step(x[0] if T > 0 else np.empty((B, I), x.dtype), h0, c0, W, b)
     H = h0.shape[1]
     N = T * B
-    y = np.empty((N, H), x.dtype)
-    c = np.empty((N, H), x.dtype)
     if N == 0:
-        return y.reshape(T, B, H), h0.copy(), c0.copy()
-    gates = np.empty((B, 4 * H), x.dtype)  # one step's: nothing is saved for a backward
-    tanh_c = np.empty((B, H), x.dtype)
+        return np.empty((T, B, H), x.dtype), h0.copy(), c0.copy()
+    # On cache lines, as in lstm_forward: the threads write these by units.
+    y = _aligned_vector(N * H, x).reshape((N, H))
+    c = _aligned_vector(N * H, x).reshape((N, H))
+    gates = _aligned_vector(B * 4 * H, x).reshape((B, 4 * H))  # one step's: nothing is saved for a backward
+    tanh_c = _aligned_vector(B * H, x).reshape((B, H))
     batch_sizes = np.full(T, B, np.int64)
     NR = _panel_width_of(x)
     Hp = -(-H // NR) * NR

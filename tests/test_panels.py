@@ -1,5 +1,7 @@
 """The packed-panel product (``numba_lstm._panels``) and the threaded sequence kernels."""
 
+import math
+
 import numba
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ from conftest import as64, assert_close, make_problem
 import numba_lstm
 import numba_lstm._panels
 import numba_lstm.functional
+import numba_lstm.jit
 from numba_lstm import reference
 from numba_lstm._panels import (
     CACHE_LINE,
@@ -16,6 +19,7 @@ from numba_lstm._panels import (
     _gate_panel_product,
     _panel_product,
     aligned_empty,
+    aligned_zeros,
     pack_panels,
     pad_columns,
     padded,
@@ -136,6 +140,34 @@ def test_aligned_empty(shape, dtype):
         assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
         assert a.size == 0 or a.ctypes.data % CACHE_LINE == 0  # (NumPy may move an empty one's pointer)
         a[...] = 1  # the whole array is writable memory
+
+
+@pytest.mark.parametrize("shape", [(0,), (1,), (3, 5), (7, 33, 16), (1025, 1024)])
+def test_aligned_zeros(shape, dtype):
+    for _ in range(20):
+        # Dirty the allocator first, so that a reused block is not zero by chance.
+        np.full(max(1, math.prod(shape)) + 64, 7.0, dtype)
+        a = aligned_zeros(shape, dtype)
+        assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+        assert a.size == 0 or a.ctypes.data % CACHE_LINE == 0
+        assert not a.any()
+
+
+def test_forward_arrays_start_on_a_cache_line(dtype):
+    # Threads write these by shares of columns or units: on a line, two
+    # threads never write one line at a share's edge when rows are whole lines.
+    T, B, I, H = 3, 2, 5, 32
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    W = rng.standard_normal((I + H, 4 * H)).astype(dtype)
+    b = rng.standard_normal(4 * H).astype(dtype)
+    for _ in range(10):
+        y, _, _, cache = numba_lstm.lstm_forward(x, W, b)
+        for name in ("y", "c", "gates", "tanh_c"):
+            assert getattr(cache, name).ctypes.data % CACHE_LINE == 0, name
+        assert y.ctypes.data % CACHE_LINE == 0
+        # jit.forward allocates its outputs in jitted code.
+        assert numba_lstm.jit.forward(x, W, b, cache.h0, cache.c0)[0].ctypes.data % CACHE_LINE == 0
 
 
 def test_packed_panels_start_on_a_cache_line(dtype):
