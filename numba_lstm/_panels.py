@@ -516,10 +516,7 @@ def aligned_empty(shape, dtype):
     took 11-12.6 ms with Numba's buffer, 1007 pages and 5.4-9.5 ms with
     NumPy's (bench/NOTES.md, "Session 16").
     """
-    size, dtype = math.prod(shape), np.dtype(dtype)
-    if size * dtype.itemsize < NUMPY_HUGE_PAGE_BYTES:
-        return _aligned_vector(size, np.empty(0, dtype)).reshape(shape)
-    return _cache_line_view(np.empty(size + CACHE_LINE // dtype.itemsize, dtype), size).reshape(shape)
+    return _aligned(shape, dtype, zeroed=False)
 
 
 def aligned_zeros(shape, dtype):
@@ -529,12 +526,20 @@ def aligned_zeros(shape, dtype):
     pages the system zeroes when they are first touched, as for
     ``np.zeros`` itself.
     """
+    return _aligned(shape, dtype, zeroed=True)
+
+
+def _aligned(shape, dtype, zeroed):
+    """``aligned_empty`` (``zeroed`` False) or ``aligned_zeros`` (True)."""
     size, dtype = math.prod(shape), np.dtype(dtype)
     if size * dtype.itemsize < NUMPY_HUGE_PAGE_BYTES:
         out = _aligned_vector(size, np.empty(0, dtype))
-        out.fill(0)
-        return out.reshape(shape)
-    return _cache_line_view(np.zeros(size + CACHE_LINE // dtype.itemsize, dtype), size).reshape(shape)
+        if zeroed:
+            out.fill(0)
+    else:
+        allocate = np.zeros if zeroed else np.empty
+        out = _cache_line_view(allocate(size + CACHE_LINE // dtype.itemsize, dtype), size)
+    return out.reshape(shape)
 
 
 def pack_panels(W, groups=1):
