@@ -40,7 +40,8 @@ pre-activations of their four gates and then their gates.  The forward
 opens one parallel region (``numba.prange``) for the whole sequence, the
 backward one per block of steps, and the threads hand out each step's shares
 through atomic counters (``numba_lstm._sync``) instead of opening a region
-per step.  The weight
+per step.  ``LSTM.step`` with a large W (``STEP_SPLIT_MIN_BYTES``) opens one
+region per step: ``_split_step`` splits the rows of W, then the units.  The weight
 gradients of each block split their column panels between the same threads.  BLAS
 runs only a projection's ``dW_hr``, after the loop, while Numba's threads are
 idle: the two pools never compete.
@@ -606,6 +607,92 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
         _forward_steps(
             y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, 1, 1, 1, sync, 0, 1
         )
+
+
+#: ``LSTM.step`` splits a step of at most SMALL_ROWS rows between Numba's
+#: threads (``_split_step``) when its W has at least this many bytes.  One
+#: thread streams W from L3 at about 60 GB/s; the split halves that on two
+#: threads but costs about 20 us a call from Python (a parallel region, and
+#: waking the other thread between calls).  LSTM.step, B = 1, I = H, split
+#: against not split, 100-step loops with 0 / 200 us of Python between
+#: steps: float32 H = 320 (3.3 MB) 1.11 / -, H = 384 (4.7 MB) 0.77 / 0.79,
+#: H = 512 (8 MB) 0.60 / 0.64; float64 H = 192 (2.4 MB) 1.20 / -, H = 256
+#: (4 MB) 0.91-0.95 / 0.75 (bench/NOTES.md, "Session 18").
+STEP_SPLIT_MIN_BYTES = 4 * 1024 * 1024
+
+#: Rows of W that a share of ``_split_step``'s product keeps at the least.
+STEP_SPLIT_MIN_ROWS = 64
+
+
+@numba.njit(**SERIAL)
+def _add_concat_rows(z, x_t, h, W, k_lo, k_hi):
+    """z += [x_t, h][:, k_lo:k_hi] @ W[k_lo:k_hi]: rows k_lo..k_hi of the step's product."""
+    I = x_t.shape[1]
+    if k_lo < I:
+        _add_matmul_rows(z, x_t[:, k_lo : min(k_hi, I)], W[k_lo : min(k_hi, I)])
+    if k_hi > I:
+        lo = max(k_lo, I)
+        _add_matmul_rows(z, h[:, lo - I : k_hi - I], W[lo:k_hi])
+
+
+@numba.njit(**PARALLEL)
+def _split_step(h_out, c_out, z_parts, gates, tanh_c, c_prev, x_t, h, c, W, b, sync):
+    """One step of at most SMALL_ROWS rows (``jit.step_into``), split between threads.
+
+    h_out, c_out (B, H)        out (may be h and c)
+    z_parts  (S, B, 4H)        work: one partial pre-activation per share
+    gates    (B, 4H)           work
+    tanh_c, c_prev (B, H)      work
+    x_t (B, I), h (B, H), c (B, H), W (I + H, 4H), b (4H,)   in
+    sync     (4,)              work: ``counters(2)``, zeroed
+
+    S workers (one ``prange`` iteration each) and S shares per phase.
+    Phase 0: share q adds its contiguous block of the rows of W,
+    ``[x_t, h][:, block] @ W[block]``, into ``z_parts[q]`` (the bias too for
+    q = 0), reading whole rows of W in place, as ``step_into`` does; worker
+    q asks for share q first, so from call to call each core reads the same
+    block and keeps what fits of it in its cache.  Phase 1: share q sums the
+    partial products of its units, in the order 0..S-1 whichever thread
+    runs it (the result does not depend on the threads' timing), and runs
+    their gate pass.
+    """
+    S, B = z_parts.shape[0], x_t.shape[0]
+    K = W.shape[0]
+    H = c.shape[1]
+    for worker in numba.prange(S):
+        q = claim(sync, 0, S, worker)
+        while q >= 0:
+            k_lo = q * K // S // 4 * 4
+            k_hi = K if q == S - 1 else (q + 1) * K // S // 4 * 4
+            z = z_parts[q]
+            for r in range(B):
+                if q == 0:
+                    z[r, :] = b
+                else:
+                    z[r, :] = 0
+            _add_concat_rows(z, x_t, h, W, k_lo, k_hi)
+            finish(sync, 0)
+            q = claim(sync, 0, S, worker)
+        wait_for(sync, 0, S)
+        q = claim(sync, 1, S, worker)
+        while q >= 0:
+            # Units in multiples of 16: each share's columns start on a
+            # cache line (float32) in every gate block.
+            j_lo = q * H // S // 16 * 16
+            j_hi = H if q == S - 1 else (q + 1) * H // S // 16 * 16
+            z = z_parts[0]
+            for p in range(1, S):
+                for r in range(B):
+                    z_r, part_r = z[r], z_parts[p, r]
+                    for g in range(4):
+                        z_g, part_g = z_r[g * H + j_lo : g * H + j_hi], part_r[g * H + j_lo : g * H + j_hi]
+                        for j in range(j_hi - j_lo):
+                            z_g[j] += part_g[j]
+            for r in range(B):
+                c_prev[r, j_lo:j_hi] = c[r, j_lo:j_hi]
+            _gates_forward(gates, c_out, tanh_c, h_out, z, c_prev, j_lo, j_hi)
+            finish(sync, 1)
+            q = claim(sync, 1, S, worker)
 
 
 @numba.njit(**SERIAL)

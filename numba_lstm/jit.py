@@ -43,6 +43,7 @@ from numba_lstm._kernels import (
     _fill_columns,
     _gates_forward,
     _lstm_forward,
+    _split_step,
     _use_threads,
     _z_rows,
 )
@@ -303,6 +304,25 @@ def _layer_step_into(x_t, state, W, b, new_state, work, k):
     """
     x = x_t if k == 0 else new_state[0, k - 1]
     step_into(x, state[0, k], state[1, k], W, b, new_state[0, k], new_state[1, k], work)
+
+
+@numba.njit(**SERIAL)
+def _layer_step_split(x_t, state, W, b, new_state, z_parts, work, sync, k):
+    """``_layer_step_into`` split between ``z_parts.shape[0]`` of Numba's
+    threads (``_split_step``): ``LSTM.step`` for a layer whose W has at
+    least STEP_SPLIT_MIN_BYTES.  ``work`` as for ``step_into``, on a cache
+    line; ``z_parts`` (S, B, 4H) likewise; ``sync`` (4,) int64."""
+    x = x_t if k == 0 else new_state[0, k - 1]
+    h, c, h_out, c_out = state[0, k], state[1, k], new_state[0, k], new_state[1, k]
+    _check_step_args(x, h, c, W, b)
+    B, H = h.shape
+    if not (W.shape == (x.shape[1] + H, 4 * H) and b.shape[0] == 4 * H and c.shape == (B, H)):
+        _check_step(x, h, c, W, b)
+    sync[:] = 0
+    _split_step(
+        h_out, c_out, z_parts, _rows(work, 0, B, 4 * H), _rows(work, 4 * B * H, B, H),
+        _rows(work, 5 * B * H, B, H), x, h, c, W, b, sync,
+    )  # fmt: skip
 
 
 @_entry_point

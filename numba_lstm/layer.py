@@ -1,8 +1,12 @@
 """``LSTM``: a layer object that owns its parameters and calls the kernels."""
 
+import numba
 import numpy as np
 
 from numba_lstm import jit
+from numba_lstm._kernels import SMALL_ROWS, STEP_SPLIT_MIN_BYTES, STEP_SPLIT_MIN_ROWS
+from numba_lstm._panels import aligned_empty
+from numba_lstm._sync import MAX_SHARES, counters
 from numba_lstm._validation import (
     as_float_array,
     c_writeable,
@@ -95,7 +99,13 @@ class LSTM:
         self._forward_without_cache = False
         self._step_buffers = {}
         # step() is called once per time step: its per-call work is kept small.
-        self._step_keys = [(f"W_l{k}", f"b_l{k}") for k in range(self.num_layers)]
+        # A layer whose W has STEP_SPLIT_MIN_BYTES or more splits its step
+        # between Numba's threads (jit._layer_step_split).
+        self._step_keys = [
+            (f"W_l{k}", f"b_l{k}", (I_k + P) * 4 * H * np.dtype(dtype).itemsize >= STEP_SPLIT_MIN_BYTES)
+            for k, I_k in enumerate([self.input_size] + [P * self.num_directions] * (self.num_layers - 1))
+        ]
+        self._split_buffers = {}
         self._last_step_state = None
         self._last_step_stacked = None  # (2, L, B, H) whose halves are _last_step_state
 
@@ -384,6 +394,19 @@ class LSTM:
         self.grads = grads
         return d_out.transpose(1, 0, 2) if self.batch_first else d_out
 
+    def _step_workers(self, k):
+        """Threads that split layer k's step: Numba's, each with STEP_SPLIT_MIN_ROWS rows of W at the least."""
+        rows = (self.input_size if k == 0 else self.output_size * self.num_directions) + self.output_size
+        return min(numba.get_num_threads(), rows // STEP_SPLIT_MIN_ROWS, MAX_SHARES)
+
+    def _split_step_buffers(self, B, workers):
+        """``jit._layer_step_split``'s partial products (workers, B, 4H) and counters, kept per (B, workers)."""
+        buffers = self._split_buffers.get((B, workers))
+        if buffers is None:
+            z_parts = aligned_empty((workers, B, 4 * self.hidden_size), self.dtype)
+            buffers = self._split_buffers[B, workers] = (z_parts, counters(2))
+        return buffers
+
     def step(self, x_t, state=None):
         """Advance every layer by one time step (streaming inference).
 
@@ -398,7 +421,9 @@ class LSTM:
         (h, c) : the new state, new arrays
 
         A loop of ``step`` equals one ``forward`` over the sequence (in eval
-        mode).  ``step`` applies no dropout and keeps nothing for
+        mode).  A layer whose W has 4 MiB or more (float32 I = H >= 363)
+        splits each step of up to 8 rows between Numba's threads; smaller
+        ones run on the calling thread.  ``step`` applies no dropout and keeps nothing for
         ``backward``.  Bidirectional layers cannot stream (the reverse
         direction needs the future) and are refused.
         """
@@ -427,12 +452,18 @@ class LSTM:
             new_stacked = np.empty_like(stacked)
             work = self._step_buffers.get(B)
             if work is None:
-                work = self._step_buffers[B] = np.empty(jit.work_size(B, self.hidden_size), dtype)
+                work = self._step_buffers[B] = aligned_empty((jit.work_size(B, self.hidden_size),), dtype)
             params = self.params
             layer_step_into = jit._layer_step_into
             k = 0
-            for W_key, b_key in self._step_keys:
-                layer_step_into(x_t, stacked, params[W_key], params[b_key], new_stacked, work, k)
+            for W_key, b_key, split in self._step_keys:
+                if split and B <= SMALL_ROWS and (workers := self._step_workers(k)) > 1:
+                    z_parts, sync = self._split_step_buffers(B, workers)
+                    jit._layer_step_split(
+                        x_t, stacked, params[W_key], params[b_key], new_stacked, z_parts, work, sync, k
+                    )
+                else:
+                    layer_step_into(x_t, stacked, params[W_key], params[b_key], new_stacked, work, k)
                 k += 1
             h_new, c_new = new_stacked[0], new_stacked[1]
             y_t = h_new[k - 1].copy()

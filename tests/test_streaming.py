@@ -7,6 +7,8 @@ from conftest import as64, assert_close, make_problem
 
 import numba_lstm
 from numba_lstm import jit, reference
+from numba_lstm._kernels import STEP_SPLIT_MIN_BYTES, _split_step
+from numba_lstm._sync import counters
 
 
 @pytest.mark.parametrize("config", [dict(), dict(num_layers=3), dict(num_layers=2, proj_size=2)], ids=str)
@@ -122,6 +124,62 @@ def test_user_njit_simulation_matches_reference(dtype):
         s = 0.9 * s + 0.5 * h[0].mean()
         expected.append(s)
     assert_close(got, np.array(expected), dtype, "trajectory")
+
+
+# _split_step (LSTM.step for a large W) against the reference, in place as
+# step_into allows.  S shares: 1, one per thread, and more than the threads
+# (each thread takes what is left).  K = I + H rows leave a rest after the
+# blocks of four (5 + 7, 9 + 36); H = 7 and 40 are no multiples of the 16
+# units of a gate share; B = 1, the tiles' 3 and SMALL_ROWS.
+@pytest.mark.parametrize("S", [1, 2, 3, 5])
+@pytest.mark.parametrize(("B", "I", "H"), [(1, 5, 7), (3, 9, 36), (8, 70, 40)])
+def test_split_step_in_place_matches_reference(S, B, I, H, dtype):
+    T = 3
+    p = make_problem(T, B, I, H, dtype)
+    ry, _, rc, _ = reference.lstm_forward(**as64(p))
+    h, c = p["h0"].copy(), p["c0"].copy()
+    z_parts, gates = np.empty((S, B, 4 * H), dtype), np.empty((B, 4 * H), dtype)
+    tanh_c, c_prev = np.empty((B, H), dtype), np.empty((B, H), dtype)
+    for t in range(T):
+        _split_step(h, c, z_parts, gates, tanh_c, c_prev, p["x"][t], h, c, p["W"], p["b"], counters(2))
+        assert_close(h, ry[t], dtype, f"h after step {t}")
+    assert_close(c, rc, dtype, "c")
+
+
+def _split_layer(dtype, num_layers=2):
+    """A layer whose every W has STEP_SPLIT_MIN_BYTES or more: LSTM.step splits its steps."""
+    layer = numba_lstm.LSTM(300, 400, num_layers=num_layers, dtype=dtype, seed=0).eval()
+    assert all(layer.params[f"W_l{k}"].nbytes >= STEP_SPLIT_MIN_BYTES for k in range(num_layers))
+    return layer
+
+
+@pytest.mark.parametrize("B", [1, 8, 9])  # 9 > SMALL_ROWS: step_into on one thread
+def test_split_step_loop_equals_forward(B, dtype):
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: LSTM.step does not split its steps")
+    layer = _split_layer(dtype)
+    x = np.random.default_rng(3).standard_normal((4, B, 300)).astype(dtype)
+    y, (h_n, c_n) = layer(x)
+    state = None
+    for t in range(4):
+        y_t, state = layer.step(x[t], state)
+        assert_close(y_t, y[t], dtype, f"y[{t}]")
+    assert_close(state[0], h_n, dtype, "h_n")
+    assert_close(state[1], c_n, dtype, "c_n")
+    split = [key for key in layer._split_buffers if key[0] == B]
+    assert (len(split) > 0) == (B <= 8), layer._split_buffers.keys()
+
+
+def test_split_step_rejects_bad_parameters():
+    layer = _split_layer(np.float32, num_layers=1)
+    x = np.zeros((1, 300), np.float32)
+    layer.step(x)
+    layer.params["W_l0"] = np.zeros((600, 1600), np.float32)
+    with pytest.raises(ValueError, match=r"W must have shape \(I \+ H, 4H\) = \(700, 1600\)"):
+        layer.step(x)
+    layer.params["W_l0"] = np.zeros((700, 1600), np.float64)
+    with pytest.raises(TypeError, match="W has dtype float64 but x_t is float32"):
+        layer.step(x)
 
 
 def test_jit_rejects_inconsistent_shapes():
