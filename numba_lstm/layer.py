@@ -102,7 +102,12 @@ class LSTM:
         # A layer whose W has STEP_SPLIT_MIN_BYTES or more splits its step
         # between Numba's threads (jit._layer_step_split).
         self._step_keys = [
-            (f"W_l{k}", f"b_l{k}", (I_k + P) * 4 * H * np.dtype(dtype).itemsize >= STEP_SPLIT_MIN_BYTES)
+            (
+                f"W_l{k}",
+                f"b_l{k}",
+                f"W_hr_l{k}",
+                (I_k + P) * 4 * H * np.dtype(dtype).itemsize >= STEP_SPLIT_MIN_BYTES,
+            )
             for k, I_k in enumerate([self.input_size] + [P * self.num_directions] * (self.num_layers - 1))
         ]
         self._split_buffers = {}
@@ -421,9 +426,9 @@ class LSTM:
         (h, c) : the new state, new arrays
 
         A loop of ``step`` equals one ``forward`` over the sequence (in eval
-        mode).  A layer whose W has 4 MiB or more (float32 I = H >= 363)
-        splits each step of up to 8 rows between Numba's threads; smaller
-        ones run on the calling thread.  ``step`` applies no dropout and keeps nothing for
+        mode).  A layer without projection whose W has 4 MiB or more
+        (float32 I = H >= 363) splits each step of up to 8 rows between
+        Numba's threads; the others run on the calling thread.  ``step`` applies no dropout and keeps nothing for
         ``backward``.  Bidirectional layers cannot stream (the reverse
         direction needs the future) and are refused.
         """
@@ -445,18 +450,19 @@ class LSTM:
         # is taken back as it is: our own arrays, of our dtype and shapes,
         # C-contiguous.
         returned = state is not None and state is self._last_step_state and state[0].shape[1] == B
+        work = self._step_buffers.get(B)
+        if work is None:
+            size = jit.work_size(B, self.hidden_size) + (B * self.hidden_size if self.proj_size else 0)
+            work = self._step_buffers[B] = aligned_empty((size,), dtype)
+        params = self.params
         if self.proj_size == 0:
             # h and c of every layer in one array (2, L, B, H): the state
             # returned is its two halves.
             stacked = self._last_step_stacked if returned else np.stack(self._initial_state(state, B))
             new_stacked = np.empty_like(stacked)
-            work = self._step_buffers.get(B)
-            if work is None:
-                work = self._step_buffers[B] = aligned_empty((jit.work_size(B, self.hidden_size),), dtype)
-            params = self.params
             layer_step_into = jit._layer_step_into
             k = 0
-            for W_key, b_key, split in self._step_keys:
+            for W_key, b_key, _, split in self._step_keys:
                 if split and B <= SMALL_ROWS and (workers := self._step_workers(k)) > 1:
                     z_parts, sync = self._split_step_buffers(B, workers)
                     jit._layer_step_split(
@@ -471,13 +477,10 @@ class LSTM:
         else:
             h, c = state if returned else self._initial_state(state, B)
             h_new, c_new = np.empty_like(h), np.empty_like(c)
-            layer_input = x_t
-            for k in range(self.num_layers):
-                W, b, W_hr = self._layer_params(k, "")
-                y, h_new[k], c_new[k], _ = lstm_forward(
-                    layer_input[None], W, b, h[k], c[k], W_hr=W_hr, cache=False
+            for k, (W_key, b_key, W_hr_key, _) in enumerate(self._step_keys):
+                jit._layer_step_projected(
+                    x_t, h, c, params[W_key], params[b_key], params[W_hr_key], h_new, c_new, work, k
                 )
-                layer_input = y[0]
-            y_t = layer_input.copy()
+            y_t = h_new[-1].copy()
         self._last_step_state = (h_new, c_new)
         return y_t, self._last_step_state

@@ -24,6 +24,52 @@ def test_step_loop_equals_forward(config, dtype):
     assert_close(state[1], c_n, dtype, "c_n")
 
 
+# A projection: each layer's step in one jitted call (jit._layer_step_projected).
+# B = 12 > SMALL_ROWS takes BLAS for both products; P = 9 is under one panel.
+@pytest.mark.parametrize("B", [1, 3, 12])
+def test_projected_step_loop_equals_forward(B, dtype):
+    layer = numba_lstm.LSTM(5, 40, num_layers=2, proj_size=9, dtype=dtype, seed=0).eval()
+    x = np.random.default_rng(4).standard_normal((5, B, 5)).astype(dtype)
+    state = (
+        np.random.default_rng(5).standard_normal((2, B, 9)).astype(dtype),
+        np.random.default_rng(6).standard_normal((2, B, 40)).astype(dtype),
+    )
+    y, (h_n, c_n) = layer(x, state)
+    for t in range(5):
+        y_t, state = layer.step(x[t], state)
+        assert_close(y_t, y[t], dtype, f"y[{t}]")
+    assert_close(state[0], h_n, dtype, "h_n")
+    assert_close(state[1], c_n, dtype, "c_n")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "error", "message"),
+    [
+        (
+            "W_hr_l1",
+            np.zeros((9, 40), np.float32),
+            ValueError,
+            r"W_hr must have shape \(H, P\) = \(40, 9\); got \(9, 40\)",
+        ),
+        ("W_hr_l0", np.zeros((40, 9), np.float64), TypeError, "W_hr must be a 2-D float32 array"),
+        (
+            "W_l1",
+            np.zeros((9, 160), np.float32),
+            ValueError,
+            r"W must have shape \(I \+ P, 4H\) = \(18, 160\)",
+        ),
+        ("b_l0", np.zeros(40, np.float32), ValueError, r"b must have shape \(4H,\) = \(160,\)"),
+    ],
+)
+def test_projected_step_rejects_bad_parameters(key, value, error, message):
+    layer = numba_lstm.LSTM(5, 40, num_layers=2, proj_size=9, seed=0).eval()
+    x = np.zeros((2, 5), np.float32)
+    layer.step(x)
+    layer.params[key] = value
+    with pytest.raises(error, match=message):
+        layer.step(x)
+
+
 def test_step_refuses_bidirectional():
     with pytest.raises(ValueError, match="bidirectional"):
         numba_lstm.LSTM(2, 3, bidirectional=True).step(np.zeros((1, 2), np.float32))
