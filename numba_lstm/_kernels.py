@@ -609,8 +609,9 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
         )
 
 
-#: ``LSTM.step`` splits a step of at most SMALL_ROWS rows between Numba's
-#: threads (``_split_step``) when its W has at least this many bytes.  One
+#: ``LSTM.step`` splits a step of at most SMALL_ROWS rows of a layer without
+#: projection between Numba's threads (``_split_step``) when its W has at
+#: least this many bytes.  One
 #: thread streams W from L3 at about 60 GB/s; the split halves that on two
 #: threads but costs about 20 us a call from Python (a parallel region, and
 #: waking the other thread between calls).  LSTM.step, B = 1, I = H, split
@@ -650,11 +651,12 @@ def _split_step(h_out, c_out, z_parts, gates, tanh_c, c_prev, x_t, h, c, W, b, s
     Phase 0: share q adds its contiguous block of the rows of W,
     ``[x_t, h][:, block] @ W[block]``, into ``z_parts[q]`` (the bias too for
     q = 0), reading whole rows of W in place, as ``step_into`` does; worker
-    q asks for share q first, so from call to call each core reads the same
+    q asks for share q first, so that while the threading layer gives each
+    iteration the same thread from call to call, each core reads the same
     block and keeps what fits of it in its cache.  Phase 1: share q sums the
     partial products of its units, in the order 0..S-1 whichever thread
-    runs it (the result does not depend on the threads' timing), and runs
-    their gate pass.
+    runs it (for a given S the result does not depend on the threads'
+    timing), and runs their gate pass.
     """
     S, B = z_parts.shape[0], x_t.shape[0]
     K = W.shape[0]

@@ -99,8 +99,8 @@ class LSTM:
         self._forward_without_cache = False
         self._step_buffers = {}
         # step() is called once per time step: its per-call work is kept small.
-        # A layer whose W has STEP_SPLIT_MIN_BYTES or more splits its step
-        # between Numba's threads (jit._layer_step_split).
+        # A layer without projection whose W has STEP_SPLIT_MIN_BYTES or more
+        # splits its step between Numba's threads (jit._layer_step_split).
         self._step_keys = [
             (
                 f"W_l{k}",
@@ -426,11 +426,16 @@ class LSTM:
         (h, c) : the new state, new arrays
 
         A loop of ``step`` equals one ``forward`` over the sequence (in eval
-        mode).  A layer without projection whose W has 4 MiB or more
-        (float32 I = H >= 363) splits each step of up to 8 rows between
-        Numba's threads; the others run on the calling thread.  ``step`` applies no dropout and keeps nothing for
+        mode).  ``step`` applies no dropout and keeps nothing for
         ``backward``.  Bidirectional layers cannot stream (the reverse
         direction needs the future) and are refused.
+
+        A layer without projection whose W has 4 MiB or more (float32
+        I = H >= 363) splits each step of up to 8 rows between Numba's
+        threads; the others run on the calling thread.  A layer keeps its
+        step's work buffers: step one layer object from one Python thread at
+        a time; for concurrent streams make one layer each,
+        ``LSTM.from_params(layer.config, layer.params)``.
         """
         if self.bidirectional:
             raise ValueError(

@@ -217,9 +217,12 @@ def test_split_step_loop_equals_forward(B, dtype):
 
 
 def test_split_step_rejects_bad_parameters():
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: LSTM.step does not split its steps")
     layer = _split_layer(np.float32, num_layers=1)
     x = np.zeros((1, 300), np.float32)
     layer.step(x)
+    assert layer._split_buffers  # the split path ran
     layer.params["W_l0"] = np.zeros((600, 1600), np.float32)
     with pytest.raises(ValueError, match=r"W must have shape \(I \+ H, 4H\) = \(700, 1600\)"):
         layer.step(x)
