@@ -11,17 +11,22 @@ from numba_lstm._kernels import STEP_SPLIT_MIN_BYTES, _split_step
 from numba_lstm._sync import counters
 
 
-@pytest.mark.parametrize("config", [dict(), dict(num_layers=3), dict(num_layers=2, proj_size=2)], ids=str)
-def test_step_loop_equals_forward(config, dtype):
-    layer = numba_lstm.LSTM(4, 5, **config, dtype=dtype, seed=0).eval()
-    x = np.random.default_rng(0).standard_normal((6, 3, 4)).astype(dtype)
-    y, (h_n, c_n) = layer(x)
-    state = None
-    for t in range(6):
+def assert_step_loop_equals_forward(layer, x, state=None):
+    """``layer.step`` over x, from ``state``, against one ``layer(x, state)``; returns the layer."""
+    dtype = layer.dtype
+    y, (h_n, c_n) = layer(x, state)
+    for t in range(x.shape[0]):
         y_t, state = layer.step(x[t], state)
         assert_close(y_t, y[t], dtype, f"y[{t}]")
     assert_close(state[0], h_n, dtype, "h_n")
     assert_close(state[1], c_n, dtype, "c_n")
+    return layer
+
+
+@pytest.mark.parametrize("config", [dict(), dict(num_layers=3), dict(num_layers=2, proj_size=2)], ids=str)
+def test_step_loop_equals_forward(config, dtype):
+    layer = numba_lstm.LSTM(4, 5, **config, dtype=dtype, seed=0).eval()
+    assert_step_loop_equals_forward(layer, np.random.default_rng(0).standard_normal((6, 3, 4)).astype(dtype))
 
 
 # A projection: each layer's step in one jitted call (jit._layer_step_projected).
@@ -34,12 +39,7 @@ def test_projected_step_loop_equals_forward(B, dtype):
         np.random.default_rng(5).standard_normal((2, B, 9)).astype(dtype),
         np.random.default_rng(6).standard_normal((2, B, 40)).astype(dtype),
     )
-    y, (h_n, c_n) = layer(x, state)
-    for t in range(5):
-        y_t, state = layer.step(x[t], state)
-        assert_close(y_t, y[t], dtype, f"y[{t}]")
-    assert_close(state[0], h_n, dtype, "h_n")
-    assert_close(state[1], c_n, dtype, "c_n")
+    assert_step_loop_equals_forward(layer, x, state)
 
 
 @pytest.mark.parametrize(
@@ -203,15 +203,8 @@ def _split_layer(dtype, num_layers=2):
 def test_split_step_loop_equals_forward(B, dtype):
     if numba.get_num_threads() < 2:
         pytest.skip("one Numba thread: LSTM.step does not split its steps")
-    layer = _split_layer(dtype)
     x = np.random.default_rng(3).standard_normal((4, B, 300)).astype(dtype)
-    y, (h_n, c_n) = layer(x)
-    state = None
-    for t in range(4):
-        y_t, state = layer.step(x[t], state)
-        assert_close(y_t, y[t], dtype, f"y[{t}]")
-    assert_close(state[0], h_n, dtype, "h_n")
-    assert_close(state[1], c_n, dtype, "c_n")
+    layer = assert_step_loop_equals_forward(_split_layer(dtype), x)
     split = [key for key in layer._split_buffers if key[0] == B]
     assert (len(split) > 0) == (B <= 8), layer._split_buffers.keys()
 
