@@ -667,11 +667,10 @@ def _split_step(h_out, c_out, z_parts, gates, tanh_c, c_prev, x_t, h, c, W, b, s
             k_lo = q * K // S // 4 * 4
             k_hi = K if q == S - 1 else (q + 1) * K // S // 4 * 4
             z = z_parts[q]
-            for r in range(B):
-                if q == 0:
-                    z[r, :] = b
-                else:
-                    z[r, :] = 0
+            if q == 0:
+                _fill_columns(z, b, 0, z.shape[1])
+            else:
+                _zero_columns(z, 0, z.shape[1])
             _add_concat_rows(z, x_t, h, W, k_lo, k_hi)
             finish(sync, 0)
             q = claim(sync, 0, S, worker)

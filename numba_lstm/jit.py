@@ -379,7 +379,7 @@ def _layer_step_projected(x_t, h, c, W, b, W_hr, h_new, c_new, work, k):
         and W_hr.shape == (H, P)
     ):  # fmt: skip
         _check_projected_step(x, h_k, c_k, W, b, W_hr)
-    m = _rows(work, 10 * B * H, B, H)
+    m = _rows(work, work_size(B, H), B, H)
     _step_body(x, h_k, c_k, W, b, m, c_new[k], work)
     if B <= SMALL_ROWS:
         h_out[:, :] = 0

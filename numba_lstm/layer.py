@@ -19,6 +19,11 @@ from numba_lstm._validation import (
 from numba_lstm.functional import lstm_backward, lstm_forward
 
 
+def _step_workers(rows):
+    """Threads that split a step with ``rows`` rows of W: Numba's, each with STEP_SPLIT_MIN_ROWS at the least."""
+    return min(numba.get_num_threads(), rows // STEP_SPLIT_MIN_ROWS, MAX_SHARES)
+
+
 class NotReadyError(RuntimeError, ValueError):
     """``backward`` was called before any ``forward``."""
 
@@ -100,15 +105,14 @@ class LSTM:
         self._step_buffers = {}
         # step() is called once per time step: its per-call work is kept small.
         # A layer without projection whose W has STEP_SPLIT_MIN_BYTES or more
-        # splits its step between Numba's threads (jit._layer_step_split).
+        # splits its step between Numba's threads (jit._layer_step_split):
+        # the last entry is the rows of its W, or 0 for a step on one thread.
+        rows = [I_k + P for I_k in [self.input_size] + [P * self.num_directions] * (self.num_layers - 1)]
+        split = [
+            self.proj_size == 0 and K * 4 * H * np.dtype(dtype).itemsize >= STEP_SPLIT_MIN_BYTES for K in rows
+        ]
         self._step_keys = [
-            (
-                f"W_l{k}",
-                f"b_l{k}",
-                f"W_hr_l{k}",
-                (I_k + P) * 4 * H * np.dtype(dtype).itemsize >= STEP_SPLIT_MIN_BYTES,
-            )
-            for k, I_k in enumerate([self.input_size] + [P * self.num_directions] * (self.num_layers - 1))
+            (f"W_l{k}", f"b_l{k}", f"W_hr_l{k}", K if split[k] else 0) for k, K in enumerate(rows)
         ]
         self._split_buffers = {}
         self._last_step_state = None
@@ -399,11 +403,6 @@ class LSTM:
         self.grads = grads
         return d_out.transpose(1, 0, 2) if self.batch_first else d_out
 
-    def _step_workers(self, k):
-        """Threads that split layer k's step: Numba's, each with STEP_SPLIT_MIN_ROWS rows of W at the least."""
-        rows = (self.input_size if k == 0 else self.output_size * self.num_directions) + self.output_size
-        return min(numba.get_num_threads(), rows // STEP_SPLIT_MIN_ROWS, MAX_SHARES)
-
     def _split_step_buffers(self, B, workers):
         """``jit._layer_step_split``'s partial products (workers, B, 4H) and counters, kept per (B, workers)."""
         buffers = self._split_buffers.get((B, workers))
@@ -467,8 +466,8 @@ class LSTM:
             new_stacked = np.empty_like(stacked)
             layer_step_into = jit._layer_step_into
             k = 0
-            for W_key, b_key, _, split in self._step_keys:
-                if split and B <= SMALL_ROWS and (workers := self._step_workers(k)) > 1:
+            for W_key, b_key, _, split_rows in self._step_keys:
+                if split_rows and B <= SMALL_ROWS and (workers := _step_workers(split_rows)) > 1:
                     z_parts, sync = self._split_step_buffers(B, workers)
                     jit._layer_step_split(
                         x_t, stacked, params[W_key], params[b_key], new_stacked, z_parts, work, sync, k
