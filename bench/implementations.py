@@ -294,12 +294,19 @@ def _jitted_stream_loop():
 
 
 def _jit_stream(p):
-    """numba_lstm stepping inside a jitted loop (the time per step includes no Python)."""
+    """numba_lstm stepping inside a jitted loop (the time per step includes no Python).
+
+    W and b are an ``LSTM`` layer's, as in the README's example: they start
+    on a cache line, which a W of NumPy's own may not (see ``step_into``).
+    """
     jit = importlib.import_module("numba_lstm.jit")
     stream = _jitted_stream_loop()
     x = p["x"]
-    T, B, _ = x.shape
+    T, B, I = x.shape
     H = p["h0"].shape[1]
+    layer = numba_lstm.LSTM(I, H, dtype=x.dtype)
+    layer.W[...] = p["W"]
+    layer.b[...] = p["b"]
     y = np.empty((T, B, H), x.dtype)
     h, c = np.empty_like(p["h0"]), np.empty_like(p["c0"])
     work = np.empty(jit.work_size(B, H), x.dtype)
@@ -307,7 +314,7 @@ def _jit_stream(p):
     def run():
         h[...] = p["h0"]
         c[...] = p["c0"]
-        stream(y, h, c, work, x, p["W"], p["b"])
+        stream(y, h, c, work, x, layer.W, layer.b)
 
     def collect():
         return {"y": y, "h_n": h.copy(), "c_n": c.copy()}

@@ -119,7 +119,13 @@ class LSTM:
         self._last_step_stacked = None  # (2, L, B, H) whose halves are _last_step_state
 
     def _uniform(self, bound, shape):
-        return self._rng.uniform(-bound, bound, shape).astype(self.dtype)
+        # On a cache line, as the kernels' own arrays: step() reads W row by
+        # row in place, and a W 16 or 48 bytes off a line made LSTM.step
+        # 7-11% slower at H = 128 (bench/NOTES.md, "Session 19").  Loading
+        # weights copies into these arrays, so they stay aligned.
+        out = aligned_empty(shape, self.dtype)
+        out[...] = self._rng.uniform(-bound, bound, shape)
+        return out
 
     def _suffixes(self):
         return ("", "_reverse") if self.bidirectional else ("",)

@@ -6,6 +6,7 @@ from conftest import as64, assert_close, make_problem
 
 import numba_lstm
 from numba_lstm import reference
+from numba_lstm._panels import CACHE_LINE
 
 
 def test_parameter_count_matches_keras_lstm2_on_4_features():
@@ -24,6 +25,21 @@ def test_seed_makes_initialisation_reproducible(dtype):
     assert a.W.dtype == dtype and a.b.dtype == dtype
     bound = 1 / np.sqrt(5)
     assert np.all(np.abs(a.W) <= bound) and np.all(np.abs(a.b) <= bound)
+
+
+def test_parameters_start_on_a_cache_line_when_built_copied_and_loaded(dtype, tmp_path):
+    # The step reads W in place; NumPy starts large arrays 16 bytes past a
+    # line, where LSTM.step ran 7-11% slower at H = 128 (bench/NOTES.md, "Session 19").
+    layer = numba_lstm.LSTM(7, 13, num_layers=2, bidirectional=True, proj_size=5, dtype=dtype, seed=3)
+    layer.save(tmp_path / "layer.npz")
+    copied = numba_lstm.LSTM.from_params(layer.config, layer.params)
+    loaded = numba_lstm.LSTM.load(tmp_path / "layer.npz")
+    for built in (layer, copied, loaded):
+        assert sorted(built.params) == sorted(layer.params)
+        for name, value in built.params.items():
+            assert value.ctypes.data % CACHE_LINE == 0, name
+            assert value.flags.c_contiguous and value.flags.writeable and value.dtype == dtype, name
+            np.testing.assert_array_equal(value, layer.params[name])
 
 
 def test_layer_forward_backward_match_reference(dtype):
