@@ -41,7 +41,8 @@ opens one parallel region (``numba.prange``) for the whole sequence, the
 backward one per block of steps, and the threads hand out each step's shares
 through atomic counters (``numba_lstm._sync``) instead of opening a region
 per step.  ``LSTM.step`` with a large W (``STEP_SPLIT_MIN_BYTES``) opens one
-region per step: ``_split_step`` splits the rows of W, then the units.  The weight
+region per step: ``_split_step`` splits the rows of W, then the units, then
+a projection's columns.  The weight
 gradients of each block split their column panels between the same threads.  BLAS
 runs only a projection's ``dW_hr``, after the loop, while Numba's threads are
 idle: the two pools never compete.
@@ -609,16 +610,18 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
         )
 
 
-#: ``LSTM.step`` splits a step of at most SMALL_ROWS rows of a layer without
-#: projection between Numba's threads (``_split_step``) when its W has at
-#: least this many bytes.  One
+#: ``LSTM.step`` splits a step of at most SMALL_ROWS rows of a layer between
+#: Numba's threads (``_split_step``) when its W and W_hr have at least this
+#: many bytes.  One
 #: thread streams W from L3 at about 60 GB/s; the split halves that on two
 #: threads but costs about 20 us a call from Python (a parallel region, and
 #: waking the other thread between calls).  LSTM.step, B = 1, I = H, split
 #: against not split, 100-step loops with 0 / 200 us of Python between
 #: steps: float32 H = 320 (3.3 MB) 1.11 / -, H = 384 (4.7 MB) 0.77 / 0.79,
 #: H = 512 (8 MB) 0.60 / 0.64; float64 H = 192 (2.4 MB) 1.20 / -, H = 256
-#: (4 MB) 0.91-0.95 / 0.75 (bench/NOTES.md, "Session 18").
+#: (4 MB) 0.91-0.95 / 0.75 (bench/NOTES.md, "Session 18").  With a
+#: projection P = H / 2: float32 H = 420 (4.4 MB) 0.75 / 0.91, H = 512
+#: (6.5 MB) 0.64 / 0.67; float64 H = 320 (5.1 MB) 0.71 / - ("Session 19").
 STEP_SPLIT_MIN_BYTES = 4 * 1024 * 1024
 
 #: Rows of W that a share of ``_split_step``'s product keeps at the least.
@@ -637,15 +640,18 @@ def _add_concat_rows(z, x_t, h, W, k_lo, k_hi):
 
 
 @numba.njit(**PARALLEL)
-def _split_step(h_out, c_out, z_parts, gates, tanh_c, c_prev, x_t, h, c, W, b, sync):
+def _split_step(h_out, c_out, z_parts, gates, tanh_c, c_prev, x_t, h, c, W, b, m, W_hr, h_parts, sync):
     """One step of at most SMALL_ROWS rows (``jit.step_into``), split between threads.
 
-    h_out, c_out (B, H)        out (may be h and c)
+    h_out (B, P), c_out (B, H) out (may be h and c: h is read only in phase 0)
     z_parts  (S, B, 4H)        work: one partial pre-activation per share
     gates    (B, 4H)           work
     tanh_c, c_prev (B, H)      work
-    x_t (B, I), h (B, H), c (B, H), W (I + H, 4H), b (4H,)   in
-    sync     (4,)              work: ``counters(2)``, zeroed
+    x_t (B, I), h (B, P), c (B, H), W (I + P, 4H), b (4H,)   in
+    m        (B, H)            out: o * tanh(c_t), ``h_out`` itself without projection
+    W_hr     (H, P)            in: projection; no rows (``W[:0]``) for none
+    h_parts  (S, B, P)         work: partial projections; ``z_parts[:0]`` for none
+    sync     (6,)              work: ``counters(3)``, zeroed
 
     S workers (one ``prange`` iteration each) and S shares per phase.
     Phase 0: share q adds its contiguous block of the rows of W,
@@ -656,11 +662,16 @@ def _split_step(h_out, c_out, z_parts, gates, tanh_c, c_prev, x_t, h, c, W, b, s
     block and keeps what fits of it in its cache.  Phase 1: share q sums the
     partial products of its units, in the order 0..S-1 whichever thread
     runs it (for a given S the result does not depend on the threads'
-    timing), and runs their gate pass.
+    timing), and runs their gate pass; with a projection it then adds its
+    units' part of ``m @ W_hr``, whole rows of W_hr, into ``h_parts[q]``.
+    Phase 2 (projection only): share q sums its columns of the partial
+    projections into h_out, in the order 0..S-1.
     """
     S, B = z_parts.shape[0], x_t.shape[0]
     K = W.shape[0]
     H = c.shape[1]
+    P = h_out.shape[1]
+    projected = W_hr.shape[0] > 0
     for worker in numba.prange(S):
         q = claim(sync, 0, S, worker)
         while q >= 0:
@@ -679,21 +690,51 @@ def _split_step(h_out, c_out, z_parts, gates, tanh_c, c_prev, x_t, h, c, W, b, s
         while q >= 0:
             # Units in multiples of 16: each share's columns start on a
             # cache line (float32) in every gate block.
-            j_lo = q * H // S // 16 * 16
-            j_hi = H if q == S - 1 else (q + 1) * H // S // 16 * 16
+            j_lo, j_hi = _split_share(H, q, S)
             z = z_parts[0]
             for p in range(1, S):
-                for r in range(B):
-                    z_r, part_r = z[r], z_parts[p, r]
-                    for g in range(4):
-                        z_g, part_g = z_r[g * H + j_lo : g * H + j_hi], part_r[g * H + j_lo : g * H + j_hi]
-                        for j in range(j_hi - j_lo):
-                            z_g[j] += part_g[j]
+                _add_parts(z, z_parts[p], j_lo, j_hi, H, 4)
             for r in range(B):
                 c_prev[r, j_lo:j_hi] = c[r, j_lo:j_hi]
-            _gates_forward(gates, c_out, tanh_c, h_out, z, c_prev, j_lo, j_hi)
+            _gates_forward(gates, c_out, tanh_c, m, z, c_prev, j_lo, j_hi)
+            if projected:
+                _zero_columns(h_parts[q], 0, P)
+                _add_matmul_rows(h_parts[q], m[:, j_lo:j_hi], W_hr[j_lo:j_hi])
             finish(sync, 1)
             q = claim(sync, 1, S, worker)
+        if projected:
+            wait_for(sync, 1, S)
+            q = claim(sync, 2, S, worker)
+            while q >= 0:
+                p_lo, p_hi = _split_share(P, q, S)
+                for r in range(B):
+                    h_out[r, p_lo:p_hi] = h_parts[0, r, p_lo:p_hi]
+                for p in range(1, S):
+                    _add_parts(h_out, h_parts[p], p_lo, p_hi, P, 1)
+                finish(sync, 2)
+                q = claim(sync, 2, S, worker)
+
+
+@numba.njit(**SERIAL)
+def _split_share(n, q, S):
+    """Share q of S of range(n) for ``_split_step``'s phases by columns: (lo, hi),
+    bounds in multiples of 16, so that a share's columns start on a cache
+    line (float32); the last share takes the rest."""
+    return q * n // S // 16 * 16, (n if q == S - 1 else (q + 1) * n // S // 16 * 16)
+
+
+@numba.njit(**SERIAL)
+def _add_parts(out, part, j_lo, j_hi, width, blocks):
+    """out[:, columns j_lo..j_hi of each of ``blocks`` blocks of ``width``] += part[same]."""
+    for r in range(out.shape[0]):
+        out_r, part_r = out[r], part[r]
+        for g in range(blocks):
+            out_g, part_g = (
+                out_r[g * width + j_lo : g * width + j_hi],
+                part_r[g * width + j_lo : g * width + j_hi],
+            )
+            for j in range(j_hi - j_lo):
+                out_g[j] += part_g[j]
 
 
 @numba.njit(**SERIAL)

@@ -410,7 +410,32 @@ def _layer_step_split(x_t, state, W, b, new_state, z_parts, work, sync, k):
     sync[:] = 0
     _split_step(
         h_out, c_out, z_parts, _rows(work, 0, B, 4 * H), _rows(work, 4 * B * H, B, H),
-        _rows(work, 5 * B * H, B, H), x, h, c, W, b, sync,
+        _rows(work, 5 * B * H, B, H), x, h, c, W, b, h_out, W[:0], z_parts[:0], sync,
+    )  # fmt: skip
+
+
+@numba.njit(**SERIAL)
+def _layer_step_projected_split(x_t, h, c, W, b, W_hr, h_new, c_new, z_parts, h_parts, work, sync, k):
+    """``_layer_step_projected`` split between ``z_parts.shape[0]`` of Numba's
+    threads (``_split_step``): ``LSTM.step`` for a layer with a projection
+    whose W has at least STEP_SPLIT_MIN_BYTES.  ``work`` as for
+    ``_layer_step_projected``, ``z_parts`` (S, B, 4H) and ``h_parts`` (S, B,
+    P) on cache lines; ``sync`` (6,) int64."""
+    x = x_t if k == 0 else h_new[k - 1]
+    h_k, c_k = h[k], c[k]
+    _check_step_args(x, h_k, c_k, W, b)
+    _check_projection_type(W_hr, x)
+    B, I = x.shape
+    P, H = h_k.shape[1], c_k.shape[1]
+    if not (
+        c_k.shape[0] == B and h_k.shape[0] == B and W.shape == (I + P, 4 * H) and b.shape[0] == 4 * H
+        and W_hr.shape == (H, P)
+    ):  # fmt: skip
+        _check_projected_step(x, h_k, c_k, W, b, W_hr)
+    sync[:] = 0
+    _split_step(
+        h_new[k], c_new[k], z_parts, _rows(work, 0, B, 4 * H), _rows(work, 4 * B * H, B, H),
+        _rows(work, 5 * B * H, B, H), x, h_k, c_k, W, b, _rows(work, work_size(B, H), B, H), W_hr, h_parts, sync,
     )  # fmt: skip
 
 

@@ -104,12 +104,13 @@ class LSTM:
         self._forward_without_cache = False
         self._step_buffers = {}
         # step() is called once per time step: its per-call work is kept small.
-        # A layer without projection whose W has STEP_SPLIT_MIN_BYTES or more
-        # splits its step between Numba's threads (jit._layer_step_split):
-        # the last entry is the rows of its W, or 0 for a step on one thread.
+        # A layer whose W (and W_hr) have STEP_SPLIT_MIN_BYTES or more splits
+        # its step between Numba's threads (jit._layer_step_split, or
+        # _layer_step_projected_split): the last entry is the rows of its W,
+        # or 0 for a step on one thread.
         rows = [I_k + P for I_k in [self.input_size] + [P * self.num_directions] * (self.num_layers - 1)]
         split = [
-            self.proj_size == 0 and K * 4 * H * np.dtype(dtype).itemsize >= STEP_SPLIT_MIN_BYTES for K in rows
+            (K * 4 * H + H * self.proj_size) * np.dtype(dtype).itemsize >= STEP_SPLIT_MIN_BYTES for K in rows
         ]
         self._step_keys = [
             (f"W_l{k}", f"b_l{k}", f"W_hr_l{k}", K if split[k] else 0) for k, K in enumerate(rows)
@@ -410,11 +411,13 @@ class LSTM:
         return d_out.transpose(1, 0, 2) if self.batch_first else d_out
 
     def _split_step_buffers(self, B, workers):
-        """``jit._layer_step_split``'s partial products (workers, B, 4H) and counters, kept per (B, workers)."""
+        """The split step's partial pre-activations (workers, B, 4H), partial
+        projections (workers, B, P) and counters, kept per (B, workers)."""
         buffers = self._split_buffers.get((B, workers))
         if buffers is None:
             z_parts = aligned_empty((workers, B, 4 * self.hidden_size), self.dtype)
-            buffers = self._split_buffers[B, workers] = (z_parts, counters(2))
+            h_parts = aligned_empty((workers, B, self.proj_size), self.dtype)
+            buffers = self._split_buffers[B, workers] = (z_parts, h_parts, counters(3))
         return buffers
 
     def step(self, x_t, state=None):
@@ -435,8 +438,8 @@ class LSTM:
         ``backward``.  Bidirectional layers cannot stream (the reverse
         direction needs the future) and are refused.
 
-        A layer without projection whose W has 4 MiB or more (float32
-        I = H >= 363) splits each step of up to 8 rows between Numba's
+        A layer whose W and W_hr have 4 MiB or more (float32 I = H >= 363
+        without projection) splits each step of up to 8 rows between Numba's
         threads; the others run on the calling thread.  A layer keeps its
         step's work buffers: step one layer object from one Python thread at
         a time; for concurrent streams make one layer each,
@@ -474,7 +477,7 @@ class LSTM:
             k = 0
             for W_key, b_key, _, split_rows in self._step_keys:
                 if split_rows and B <= SMALL_ROWS and (workers := _step_workers(split_rows)) > 1:
-                    z_parts, sync = self._split_step_buffers(B, workers)
+                    z_parts, _, sync = self._split_step_buffers(B, workers)
                     jit._layer_step_split(
                         x_t, stacked, params[W_key], params[b_key], new_stacked, z_parts, work, sync, k
                     )
@@ -487,10 +490,17 @@ class LSTM:
         else:
             h, c = state if returned else self._initial_state(state, B)
             h_new, c_new = np.empty_like(h), np.empty_like(c)
-            for k, (W_key, b_key, W_hr_key, _) in enumerate(self._step_keys):
-                jit._layer_step_projected(
-                    x_t, h, c, params[W_key], params[b_key], params[W_hr_key], h_new, c_new, work, k
-                )
+            for k, (W_key, b_key, W_hr_key, split_rows) in enumerate(self._step_keys):
+                if split_rows and B <= SMALL_ROWS and (workers := _step_workers(split_rows)) > 1:
+                    z_parts, h_parts, sync = self._split_step_buffers(B, workers)
+                    jit._layer_step_projected_split(
+                        x_t, h, c, params[W_key], params[b_key], params[W_hr_key], h_new, c_new,
+                        z_parts, h_parts, work, sync, k,
+                    )  # fmt: skip
+                else:
+                    jit._layer_step_projected(
+                        x_t, h, c, params[W_key], params[b_key], params[W_hr_key], h_new, c_new, work, k
+                    )
             y_t = h_new[-1].copy()
         self._last_step_state = (h_new, c_new)
         return y_t, self._last_step_state

@@ -187,7 +187,40 @@ def test_split_step_in_place_matches_reference(S, B, I, H, dtype):
     z_parts, gates = np.empty((S, B, 4 * H), dtype), np.empty((B, 4 * H), dtype)
     tanh_c, c_prev = np.empty((B, H), dtype), np.empty((B, H), dtype)
     for t in range(T):
-        _split_step(h, c, z_parts, gates, tanh_c, c_prev, p["x"][t], h, c, p["W"], p["b"], counters(2))
+        _split_step(
+            h, c, z_parts, gates, tanh_c, c_prev, p["x"][t], h, c, p["W"], p["b"], h, p["W"][:0], z_parts[:0],
+            counters(3),
+        )  # fmt: skip
+        assert_close(h, ry[t], dtype, f"h after step {t}")
+    assert_close(c, rc, dtype, "c")
+
+
+# The same with a projection (phase 2 of _split_step): P = 5 and 9 leave
+# shares of P without a column (multiples of 16), P = 20 one edge at 16.
+@pytest.mark.parametrize("S", [1, 2, 3, 5])
+@pytest.mark.parametrize(("B", "I", "H", "P"), [(1, 5, 7, 5), (3, 9, 36, 9), (8, 70, 40, 20)])
+def test_projected_split_step_in_place_matches_reference(S, B, I, H, P, dtype):
+    T = 3
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    W = (rng.standard_normal((I + P, 4 * H)) * 0.5 / np.sqrt(H)).astype(dtype)
+    b = (rng.standard_normal(4 * H) * 0.5).astype(dtype)
+    W_hr = (rng.standard_normal((H, P)) / np.sqrt(H)).astype(dtype)
+    h, c = (
+        (rng.standard_normal((B, P)) * 0.5).astype(dtype),
+        (rng.standard_normal((B, H)) * 0.5).astype(dtype),
+    )
+    ry, _, rc, _ = reference.lstm_forward(
+        *(a.astype(np.float64) for a in (x, W, b, h, c)), W_hr=W_hr.astype(np.float64)
+    )
+    z_parts, gates, h_parts = (
+        np.empty((S, B, 4 * H), dtype),
+        np.empty((B, 4 * H), dtype),
+        np.empty((S, B, P), dtype),
+    )
+    tanh_c, c_prev, m = np.empty((B, H), dtype), np.empty((B, H), dtype), np.empty((B, H), dtype)
+    for t in range(T):
+        _split_step(h, c, z_parts, gates, tanh_c, c_prev, x[t], h, c, W, b, m, W_hr, h_parts, counters(3))
         assert_close(h, ry[t], dtype, f"h after step {t}")
     assert_close(c, rc, dtype, "c")
 
@@ -199,12 +232,23 @@ def _split_layer(dtype, num_layers=2):
     return layer
 
 
-@pytest.mark.parametrize("B", [1, 8, 9])  # 9 > SMALL_ROWS: step_into on one thread
-def test_split_step_loop_equals_forward(B, dtype):
+def _split_projected_layer(dtype):
+    """Two layers with a projection whose W and W_hr have STEP_SPLIT_MIN_BYTES or more."""
+    layer = numba_lstm.LSTM(300, 768, num_layers=2, proj_size=250, dtype=dtype, seed=0).eval()
+    for k in range(2):
+        assert layer.params[f"W_l{k}"].nbytes + layer.params[f"W_hr_l{k}"].nbytes >= STEP_SPLIT_MIN_BYTES
+    return layer
+
+
+@pytest.mark.parametrize("projected", [False, True], ids=["", "projected"])
+@pytest.mark.parametrize("B", [1, 8, 9])  # 9 > SMALL_ROWS: one thread
+def test_split_step_loop_equals_forward(B, projected, dtype):
     if numba.get_num_threads() < 2:
         pytest.skip("one Numba thread: LSTM.step does not split its steps")
     x = np.random.default_rng(3).standard_normal((4, B, 300)).astype(dtype)
-    layer = assert_step_loop_equals_forward(_split_layer(dtype), x)
+    layer = assert_step_loop_equals_forward(
+        _split_projected_layer(dtype) if projected else _split_layer(dtype), x
+    )
     split = [key for key in layer._split_buffers if key[0] == B]
     assert (len(split) > 0) == (B <= 8), layer._split_buffers.keys()
 
@@ -221,6 +265,36 @@ def test_split_step_rejects_bad_parameters():
         layer.step(x)
     layer.params["W_l0"] = np.zeros((700, 1600), np.float64)
     with pytest.raises(TypeError, match="W has dtype float64 but x_t is float32"):
+        layer.step(x)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "error", "message"),
+    [
+        (
+            "W_hr_l1",
+            np.zeros((250, 768), np.float32),
+            ValueError,
+            r"W_hr must have shape \(H, P\) = \(768, 250\)",
+        ),
+        ("W_hr_l0", np.zeros((768, 250), np.float64), TypeError, "W_hr must be a 2-D float32 array"),
+        (
+            "W_l1",
+            np.zeros((400, 3072), np.float32),
+            ValueError,
+            r"W must have shape \(I \+ P, 4H\) = \(500, 3072\)",
+        ),
+    ],
+)
+def test_projected_split_step_rejects_bad_parameters(key, value, error, message):
+    if numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: LSTM.step does not split its steps")
+    layer = _split_projected_layer(np.float32)
+    x = np.zeros((1, 300), np.float32)
+    layer.step(x)
+    assert layer._split_buffers  # the split path ran
+    layer.params[key] = value
+    with pytest.raises(error, match=message):
         layer.step(x)
 
 
