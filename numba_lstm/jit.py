@@ -363,6 +363,25 @@ def _check_projected_step(x, h, c, W, b, W_hr):
         )
 
 
+@numba.njit(**SERIAL, inline="always")
+def _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, k):
+    """Layer k's input, h and c, ``(x, h[k], c[k])``, for ``LSTM.step`` with a
+    projection, after the checks (the messages of ``_check_projected_step``
+    are built only when a shape differs)."""
+    x = x_t if k == 0 else h_new[k - 1]
+    h_k, c_k = h[k], c[k]
+    _check_step_args(x, h_k, c_k, W, b)
+    _check_projection_type(W_hr, x)
+    B, I = x.shape
+    P, H = h_k.shape[1], c_k.shape[1]
+    if not (
+        c_k.shape[0] == B and h_k.shape[0] == B and W.shape == (I + P, 4 * H) and b.shape[0] == 4 * H
+        and W_hr.shape == (H, P)
+    ):  # fmt: skip
+        _check_projected_step(x, h_k, c_k, W, b, W_hr)
+    return x, h_k, c_k
+
+
 @numba.njit(**SERIAL)
 def _layer_step_projected(x_t, h, c, W, b, W_hr, h_new, c_new, work, k):
     """``LSTM.step`` for layer k of a stack with a projection.
@@ -373,17 +392,9 @@ def _layer_step_projected(x_t, h, c, W, b, W_hr, h_new, c_new, work, k):
     h_t = m @ W_hr.  A step without a sequence kernel: ``lstm_forward`` of
     one step packed the weights at every call.
     """
-    x = x_t if k == 0 else h_new[k - 1]
-    h_k, c_k, h_out = h[k], c[k], h_new[k]
-    _check_step_args(x, h_k, c_k, W, b)
-    _check_projection_type(W_hr, x)
-    B, I = x.shape
-    P, H = h_k.shape[1], c_k.shape[1]
-    if not (
-        c_k.shape[0] == B and h_k.shape[0] == B and W.shape == (I + P, 4 * H) and b.shape[0] == 4 * H
-        and W_hr.shape == (H, P)
-    ):  # fmt: skip
-        _check_projected_step(x, h_k, c_k, W, b, W_hr)
+    x, h_k, c_k = _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, k)
+    h_out = h_new[k]
+    B, H = c_k.shape
     m = _rows(work, work_size(B, H), B, H)
     _step_body(x, h_k, c_k, W, b, m, c_new[k], work)
     if B <= SMALL_ROWS:
@@ -421,17 +432,8 @@ def _layer_step_projected_split(x_t, h, c, W, b, W_hr, h_new, c_new, z_parts, h_
     whose W has at least STEP_SPLIT_MIN_BYTES.  ``work`` as for
     ``_layer_step_projected``, ``z_parts`` (S, B, 4H) and ``h_parts`` (S, B,
     P) on cache lines; ``sync`` (6,) int64."""
-    x = x_t if k == 0 else h_new[k - 1]
-    h_k, c_k = h[k], c[k]
-    _check_step_args(x, h_k, c_k, W, b)
-    _check_projection_type(W_hr, x)
-    B, I = x.shape
-    P, H = h_k.shape[1], c_k.shape[1]
-    if not (
-        c_k.shape[0] == B and h_k.shape[0] == B and W.shape == (I + P, 4 * H) and b.shape[0] == 4 * H
-        and W_hr.shape == (H, P)
-    ):  # fmt: skip
-        _check_projected_step(x, h_k, c_k, W, b, W_hr)
+    x, h_k, c_k = _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, k)
+    B, H = c_k.shape
     sync[:] = 0
     _split_step(
         h_new[k], c_new[k], z_parts, _rows(work, 0, B, 4 * H), _rows(work, 4 * B * H, B, H),

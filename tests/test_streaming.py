@@ -42,29 +42,30 @@ def test_projected_step_loop_equals_forward(B, dtype):
     assert_step_loop_equals_forward(layer, x, state)
 
 
+# A small layer (one jitted call per layer) and a split one (_split_step).
 @pytest.mark.parametrize(
-    ("key", "value", "error", "message"),
+    ("split", "key", "value", "error", "message"),
     [
-        (
-            "W_hr_l1",
-            np.zeros((9, 40), np.float32),
-            ValueError,
-            r"W_hr must have shape \(H, P\) = \(40, 9\); got \(9, 40\)",
-        ),
-        ("W_hr_l0", np.zeros((40, 9), np.float64), TypeError, "W_hr must be a 2-D float32 array"),
-        (
-            "W_l1",
-            np.zeros((9, 160), np.float32),
-            ValueError,
-            r"W must have shape \(I \+ P, 4H\) = \(18, 160\)",
-        ),
-        ("b_l0", np.zeros(40, np.float32), ValueError, r"b must have shape \(4H,\) = \(160,\)"),
+        (False, "W_hr_l1", np.zeros((9, 40), np.float32), ValueError, r"W_hr must have shape \(H, P\) = \(40, 9\); got \(9, 40\)"),
+        (False, "W_hr_l0", np.zeros((40, 9), np.float64), TypeError, "W_hr must be a 2-D float32 array"),
+        (False, "W_l1", np.zeros((9, 160), np.float32), ValueError, r"W must have shape \(I \+ P, 4H\) = \(18, 160\)"),
+        (False, "b_l0", np.zeros(40, np.float32), ValueError, r"b must have shape \(4H,\) = \(160,\)"),
+        (True, "W_hr_l1", np.zeros((250, 768), np.float32), ValueError, r"W_hr must have shape \(H, P\) = \(768, 250\)"),
+        (True, "W_hr_l0", np.zeros((768, 250), np.float64), TypeError, "W_hr must be a 2-D float32 array"),
+        (True, "W_l1", np.zeros((400, 3072), np.float32), ValueError, r"W must have shape \(I \+ P, 4H\) = \(500, 3072\)"),
+        (True, "b_l0", np.zeros(768, np.float32), ValueError, r"b must have shape \(4H,\) = \(3072,\)"),
     ],
-)
-def test_projected_step_rejects_bad_parameters(key, value, error, message):
-    layer = numba_lstm.LSTM(5, 40, num_layers=2, proj_size=9, seed=0).eval()
-    x = np.zeros((2, 5), np.float32)
+)  # fmt: skip
+def test_projected_step_rejects_bad_parameters(split, key, value, error, message):
+    if split and numba.get_num_threads() < 2:
+        pytest.skip("one Numba thread: LSTM.step does not split its steps")
+    if split:
+        layer = _split_projected_layer(np.float32)
+    else:
+        layer = numba_lstm.LSTM(5, 40, num_layers=2, proj_size=9, seed=0).eval()
+    x = np.zeros((1, layer.input_size), np.float32)
     layer.step(x)
+    assert bool(layer._split_buffers) == split  # the path under test ran
     layer.params[key] = value
     with pytest.raises(error, match=message):
         layer.step(x)
@@ -265,36 +266,6 @@ def test_split_step_rejects_bad_parameters():
         layer.step(x)
     layer.params["W_l0"] = np.zeros((700, 1600), np.float64)
     with pytest.raises(TypeError, match="W has dtype float64 but x_t is float32"):
-        layer.step(x)
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "error", "message"),
-    [
-        (
-            "W_hr_l1",
-            np.zeros((250, 768), np.float32),
-            ValueError,
-            r"W_hr must have shape \(H, P\) = \(768, 250\)",
-        ),
-        ("W_hr_l0", np.zeros((768, 250), np.float64), TypeError, "W_hr must be a 2-D float32 array"),
-        (
-            "W_l1",
-            np.zeros((400, 3072), np.float32),
-            ValueError,
-            r"W must have shape \(I \+ P, 4H\) = \(500, 3072\)",
-        ),
-    ],
-)
-def test_projected_split_step_rejects_bad_parameters(key, value, error, message):
-    if numba.get_num_threads() < 2:
-        pytest.skip("one Numba thread: LSTM.step does not split its steps")
-    layer = _split_projected_layer(np.float32)
-    x = np.zeros((1, 300), np.float32)
-    layer.step(x)
-    assert layer._split_buffers  # the split path ran
-    layer.params[key] = value
-    with pytest.raises(error, match=message):
         layer.step(x)
 
 
