@@ -253,13 +253,20 @@ def _layer_step_missing():
     )
 
 
+def _layer_of(p):
+    """A one-layer ``LSTM`` holding the problem's W and b (copied into its
+    parameters, which start on a cache line)."""
+    x = p["x"]
+    layer = numba_lstm.LSTM(x.shape[2], p["h0"].shape[1], dtype=x.dtype)
+    layer.W[...] = p["W"]
+    layer.b[...] = p["b"]
+    return layer
+
+
 def _layer_step(p):
     """numba_lstm called from Python one step at a time: ``LSTM.step`` (state (layers, B, H))."""
     x = p["x"]
-    I, H = x.shape[2], p["h0"].shape[1]
-    layer = numba_lstm.LSTM(I, H, dtype=x.dtype)
-    layer.W[...] = p["W"]
-    layer.b[...] = p["b"]
+    layer = _layer_of(p)
     out = {}
 
     def run():  # as _torch_cell: each step's output is kept in a list
@@ -302,11 +309,9 @@ def _jit_stream(p):
     jit = importlib.import_module("numba_lstm.jit")
     stream = _jitted_stream_loop()
     x = p["x"]
-    T, B, I = x.shape
+    T, B, _ = x.shape
     H = p["h0"].shape[1]
-    layer = numba_lstm.LSTM(I, H, dtype=x.dtype)
-    layer.W[...] = p["W"]
-    layer.b[...] = p["b"]
+    layer = _layer_of(p)
     y = np.empty((T, B, H), x.dtype)
     h, c = np.empty_like(p["h0"]), np.empty_like(p["c0"])
     work = np.empty(jit.work_size(B, H), x.dtype)
