@@ -42,7 +42,7 @@ backward one per block of steps, and the threads hand out each step's shares
 through atomic counters (``numba_lstm._sync``) instead of opening a region
 per step.  ``LSTM.step`` with a large W (``STEP_SPLIT_MIN_BYTES``) opens one
 region per step: ``_split_step`` splits the rows of W, then the units, then
-a projection's columns.  The weight
+a projection's columns, into shares fixed by the layer.  The weight
 gradients of each block split their column panels between the same threads.  BLAS
 runs only a projection's ``dW_hr``, after the loop, while Numba's threads are
 idle: the two pools never compete.
@@ -69,7 +69,7 @@ from numba_lstm._panels import (
     _panel_width_of,
     _unpacked_product,
 )
-from numba_lstm._sync import MAX_SHARES, claim, finish, home, wait_for
+from numba_lstm._sync import MAX_SHARES, claim, finish, home, thread_count, wait_for
 
 
 @numba.njit(**SERIAL)
@@ -627,6 +627,12 @@ STEP_SPLIT_MIN_BYTES = 4 * 1024 * 1024
 #: Rows of W that a share of ``_split_step``'s product keeps at the least.
 STEP_SPLIT_MIN_ROWS = 64
 
+#: Shares of ``_split_step`` for a layer with enough rows: fixed by the
+#: layer, not by the number of threads, so that the result is the same for
+#: any thread count; the threads beyond it stay idle.  Measured against 2
+#: and 4 (bench/NOTES.md, "Session 20").
+STEP_SPLIT_SHARES = 8
+
 
 @numba.njit(**SERIAL)
 def _add_concat_rows(z, x_t, h, W, k_lo, k_hi):
@@ -653,66 +659,88 @@ def _split_step(h_out, c_out, z_parts, gates, tanh_c, c_prev, x_t, h, c, W, b, m
     h_parts  (S, B, P)         work: partial projections; ``z_parts[:0]`` for none
     sync     (6,)              work: ``counters(3)``, zeroed
 
-    S workers (one ``prange`` iteration each) and S shares per phase.
-    Phase 0: share q adds its contiguous block of the rows of W,
-    ``[x_t, h][:, block] @ W[block]``, into ``z_parts[q]`` (the bias too for
-    q = 0), reading whole rows of W in place, as ``step_into`` does; worker
-    q asks for share q first, so that while the threading layer gives each
-    iteration the same thread from call to call, each core reads the same
-    block and keeps what fits of it in its cache.  Phase 1: share q sums the
-    partial products of its units, in the order 0..S-1 whichever thread
-    runs it (for a given S the result does not depend on the threads'
-    timing), and runs their gate pass; with a projection it then adds its
-    units' part of ``m @ W_hr``, whole rows of W_hr, into ``h_parts[q]``.
-    Phase 2 (projection only): share q sums its columns of the partial
-    projections into h_out, in the order 0..S-1.
+    S shares per phase, fixed by the caller (the shape of ``z_parts``), and
+    one worker (``prange`` iteration) per Numba thread, S at the most.  The
+    shares' bounds depend on S alone, and each share's sums run in an order
+    fixed by S, so the result is the same for any number of threads, one
+    included, and any timing.  Phase 0: share q adds its contiguous block
+    of the rows of W, ``[x_t, h][:, block] @ W[block]``, into ``z_parts[q]``
+    (the bias too for q = 0), reading whole rows of W in place, as
+    ``step_into`` does; each worker asks first for the start of its own
+    contiguous block of shares (``home``), so that while the threading
+    layer gives each iteration the same thread from call to call, each core
+    reads the same rows and keeps what fits of them in its cache.  Phase 1:
+    share q sums the partial products of its units, in the order 0..S-1,
+    and runs their gate pass; with a projection it then adds its units'
+    part of ``m @ W_hr``, whole rows of W_hr, into ``h_parts[q]``.  Phase 2
+    (projection only): share q sums its columns of the partial projections
+    into h_out, in the order 0..S-1.
     """
+    S = z_parts.shape[0]
+    workers = min(thread_count(), S)
+    if workers > 1:
+        for worker in numba.prange(workers):
+            _split_step_shares(
+                h_out, c_out, z_parts, gates, tanh_c, c_prev, x_t, h, c, W, b, m, W_hr, h_parts, sync,
+                home(worker, workers, S),
+            )  # fmt: skip
+    else:  # the same shares, in order, without opening a parallel region
+        _split_step_shares(
+            h_out, c_out, z_parts, gates, tanh_c, c_prev, x_t, h, c, W, b, m, W_hr, h_parts, sync, 0
+        )
+
+
+@numba.njit(**SERIAL)
+def _split_step_shares(
+    h_out, c_out, z_parts, gates, tanh_c, c_prev, x_t, h, c, W, b, m, W_hr, h_parts, sync, first
+):
+    """One worker of ``_split_step``: the shares it claims in each phase,
+    asking first for share ``first``."""
     S, B = z_parts.shape[0], x_t.shape[0]
     K = W.shape[0]
     H = c.shape[1]
     P = h_out.shape[1]
     projected = W_hr.shape[0] > 0
-    for worker in numba.prange(S):
-        q = claim(sync, 0, S, worker)
-        while q >= 0:
-            k_lo = q * K // S // 4 * 4
-            k_hi = K if q == S - 1 else (q + 1) * K // S // 4 * 4
-            z = z_parts[q]
-            if q == 0:
-                _fill_columns(z, b, 0, z.shape[1])
-            else:
-                _zero_columns(z, 0, z.shape[1])
-            _add_concat_rows(z, x_t, h, W, k_lo, k_hi)
-            finish(sync, 0)
-            q = claim(sync, 0, S, worker)
-        wait_for(sync, 0, S)
-        q = claim(sync, 1, S, worker)
-        while q >= 0:
-            # Units in multiples of 16: each share's columns start on a
-            # cache line (float32) in every gate block.
-            j_lo, j_hi = _split_share(H, q, S)
-            z = z_parts[0]
-            for p in range(1, S):
-                _add_parts(z, z_parts[p], j_lo, j_hi, H, 4)
-            for r in range(B):
-                c_prev[r, j_lo:j_hi] = c[r, j_lo:j_hi]
-            _gates_forward(gates, c_out, tanh_c, m, z, c_prev, j_lo, j_hi)
-            if projected:
-                _zero_columns(h_parts[q], 0, P)
-                _add_matmul_rows(h_parts[q], m[:, j_lo:j_hi], W_hr[j_lo:j_hi])
-            finish(sync, 1)
-            q = claim(sync, 1, S, worker)
+    q = claim(sync, 0, S, first)
+    while q >= 0:
+        k_lo = q * K // S // 4 * 4
+        k_hi = K if q == S - 1 else (q + 1) * K // S // 4 * 4
+        z = z_parts[q]
+        if q == 0:
+            _fill_columns(z, b, 0, z.shape[1])
+        else:
+            _zero_columns(z, 0, z.shape[1])
+        _add_concat_rows(z, x_t, h, W, k_lo, k_hi)
+        finish(sync, 0)
+        q = claim(sync, 0, S, first)
+    wait_for(sync, 0, S)
+    q = claim(sync, 1, S, first)
+    while q >= 0:
+        # Units in multiples of 16: each share's columns start on a
+        # cache line (float32) in every gate block.
+        j_lo, j_hi = _split_share(H, q, S)
+        z = z_parts[0]
+        for p in range(1, S):
+            _add_parts(z, z_parts[p], j_lo, j_hi, H, 4)
+        for r in range(B):
+            c_prev[r, j_lo:j_hi] = c[r, j_lo:j_hi]
+        _gates_forward(gates, c_out, tanh_c, m, z, c_prev, j_lo, j_hi)
         if projected:
-            wait_for(sync, 1, S)
-            q = claim(sync, 2, S, worker)
-            while q >= 0:
-                p_lo, p_hi = _split_share(P, q, S)
-                for r in range(B):
-                    h_out[r, p_lo:p_hi] = h_parts[0, r, p_lo:p_hi]
-                for p in range(1, S):
-                    _add_parts(h_out, h_parts[p], p_lo, p_hi, P, 1)
-                finish(sync, 2)
-                q = claim(sync, 2, S, worker)
+            _zero_columns(h_parts[q], 0, P)
+            _add_matmul_rows(h_parts[q], m[:, j_lo:j_hi], W_hr[j_lo:j_hi])
+        finish(sync, 1)
+        q = claim(sync, 1, S, first)
+    if projected:
+        wait_for(sync, 1, S)
+        q = claim(sync, 2, S, first)
+        while q >= 0:
+            p_lo, p_hi = _split_share(P, q, S)
+            for r in range(B):
+                h_out[r, p_lo:p_hi] = h_parts[0, r, p_lo:p_hi]
+            for p in range(1, S):
+                _add_parts(h_out, h_parts[p], p_lo, p_hi, P, 1)
+            finish(sync, 2)
+            q = claim(sync, 2, S, first)
 
 
 @numba.njit(**SERIAL)

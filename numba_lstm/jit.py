@@ -406,9 +406,9 @@ def _layer_step_projected(x_t, h, c, W, b, W_hr, h_new, c_new, work, k):
 
 @numba.njit(**SERIAL)
 def _layer_step_split(x_t, state, W, b, new_state, z_parts, work, sync, k):
-    """``_layer_step_into`` split between ``z_parts.shape[0]`` of Numba's
-    threads (``_split_step``): ``LSTM.step`` for a layer whose W has at
-    least STEP_SPLIT_MIN_BYTES.  ``work`` as for ``step_into``, on a cache
+    """``_layer_step_into`` split into ``z_parts.shape[0]`` shares that
+    Numba's threads take (``_split_step``): ``LSTM.step`` for a layer whose
+    W has at least STEP_SPLIT_MIN_BYTES.  ``work`` as for ``step_into``, on a cache
     line; ``z_parts`` (S, B, 4H) likewise; ``sync`` (6,) int64, ``counters(3)``
     (the first four used)."""
     x = x_t if k == 0 else new_state[0, k - 1]
@@ -428,8 +428,8 @@ def _layer_step_split(x_t, state, W, b, new_state, z_parts, work, sync, k):
 
 @numba.njit(**SERIAL)
 def _layer_step_projected_split(x_t, h, c, W, b, W_hr, h_new, c_new, z_parts, h_parts, work, sync, k):
-    """``_layer_step_projected`` split between ``z_parts.shape[0]`` of Numba's
-    threads (``_split_step``): ``LSTM.step`` for a layer with a projection
+    """``_layer_step_projected`` split into ``z_parts.shape[0]`` shares that
+    Numba's threads take (``_split_step``): ``LSTM.step`` for a layer with a projection
     whose W and W_hr have at least STEP_SPLIT_MIN_BYTES.  ``work`` as for
     ``_layer_step_projected``, ``z_parts`` (S, B, 4H) and ``h_parts`` (S, B,
     P) on cache lines; ``sync`` (6,) int64."""

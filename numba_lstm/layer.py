@@ -1,12 +1,11 @@
 """``LSTM``: a layer object that owns its parameters and calls the kernels."""
 
-import numba
 import numpy as np
 
 from numba_lstm import jit
-from numba_lstm._kernels import SMALL_ROWS, STEP_SPLIT_MIN_BYTES, STEP_SPLIT_MIN_ROWS
+from numba_lstm._kernels import SMALL_ROWS, STEP_SPLIT_MIN_BYTES, STEP_SPLIT_MIN_ROWS, STEP_SPLIT_SHARES
 from numba_lstm._panels import aligned_empty
-from numba_lstm._sync import MAX_SHARES, counters
+from numba_lstm._sync import counters
 from numba_lstm._validation import (
     as_float_array,
     c_writeable,
@@ -19,9 +18,15 @@ from numba_lstm._validation import (
 from numba_lstm.functional import lstm_backward, lstm_forward
 
 
-def _step_workers(rows):
-    """Threads that split a step with ``rows`` rows of W: Numba's, each with STEP_SPLIT_MIN_ROWS at the least."""
-    return min(numba.get_num_threads(), rows // STEP_SPLIT_MIN_ROWS, MAX_SHARES)
+def _step_shares(rows, H, P, dtype):
+    """Shares of ``LSTM.step``'s split step for a layer with ``rows`` rows of
+    W (I + P, 4H) and a W_hr (H, P): 0 (no split) below STEP_SPLIT_MIN_BYTES
+    of W and W_hr or under two shares of STEP_SPLIT_MIN_ROWS rows, else at
+    most STEP_SPLIT_SHARES."""
+    if (rows * 4 * H + H * P) * np.dtype(dtype).itemsize < STEP_SPLIT_MIN_BYTES:
+        return 0
+    shares = min(rows // STEP_SPLIT_MIN_ROWS, STEP_SPLIT_SHARES)
+    return shares if shares > 1 else 0
 
 
 class NotReadyError(RuntimeError, ValueError):
@@ -105,15 +110,15 @@ class LSTM:
         self._step_buffers = {}
         # step() is called once per time step: its per-call work is kept small.
         # A layer whose W (and W_hr) have STEP_SPLIT_MIN_BYTES or more splits
-        # its step between Numba's threads (jit._layer_step_split, or
-        # _layer_step_projected_split): the last entry is the rows of its W,
-        # or 0 for a step on one thread.
+        # its step into shares that Numba's threads take (jit._layer_step_split,
+        # or _layer_step_projected_split): the last entry is the number of
+        # shares, or 0 for a step in one call of step_into's body.  It depends
+        # on the layer's shape alone, so that the step's result does not
+        # depend on the number of threads.
         rows = [I_k + P for I_k in [self.input_size] + [P * self.num_directions] * (self.num_layers - 1)]
-        split = [
-            (K * 4 * H + H * self.proj_size) * np.dtype(dtype).itemsize >= STEP_SPLIT_MIN_BYTES for K in rows
-        ]
         self._step_keys = [
-            (f"W_l{k}", f"b_l{k}", f"W_hr_l{k}", K if split[k] else 0) for k, K in enumerate(rows)
+            (f"W_l{k}", f"b_l{k}", f"W_hr_l{k}", _step_shares(K, H, self.proj_size, dtype))
+            for k, K in enumerate(rows)
         ]
         self._split_buffers = {}
         self._last_step_state = None
@@ -410,14 +415,14 @@ class LSTM:
         self.grads = grads
         return d_out.transpose(1, 0, 2) if self.batch_first else d_out
 
-    def _split_step_buffers(self, B, workers):
-        """The split step's partial pre-activations (workers, B, 4H), partial
-        projections (workers, B, P) and counters, kept per (B, workers)."""
-        buffers = self._split_buffers.get((B, workers))
+    def _split_step_buffers(self, B, shares):
+        """The split step's partial pre-activations (shares, B, 4H), partial
+        projections (shares, B, P) and counters, kept per (B, shares)."""
+        buffers = self._split_buffers.get((B, shares))
         if buffers is None:
-            z_parts = aligned_empty((workers, B, 4 * self.hidden_size), self.dtype)
-            h_parts = aligned_empty((workers, B, self.proj_size), self.dtype)
-            buffers = self._split_buffers[B, workers] = (z_parts, h_parts, counters(3))
+            z_parts = aligned_empty((shares, B, 4 * self.hidden_size), self.dtype)
+            h_parts = aligned_empty((shares, B, self.proj_size), self.dtype)
+            buffers = self._split_buffers[B, shares] = (z_parts, h_parts, counters(3))
         return buffers
 
     def step(self, x_t, state=None):
@@ -440,7 +445,8 @@ class LSTM:
 
         A layer whose W and W_hr have 4 MiB or more (float32 I = H >= 363
         without projection) splits each step of up to 8 rows between Numba's
-        threads; the others run on the calling thread.  A layer keeps its
+        threads, in blocks fixed by the layer: any thread count gives the
+        same bits.  The others run on the calling thread.  A layer keeps its
         step's work buffers: step one layer object from one Python thread at
         a time; for concurrent streams make one layer each,
         ``LSTM.from_params(layer.config, layer.params)``.
@@ -475,9 +481,9 @@ class LSTM:
             new_stacked = np.empty_like(stacked)
             layer_step_into = jit._layer_step_into
             k = 0
-            for W_key, b_key, _, split_rows in self._step_keys:
-                if split_rows and B <= SMALL_ROWS and (workers := _step_workers(split_rows)) > 1:
-                    z_parts, _, sync = self._split_step_buffers(B, workers)
+            for W_key, b_key, _, shares in self._step_keys:
+                if shares and B <= SMALL_ROWS:
+                    z_parts, _, sync = self._split_step_buffers(B, shares)
                     jit._layer_step_split(
                         x_t, stacked, params[W_key], params[b_key], new_stacked, z_parts, work, sync, k
                     )
@@ -490,9 +496,9 @@ class LSTM:
         else:
             h, c = state if returned else self._initial_state(state, B)
             h_new, c_new = np.empty_like(h), np.empty_like(c)
-            for k, (W_key, b_key, W_hr_key, split_rows) in enumerate(self._step_keys):
-                if split_rows and B <= SMALL_ROWS and (workers := _step_workers(split_rows)) > 1:
-                    z_parts, h_parts, sync = self._split_step_buffers(B, workers)
+            for k, (W_key, b_key, W_hr_key, shares) in enumerate(self._step_keys):
+                if shares and B <= SMALL_ROWS:
+                    z_parts, h_parts, sync = self._split_step_buffers(B, shares)
                     jit._layer_step_projected_split(
                         x_t, h, c, params[W_key], params[b_key], params[W_hr_key], h_new, c_new,
                         z_parts, h_parts, work, sync, k,

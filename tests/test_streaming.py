@@ -57,8 +57,6 @@ def test_projected_step_loop_equals_forward(B, dtype):
     ],
 )  # fmt: skip
 def test_projected_step_rejects_bad_parameters(split, key, value, error, message):
-    if split and numba.get_num_threads() < 2:
-        pytest.skip("one Numba thread: LSTM.step does not split its steps")
     if split:
         layer = _split_projected_layer(np.float32)
     else:
@@ -194,6 +192,20 @@ def test_split_step_in_place_matches_reference(S, B, I, H, dtype):
         )  # fmt: skip
         assert_close(h, ry[t], dtype, f"h after step {t}")
     assert_close(c, rc, dtype, "c")
+    # One thread takes every share in order: the same bits as the threads.
+    threads = numba.get_num_threads()
+    h1, c1 = p["h0"].copy(), p["c0"].copy()
+    numba.set_num_threads(1)
+    try:
+        for t in range(T):
+            _split_step(
+                h1, c1, z_parts, gates, tanh_c, c_prev, p["x"][t], h1, c1, p["W"], p["b"], h1, p["W"][:0],
+                z_parts[:0], counters(3),
+            )  # fmt: skip
+    finally:
+        numba.set_num_threads(threads)
+    np.testing.assert_array_equal(h1, h)
+    np.testing.assert_array_equal(c1, c)
 
 
 # The same with a projection (phase 2 of _split_step): P = 5 and 9 leave
@@ -244,8 +256,6 @@ def _split_projected_layer(dtype):
 @pytest.mark.parametrize("projected", [False, True], ids=["", "projected"])
 @pytest.mark.parametrize("B", [1, 8, 9])  # 9 > SMALL_ROWS: one thread
 def test_split_step_loop_equals_forward(B, projected, dtype):
-    if numba.get_num_threads() < 2:
-        pytest.skip("one Numba thread: LSTM.step does not split its steps")
     x = np.random.default_rng(3).standard_normal((4, B, 300)).astype(dtype)
     layer = assert_step_loop_equals_forward(
         _split_projected_layer(dtype) if projected else _split_layer(dtype), x
@@ -254,9 +264,35 @@ def test_split_step_loop_equals_forward(B, projected, dtype):
     assert (len(split) > 0) == (B <= 8), layer._split_buffers.keys()
 
 
+@pytest.mark.parametrize("projected", [False, True], ids=["", "projected"])
+@pytest.mark.parametrize("B", [1, 5])
+def test_split_step_gives_the_same_bits_for_any_thread_count(B, projected):
+    """The split step's shares are fixed by the layer, not by the threads
+    (README, "Determinism"): one thread and all of Numba's give the same bits.
+    Shares that followed the thread count summed the partial products in
+    another grouping, and differed by rounding."""
+    threads = numba.get_num_threads()
+    if threads < 2:
+        pytest.skip("one Numba thread: nothing to compare it with")
+    x = np.random.default_rng(8).standard_normal((3, B, 300)).astype(np.float32)
+    runs = []
+    for n in (1, threads):
+        layer = _split_projected_layer(np.float32) if projected else _split_layer(np.float32)
+        numba.set_num_threads(n)
+        try:
+            state, ys = None, []
+            for x_t in x:
+                y_t, state = layer.step(x_t, state)
+                ys.append(y_t)
+        finally:
+            numba.set_num_threads(threads)
+        assert layer._split_buffers  # the split path ran
+        runs.append((np.stack(ys), *state))
+    for one, many in zip(*runs, strict=True):
+        np.testing.assert_array_equal(one, many)
+
+
 def test_split_step_rejects_bad_parameters():
-    if numba.get_num_threads() < 2:
-        pytest.skip("one Numba thread: LSTM.step does not split its steps")
     layer = _split_layer(np.float32, num_layers=1)
     x = np.zeros((1, 300), np.float32)
     layer.step(x)
