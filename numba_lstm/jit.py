@@ -408,9 +408,9 @@ def _layer_step_projected(x_t, h, c, W, b, W_hr, h_new, c_new, work, k):
 def _layer_step_split(x_t, state, W, b, new_state, z_parts, work, sync, k):
     """``_layer_step_into`` split into ``z_parts.shape[0]`` shares that
     Numba's threads take (``_split_step``): ``LSTM.step`` for a layer whose
-    W has at least STEP_SPLIT_MIN_BYTES.  ``work`` as for ``step_into``, on a cache
-    line; ``z_parts`` (S, B, 4H) likewise; ``sync`` (6,) int64, ``counters(3)``
-    (the first four used)."""
+    W has at least STEP_SPLIT_MIN_BYTES.  ``work`` as for ``step_into``, on
+    a cache line; ``z_parts`` (S, B, 4H) likewise; ``sync`` (6,) int64,
+    ``counters(3)`` (the first four used)."""
     x = x_t if k == 0 else new_state[0, k - 1]
     h, c, h_out, c_out = state[0, k], state[1, k], new_state[0, k], new_state[1, k]
     _check_step_args(x, h, c, W, b)
@@ -429,10 +429,10 @@ def _layer_step_split(x_t, state, W, b, new_state, z_parts, work, sync, k):
 @numba.njit(**SERIAL)
 def _layer_step_projected_split(x_t, h, c, W, b, W_hr, h_new, c_new, z_parts, h_parts, work, sync, k):
     """``_layer_step_projected`` split into ``z_parts.shape[0]`` shares that
-    Numba's threads take (``_split_step``): ``LSTM.step`` for a layer with a projection
-    whose W and W_hr have at least STEP_SPLIT_MIN_BYTES.  ``work`` as for
-    ``_layer_step_projected``, ``z_parts`` (S, B, 4H) and ``h_parts`` (S, B,
-    P) on cache lines; ``sync`` (6,) int64."""
+    Numba's threads take (``_split_step``): ``LSTM.step`` for a layer with a
+    projection whose W and W_hr have at least STEP_SPLIT_MIN_BYTES.
+    ``work`` as for ``_layer_step_projected``, ``z_parts`` (S, B, 4H) and
+    ``h_parts`` (S, B, P) on cache lines; ``sync`` (6,) int64."""
     x, h_k, c_k = _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, k)
     B, H = c_k.shape
     sync[:] = 0

@@ -1,5 +1,8 @@
 """Shared helpers: random problems and the comparison used by every test."""
 
+import contextlib
+
+import numba
 import numpy as np
 import pytest
 
@@ -51,3 +54,14 @@ def dtype(request):
 def import_or_skip(name):
     """Import a peer framework, or skip saying which package is missing."""
     return pytest.importorskip(name, reason=f"{name} is not installed (pip install -e '.[test]')")
+
+
+@contextlib.contextmanager
+def numba_threads(n):
+    """Run the block with ``n`` of Numba's threads, then restore the count."""
+    before = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)

@@ -2,10 +2,9 @@
 
 import math
 
-import numba
 import numpy as np
 import pytest
-from conftest import as64, assert_close, make_problem
+from conftest import as64, assert_close, make_problem, numba_threads
 
 import numba_lstm
 import numba_lstm._panels
@@ -305,12 +304,8 @@ def test_one_thread_running_every_share_takes_them_all(case, dtype, monkeypatch)
     must take every share of every step and the others find them done
     (``numba_lstm._sync``), with the bits of the serial run.  Waiting for a
     share that no running thread took would hang here instead."""
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
+    with numba_threads(1):
         _, one_thread, _ = _run(case, dtype, True, monkeypatch)
-    finally:
-        numba.set_num_threads(previous)
     _, serial, _ = _run(case, dtype, False, monkeypatch)
     for got, expected in zip(one_thread, serial, strict=True):
         np.testing.assert_array_equal(got, expected)

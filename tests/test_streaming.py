@@ -3,7 +3,7 @@
 import numba
 import numpy as np
 import pytest
-from conftest import as64, assert_close, make_problem
+from conftest import as64, assert_close, make_problem, numba_threads
 
 import numba_lstm
 from numba_lstm import jit, reference
@@ -193,17 +193,13 @@ def test_split_step_in_place_matches_reference(S, B, I, H, dtype):
         assert_close(h, ry[t], dtype, f"h after step {t}")
     assert_close(c, rc, dtype, "c")
     # One thread takes every share in order: the same bits as the threads.
-    threads = numba.get_num_threads()
     h1, c1 = p["h0"].copy(), p["c0"].copy()
-    numba.set_num_threads(1)
-    try:
+    with numba_threads(1):
         for t in range(T):
             _split_step(
                 h1, c1, z_parts, gates, tanh_c, c_prev, p["x"][t], h1, c1, p["W"], p["b"], h1, p["W"][:0],
                 z_parts[:0], counters(3),
             )  # fmt: skip
-    finally:
-        numba.set_num_threads(threads)
     np.testing.assert_array_equal(h1, h)
     np.testing.assert_array_equal(c1, c)
 
@@ -278,14 +274,11 @@ def test_split_step_gives_the_same_bits_for_any_thread_count(B, projected):
     runs = []
     for n in (1, threads):
         layer = _split_projected_layer(np.float32) if projected else _split_layer(np.float32)
-        numba.set_num_threads(n)
-        try:
+        with numba_threads(n):
             state, ys = None, []
             for x_t in x:
                 y_t, state = layer.step(x_t, state)
                 ys.append(y_t)
-        finally:
-            numba.set_num_threads(threads)
         assert layer._split_buffers  # the split path ran
         runs.append((np.stack(ys), *state))
     for one, many in zip(*runs, strict=True):

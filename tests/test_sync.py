@@ -3,6 +3,7 @@
 import numba
 import numpy as np
 import pytest
+from conftest import numba_threads
 
 import numba_lstm
 from numba_lstm._kernels import (
@@ -181,13 +182,9 @@ def test_splitting_a_step_between_threads_does_not_change_a_bit(dtype, T, B, I, 
     order the threads arrive).  Every unit's arithmetic is the same either
     way, so the results are equal bit for bit, forward and backward."""
     lengths = None if lengths is None else np.array(lengths)
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
+    with numba_threads(1):
         one = _run(dtype, T, B, I, H, P, lengths)
-        numba.set_num_threads(2)
+    with numba_threads(2):
         two = _run(dtype, T, B, I, H, P, lengths)
-    finally:
-        numba.set_num_threads(before)
     for k, (a, b) in enumerate(zip(one, two, strict=True)):
         np.testing.assert_array_equal(a, b, err_msg=f"output {k}")
