@@ -497,6 +497,8 @@ def _forward_steps(
     shares = unit_shares * row_shares  # share q: unit share q // row_shares, row block q % row_shares
     unit_home, proj_home = home(worker, workers, shares), home(worker, workers, proj_shares)
     saved = gates.shape[0] == N  # else gates and tanh_c hold one step
+    c_saved = c.shape[0] == N  # else c holds two slots of c.shape[0] // 2 rows, for odd and even steps
+    half = c.shape[0] // 2
     n_units = W_h.shape[0] // 4
     n_proj = W_hr.shape[0]
     R = z.shape[0]
@@ -518,12 +520,15 @@ def _forward_steps(
         if t == 0:
             h_prev, c_prev = h0[:Bt], c0[:Bt]
         else:
-            h_prev, c_prev = y[offsets[t - 1] : offsets[t - 1] + Bt], c[offsets[t - 1] : offsets[t - 1] + Bt]
+            h_prev = y[offsets[t - 1] : offsets[t - 1] + Bt]
+            prev_lo = offsets[t - 1] if c_saved else (t - 1) % 2 * half
+            c_prev = c[prev_lo : prev_lo + Bt]
         g_lo = lo if saved else 0
+        c_lo = lo if c_saved else t % 2 * half
         m_t = m[lo:hi] if m.shape[0] == N else m[:Bt]
         step = (
             gates[g_lo : g_lo + Bt],
-            c[lo:hi],
+            c[c_lo : c_lo + Bt],
             tanh_c[g_lo : g_lo + Bt],
             m_t,
             z[lo - z_base : hi - z_base],
@@ -556,7 +561,10 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     y      (N, P)     out: h_t of every step
     m      (N, H)     out: o * tanh(c_t); pass ``y`` itself when there is no
                       projection; with one, (B, H) work when nothing is saved
-    c      (N, H)     out: c_t
+    c      (N, H)     out: c_t; or, when nothing is saved, (2B, H) with N > 2B:
+                      two slots of B rows, c_t of even steps in the first and
+                      of odd steps in the second (not one slot in place: the
+                      gate pass does not vectorize when c_prev is c)
     gates  (N, 4H)    out: activations i, f, g, o (saved for the backward), or
                       (B, 4H): work for one step when nothing is saved
     tanh_c (N, H)     out: tanh(c_t) (saved for the backward), or (B, H) work

@@ -101,6 +101,18 @@ class Packing(NamedTuple):
         out[self.order] = sorted_state
         return out
 
+    def final_state_of_slots(self, slots, initial):
+        """``final_state`` from ``slots`` (2, B, F) that hold the rows of even
+        and odd steps in the sorted order (the forward without a cache)."""
+        if self.packed_row is None:
+            return slots[(self.T - 1) % 2].copy()
+        ended = self.lengths > 0
+        sorted_state = initial[self.order]
+        sorted_state[ended] = slots[(self.lengths[ended] - 1) % 2, np.arange(self.B)[ended]]
+        out = np.empty_like(sorted_state)
+        out[self.order] = sorted_state
+        return out
+
     def sort(self, a):
         return a if self.packed_row is None else a[self.order]
 
@@ -195,7 +207,9 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     cache : bool
         Save what ``lstm_backward`` needs (the default).  False is inference:
         the gate activations of each step are kept only until the next step
-        (about 5H fewer values written per row) and the fourth result is None.
+        and c_t until the one after (about 6H fewer values written per row,
+        and y the only output of the sequence's length); the fourth result is
+        None.
 
     Returns
     -------
@@ -223,9 +237,12 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     x_packed = packing.pack(x)
     h0_sorted, c0_sorted = packing.sort(h0), packing.sort(c0)
     saved_rows = N if cache else B  # without a cache, one step's work
+    # Without a cache, c_t of odd and even steps go to two slots of B rows
+    # (N > 2B: N rows are read as saved ones): inference keeps two states.
+    c_rows = N if cache or N <= 2 * B else 2 * B
     y = aligned_empty((N, P), dtype)
     m = aligned_empty((saved_rows, H), dtype) if W_hr is not None else y
-    c = aligned_empty((N, H), dtype)
+    c = aligned_empty((c_rows, H), dtype)
     gates = aligned_empty((saved_rows, 4 * H), dtype)
     tanh_c = aligned_empty((saved_rows, H), dtype)
     if N > 0:
@@ -238,7 +255,7 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
             packing.batch_sizes, _threads(_use_threads(B, P, 4 * H, SPLIT_STEP_MIN_FLOP)), counters(2 * packing.batch_sizes.size),
         )  # fmt: skip
     h_n = packing.final_state(y, h0)
-    c_n = packing.final_state(c, c0)
+    c_n = packing.final_state(c, c0) if c_rows == N else packing.final_state_of_slots(c.reshape(2, B, H), c0)
     if not cache:
         return packing.unpack(y), h_n, c_n, None
     saved = LSTMCache(x_packed, W, W_hr, h0_sorted, c0_sorted, y, m, c, gates, tanh_c, packing)

@@ -464,7 +464,9 @@ def forward(x, W, b, h0, c0):
         return np.empty((T, B, H), x.dtype), h0.copy(), c0.copy()
     # On cache lines, as in lstm_forward: the threads write these by units.
     y = _aligned_vector(N * H, x).reshape((N, H))
-    c = _aligned_vector(N * H, x).reshape((N, H))
+    # c_t of even and odd steps in two slots (N rows when N <= 2B, as the kernel reads them)
+    c_rows = N if N <= 2 * B else 2 * B
+    c = _aligned_vector(c_rows * H, x).reshape((c_rows, H))
     gates = _aligned_vector(B * 4 * H, x).reshape((B, 4 * H))  # one step's: nothing is saved for a backward
     tanh_c = _aligned_vector(B * H, x).reshape((B, H))
     batch_sizes = np.full(T, B, np.int64)
@@ -483,4 +485,5 @@ def forward(x, W, b, h0, c0):
         thread_count() if _use_threads(B, H, 4 * H, SPLIT_STEP_MIN_FLOP) else 1,
         counters(2 * T),
     )  # fmt: skip
-    return y.reshape(T, B, H), y[N - B :].copy(), c[N - B :].copy()
+    c_n = c[N - B :] if c_rows == N else c[(T - 1) % 2 * B : (T - 1) % 2 * B + B]
+    return y.reshape(T, B, H), y[N - B :].copy(), c_n.copy()

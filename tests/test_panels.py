@@ -271,12 +271,47 @@ def test_threaded_kernels_match_serial_bit_for_bit_and_the_reference(case, dtype
     "case", CASES, ids=lambda c: "-".join(f"{k}{v if k != 'lengths' else ''}" for k, v in c.items())
 )
 def test_forward_without_cache_equals_the_forward_with_one(case, threaded, dtype, monkeypatch):
-    """cache=False keeps one step's gates instead of all: the same arithmetic, so the same bits."""
+    """cache=False keeps one step's gates instead of all, and c_t of even and
+    odd steps in two slots instead of every step's: the same arithmetic, so
+    the same bits.  Every case has N > 2B rows (the slots are used), and the
+    cases with lengths end sequences on even and odd steps and at length 0
+    (c_n = c0)."""
     p, with_cache, _ = _run(case, dtype, threaded, monkeypatch)
+    rows = sum(case.get("lengths", [case["T"]] * case["B"]))
+    assert rows > 2 * case["B"]
     y, h_n, c_n, cache = numba_lstm.lstm_forward(**p, cache=False)
     assert cache is None
     for got, expected in zip((y, h_n, c_n), with_cache[:3], strict=True):
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 4, 5])
+def test_jit_forward_equals_lstm_forward_bit_for_bit(T, dtype):
+    """``jit.forward`` keeps c_t in two slots from T = 3 on (all N rows below,
+    as the kernel reads them): c_n comes from the slot of the last step for
+    either parity of T."""
+    p = make_problem(T, 3, 5, 20, dtype)
+    expected = numba_lstm.lstm_forward(**p)[:3]
+    got = numba_lstm.jit.forward(p["x"], p["W"], p["b"], p["h0"], p["c0"])
+    for name, g, e in zip(("y", "h_n", "c_n"), got, expected, strict=True):
+        np.testing.assert_array_equal(g, e, err_msg=name)
+
+
+def test_forward_without_cache_does_not_store_every_step_of_c():
+    """Inference allocates y (N, H) and nothing else of that size: c keeps two
+    steps.  Arrays from 4 MiB come from NumPy (``aligned_empty``), which
+    tracemalloc sees; the lower bound checks that it saw y."""
+    import tracemalloc
+
+    p = make_problem(1000, 8, 16, 256, np.float32)  # y: 8.2 MB
+    numba_lstm.lstm_forward(**p, cache=False)  # compiled before tracing
+    tracemalloc.start()
+    try:
+        y = numba_lstm.lstm_forward(**p, cache=False)[0]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert y.nbytes <= peak < 1.5 * y.nbytes, (peak, y.nbytes)
 
 
 @pytest.mark.parametrize(
