@@ -15,6 +15,7 @@ Shapes are ``BxTxIxH`` (batch, steps, inputs, hidden units).
 """
 
 import argparse
+import codecs
 import datetime
 import json
 import os
@@ -72,14 +73,26 @@ def run_pytest(args, raw_json, log_path):
         f"--bench-lengths={args.lengths}", f"--bench-repeats={args.repeats}",
         f"--bench-threads={args.threads}", f"--bench-gemm-size={args.gemm_size}", f"--bench-pause={args.pause}",
     ]  # fmt: skip
-    with open(log_path, "w") as log:
+    # Unbuffered, so that each benchmark's dot shows when it ends (through a
+    # pipe the child's output came in blocks of minutes).
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    echo, line_start = True, True
+    with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
         )
-        for line in process.stdout:
-            log.write(line)
-            if line[:1] in ".sFE" and "%]" in line:  # pytest's progress lines
-                print(line.rstrip(), flush=True)
+        for chunk in iter(lambda: process.stdout.read1(4096), b""):
+            log.write(chunk)
+            # pytest -q starts with its progress lines (one character a test,
+            # then "[ NN%]"): echo them as they come, and nothing after.
+            for char in decoder.decode(chunk) if echo else "":
+                if line_start and char not in ".sFExX":
+                    echo = False
+                    break
+                sys.stdout.write(char)
+                line_start = char == "\n"
+            sys.stdout.flush()
         returncode = process.wait()
     if returncode != 0:
         sys.exit(
