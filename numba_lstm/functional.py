@@ -89,26 +89,21 @@ class Packing(NamedTuple):
         _unpack_rows(out, packed, self.packed_row)
         return out
 
-    def final_state(self, packed, initial):
-        """State after each sequence's last step, in the original batch order."""
-        if self.packed_row is None:
-            return packed[packed.shape[0] - self.B :].copy() if self.T > 0 else initial.copy()
-        offsets = _offsets(self.batch_sizes)
-        ended = self.lengths > 0
-        sorted_state = initial[self.order]
-        sorted_state[ended] = packed[offsets[self.lengths[ended] - 1] + np.arange(self.B)[ended]]
-        out = np.empty_like(sorted_state)
-        out[self.order] = sorted_state
-        return out
+    def final_state(self, packed, initial, slots=False):
+        """State after each sequence's last step, in the original batch order.
 
-    def final_state_of_slots(self, slots, initial):
-        """``final_state`` from ``slots`` (2, B, F) that hold the rows of even
-        and odd steps in the sorted order (the forward without a cache)."""
-        if self.packed_row is None:
-            return slots[(self.T - 1) % 2].copy()
+        ``packed`` holds the rows of every step (N, F); with ``slots``, those
+        of even steps in its first B rows and of odd steps in the next B
+        (2B, F), in the sorted order (the forward without a cache keeps c so).
+        Sequences of length 0 keep ``initial``.
+        """
         ended = self.lengths > 0
+        last = self.lengths[ended] - 1
+        rows = np.arange(self.B)[ended] + (last % 2 * self.B if slots else _offsets(self.batch_sizes)[last])
+        if self.packed_row is None:  # every sequence has all T steps, in order
+            return packed[rows] if self.T > 0 else initial.copy()
         sorted_state = initial[self.order]
-        sorted_state[ended] = slots[(self.lengths[ended] - 1) % 2, np.arange(self.B)[ended]]
+        sorted_state[ended] = packed[rows]
         out = np.empty_like(sorted_state)
         out[self.order] = sorted_state
         return out
@@ -255,7 +250,7 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
             packing.batch_sizes, _threads(_use_threads(B, P, 4 * H, SPLIT_STEP_MIN_FLOP)), counters(2 * packing.batch_sizes.size),
         )  # fmt: skip
     h_n = packing.final_state(y, h0)
-    c_n = packing.final_state(c, c0) if c_rows == N else packing.final_state_of_slots(c.reshape(2, B, H), c0)
+    c_n = packing.final_state(c, c0, slots=c_rows < N)
     if not cache:
         return packing.unpack(y), h_n, c_n, None
     saved = LSTMCache(x_packed, W, W_hr, h0_sorted, c0_sorted, y, m, c, gates, tanh_c, packing)

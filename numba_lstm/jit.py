@@ -485,5 +485,5 @@ def forward(x, W, b, h0, c0):
         thread_count() if _use_threads(B, H, 4 * H, SPLIT_STEP_MIN_FLOP) else 1,
         counters(2 * T),
     )  # fmt: skip
-    c_n = c[N - B :] if c_rows == N else c[(T - 1) % 2 * B : (T - 1) % 2 * B + B]
-    return y.reshape(T, B, H), y[N - B :].copy(), c_n.copy()
+    last = N - B if c_rows == N else (T - 1) % 2 * B  # c's rows of the last step
+    return y.reshape(T, B, H), y[N - B :].copy(), c[last : last + B].copy()
