@@ -232,7 +232,7 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     x_packed = packing.pack(x)
     h0_sorted, c0_sorted = packing.sort(h0), packing.sort(c0)
     saved_rows = N if cache else B  # without a cache, one step's work
-    # Without a cache, c_t of odd and even steps go to two slots of B rows
+    # Without a cache, c_t of even and odd steps go to two slots of B rows
     # (N > 2B: N rows are read as saved ones): inference keeps two states.
     c_rows = N if cache or N <= 2 * B else 2 * B
     y = aligned_empty((N, P), dtype)

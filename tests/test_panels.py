@@ -1,6 +1,7 @@
 """The packed-panel product (``numba_lstm._panels``) and the threaded sequence kernels."""
 
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -301,8 +302,6 @@ def test_forward_without_cache_does_not_store_every_step_of_c():
     """Inference allocates y (N, H) and nothing else of that size: c keeps two
     steps.  Arrays from 4 MiB come from NumPy (``aligned_empty``), which
     tracemalloc sees; the lower bound checks that it saw y."""
-    import tracemalloc
-
     p = make_problem(1000, 8, 16, 256, np.float32)  # y: 8.2 MB
     numba_lstm.lstm_forward(**p, cache=False)  # compiled before tracing
     tracemalloc.start()
