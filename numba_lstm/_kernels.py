@@ -564,7 +564,7 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     c      (N, H)     out: c_t; or, when nothing is saved, (2B, H) with N > 2B:
                       two slots of B rows, c_t of even steps in the first and
                       of odd steps in the second (one slot, c_t written over
-                      c_{t-1}, ran 5-11% slower, bench/NOTES.md "Session 21")
+                      c_{t-1}, ran 4-11% slower, bench/NOTES.md "Session 21")
     gates  (N, 4H)    out: activations i, f, g, o (saved for the backward), or
                       (B, 4H): work for one step when nothing is saved
     tanh_c (N, H)     out: tanh(c_t) (saved for the backward), or (B, H) work

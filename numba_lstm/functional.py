@@ -203,8 +203,7 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
         Save what ``lstm_backward`` needs (the default).  False is inference:
         the gate activations of each step are kept only until the next step
         and c_t until the one after (about 6H fewer values written per row,
-        and y the only output of the sequence's length); the fourth result is
-        None.
+        and no c that grows with the sequence); the fourth result is None.
 
     Returns
     -------
