@@ -381,6 +381,13 @@ def _z_rows(B, Hp, itemsize):
 
 
 @numba.njit(**SERIAL)
+def _unsaved_c_rows(N, B):
+    """Rows of ``c`` for ``_lstm_forward`` when nothing is saved: two slots of
+    B rows, or all N when N <= 2B (the kernel tells the layouts apart by c's rows)."""
+    return N if N <= 2 * B else 2 * B
+
+
+@numba.njit(**SERIAL)
 def _use_threads(B, K, N, min_flop=PARALLEL_MIN_FLOP):
     """Whether per-step products (B, K) @ (K, N) are worth splitting between threads."""
     return 2 * B * K * N >= min_flop

@@ -21,6 +21,7 @@ from numba_lstm._kernels import (
     _pack_rows,
     _prev_rows,
     _unpack_rows,
+    _unsaved_c_rows,
     _use_threads,
     _z_rows,
 )
@@ -231,9 +232,9 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     x_packed = packing.pack(x)
     h0_sorted, c0_sorted = packing.sort(h0), packing.sort(c0)
     saved_rows = N if cache else B  # without a cache, one step's work
-    # Without a cache, c_t of even and odd steps go to two slots of B rows
-    # (N > 2B: N rows are read as saved ones): inference keeps two states.
-    c_rows = N if cache or N <= 2 * B else 2 * B
+    # Without a cache, c_t of even and odd steps go to two slots of B rows:
+    # inference keeps two states.
+    c_rows = N if cache else _unsaved_c_rows(N, B)
     y = aligned_empty((N, P), dtype)
     m = aligned_empty((saved_rows, H), dtype) if W_hr is not None else y
     c = aligned_empty((c_rows, H), dtype)

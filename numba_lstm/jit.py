@@ -44,6 +44,7 @@ from numba_lstm._kernels import (
     _gates_forward,
     _lstm_forward,
     _split_step,
+    _unsaved_c_rows,
     _use_threads,
     _z_rows,
 )
@@ -464,8 +465,7 @@ def forward(x, W, b, h0, c0):
         return np.empty((T, B, H), x.dtype), h0.copy(), c0.copy()
     # On cache lines, as in lstm_forward: the threads write these by units.
     y = _aligned_vector(N * H, x).reshape((N, H))
-    # c_t of even and odd steps in two slots (N rows when N <= 2B, as the kernel reads them)
-    c_rows = N if N <= 2 * B else 2 * B
+    c_rows = _unsaved_c_rows(N, B)  # c_t of even and odd steps in two slots
     c = _aligned_vector(c_rows * H, x).reshape((c_rows, H))
     gates = _aligned_vector(B * 4 * H, x).reshape((B, 4 * H))  # one step's: nothing is saved for a backward
     tanh_c = _aligned_vector(B * H, x).reshape((B, H))
