@@ -53,14 +53,15 @@ so Numba emits a wraparound select that stops LLVM from vectorising (measured
 16 ns per element against 1.06 ns with views, float32).
 
 Compile time: a parallel kernel calls its worker function (``_forward_steps``,
-``_backward_steps``, ``_block_grads_worker``, ``_split_step_shares``) from its ``prange`` loop and,
-for one worker, from a serial branch.  Numba compiles a callee once per
-signature, and these callers gave it three: the loop variable typed int64
-while the kernel is typed, uint64 inside the parallel region, and literal
-constants (``1, 0``) in the serial branch.  Both calls pass ``np.int64``
-values, so each worker function compiles once: the first float32 forward in
-an empty cache went from 27.6 to 21.7 s, forward + backward from 56.8 to 44.4
-s (bench/NOTES.md, "Session 22").
+``_backward_steps``, ``_block_grads_worker``, ``_split_step_shares``) from
+its ``prange`` loop and, for one worker, from a serial branch.  Numba
+compiles a callee once per signature, and the calls gave ``_forward_steps``
+three (the loop variable typed int64 while the kernel is typed, uint64
+inside the parallel region, and literal constants in the serial branch)
+and the others two.  Both calls pass ``np.int64`` values, so each worker
+function compiles once per dtype (``tests/test_cache.py``): the first
+float32 forward in an empty cache went from 27.6 to 21.7 s, forward +
+backward from 56.8 to 44.4 s (bench/NOTES.md, "Session 22").
 """
 
 import numba

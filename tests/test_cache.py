@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 _SCRIPT = """
 import sys
@@ -70,8 +71,11 @@ def test_jitted_callers_of_parallel_kernels_run_from_the_cache(tmp_path):
 
 _DIGEST_SCRIPT = """
 import hashlib
+import sys
+
 import numpy as np
 import numba_lstm
+import numba_lstm._kernels
 
 out = []
 for dtype in (np.float32, np.float64):
@@ -86,10 +90,39 @@ for dtype in (np.float32, np.float64):
         for a in (y, h_n, c_n, *numba_lstm.lstm_backward(dy, cache)):
             out.append(hashlib.sha256(a.tobytes()).hexdigest()[:16])
 print(" ".join(out))
+# The signatures this process compiled (none when the kernels came from the cache).
+print(" ".join(str(len(getattr(numba_lstm._kernels, name).signatures)) for name in sys.argv[1:]))
 """
 
 
-def test_compiled_and_cached_kernels_give_the_same_bits(tmp_path):
+#: The functions that the parallel kernels call from their ``prange`` loop and
+#: from their serial branch (``numba_lstm._kernels``, "Compile time").
+_WORKER_FUNCTIONS = ("_forward_steps", "_backward_steps", "_block_grads_worker")
+
+
+@pytest.fixture(scope="module")
+def digest_runs(tmp_path_factory):
+    """stdout lines of ``_DIGEST_SCRIPT`` in two processes on one new cache:
+    the first compiles the kernels, the second loads them."""
+    tmp_path = tmp_path_factory.mktemp("digests")
+    script = tmp_path / "digests.py"
+    script.write_text(_DIGEST_SCRIPT)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_NUM_THREADS": "2"}
+    runs = []
+    for _ in range(2):
+        run = subprocess.run(
+            [sys.executable, str(script), *_WORKER_FUNCTIONS],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        runs.append(run.stdout.splitlines())
+    return runs
+
+
+def test_compiled_and_cached_kernels_give_the_same_bits(digest_runs):
     """The process that compiles the kernels and the next one, which loads them
     from the cache, compute the same bits, in float32 and float64.
 
@@ -99,16 +132,16 @@ def test_compiled_and_cached_kernels_give_the_same_bits(tmp_path):
     last bits (bench/NOTES.md, "Session 16").  Such sums now name the fused
     product (``numba_lstm._math.fma``).
     """
-    script = tmp_path / "digests.py"
-    script.write_text(_DIGEST_SCRIPT)
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_NUM_THREADS": "2"}
-    digests = []
-    for _ in range(2):
-        run = subprocess.run(
-            [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600
-        )
-        assert run.returncode == 0, run.stderr[-2000:]
-        digests.append(run.stdout.split())
-    compiled, loaded = digests
+    compiled, loaded = (run[0].split() for run in digest_runs)
     assert len(compiled) == 2 * 2 * 8
     assert loaded == compiled, [k for k, (a, c) in enumerate(zip(compiled, loaded, strict=True)) if a != c]
+
+
+def test_each_worker_function_compiles_once_per_dtype(digest_runs):
+    """A kernel's ``prange`` loop and its serial branch call the worker function
+    with the same argument types, so Numba compiles it once per dtype, not
+    three times (loop variable int64 while typing, uint64 in the region,
+    literals in the serial branch: bench/NOTES.md, "Session 22")."""
+    compiled, loaded = ([int(n) for n in run[1].split()] for run in digest_runs)
+    assert dict(zip(_WORKER_FUNCTIONS, compiled, strict=True)) == dict.fromkeys(_WORKER_FUNCTIONS, 2)
+    assert loaded == [0] * len(_WORKER_FUNCTIONS)  # the second process compiled nothing
