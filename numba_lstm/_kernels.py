@@ -59,7 +59,8 @@ compiles a callee once per signature, and the calls gave ``_forward_steps``
 three (the loop variable typed int64 while the kernel is typed, uint64
 inside the parallel region, and literal constants in the serial branch)
 and the others two.  Both calls pass ``np.int64`` values, so each worker
-function compiles once per dtype (``tests/test_cache.py``): the first
+function compiles once per dtype (``tests/test_cache.py`` counts it for the
+first three; ``_split_step_shares`` needs a layer of 4 MiB): the first
 float32 forward in an empty cache went from 27.6 to 21.7 s, forward +
 backward from 56.8 to 44.4 s (bench/NOTES.md, "Session 22").
 """
