@@ -62,7 +62,14 @@ and the others two.  Both calls pass ``np.int64`` values, so each worker
 function compiles once per dtype (``tests/test_cache.py`` counts it for the
 first three; ``_split_step_shares`` needs a layer of 4 MiB): the first
 float32 forward in an empty cache went from 27.6 to 21.7 s, forward +
-backward from 56.8 to 44.4 s (bench/NOTES.md, "Session 22").
+backward from 56.8 to 44.4 s (bench/NOTES.md, "Session 22").  For the same
+reason no jitted function here, in ``_panels``, ``_sync`` or ``jit`` passes
+a literal number to another (``claim(sync, 0, ...)``, ``_panel_block(...,
+0, K)``): Numba types a literal argument as its own type, ``Literal[int](0)``,
+and compiles the callee once more for it.  Constant arguments are int64
+values (``np.int64(0)``, ``_PHASES``), and ``tests/test_cache.py`` fails on
+a literal signature.  Arrays copied by columns go through ``_copy_columns``,
+not slice assignment, whose error path compiles string formatting.
 """
 
 import numba
@@ -292,6 +299,20 @@ def _fill_columns(out, values, lo, hi):
 
 
 @numba.njit(**SERIAL)
+def _copy_columns(out, src, lo, hi):
+    """out[r, lo:hi] = src[r, lo:hi] for every row r of ``out``.
+
+    A loop, not slice assignment: Numba's array-to-array setitem compiles
+    an error path that formats both shapes as strings, about 1 s of string
+    code in a cold compile (bench/NOTES.md, "Session 23").
+    """
+    for r in range(out.shape[0]):
+        out_r, src_r = out[r, lo:hi], src[r, lo:hi]
+        for j in range(hi - lo):
+            out_r[j] = src_r[j]
+
+
+@numba.njit(**SERIAL)
 def _zero_columns(out, lo, hi):
     """out[r, lo:hi] = 0 for every row r."""
     for r in range(out.shape[0]):
@@ -318,8 +339,9 @@ SPLIT_STEP_MIN_FLOP = 32_768
 #: give away the end of its block (ratio 0.75-0.80 against one share per
 #: thread while the two-thread forward ran slow).  The backward keeps one
 #: share per thread: four cost 6-9% at B = 1 training (bench/NOTES.md,
-#: "Session 13" and "Session 14").
-FORWARD_SHARES_PER_THREAD = 4
+#: "Session 13" and "Session 14").  An int64 value, as the other counts
+#: passed to ``_share_count``: a literal compiled it once more.
+FORWARD_SHARES_PER_THREAD = np.int64(4)
 
 #: Packed input and recurrent weights up to this size let a forward step
 #: of at least one tile of rows per worker be split by rows alone
@@ -498,8 +520,7 @@ def _project(y, y_pad, m, W_hr, p_lo, p_hi):
     lo, hi = p_lo * NR, min(p_hi * NR, y.shape[1])
     _zero_columns(y_pad, p_lo * NR, p_hi * NR)
     _panel_product(y_pad, m, W_hr, p_lo, p_hi)
-    for r in range(y.shape[0]):
-        y[r, lo:hi] = y_pad[r, lo:hi]
+    _copy_columns(y, y_pad, lo, hi)
 
 
 @numba.njit(**SERIAL)
@@ -674,6 +695,13 @@ def _add_concat_rows(z, x_t, h, W, k_lo, k_hi):
         _add_matmul_rows(z, h[:, lo - I : k_hi - I], W[lo:k_hi])
 
 
+#: Phase numbers 0, 1, 2 of a region's ``sync`` as int64 values, for the
+#: workers that number their phases: a literal argument (``claim(sync, 0,
+#: ...)``) made Numba compile ``claim``, ``finish`` and ``wait_for`` once
+#: more for each literal (bench/NOTES.md, "Session 23").
+_PHASES = (np.int64(0), np.int64(1), np.int64(2))
+
+
 @numba.njit(**PARALLEL)
 def _split_step(h_out, c_out, z_parts, gates, tanh_c, c_prev, x_t, h, c, W, b, m, W_hr, h_parts, sync):
     """One step of at most SMALL_ROWS rows (``jit.step_into``), split between threads.
@@ -725,51 +753,50 @@ def _split_step_shares(
 ):
     """One worker of ``_split_step``: the shares it claims in each phase,
     asking first for share ``first``."""
-    S, B = z_parts.shape[0], x_t.shape[0]
+    S = z_parts.shape[0]
     K = W.shape[0]
     H = c.shape[1]
     P = h_out.shape[1]
     projected = W_hr.shape[0] > 0
-    q = claim(sync, 0, S, first)
+    products, gate_pass, projection = _PHASES  # int64 values, as in _block_grads_worker
+    q = claim(sync, products, S, first)
     while q >= 0:
         k_lo = q * K // S // 4 * 4
         k_hi = K if q == S - 1 else (q + 1) * K // S // 4 * 4
         z = z_parts[q]
         if q == 0:
-            _fill_columns(z, b, 0, z.shape[1])
+            _fill_columns(z, b, np.int64(0), z.shape[1])
         else:
-            _zero_columns(z, 0, z.shape[1])
+            _zero_columns(z, np.int64(0), z.shape[1])
         _add_concat_rows(z, x_t, h, W, k_lo, k_hi)
-        finish(sync, 0)
-        q = claim(sync, 0, S, first)
-    wait_for(sync, 0, S)
-    q = claim(sync, 1, S, first)
+        finish(sync, products)
+        q = claim(sync, products, S, first)
+    wait_for(sync, products, S)
+    q = claim(sync, gate_pass, S, first)
     while q >= 0:
         # Units in multiples of 16: each share's columns start on a
         # cache line (float32) in every gate block.
         j_lo, j_hi = _split_share(H, q, S)
         z = z_parts[0]
         for p in range(1, S):
-            _add_parts(z, z_parts[p], j_lo, j_hi, H, 4)
-        for r in range(B):
-            c_prev[r, j_lo:j_hi] = c[r, j_lo:j_hi]
+            _add_parts(z, z_parts[p], j_lo, j_hi, H, np.int64(4))
+        _copy_columns(c_prev, c, j_lo, j_hi)
         _gates_forward(gates, c_out, tanh_c, m, z, c_prev, j_lo, j_hi)
         if projected:
-            _zero_columns(h_parts[q], 0, P)
+            _zero_columns(h_parts[q], np.int64(0), P)
             _add_matmul_rows(h_parts[q], m[:, j_lo:j_hi], W_hr[j_lo:j_hi])
-        finish(sync, 1)
-        q = claim(sync, 1, S, first)
+        finish(sync, gate_pass)
+        q = claim(sync, gate_pass, S, first)
     if projected:
-        wait_for(sync, 1, S)
-        q = claim(sync, 2, S, first)
+        wait_for(sync, gate_pass, S)
+        q = claim(sync, projection, S, first)
         while q >= 0:
             p_lo, p_hi = _split_share(P, q, S)
-            for r in range(B):
-                h_out[r, p_lo:p_hi] = h_parts[0, r, p_lo:p_hi]
+            _copy_columns(h_out, h_parts[0], p_lo, p_hi)
             for p in range(1, S):
-                _add_parts(h_out, h_parts[p], p_lo, p_hi, P, 1)
-            finish(sync, 2)
-            q = claim(sync, 2, S, first)
+                _add_parts(h_out, h_parts[p], p_lo, p_hi, P, np.int64(1))
+            finish(sync, projection)
+            q = claim(sync, projection, S, first)
 
 
 @numba.njit(**SERIAL)
@@ -814,9 +841,7 @@ def _backward_dh(dh_pad, dh_all, dgates_next, dy, W_hT, p_lo, p_hi):
         dh_r, dy_r = dh_pad[r, lo:hi], dy[r, lo:hi]
         for j in range(hi - lo):
             dh_r[j] += dy_r[j]
-    if dh_all.shape[0] > 0:
-        for r in range(dy.shape[0]):
-            dh_all[r, lo:hi] = dh_pad[r, lo:hi]
+    _copy_columns(dh_all, dh_pad, lo, hi)  # no rows without a projection
 
 
 @numba.njit(**SERIAL)
@@ -832,7 +857,7 @@ def _backward_shares(n_h, B, workers, weight_bytes, projected):
     """
     if not projected and workers > 1 and _split_by_rows(B, workers, weight_bytes):
         return 1, min(workers, MAX_SHARES)
-    return _share_count(n_h, 1, workers), 1
+    return _share_count(n_h, np.int64(1), workers), 1
 
 
 @numba.njit(**SERIAL)
@@ -959,7 +984,7 @@ def _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, p_lo, p_hi):
         k_hi = min(k_lo + PACK_ROWS, n_hi)
         for p in range(p_lo, p_hi):
             out = dG_block[p, k_lo - n_lo : k_hi - n_lo]
-            _pack_panel_rows(out, dgates, dG_block.shape[0], 4, p, k_lo, k_hi)
+            _pack_panel_rows(out, dgates, dG_block.shape[0], np.int64(4), p, k_lo, k_hi)
     for p in range(p_lo, p_hi):
         block = dG_block[p, :rows]
         db_p = db_pad[p * NR : (p + 1) * NR]
@@ -970,7 +995,7 @@ def _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, p_lo, p_hi):
     F = AT.shape[0]
     for f_lo in range(0, F, GRAD_FEATURES):
         f_hi = min(f_lo + GRAD_FEATURES, F)
-        _panel_block(dW_pad[f_lo:f_hi], AT[f_lo:f_hi], dG_block, p_lo, p_hi, 0, rows)
+        _panel_block(dW_pad[f_lo:f_hi], AT[f_lo:f_hi], dG_block, p_lo, p_hi, np.int64(0), rows)
 
 
 @numba.njit(**SERIAL)
@@ -984,7 +1009,7 @@ def _dx_panels(dx_rows, dgates_rows, W_xT, p_lo, p_hi):
 #: Shares per thread of each phase of ``_block_grads`` (the gather's groups
 #: of features, dx's panels, dW's panels): a thread that falls behind leaves
 #: the end of its block of them to the others.
-GRAD_SHARES_PER_THREAD = 4
+GRAD_SHARES_PER_THREAD = np.int64(4)
 
 
 @numba.njit(**SERIAL)
@@ -1000,29 +1025,30 @@ def _block_grads_worker(
     dx_shares = _share_count(n_dx, GRAD_SHARES_PER_THREAD, workers)
     dW_shares = _share_count(n_dW, GRAD_SHARES_PER_THREAD, workers)
     dx_rows, dgates_rows = dx_pad[n_lo:n_hi], dgates[:rows]
+    gather, dx, dW = _PHASES  # int64 values: literal phases compiled claim & co. once per literal
     first = home(worker, workers, gather_shares)
-    q = claim(sync, 0, gather_shares, first)
+    q = claim(sync, gather, gather_shares, first)
     while q >= 0:
         g_lo, g_hi = _share(n_gather, q, gather_shares)
         f_lo, f_hi = g_lo * GATHER_FEATURES, min(g_hi * GATHER_FEATURES, F)
         _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, f_lo, f_hi)
-        finish(sync, 0)
-        q = claim(sync, 0, gather_shares, first)
+        finish(sync, gather)
+        q = claim(sync, gather, gather_shares, first)
     first = home(worker, workers, dx_shares)
-    q = claim(sync, 1, dx_shares, first)
+    q = claim(sync, dx, dx_shares, first)
     while q >= 0:
         p_lo, p_hi = _share(n_dx, q, dx_shares)
         _dx_panels(dx_rows, dgates_rows, W_xT, p_lo, p_hi)
-        finish(sync, 1)
-        q = claim(sync, 1, dx_shares, first)
-    wait_for(sync, 0, gather_shares)  # dW reads the whole of AT
+        finish(sync, dx)
+        q = claim(sync, dx, dx_shares, first)
+    wait_for(sync, gather, gather_shares)  # dW reads the whole of AT
     first = home(worker, workers, dW_shares)
-    q = claim(sync, 2, dW_shares, first)
+    q = claim(sync, dW, dW_shares, first)
     while q >= 0:
         p_lo, p_hi = _share(n_dW, q, dW_shares)
-        _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, 0, rows, p_lo, p_hi)
-        finish(sync, 2)
-        q = claim(sync, 2, dW_shares, first)
+        _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, np.int64(0), rows, p_lo, p_hi)
+        finish(sync, dW)
+        q = claim(sync, dW, dW_shares, first)
 
 
 @numba.njit(**PARALLEL)
@@ -1162,7 +1188,7 @@ def _lstm_backward(
     B = batch_sizes[0] if T > 0 else 0
     weight_bytes = (W_xT.size + W_hT.size) * W_hT.itemsize
     h_shares, row_shares = _backward_shares(n_h, B, step_shares, weight_bytes, n_m > 0)
-    m_shares = _share_count(n_m, 1, step_shares)
+    m_shares = _share_count(n_m, np.int64(1), step_shares)
     workers = max(h_shares * row_shares, m_shares)
     grads, inputs = (dx_pad, dW_pad, db_pad, AT, dG_block, prev), (x, h0, y, W_xT)
     dgates_next = dG_ring[0, :0]  # the gate gradients of the step after the current one

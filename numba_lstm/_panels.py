@@ -183,6 +183,11 @@ _tile_2_wide = _make_tile(2, WIDE_2)
 _tile_2_half = _make_tile(2, WIDE_2 // 2)
 _tile_1_wide = _make_tile(1, WIDE_1)
 _tile_1_half = _make_tile(1, WIDE_1 // 2)
+#: The full tile (TILE_ROWS rows, one panel), called as itself: through
+#: ``_tile(TILE_ROWS, 1, ...)`` Numba compiled ``_tile`` once more for those
+#: literal arguments.  Likewise the callers pass int64 values, not literals,
+#: where a function is also called with variables (bench/NOTES.md, "Session 23").
+_full_tile = _tile_8 if TILE_ROWS == 8 else _tile_4
 
 
 @numba.njit(**SERIAL)
@@ -258,7 +263,7 @@ def _full_tiles(out, a, w, p_lo, p_hi, k_lo, k_hi, M_full):
         w_off = k_lo * NR + p * step
         for r in range(0, M_full, TILE_ROWS):
             o, a_off = r * ld_out + p * NR, r * ld_a + k_lo
-            _tile(TILE_ROWS, 1, out, o, ld_out, NR, a, a_off, ld_a, w, w_off, step, NR, k_hi - k_lo)
+            _full_tile(out, o, ld_out, NR, a, a_off, ld_a, w, w_off, step, NR, k_hi - k_lo)
 
 
 @numba.njit(**SERIAL)
@@ -295,7 +300,7 @@ def _panel_product(out, a, w, p_lo, p_hi):
     out (M, >= p_hi*NR) C-contiguous   a (M, >= K) C-contiguous, first K columns used
     w   (n_panels, K, NR) C-contiguous, from ``pack_panels``
     """
-    _panel_block(out, a, w, p_lo, p_hi, 0, w.shape[1])
+    _panel_block(out, a, w, p_lo, p_hi, np.int64(0), w.shape[1])  # int64: see _full_tile
 
 
 @numba.njit(**SERIAL)
@@ -315,12 +320,12 @@ def _gate_panel_product(out, a, w, u_lo, u_hi):
     M_full = M - M % TILE_ROWS
     if M_full > 0:
         for g in range(4):
-            _full_tiles(out, a, w, g * n + u_lo, g * n + u_hi, 0, K, M_full)
+            _full_tiles(out, a, w, g * n + u_lo, g * n + u_hi, np.int64(0), K, M_full)
     ld_out, ld_a = _row_stride(out), _row_stride(a)
     r = M_full
     for MR in (4, 2, 1):
         if MR < TILE_ROWS and r + MR <= M:
-            NP = _widest(MR, 4)
+            NP = _widest(MR, np.int64(4))
             for u in range(u_lo, u_hi):
                 for g in range(0, 4, NP):
                     p = g * n + u
@@ -345,13 +350,14 @@ def _unpacked_product(out, a, w, n_panels):
     r = 0
     while r + TILE_ROWS <= M:
         for p in range(n_panels):
-            _tile(
-                TILE_ROWS, 1, out, r * ld_out + p * NR, ld_out, NR, a, r * ld_a, ld_a, w, p * NR, NR, ld_w, K
-            )
+            _full_tile(out, r * ld_out + p * NR, ld_out, NR, a, r * ld_a, ld_a, w, p * NR, NR, ld_w, K)
         r += TILE_ROWS
     for MR in (4, 2, 1):
         if MR < TILE_ROWS and r + MR <= M:
-            _few_rows(out, r * ld_out, ld_out, a, r * ld_a, ld_a, w, 0, NR, ld_w, K, NR, MR, 0, n_panels)
+            zero = np.int64(0)  # not a literal: see _full_tile
+            _few_rows(
+                out, r * ld_out, ld_out, a, r * ld_a, ld_a, w, zero, NR, ld_w, K, NR, MR, zero, n_panels
+            )
             r += MR
 
 
@@ -398,7 +404,7 @@ def _pack_range(out, W, groups, p_lo, p_hi):
 @numba.njit(**SERIAL)
 def _pack_into(out, W, groups):
     """out (n_panels, K, NR) = W (K, N) in panels; see ``pack_panels``."""
-    _pack_range(out, W, groups, 0, out.shape[0])
+    _pack_range(out, W, groups, np.int64(0), out.shape[0])
 
 
 @numba.njit(**SERIAL)
@@ -407,7 +413,8 @@ def _pad_into(out, v, groups):
     width = v.size // groups
     width_padded = out.size // groups
     for g in range(groups):
-        out[g * width_padded : g * width_padded + width] = v[g * width : (g + 1) * width]
+        for j in range(width):  # a loop, not slice assignment: see _kernels._copy_columns
+            out[g * width_padded + j] = v[g * width + j]
         out[g * width_padded + width : (g + 1) * width_padded] = 0
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from numba_lstm._kernels import (
     GRAD_ROWS,
+    PARALLEL_MIN_FLOP,
     SPLIT_STEP_MIN_FLOP,
     _lstm_backward,
     _lstm_forward,
@@ -332,7 +333,7 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
             dy_packed, cache.x, cache.h0, cache.y, cache.m, cache.c0, cache.c, cache.gates, cache.tanh_c,
             pack_panels(W[I:].T), pack_panels(W_hr.T) if projected else np.empty((0, 0, 0), dtype),
             pack_panels(W[:I].T), pk.batch_sizes,
-            _threads(_use_threads(B, 4 * H, P, SPLIT_STEP_MIN_FLOP)), _threads(_use_threads(rows, I + P, 4 * H)),
+            _threads(_use_threads(B, 4 * H, P, SPLIT_STEP_MIN_FLOP)), _threads(_use_threads(rows, I + P, 4 * H, PARALLEL_MIN_FLOP)),
             counters(2 * (pk.batch_sizes.size + 1)), counters(3),
         )  # fmt: skip
         dh0 = dh_pad[:, :P].copy()

@@ -40,6 +40,7 @@ from numba_lstm._kernels import (
     SPLIT_STEP_MIN_FLOP,
     _add_blas_matmul,
     _add_matmul_rows,
+    _copy_columns,
     _fill_columns,
     _gates_forward,
     _lstm_forward,
@@ -294,11 +295,11 @@ def _step_body(x_t, h, c, W, b, m, c_out, work):
     # c_out is c: LLVM's overlap check then keeps the vectorised loop (in
     # place, the scalar loop cost 1.9 us against 0.4 us at H = 32, float64).
     c_prev = _rows(work, 2 * B * G + B * H, B, H)
-    c_prev[:, :] = c
+    _copy_columns(c_prev, c, np.int64(0), H)
     # z = b + x_t @ W_x + h @ W_h, accumulated in one array, in the order of
     # the sequence kernels (one pass over z per product: at H = 32 float32,
     # 0.82 -> 0.60 us a step against two products and a pass summing them).
-    _fill_columns(z, b, 0, G)
+    _fill_columns(z, b, np.int64(0), G)
     if B <= SMALL_ROWS:
         _add_matmul_rows(z, x_t, W[:I])
         _add_matmul_rows(z, h, W[I:])
@@ -307,7 +308,25 @@ def _step_body(x_t, h, c, W, b, m, c_out, work):
         _add_blas_matmul(z, h, W[I:], gates)
     # Activations into their own array, not over the pre-activations:
     # distinct arrays keep the gate loop vectorised.
-    _gates_forward(gates, c_out, tanh_c, m, z, c_prev, 0, H)
+    _gates_forward(gates, c_out, tanh_c, m, z, c_prev, np.int64(0), H)
+
+
+# The layer's step functions below return False, having written nothing,
+# when a shape differs (a parameter the user replaced in ``layer.params``);
+# ``LSTM.step`` then raises the error of ``_refuse_layer_step``.  Calling the
+# checks that build the messages from here instead compiled about 3 s of
+# string code into the first ``LSTM.step`` (bench/NOTES.md, "Session 23").
+
+
+@numba.njit(**SERIAL, inline="always")
+def _step_fits(x, h, c, W, b, work):
+    """Whether the shapes of one step (h (B, P), c (B, H)) fit together, and ``work`` holds its buffers."""
+    B, I = x.shape
+    P, H = h.shape[1], c.shape[1]
+    return (
+        h.shape[0] == B and c.shape[0] == B and W.shape == (I + P, 4 * H) and b.shape[0] == 4 * H
+        and work.size >= work_size(B, H)
+    )  # fmt: skip
 
 
 @numba.njit(**SERIAL)
@@ -319,10 +338,29 @@ def _layer_step_into(x_t, state, W, b, new_state, work, k):
     array for h and c and the row views taken here saved about 0.2 us of a
     3 us call from Python at H = 32 (Numba unboxes each array argument,
     about 55 ns, and each view made in Python costs about 50 ns;
-    bench/NOTES.md, "Session 8").
+    bench/NOTES.md, "Session 8").  False when a shape differs.
     """
     x = x_t if k == 0 else new_state[0, k - 1]
-    step_into(x, state[0, k], state[1, k], W, b, new_state[0, k], new_state[1, k], work)
+    h, c = state[0, k], state[1, k]
+    _check_step_args(x, h, c, W, b)
+    if not (h.shape[1] == c.shape[1] and _step_fits(x, h, c, W, b, work)):
+        return False
+    _step_body(x, h, c, W, b, new_state[0, k], new_state[1, k], work)
+    return True
+
+
+def _refuse_layer_step(x_t, h, c, W, b, h_new, k, W_hr=None):
+    """Raise the error for layer k of ``LSTM.step`` whose jitted step returned False.
+
+    h (L, B, P), c (L, B, H) the state in, h_new the new h (layer k's input
+    is x_t for k = 0, else ``h_new[k - 1]``); W_hr None without projection.
+    """
+    x = x_t if k == 0 else h_new[k - 1]
+    if W_hr is None:
+        _check_step(x, h[k], c[k], W, b)
+    else:
+        _check_projected_step(x, h[k], c[k], W, b, W_hr)
+    raise AssertionError(f"numba_lstm: the step of layer {k} refused shapes that its checks accept")
 
 
 def _check_projection_type(W_hr, like):
@@ -367,20 +405,12 @@ def _check_projected_step(x, h, c, W, b, W_hr):
 @numba.njit(**SERIAL, inline="always")
 def _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, k):
     """Layer k's input, h and c, ``(x, h[k], c[k])``, for ``LSTM.step`` with a
-    projection, after the checks (the messages of ``_check_projected_step``
-    are built only when a shape differs)."""
+    projection, and whether the shapes fit (``_step_fits``, W_hr (H, P))."""
     x = x_t if k == 0 else h_new[k - 1]
     h_k, c_k = h[k], c[k]
     _check_step_args(x, h_k, c_k, W, b)
     _check_projection_type(W_hr, x)
-    B, I = x.shape
-    P, H = h_k.shape[1], c_k.shape[1]
-    if not (
-        c_k.shape[0] == B and h_k.shape[0] == B and W.shape == (I + P, 4 * H) and b.shape[0] == 4 * H
-        and W_hr.shape == (H, P)
-    ):  # fmt: skip
-        _check_projected_step(x, h_k, c_k, W, b, W_hr)
-    return x, h_k, c_k
+    return x, h_k, c_k, W_hr.shape == (c_k.shape[1], h_k.shape[1])
 
 
 @numba.njit(**SERIAL)
@@ -393,9 +423,11 @@ def _layer_step_projected(x_t, h, c, W, b, W_hr, h_new, c_new, work, k):
     h_t = m @ W_hr.  A step without a sequence kernel: ``lstm_forward`` of
     one step packed the weights at every call.
     """
-    x, h_k, c_k = _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, k)
-    h_out = h_new[k]
+    x, h_k, c_k, fits = _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, k)
     B, H = c_k.shape
+    if not (fits and _step_fits(x, h_k, c_k, W, b, work) and work.size >= work_size(B, H) + B * H):
+        return False
+    h_out = h_new[k]
     m = _rows(work, work_size(B, H), B, H)
     _step_body(x, h_k, c_k, W, b, m, c_new[k], work)
     if B <= SMALL_ROWS:
@@ -403,6 +435,7 @@ def _layer_step_projected(x_t, h, c, W, b, W_hr, h_new, c_new, work, k):
         _add_matmul_rows(h_out, m, W_hr)
     else:
         np.dot(m, W_hr, h_out)
+    return True
 
 
 @numba.njit(**SERIAL)
@@ -416,15 +449,14 @@ def _layer_step_split(x_t, state, W, b, new_state, z_parts, work, sync, k):
     h, c, h_out, c_out = state[0, k], state[1, k], new_state[0, k], new_state[1, k]
     _check_step_args(x, h, c, W, b)
     B, H = h.shape
-    if not (
-        x.shape[0] == B and W.shape == (x.shape[1] + H, 4 * H) and b.shape[0] == 4 * H and c.shape == (B, H)
-    ):
-        _check_step(x, h, c, W, b)
+    if not (c.shape[1] == H and _step_fits(x, h, c, W, b, work)):
+        return False
     sync[:] = 0
     _split_step(
         h_out, c_out, z_parts, _rows(work, 0, B, 4 * H), _rows(work, 4 * B * H, B, H),
         _rows(work, 5 * B * H, B, H), x, h, c, W, b, h_out, W[:0], z_parts[:0], sync,
     )  # fmt: skip
+    return True
 
 
 @numba.njit(**SERIAL)
@@ -434,13 +466,16 @@ def _layer_step_projected_split(x_t, h, c, W, b, W_hr, h_new, c_new, z_parts, h_
     projection whose W and W_hr have at least STEP_SPLIT_MIN_BYTES.
     ``work`` as for ``_layer_step_projected``, ``z_parts`` (S, B, 4H) and
     ``h_parts`` (S, B, P) on cache lines; ``sync`` (6,) int64."""
-    x, h_k, c_k = _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, k)
+    x, h_k, c_k, fits = _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, k)
     B, H = c_k.shape
+    if not (fits and _step_fits(x, h_k, c_k, W, b, work) and work.size >= work_size(B, H) + B * H):
+        return False
     sync[:] = 0
     _split_step(
         h_new[k], c_new[k], z_parts, _rows(work, 0, B, 4 * H), _rows(work, 4 * B * H, B, H),
         _rows(work, 5 * B * H, B, H), x, h_k, c_k, W, b, _rows(work, work_size(B, H), B, H), W_hr, h_parts, sync,
     )  # fmt: skip
+    return True
 
 
 @_entry_point
@@ -475,14 +510,15 @@ def forward(x, W, b, h0, c0):
     W_x = _aligned_vector(4 * Hp * I, x).reshape((4 * Hp // NR, I, NR))
     W_h = _aligned_vector(4 * Hp * H, x).reshape((4 * Hp // NR, H, NR))
     b_pad = np.empty(4 * Hp, x.dtype)
-    _pack_into(W_x, W[:I], 4)
-    _pack_into(W_h, W[I:], 4)
-    _pad_into(b_pad, b, 4)
+    groups = np.int64(4)  # int64 values, not literals, as from Python (_kernels, "Compile time")
+    _pack_into(W_x, W[:I], groups)
+    _pack_into(W_h, W[I:], groups)
+    _pad_into(b_pad, b, groups)
     _lstm_forward(
         y, y, c, gates, tanh_c, _aligned_vector(_z_rows(B, Hp, x.itemsize) * 4 * Hp, x).reshape((-1, 4 * Hp)),
         np.empty((0, 0), x.dtype),
         x.reshape(N, I), W_x, W_h, b_pad, np.empty((0, 0, 0), x.dtype), h0, c0, batch_sizes,
-        thread_count() if _use_threads(B, H, 4 * H, SPLIT_STEP_MIN_FLOP) else 1,
+        thread_count() if _use_threads(B, H, 4 * H, np.int64(SPLIT_STEP_MIN_FLOP)) else 1,
         counters(2 * T),
     )  # fmt: skip
     last = N - B if c_rows == N else (T - 1) % 2 * B  # c's rows of the last step

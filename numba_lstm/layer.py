@@ -482,13 +482,14 @@ class LSTM:
             layer_step_into = jit._layer_step_into
             k = 0
             for W_key, b_key, _, shares in self._step_keys:
+                W, b = params[W_key], params[b_key]
                 if shares and B <= SMALL_ROWS:
                     z_parts, _, sync = self._split_step_buffers(B, shares)
-                    jit._layer_step_split(
-                        x_t, stacked, params[W_key], params[b_key], new_stacked, z_parts, work, sync, k
-                    )
+                    done = jit._layer_step_split(x_t, stacked, W, b, new_stacked, z_parts, work, sync, k)
                 else:
-                    layer_step_into(x_t, stacked, params[W_key], params[b_key], new_stacked, work, k)
+                    done = layer_step_into(x_t, stacked, W, b, new_stacked, work, k)
+                if not done:  # a parameter replaced with another shape
+                    jit._refuse_layer_step(x_t, stacked[0], stacked[1], W, b, new_stacked[0], k)
                 k += 1
             h_new, c_new = new_stacked[0], new_stacked[1]
             y_t = h_new[k - 1].copy()
@@ -497,16 +498,16 @@ class LSTM:
             h, c = state if returned else self._initial_state(state, B)
             h_new, c_new = np.empty_like(h), np.empty_like(c)
             for k, (W_key, b_key, W_hr_key, shares) in enumerate(self._step_keys):
+                W, b, W_hr = params[W_key], params[b_key], params[W_hr_key]
                 if shares and B <= SMALL_ROWS:
                     z_parts, h_parts, sync = self._split_step_buffers(B, shares)
-                    jit._layer_step_projected_split(
-                        x_t, h, c, params[W_key], params[b_key], params[W_hr_key], h_new, c_new,
-                        z_parts, h_parts, work, sync, k,
-                    )  # fmt: skip
-                else:
-                    jit._layer_step_projected(
-                        x_t, h, c, params[W_key], params[b_key], params[W_hr_key], h_new, c_new, work, k
+                    done = jit._layer_step_projected_split(
+                        x_t, h, c, W, b, W_hr, h_new, c_new, z_parts, h_parts, work, sync, k
                     )
+                else:
+                    done = jit._layer_step_projected(x_t, h, c, W, b, W_hr, h_new, c_new, work, k)
+                if not done:  # a parameter replaced with another shape
+                    jit._refuse_layer_step(x_t, h, c, W, b, h_new, k, W_hr)
             y_t = h_new[-1].copy()
         self._last_step_state = (h_new, c_new)
         return y_t, self._last_step_state

@@ -69,6 +69,30 @@ def test_projected_step_rejects_bad_parameters(split, key, value, error, message
         layer.step(x)
 
 
+# Without projection, a small layer (jit._layer_step_into): the first step
+# compiles no message; a replaced parameter still gets _check_step's.
+@pytest.mark.parametrize(
+    ("key", "value", "error", "message"),
+    [
+        ("W_l1", np.zeros((10, 24), np.float32), ValueError, r"W must have shape \(I \+ H, 4H\) = \(12, 24\) for x_t \(B, I\) = \(2, 6\) and h \(B, H\) = \(2, 6\); got \(10, 24\)"),
+        ("W_l0", np.zeros((10, 24), np.float32), ValueError, r"W must have shape \(I \+ H, 4H\) = \(11, 24\) .*got \(10, 24\)"),
+        ("b_l1", np.zeros(23, np.float32), ValueError, r"b must have shape \(4H,\) = \(24,\); got \(23,\)"),
+        ("W_l0", np.zeros((11, 24), np.float64), TypeError, "W has dtype float64 but x_t is float32"),
+    ],
+)  # fmt: skip
+def test_step_rejects_bad_parameters(key, value, error, message):
+    layer = numba_lstm.LSTM(5, 6, num_layers=2, seed=0).eval()
+    x = np.zeros((2, 5), np.float32)
+    y_t, state = layer.step(x)
+    assert not layer._split_buffers  # one jitted call per layer
+    original = layer.params[key]
+    layer.params[key] = value
+    with pytest.raises(error, match=message):
+        layer.step(x, state)
+    layer.params[key] = original
+    np.testing.assert_array_equal(layer.step(x)[0], y_t)  # the layer still steps
+
+
 def test_step_refuses_bidirectional():
     with pytest.raises(ValueError, match="bidirectional"):
         numba_lstm.LSTM(2, 3, bidirectional=True).step(np.zeros((1, 2), np.float32))
