@@ -303,8 +303,9 @@ def _copy_columns(out, src, lo, hi):
     """out[r, lo:hi] = src[r, lo:hi] for every row r of ``out``.
 
     A loop, not slice assignment: Numba's array-to-array setitem compiles
-    an error path that formats both shapes as strings, about 1 s of string
-    code in a cold compile (bench/NOTES.md, "Session 23").
+    an error path that formats both shapes as strings (the first
+    ``LSTM.step`` of a small layer compiled in 12.0 s instead of 14.7 with
+    this loop in ``jit._step_body``; bench/NOTES.md, "Session 23").
     """
     for r in range(out.shape[0]):
         out_r, src_r = out[r, lo:hi], src[r, lo:hi]
