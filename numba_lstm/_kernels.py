@@ -332,7 +332,7 @@ PARALLEL_MIN_FLOP = 1_000_000
 #: (``numba_lstm._sync``), so splitting a step pays from B = 1, I = H = 64
 #: on (1000 steps: forward 1.88 -> 1.33 ms, training 4.77 -> 3.66 ms;
 #: bench/NOTES.md, "Session 7").
-SPLIT_STEP_MIN_FLOP = 32_768
+SPLIT_STEP_MIN_FLOP = np.int64(32_768)  # int64, not a literal, in jitted code (see "Compile time")
 
 #: Shares of a forward step per Numba thread.  Each thread takes its own
 #: block of shares first (``numba_lstm._sync.home``), so more shares than
@@ -423,7 +423,7 @@ def _unsaved_c_rows(N, B):
 
 
 @numba.njit(**SERIAL)
-def _use_threads(B, K, N, min_flop=PARALLEL_MIN_FLOP):
+def _use_threads(B, K, N, min_flop):
     """Whether per-step products (B, K) @ (K, N) are worth splitting between threads."""
     return 2 * B * K * N >= min_flop
 

@@ -270,8 +270,8 @@ def step_into(x_t, h, c, W, b, h_out, c_out, work):
     # in a call: an unconditional call of the check, or its raise statements
     # here, cost 0.1-0.2 us of a 0.6-0.8 us step (H = 32, float32).
     if not (
-        h.shape == (B, H) and c.shape == (B, H) and W.shape == (I + H, 4 * H) and b.shape[0] == 4 * H
-        and h_out.shape == (B, H) and c_out.shape == (B, H) and work.size >= 10 * B * H
+        c.shape[1] == H and _step_fits(x_t, h, c, W, b, work)
+        and h_out.shape == h.shape and c_out.shape == c.shape
     ):  # fmt: skip
         _check_step_into(x_t, h, c, W, b, h_out, c_out, work)
     _step_body(x_t, h, c, W, b, h_out, c_out, work)
@@ -329,6 +329,16 @@ def _step_fits(x, h, c, W, b, work):
     )  # fmt: skip
 
 
+@numba.njit(**SERIAL, inline="always")
+def _layer_inputs(x_t, state, W, b, new_state, work, k):
+    """Layer k's input, h and c, ``(x, state[0, k], state[1, k])``, for
+    ``LSTM.step`` without projection, and whether the shapes fit."""
+    x = x_t if k == 0 else new_state[0, k - 1]
+    h, c = state[0, k], state[1, k]
+    _check_step_args(x, h, c, W, b)
+    return x, h, c, h.shape[1] == c.shape[1] and _step_fits(x, h, c, W, b, work)
+
+
 @numba.njit(**SERIAL)
 def _layer_step_into(x_t, state, W, b, new_state, work, k):
     """``step_into`` for layer k of a stack: ``LSTM.step`` without projection.
@@ -340,10 +350,8 @@ def _layer_step_into(x_t, state, W, b, new_state, work, k):
     about 55 ns, and each view made in Python costs about 50 ns;
     bench/NOTES.md, "Session 8").  False when a shape differs.
     """
-    x = x_t if k == 0 else new_state[0, k - 1]
-    h, c = state[0, k], state[1, k]
-    _check_step_args(x, h, c, W, b)
-    if not (h.shape[1] == c.shape[1] and _step_fits(x, h, c, W, b, work)):
+    x, h, c, fits = _layer_inputs(x_t, state, W, b, new_state, work, k)
+    if not fits:
         return False
     _step_body(x, h, c, W, b, new_state[0, k], new_state[1, k], work)
     return True
@@ -403,14 +411,20 @@ def _check_projected_step(x, h, c, W, b, W_hr):
 
 
 @numba.njit(**SERIAL, inline="always")
-def _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, k):
+def _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, work, k):
     """Layer k's input, h and c, ``(x, h[k], c[k])``, for ``LSTM.step`` with a
-    projection, and whether the shapes fit (``_step_fits``, W_hr (H, P))."""
+    projection, and whether the shapes fit (``_step_fits``, W_hr (H, P), and
+    ``work`` holds m's B * H more)."""
     x = x_t if k == 0 else h_new[k - 1]
     h_k, c_k = h[k], c[k]
     _check_step_args(x, h_k, c_k, W, b)
     _check_projection_type(W_hr, x)
-    return x, h_k, c_k, W_hr.shape == (c_k.shape[1], h_k.shape[1])
+    B, H = c_k.shape
+    fits = (
+        W_hr.shape == (H, h_k.shape[1]) and _step_fits(x, h_k, c_k, W, b, work)
+        and work.size >= work_size(B, H) + B * H
+    )  # fmt: skip
+    return x, h_k, c_k, fits
 
 
 @numba.njit(**SERIAL)
@@ -423,10 +437,10 @@ def _layer_step_projected(x_t, h, c, W, b, W_hr, h_new, c_new, work, k):
     h_t = m @ W_hr.  A step without a sequence kernel: ``lstm_forward`` of
     one step packed the weights at every call.
     """
-    x, h_k, c_k, fits = _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, k)
-    B, H = c_k.shape
-    if not (fits and _step_fits(x, h_k, c_k, W, b, work) and work.size >= work_size(B, H) + B * H):
+    x, h_k, c_k, fits = _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, work, k)
+    if not fits:
         return False
+    B, H = c_k.shape
     h_out = h_new[k]
     m = _rows(work, work_size(B, H), B, H)
     _step_body(x, h_k, c_k, W, b, m, c_new[k], work)
@@ -445,12 +459,11 @@ def _layer_step_split(x_t, state, W, b, new_state, z_parts, work, sync, k):
     W has at least STEP_SPLIT_MIN_BYTES.  ``work`` as for ``step_into``, on
     a cache line; ``z_parts`` (S, B, 4H) likewise; ``sync`` (6,) int64,
     ``counters(3)`` (the first four used)."""
-    x = x_t if k == 0 else new_state[0, k - 1]
-    h, c, h_out, c_out = state[0, k], state[1, k], new_state[0, k], new_state[1, k]
-    _check_step_args(x, h, c, W, b)
-    B, H = h.shape
-    if not (c.shape[1] == H and _step_fits(x, h, c, W, b, work)):
+    x, h, c, fits = _layer_inputs(x_t, state, W, b, new_state, work, k)
+    if not fits:
         return False
+    h_out, c_out = new_state[0, k], new_state[1, k]
+    B, H = h.shape
     sync[:] = 0
     _split_step(
         h_out, c_out, z_parts, _rows(work, 0, B, 4 * H), _rows(work, 4 * B * H, B, H),
@@ -466,10 +479,10 @@ def _layer_step_projected_split(x_t, h, c, W, b, W_hr, h_new, c_new, z_parts, h_
     projection whose W and W_hr have at least STEP_SPLIT_MIN_BYTES.
     ``work`` as for ``_layer_step_projected``, ``z_parts`` (S, B, 4H) and
     ``h_parts`` (S, B, P) on cache lines; ``sync`` (6,) int64."""
-    x, h_k, c_k, fits = _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, k)
-    B, H = c_k.shape
-    if not (fits and _step_fits(x, h_k, c_k, W, b, work) and work.size >= work_size(B, H) + B * H):
+    x, h_k, c_k, fits = _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, work, k)
+    if not fits:
         return False
+    B, H = c_k.shape
     sync[:] = 0
     _split_step(
         h_new[k], c_new[k], z_parts, _rows(work, 0, B, 4 * H), _rows(work, 4 * B * H, B, H),
@@ -518,7 +531,7 @@ def forward(x, W, b, h0, c0):
         y, y, c, gates, tanh_c, _aligned_vector(_z_rows(B, Hp, x.itemsize) * 4 * Hp, x).reshape((-1, 4 * Hp)),
         np.empty((0, 0), x.dtype),
         x.reshape(N, I), W_x, W_h, b_pad, np.empty((0, 0, 0), x.dtype), h0, c0, batch_sizes,
-        thread_count() if _use_threads(B, H, 4 * H, np.int64(SPLIT_STEP_MIN_FLOP)) else 1,
+        thread_count() if _use_threads(B, H, 4 * H, SPLIT_STEP_MIN_FLOP) else 1,
         counters(2 * T),
     )  # fmt: skip
     last = N - B if c_rows == N else (T - 1) % 2 * B  # c's rows of the last step
