@@ -31,6 +31,11 @@ other dtypes are refused, never cast.  Every conversion only moves values
 (transposes, gate permutations), except where a format stores two biases
 (PyTorch, ONNX: summed on import) or TF1's ``forget_bias`` (added on import,
 subtracted on export): those are one floating-point addition.
+
+The ``from_*`` functions return new C-contiguous arrays, never views of
+their input, each starting on a 64-byte cache line as an ``LSTM`` layer's
+parameters do, so ``W`` can go straight to ``jit.step_into``, which reads it
+in place.
 """
 
 import re
@@ -38,6 +43,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from numba_lstm._panels import aligned_empty
 from numba_lstm._validation import FLOAT_DTYPES, check_integer
 
 CONFIG_KEYS = ("input_size", "hidden_size", "num_layers", "bidirectional", "proj_size")
@@ -80,6 +86,28 @@ def _to_numpy(name, value):
             "numba_lstm never casts parameters silently"
         )
     return value
+
+
+def _aligned_copy(value):
+    """A C-contiguous copy of ``value`` whose data starts on a 64-byte cache line.
+
+    Every ``from_*`` returns its native arrays this way: new arrays, never
+    views of the caller's tensors, laid out as an ``LSTM`` layer's
+    parameters are.  ``jit.step_into`` reads ``W`` in place, row by row:
+    ``from_torch`` and ``from_onnx`` once returned the concatenated
+    transposes in Fortran order, on which a step took 3.1 instead of 0.81 us
+    at H = 32 and 56 instead of 8.9 us at H = 128 (bench/NOTES.md, "Session
+    24"); a ``W`` 16 or 48 bytes past a line made a step 4-19% slower
+    ("Session 19").
+    """
+    out = aligned_empty(value.shape, value.dtype)
+    np.copyto(out, value)
+    return out
+
+
+def _aligned_params(params):
+    """``params`` (name -> array) with every array an ``_aligned_copy``."""
+    return {name: _aligned_copy(value) for name, value in params.items()}
 
 
 def _expect_shape(name, value, shape, meaning):
@@ -295,8 +323,8 @@ def from_torch(module_or_state_dict):
             else:
                 params[f"b_l{k}{sfx}"] = np.zeros(w_ih.shape[0], dtype)
             if has_proj:
-                params[f"W_hr_l{k}{sfx}"] = np.ascontiguousarray(tensors[f"weight_hr_l{k}{sfx}"].T)
-    return config, params
+                params[f"W_hr_l{k}{sfx}"] = tensors[f"weight_hr_l{k}{sfx}"].T
+    return config, _aligned_params(params)
 
 
 def to_torch_state_dict(config, params, *, bias=True):
@@ -363,7 +391,7 @@ def _keras_direction(arrays, what):
         _expect_shape(f"{what} bias", arrays["bias"], (4 * H,), "(4H,)")
     dtype = _same_dtype(arrays)
     b = arrays["bias"] if "bias" in arrays else np.zeros(4 * H, dtype)
-    return kernel.shape[0], H, np.concatenate([kernel, recurrent], axis=0), np.array(b)
+    return kernel.shape[0], H, _aligned_copy(np.concatenate([kernel, recurrent], axis=0)), _aligned_copy(b)
 
 
 def _check_keras_lstm(layer, what, go_backwards):
@@ -576,7 +604,7 @@ def from_tf1(kernel, bias, forget_bias=1.0):
     b = _permute_blocks(b, _TF1_FROM_NATIVE, axis=0)
     H = b.shape[0] // 4
     b[H : 2 * H] += _forget_bias(forget_bias, b.dtype)
-    return W, b
+    return _aligned_copy(W), _aligned_copy(b)
 
 
 def to_tf1(W, b, forget_bias=1.0):
@@ -659,7 +687,7 @@ def from_flax(params):
         axis=0,
     )
     b = np.concatenate([arrays[f"h{g}.bias"] for g in _FLAX_GATES])
-    return W, b
+    return _aligned_copy(W), _aligned_copy(b)
 
 
 def to_flax(W, b, input_size):
@@ -924,4 +952,4 @@ def from_onnx(path_or_model):
                 b = B[d, : 4 * H] + B[d, 4 * H :]
                 params[f"b_l{k}{sfx}"] = _permute_blocks(b, _NATIVE_FROM_ONNX, axis=0)
     _same_dtype(params)
-    return config, params
+    return config, _aligned_params(params)

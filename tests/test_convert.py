@@ -429,3 +429,67 @@ def test_to_onnx_refuses_projection_and_bad_opset(onnx):
     config = CONFIGS["1layer"]
     with pytest.raises(ValueError, match="opset"):
         convert.to_onnx(config, random_params(config, np.float32), opset=5)
+
+
+# --------------------------------------------------------------------------
+# the arrays the converters return
+
+
+def _assert_fresh_and_on_cache_lines(arrays, inputs):
+    """Each returned array is C-contiguous, starts on a 64-byte line and shares no memory with an input."""
+    for name, a in arrays.items():
+        assert a.flags.c_contiguous, name
+        assert a.ctypes.data % 64 == 0, f"{name} starts {a.ctypes.data % 64} bytes past a cache line"
+        for given in inputs:
+            assert not np.shares_memory(a, given), f"{name} is a view of an input array"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_from_functions_return_new_arrays_on_cache_lines(onnx, dtype):
+    """``jit.step_into`` reads W in place, fastest from a line's start (README, "Calling the LSTM ...").
+
+    The torch state dict has ``proj_size = 1``: ``weight_hr (1, H)`` transposed
+    is already C-contiguous, so a converter that only made arrays contiguous
+    returned a view of the caller's tensor.
+    """
+    rng = np.random.default_rng(3)
+    H, I = 8, 5
+    state = {
+        "weight_ih_l0": _random(rng, (4 * H, I), dtype),
+        "weight_hh_l0": _random(rng, (4 * H, 1), dtype),
+        "bias_ih_l0": _random(rng, (4 * H,), dtype),
+        "bias_hh_l0": _random(rng, (4 * H,), dtype),
+        "weight_hr_l0": _random(rng, (1, H), dtype),
+    }
+    _, params = convert.from_torch(state)
+    _assert_fresh_and_on_cache_lines(params, state.values())
+    np.testing.assert_array_equal(params["W_hr_l0"], state["weight_hr_l0"].T)
+
+    keras_weights = [
+        _random(rng, (I, 4 * H), dtype),
+        _random(rng, (H, 4 * H), dtype),
+        _random(rng, (4 * H,), dtype),
+    ]
+    _, params = convert.from_keras(keras_weights)
+    _assert_fresh_and_on_cache_lines(params, keras_weights)
+    np.testing.assert_array_equal(params["b_l0"], keras_weights[2])
+
+    kernel, bias = _random(rng, (I + H, 4 * H), dtype), _random(rng, (4 * H,), dtype)
+    W, b = convert.from_tf1(kernel, bias, forget_bias=0.0)
+    _assert_fresh_and_on_cache_lines({"W": W, "b": b}, [kernel, bias])
+
+    tree = convert.to_flax(kernel, bias, input_size=I)
+    W, b = convert.from_flax(tree)
+    _assert_fresh_and_on_cache_lines({"W": W, "b": b}, [kernel, bias])
+    np.testing.assert_array_equal(W, kernel)
+
+    config = dict(input_size=I, hidden_size=H, num_layers=2, bidirectional=True, proj_size=0)
+    native = random_params(config, dtype)
+    _, params = convert.from_onnx(convert.to_onnx(config, native))
+    _assert_fresh_and_on_cache_lines(params, native.values())
+    for name, value in native.items():
+        np.testing.assert_array_equal(params[name], value, err_msg=name)
+
+
+def _random(rng, shape, dtype):
+    return rng.standard_normal(shape).astype(dtype)
