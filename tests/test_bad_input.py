@@ -49,7 +49,7 @@ FORWARD_CASES = [
     (lambda p: p.update(W_hr=np.zeros((5, 3), np.float64)), TypeError, r"W_hr has dtype float64"),
     (lambda p: p.update(W_hr=np.zeros((4, 3), np.float32)), ValueError, r"W_hr must have shape \(H, P\) with H = 5 from W, got \(4, 3\)"),
     (lambda p: p.update(W_hr=np.zeros(5, np.float32)), ValueError, r"W_hr must be 2-D \(H, P\), got 1-D"),
-    (lambda p: p.update(W_hr=np.zeros((5, 3), np.float32)), ValueError, r"x must have shape \(3, 2, 6\)|W must have shape"),
+    (lambda p: p.update(W_hr=np.zeros((5, 3), np.float32)), ValueError, r"x must have shape \(3, 2, 6\) .* and P = 3 from W_hr \(H, P\) = \(5, 3\), got \(3, 2, 4\)"),
     (lambda p: p.update(cache="no"), TypeError, r"cache must be True or False, got 'no'"),
     (lambda p: p.update(cache=None), TypeError, r"cache must be True or False, got None"),
     (lambda p: p.update(lengths=np.array([1.0, 2.0])), TypeError, r"lengths must be an integer array of shape \(B,\), got dtype float64"),
