@@ -334,15 +334,29 @@ PARALLEL_MIN_FLOP = 1_000_000
 #: bench/NOTES.md, "Session 7").
 SPLIT_STEP_MIN_FLOP = np.int64(32_768)  # int64, not a literal, in jitted code (see "Compile time")
 
-#: Shares of a forward step per Numba thread.  Each thread takes its own
-#: block of shares first (``numba_lstm._sync.home``), so more shares than
-#: threads cost little and let a thread that runs slower than the other
-#: give away the end of its block (ratio 0.75-0.80 against one share per
-#: thread while the two-thread forward ran slow).  The backward keeps one
-#: share per thread: four cost 6-9% at B = 1 training (bench/NOTES.md,
-#: "Session 13" and "Session 14").  An int64 value, as the other counts
-#: passed to ``_share_count``: a literal compiled it once more.
+#: Shares of a forward step of more than one tile of rows per Numba thread.
+#: Each thread takes its own block of shares first
+#: (``numba_lstm._sync.home``), so more shares than threads cost little and
+#: let a thread that runs slower than the other give away the end of its
+#: block (ratio 0.75-0.80 against one share per thread while the two-thread
+#: forward ran slow).  The backward keeps one share per thread: four cost
+#: 6-9% at B = 1 training (bench/NOTES.md, "Session 13" and "Session 14"),
+#: and so does a forward step of one tile (``ONE_TILE_SHARES_PER_THREAD``).
+#: An int64 value, as the other counts passed to ``_share_count``: a literal
+#: compiled it once more.
 FORWARD_SHARES_PER_THREAD = np.int64(4)
+
+#: Shares per Numba thread of a forward step of one tile of rows (B = 1),
+#: split by units.  Each share pays a gate pass and a product of its own
+#: and a claim and a finish: with AVX2 at H = 128, four shares of 16 units
+#: took 0.42 us of gate passes on one thread, as long as all 128 units in
+#: one pass, and a step's claims and finishes 0.21 us a thread.
+#: float32 forward, two threads, one share per thread against four: B = 1,
+#: I = H = 128: 0.78-0.87 (3.26 against 4.16 ms), 0.75 with another
+#: process busy on one core; H = 64 0.81, H = 256 0.92, H = 512 0.97;
+#: B = 4, H = 128 0.89; float64 0.91.  The projection phase of such a step
+#: too: B = 1, I = 128, H = 256, P = 128 0.88 (bench/NOTES.md, "Session 24").
+ONE_TILE_SHARES_PER_THREAD = np.int64(1)
 
 #: Packed input and recurrent weights up to this size let a forward step
 #: of at least one tile of rows per worker be split by rows alone
@@ -379,7 +393,7 @@ def _forward_shares(n_units, B, workers, weight_bytes):
     shares covers whole unit shares, its panels.  ``weight_bytes``: the
     packed W_x and W_h.
 
-    * One tile of rows: up to FORWARD_SHARES_PER_THREAD unit shares per worker.
+    * One tile of rows: ONE_TILE_SHARES_PER_THREAD unit shares per worker.
     * At least a tile per worker and weights up to ROW_SPLIT_MAX_BYTES: rows
       alone, up to FORWARD_SHARES_PER_THREAD blocks per worker.  A thread
       then keeps its rows, the same sequences, from step to step: it reads
@@ -394,7 +408,7 @@ def _forward_shares(n_units, B, workers, weight_bytes):
     shares = FORWARD_SHARES_PER_THREAD * workers
     tiles = _tiles(B)
     if tiles <= 1:
-        return _share_count(n_units, FORWARD_SHARES_PER_THREAD, workers), 1
+        return _share_count(n_units, ONE_TILE_SHARES_PER_THREAD, workers), 1
     if _split_by_rows(B, workers, weight_bytes):
         return 1, min(tiles, shares, MAX_SHARES)
     wide = min(shares, n_units // SHARE_PANELS)
@@ -622,8 +636,9 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     c0     (B, H)     in
     batch_sizes (T,)  in: rows of each step, non-increasing
     workers           iterations of the parallel region, one per Numba thread
-                      (1: no parallel region); each step is split into about
-                      ``FORWARD_SHARES_PER_THREAD`` shares per worker
+                      (1: no parallel region); each step is split into
+                      ``ONE_TILE_SHARES_PER_THREAD`` shares per worker (one
+                      tile of rows) or about ``FORWARD_SHARES_PER_THREAD``
                       (``_forward_shares``)
     sync   (4T,)      work: ``counters(2T)``, each step's taken shares and done counters
                       (``numba_lstm._sync``), for the units and the projection
@@ -645,7 +660,8 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     B = batch_sizes[0] if batch_sizes.size > 0 else 0
     weight_bytes = (W_x.size + W_h.size) * W_h.itemsize
     unit_shares, row_shares = _forward_shares(W_h.shape[0] // 4, B, workers, weight_bytes)
-    proj_shares = _share_count(W_hr.shape[0], FORWARD_SHARES_PER_THREAD, workers)
+    per_thread = ONE_TILE_SHARES_PER_THREAD if _tiles(B) <= 1 else FORWARD_SHARES_PER_THREAD
+    proj_shares = _share_count(W_hr.shape[0], per_thread, workers)
     workers = min(workers, max(unit_shares * row_shares, proj_shares))
     if workers > 1:
         for worker in numba.prange(workers):

@@ -9,6 +9,7 @@ import numba_lstm
 from numba_lstm._kernels import (
     FORWARD_SHARES_PER_THREAD,
     GRAD_SHARES_PER_THREAD,
+    ONE_TILE_SHARES_PER_THREAD,
     ROW_SPLIT_MAX_BYTES,
     SHARE_PANELS,
     _backward_shares,
@@ -88,9 +89,11 @@ SMALL, LARGE = ROW_SPLIT_MAX_BYTES, ROW_SPLIT_MAX_BYTES + 1
 @pytest.mark.parametrize(
     ("n_units", "B", "workers", "weight_bytes", "expected"),
     [
-        (4, 1, 2, SMALL, (4, 1)),  # one tile of rows: units only, 4 shares a worker at most
-        (4, TILE_ROWS, 2, SMALL, (4, 1)),
-        (16, 1, 2, SMALL, (8, 1)),
+        (4, 1, 2, SMALL, (2, 1)),  # one tile of rows: units only, one share a worker
+        (4, TILE_ROWS, 2, SMALL, (2, 1)),
+        (16, 1, 2, SMALL, (2, 1)),
+        (16, 1, 3, LARGE, (3, 1)),
+        (1, 1, 2, SMALL, (1, 1)),  # fewer panels than workers
         (8, 8 * TILE_ROWS, 2, SMALL, (1, 8)),  # rows only, 4 blocks a worker
         (8, 2 * TILE_ROWS, 2, SMALL, (1, 2)),  # rows only: one tile a worker
         (8, 2 * TILE_ROWS, 3, SMALL, (3, 2)),  # fewer tiles than workers: units and rows
@@ -107,7 +110,8 @@ def test_forward_shares(n_units, B, workers, weight_bytes, expected):
     unit_shares, row_shares = _forward_shares(n_units, B, workers, weight_bytes)
     assert (unit_shares, row_shares) == expected
     assert 1 <= unit_shares <= n_units and 1 <= row_shares <= -(-B // TILE_ROWS)
-    assert unit_shares * row_shares <= min(MAX_SHARES, FORWARD_SHARES_PER_THREAD * workers)
+    per_thread = ONE_TILE_SHARES_PER_THREAD if B <= TILE_ROWS else FORWARD_SHARES_PER_THREAD
+    assert unit_shares * row_shares <= min(MAX_SHARES, per_thread * workers)
     if row_shares > 1 and unit_shares > 1:
         assert n_units // unit_shares >= min(SHARE_PANELS, n_units // workers)
         if n_units >= workers:
