@@ -334,7 +334,7 @@ PARALLEL_MIN_FLOP = 1_000_000
 #: bench/NOTES.md, "Session 7").
 SPLIT_STEP_MIN_FLOP = np.int64(32_768)  # int64, not a literal, in jitted code (see "Compile time")
 
-#: Shares of a forward step of more than one tile of rows per Numba thread.
+#: Shares per Numba thread of a forward step of more than one tile of rows.
 #: Each thread takes its own block of shares first
 #: (``numba_lstm._sync.home``), so more shares than threads cost little and
 #: let a thread that runs slower than the other give away the end of its
