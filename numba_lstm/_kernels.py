@@ -385,6 +385,14 @@ def _split_by_rows(B, workers, weight_bytes):
 
 
 @numba.njit(**SERIAL)
+def _shares_per_thread(B):
+    """Shares per worker of a forward step of B rows, in each of its phases
+    (units, projection): ONE_TILE_SHARES_PER_THREAD for one tile of rows,
+    else up to FORWARD_SHARES_PER_THREAD."""
+    return ONE_TILE_SHARES_PER_THREAD if _tiles(B) <= 1 else FORWARD_SHARES_PER_THREAD
+
+
+@numba.njit(**SERIAL)
 def _forward_shares(n_units, B, workers, weight_bytes):
     """(unit_shares, row_shares): how ``_lstm_forward`` splits each step of B rows.
 
@@ -393,7 +401,8 @@ def _forward_shares(n_units, B, workers, weight_bytes):
     shares covers whole unit shares, its panels.  ``weight_bytes``: the
     packed W_x and W_h.
 
-    * One tile of rows: ONE_TILE_SHARES_PER_THREAD unit shares per worker.
+    * One tile of rows: ONE_TILE_SHARES_PER_THREAD unit shares per worker
+      (``_shares_per_thread``).
     * At least a tile per worker and weights up to ROW_SPLIT_MAX_BYTES: rows
       alone, up to FORWARD_SHARES_PER_THREAD blocks per worker.  A thread
       then keeps its rows, the same sequences, from step to step: it reads
@@ -405,10 +414,11 @@ def _forward_shares(n_units, B, workers, weight_bytes):
       the shares left: one panel of units left the gate pass 32 units per
       row, whose loop costs 2.53 ns a unit against 1.84 at 128 (float32).
     """
-    shares = FORWARD_SHARES_PER_THREAD * workers
+    per_thread = _shares_per_thread(B)
+    shares = per_thread * workers
     tiles = _tiles(B)
     if tiles <= 1:
-        return _share_count(n_units, ONE_TILE_SHARES_PER_THREAD, workers), 1
+        return _share_count(n_units, per_thread, workers), 1
     if _split_by_rows(B, workers, weight_bytes):
         return 1, min(tiles, shares, MAX_SHARES)
     wide = min(shares, n_units // SHARE_PANELS)
@@ -660,8 +670,7 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     B = batch_sizes[0] if batch_sizes.size > 0 else 0
     weight_bytes = (W_x.size + W_h.size) * W_h.itemsize
     unit_shares, row_shares = _forward_shares(W_h.shape[0] // 4, B, workers, weight_bytes)
-    per_thread = ONE_TILE_SHARES_PER_THREAD if _tiles(B) <= 1 else FORWARD_SHARES_PER_THREAD
-    proj_shares = _share_count(W_hr.shape[0], per_thread, workers)
+    proj_shares = _share_count(W_hr.shape[0], _shares_per_thread(B), workers)
     workers = min(workers, max(unit_shares * row_shares, proj_shares))
     if workers > 1:
         for worker in numba.prange(workers):

@@ -223,10 +223,11 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     x = as_float_array("x", x, dtype)
     check_ndim("x", x, 3, "(T, B, I)")
     T, B = x.shape[:2]
-    source = f"W (I + P, 4H) = {W.shape}"
-    if W_hr is not None:  # P, and so I, comes from W_hr
-        source += f" and P = {P} from W_hr (H, P) = {W_hr.shape}"
-    check_shape("x", x, (T, B, I), f"(T, B, I) with I = {I} from {source}")
+    if x.shape[2] != I:  # the message is built only for the error
+        source = f"W (I + P, 4H) = {W.shape}"
+        if W_hr is not None:  # P, and so I, comes from W_hr
+            source += f" and P = {P} from W_hr (H, P) = {W_hr.shape}"
+        check_shape("x", x, (T, B, I), f"(T, B, I) with I = {I} from {source}")
     h0 = _state("h0", h0, B, P, dtype)
     c0 = _state("c0", c0, B, H, dtype)
     lengths = check_lengths(lengths, T, B)

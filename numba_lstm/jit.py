@@ -261,18 +261,18 @@ def step_into(x_t, h, c, W, b, h_out, c_out, work):
     W is read in place, row by row: a W that starts 16 or 48 bytes past a
     64-byte line, as NumPy may place a large array, made a step 15-17%
     slower at H = 32 and 4-19% at H = 128 (bench/NOTES.md, "Session 19").
-    An ``LSTM`` layer's parameters start on a line.
+    An ``LSTM`` layer's parameters start on a line, as do the arrays of
+    ``convert``'s ``from_*``.  A W in Fortran order gives the same result
+    but is read across its rows: 3.1 against 0.81 us a step at H = 32
+    (bench/NOTES.md, "Session 24").
     """
     _check_step_into_args(x_t, h, c, W, b, h_out, c_out, work)
-    B, I = x_t.shape
-    H = h.shape[1]
     # The shapes are compared here and the messages built only on failure,
     # in a call: an unconditional call of the check, or its raise statements
     # here, cost 0.1-0.2 us of a 0.6-0.8 us step (H = 32, float32).
     if not (
-        c.shape[1] == H and _step_fits(x_t, h, c, W, b, work)
-        and h_out.shape == h.shape and c_out.shape == c.shape
-    ):  # fmt: skip
+        _unprojected_step_fits(x_t, h, c, W, b, work) and h_out.shape == h.shape and c_out.shape == c.shape
+    ):
         _check_step_into(x_t, h, c, W, b, h_out, c_out, work)
     _step_body(x_t, h, c, W, b, h_out, c_out, work)
 
@@ -330,13 +330,19 @@ def _step_fits(x, h, c, W, b, work):
 
 
 @numba.njit(**SERIAL, inline="always")
+def _unprojected_step_fits(x, h, c, W, b, work):
+    """``_step_fits`` for a step without projection: h and c both (B, H)."""
+    return h.shape[1] == c.shape[1] and _step_fits(x, h, c, W, b, work)
+
+
+@numba.njit(**SERIAL, inline="always")
 def _layer_inputs(x_t, state, W, b, new_state, work, k):
     """Layer k's input, h and c, ``(x, state[0, k], state[1, k])``, for
     ``LSTM.step`` without projection, and whether the shapes fit."""
     x = x_t if k == 0 else new_state[0, k - 1]
     h, c = state[0, k], state[1, k]
     _check_step_args(x, h, c, W, b)
-    return x, h, c, h.shape[1] == c.shape[1] and _step_fits(x, h, c, W, b, work)
+    return x, h, c, _unprojected_step_fits(x, h, c, W, b, work)
 
 
 @numba.njit(**SERIAL)
