@@ -16,6 +16,7 @@ from numba_lstm._kernels import (
     _forward_shares,
     _row_block,
     _share_count,
+    _shares_per_thread,
 )
 from numba_lstm._panels import TILE_ROWS
 from numba_lstm._sync import MAX_SHARES, claim, counters, finish, home, wait_for
@@ -111,6 +112,7 @@ def test_forward_shares(n_units, B, workers, weight_bytes, expected):
     assert (unit_shares, row_shares) == expected
     assert 1 <= unit_shares <= n_units and 1 <= row_shares <= -(-B // TILE_ROWS)
     per_thread = ONE_TILE_SHARES_PER_THREAD if B <= TILE_ROWS else FORWARD_SHARES_PER_THREAD
+    assert _shares_per_thread(B) == per_thread  # the projection phase's count too
     assert unit_shares * row_shares <= min(MAX_SHARES, per_thread * workers)
     if row_shares > 1 and unit_shares > 1:
         assert n_units // unit_shares >= min(SHARE_PANELS, n_units // workers)
