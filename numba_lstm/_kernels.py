@@ -40,7 +40,9 @@ pre-activations of their four gates and then their gates.  The forward
 opens one parallel region (``numba.prange``) for the whole sequence, the
 backward one per block of steps, and the threads hand out each step's shares
 through atomic counters (``numba_lstm._sync``) instead of opening a region
-per step.  ``LSTM.step`` with a large W (``STEP_SPLIT_MIN_BYTES``) opens one
+per step.  A backward of one tile of rows on two threads is pipelined
+instead: one thread walks the steps, the other computes the weight
+gradients of the blocks walked (``_pipelined``).  ``LSTM.step`` with a large W (``STEP_SPLIT_MIN_BYTES``) opens one
 region per step: ``_split_step`` splits the rows of W, then the units, then
 a projection's columns, into shares fixed by the layer.  The weight
 gradients of each block split their column panels between the same threads.  BLAS
@@ -88,7 +90,7 @@ from numba_lstm._panels import (
     _panel_width_of,
     _unpacked_product,
 )
-from numba_lstm._sync import MAX_SHARES, claim, finish, home, thread_count, wait_for
+from numba_lstm._sync import MAX_SHARES, claim, finish, home, is_done, pause, thread_count, wait_for
 
 
 @numba.njit(**SERIAL)
@@ -784,7 +786,7 @@ def _split_step_shares(
     H = c.shape[1]
     P = h_out.shape[1]
     projected = W_hr.shape[0] > 0
-    products, gate_pass, projection = _PHASES  # int64 values, as in _block_grads_worker
+    products, gate_pass, projection = _PHASES  # int64 values, not literals (see "Compile time")
     q = claim(sync, products, S, first)
     while q >= 0:
         k_lo = q * K // S // 4 * 4
@@ -932,6 +934,43 @@ def _backward_gates(dgates, dc, dm_pad, dh_pad, W_hrT, gates, tanh_c, c_prev, NR
 #: bench/NOTES.md, "Session 16").
 GRAD_ROWS = 512
 
+#: Rows of a block of the backward when a step is one tile of rows (B = 1):
+#: a pipelined backward (``_pipelined``) starts its weight gradients once
+#: the first block's steps are done, and shares out the last block's at the
+#: end, so smaller blocks leave a thread idle for less time.
+ONE_TILE_GRAD_ROWS = 128
+
+#: Slots of the ring of gate gradients in a pipelined backward: how many
+#: blocks of steps the thread walking them may run ahead of the weight
+#: gradients before it helps with those.
+PIPELINE_SLOTS = 4
+
+
+#: Bytes of the packed weights that a step of the backward reads (W_h.T and
+#: W_hr.T) up to which it may be pipelined (``_pipelined``): one thread
+#: then walks every step, and reads all of them at each.  B = 1, backward,
+#: pipelined against not, two threads, on a host with 512 KB of L2 a core:
+#: float32 H = 64 (64 KB) 0.55-0.74, 128 (256 KB) 0.82-0.92, 192 (576 KB)
+#: 1.00-1.11, 256 (1 MB) 1.19; float64 H = 96 (288 KB) 0.91-0.96, 128
+#: (512 KB) 0.92-1.04, 256 (2 MB) 1.12 (bench/NOTES.md, "Session 25").
+PIPELINE_MAX_BYTES = 384 * 1024
+
+
+@numba.njit(**SERIAL)
+def _pipelined(B, step_workers, grad_workers, step_weight_bytes):
+    """Whether ``_lstm_backward`` pipelines its two workers: one of them walks
+    the steps, the other computes the weight gradients of the blocks already
+    walked (``_pipelined_worker``).  For steps of one tile of rows on two
+    workers, whose packed weights (``step_weight_bytes``) stay in one core's
+    cache (PIPELINE_MAX_BYTES): there splitting a step between the threads
+    gains little (B = 1, I = H = 128, float32: 2.3-4.4 us a step on two
+    threads, 3.8 on one), and the weight gradients scale little too (0.39
+    against 0.60 ms for a block of 128 rows)."""
+    return (
+        _tiles(B) <= 1 and step_workers == 2 and grad_workers == 2 and step_weight_bytes <= PIPELINE_MAX_BYTES
+    )
+
+
 #: Columns of ``w`` (rows of its panels) per block of the dx product: a
 #: panel's block (GEMM_K_BLOCK x NR, 32 KB in float32) stays in L1 while the
 #: tiles walk down the rows.
@@ -1039,10 +1078,18 @@ GRAD_SHARES_PER_THREAD = np.int64(4)
 
 
 @numba.njit(**SERIAL)
-def _block_grads_worker(
-    dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT, n_lo, n_hi, sync, worker, workers
-):
-    """One thread's part of ``_block_grads``: gather shares, then dx shares, then (the gather done) dW shares."""
+def _grads_share(
+    dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT, n_lo, n_hi, sync, first_phase, worker,
+    workers,
+):  # fmt: skip
+    """One share of the weight gradients and dx of the packed rows n_lo..n_hi, if one is free.
+
+    The block's three phases are ``first_phase`` + 0, 1, 2 of ``sync``:
+    gather shares, then dx shares, then (the gather done) dW shares, each
+    phase's own block of shares first.  Returns 1 after computing a share, 0
+    when none is free now (the others' shares are running, or dW waits for
+    the gather) and -1 when every share of the block is done.
+    """
     F = AT.shape[0]
     rows = n_hi - n_lo
     n_dW, n_dx = dG_block.shape[0], W_xT.shape[0]
@@ -1050,31 +1097,45 @@ def _block_grads_worker(
     gather_shares = _share_count(n_gather, GRAD_SHARES_PER_THREAD, workers)
     dx_shares = _share_count(n_dx, GRAD_SHARES_PER_THREAD, workers)
     dW_shares = _share_count(n_dW, GRAD_SHARES_PER_THREAD, workers)
-    dx_rows, dgates_rows = dx_pad[n_lo:n_hi], dgates[:rows]
-    gather, dx, dW = _PHASES  # int64 values: literal phases compiled claim & co. once per literal
-    first = home(worker, workers, gather_shares)
-    q = claim(sync, gather, gather_shares, first)
-    while q >= 0:
+    gather, dx, dW = first_phase, first_phase + 1, first_phase + 2
+    q = claim(sync, gather, gather_shares, home(worker, workers, gather_shares))
+    if q >= 0:
         g_lo, g_hi = _share(n_gather, q, gather_shares)
         f_lo, f_hi = g_lo * GATHER_FEATURES, min(g_hi * GATHER_FEATURES, F)
         _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, f_lo, f_hi)
         finish(sync, gather)
-        q = claim(sync, gather, gather_shares, first)
-    first = home(worker, workers, dx_shares)
-    q = claim(sync, dx, dx_shares, first)
-    while q >= 0:
+        return 1
+    q = claim(sync, dx, dx_shares, home(worker, workers, dx_shares))
+    if q >= 0:
         p_lo, p_hi = _share(n_dx, q, dx_shares)
-        _dx_panels(dx_rows, dgates_rows, W_xT, p_lo, p_hi)
+        _dx_panels(dx_pad[n_lo:n_hi], dgates[:rows], W_xT, p_lo, p_hi)
         finish(sync, dx)
-        q = claim(sync, dx, dx_shares, first)
-    wait_for(sync, gather, gather_shares)  # dW reads the whole of AT
-    first = home(worker, workers, dW_shares)
-    q = claim(sync, dW, dW_shares, first)
-    while q >= 0:
+        return 1
+    if not is_done(sync, gather, gather_shares):  # dW reads the whole of AT
+        return 0
+    q = claim(sync, dW, dW_shares, home(worker, workers, dW_shares))
+    if q >= 0:
         p_lo, p_hi = _share(n_dW, q, dW_shares)
         _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, np.int64(0), rows, p_lo, p_hi)
         finish(sync, dW)
-        q = claim(sync, dW, dW_shares, first)
+        return 1
+    return -1 if is_done(sync, dx, dx_shares) and is_done(sync, dW, dW_shares) else 0
+
+
+@numba.njit(**SERIAL)
+def _block_grads_worker(
+    dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT, n_lo, n_hi, sync, worker, workers
+):
+    """One thread's part of ``_block_grads``: shares (``_grads_share``) until all are done."""
+    spins = np.int64(0)  # not a literal: see "Compile time"
+    while True:
+        done = _grads_share(
+            dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT, n_lo, n_hi, sync, _PHASES[0],
+            worker, workers,
+        )  # fmt: skip
+        if done < 0:
+            return
+        spins = np.int64(0) if done > 0 else pause(spins)
 
 
 @numba.njit(**PARALLEL)
@@ -1098,6 +1159,26 @@ def _block_grads(
             _block_grads_worker(*arrays, n_lo, n_hi, sync, np.int64(worker), workers)
     else:
         _block_grads_worker(*arrays, n_lo, n_hi, sync, np.int64(0), np.int64(1))
+
+
+@numba.njit(**SERIAL)
+def _step_blocks(offsets, R):
+    """t_lo of each block of the backward, from the last block of steps to the first.
+
+    Block k holds the steps t_lo..t_hi - 1, t_hi the t_lo of block k - 1 (T
+    for block 0): as many whole steps as fit in R rows, one at the least.
+    """
+    T = offsets.size - 1
+    t_los = np.empty(T, np.int64)
+    n, t_hi = 0, T
+    while t_hi > 0:
+        t_lo = t_hi - 1
+        while t_lo > 0 and offsets[t_hi] - offsets[t_lo - 1] <= R:
+            t_lo -= 1
+        t_los[n] = t_lo
+        n += 1
+        t_hi = t_lo
+    return t_los[:n]
 
 
 @numba.njit(**SERIAL)
@@ -1158,6 +1239,63 @@ def _backward_steps(
         dgates_next = dgates_t
 
 
+@numba.njit(**SERIAL)
+def _pipelined_worker(
+    grads, walk, dG_ring, x, h0, y, W_xT, offsets, batch_sizes, t_los, sync, block_sync, worker, workers
+):
+    """One thread of a pipelined ``_lstm_backward``: blocks of steps, and the weight gradients of blocks walked.
+
+    grads: (dx_pad, dW_pad, db_pad, AT, dG_block, prev); walk: (dh_pad, dc,
+    dh_all, dm_pad, dy, c0, c, gates, tanh_c, W_hT, W_hrT); block_sync:
+    ``counters(4 * n_blocks)``, block k's weight gradients in phases 4k to
+    4k + 2 (``_grads_share``) and its steps in phase 4k + 3, one share.
+
+    A thread takes the next block's steps, whole, when the block before is
+    walked and its slot of the ring is free (the weight gradients of the
+    block S slots back done); else a share of the oldest block's weight
+    gradients once that block is walked; else it waits for a share that
+    another thread is computing.  So one thread walks the steps while the
+    other computes weight gradients, and walks on as soon as it can; each
+    thread waits only for work another has taken, and one thread alone runs
+    everything.  Blocks' weight gradients go in order, each after the one
+    before, so that dW sums the rows in the order of the other paths.
+    """
+    dh_pad, dc, dh_all, dm_pad, dy, c0, c, gates, tanh_c, W_hT, W_hrT = walk
+    n_blocks, S, T = t_los.size, dG_ring.shape[0], batch_sizes.size
+    one, zero = np.int64(1), np.int64(0)
+    s = 0  # the next block whose steps this thread may take
+    g = 0  # the oldest block whose weight gradients this thread has not seen done
+    spins = np.int64(0)  # not a literal: see "Compile time"
+    while g < n_blocks:
+        walked = s == 0 or is_done(block_sync, 4 * s - 1, one)  # the steps of block s - 1
+        gradients = is_done(block_sync, 4 * g + 3, one)  # the steps of block g: its gradients may start
+        if s < n_blocks and walked and s < g + S and (worker == 0 or not gradients):
+            if claim(block_sync, 4 * s + 3, one, zero) >= 0:
+                t_hi, t_lo = T if s == 0 else t_los[s - 1], t_los[s]
+                dgates_next = dG_ring[(s - 1) % S, : batch_sizes[t_hi]] if s > 0 else dG_ring[0, :0]
+                _backward_steps(
+                    dh_pad, dc, dh_all, dm_pad, dG_ring[s % S], dgates_next, dy, c0, c, gates, tanh_c, W_hT, W_hrT,
+                    offsets, batch_sizes, t_hi, t_lo if t_lo > 0 else -1, offsets[t_lo], one, one, one, sync, zero,
+                    one,
+                )  # fmt: skip
+                finish(block_sync, 4 * s + 3)
+            s += 1
+            spins = np.int64(0)
+            continue
+        if gradients:
+            n_lo, n_hi = offsets[t_los[g]], offsets[T if g == 0 else t_los[g - 1]]
+            done = -1
+            if n_hi > n_lo:
+                done = _grads_share(
+                    *grads, dG_ring[g % S], x, h0, y, W_xT, n_lo, n_hi, block_sync, 4 * g, worker, workers
+                )
+            if done != 0:
+                g += 1 if done < 0 else 0
+                spins = np.int64(0)
+                continue
+        spins = pause(spins)
+
+
 @numba.njit(**PARALLEL)
 def _lstm_backward(
     dx_pad, dW_pad, db_pad, dW_hr, dh_pad, dc, dh_all, dm_pad, dG_ring, AT, dG_block, prev,
@@ -1173,7 +1311,8 @@ def _lstm_backward(
     dc     (B, H)    in: dc_n; out: dc0
     dh_all (N, P)    work: dL/dh_t of every step (projection only, else (0, 0))
     dm_pad (B, Hp)   work: dL/dm_t of one step (projection only)
-    dG_ring (2, R, 4H) work: the gate gradients of two blocks of steps, R >= B rows each
+    dG_ring (S, R, 4H) work: the gate gradients of S blocks of steps (2, or PIPELINE_SLOTS
+                     when pipelined), R >= B rows each
     AT (I + P, R)    work: [x, h_{t-1}] of a block's rows, transposed
     dG_block (4Hp/NR, R, NR) work: a block's gate gradients packed as panels
     prev (N,)        in: ``_prev_rows``
@@ -1187,7 +1326,8 @@ def _lstm_backward(
     grad_shares       workers of each block's weight gradients (``_block_grads``)
     sync   (4(T + 1),) work: ``counters(2(T + 1))``, the taken shares and done counters of each step
                      (``numba_lstm._sync``), t = -1 included
-    grad_sync (6,)   work: ``counters(3)``, the same for ``_block_grads``
+    grad_sync        work: ``counters(3)``, the same for ``_block_grads``; pipelined,
+                     ``counters(4T)`` (``_pipelined_worker``)
 
     The steps run from the last to the first in blocks of whole steps of at
     most R rows, each block's steps in one parallel region
@@ -1206,49 +1346,58 @@ def _lstm_backward(
     ended is not touched by the steps after its end, so dh_pad/dc still hold
     its dh_n/dc_n when the loop reaches its last step.  Only a projection's
     dW_hr goes to BLAS, after the loop, while Numba's threads are idle.
+
+    Pipelined (``_pipelined``: one tile of rows on two workers, small
+    weights) there is one parallel region for the whole backward instead:
+    one thread walks the blocks of steps, unsplit, while the other computes
+    the weight gradients of the blocks already walked, through S slots of
+    the ring (``_pipelined_worker``).  The blocks and the order of dW's sums
+    are the same as above, so are the bits.
     """
     T = batch_sizes.size
     offsets = _offsets(batch_sizes)
-    R = dG_ring.shape[1]
     n_h, n_m = W_hT.shape[0], W_hrT.shape[0]
     B = batch_sizes[0] if T > 0 else 0
-    weight_bytes = (W_xT.size + W_hT.size) * W_hT.itemsize
-    h_shares, row_shares = _backward_shares(n_h, B, step_shares, weight_bytes, n_m > 0)
-    m_shares = _share_count(n_m, np.int64(1), step_shares)
-    workers = max(h_shares * row_shares, m_shares)
+    t_los = _step_blocks(offsets, dG_ring.shape[1])
     grads, inputs = (dx_pad, dW_pad, db_pad, AT, dG_block, prev), (x, h0, y, W_xT)
-    dgates_next = dG_ring[0, :0]  # the gate gradients of the step after the current one
-    slot, t_hi = 1, T
-    while True:
-        # The next block: steps t_lo..t_hi - 1, as many as fit in R rows, in
-        # the other slot of the ring (its first step reads the gradients of
-        # the step after it from this one).  The block of step 0 also
-        # finishes dh0 (t = -1).
-        t_lo = t_hi - 1
-        while t_lo > 0 and offsets[t_hi] - offsets[t_lo - 1] <= R:
-            t_lo -= 1
-        n_lo, n_hi = offsets[t_lo], offsets[t_hi]
-        slot = 1 - slot
-        t_end = t_lo if t_lo > 0 else -1
-        walk = (dh_pad, dc, dh_all, dm_pad, dG_ring[slot], dgates_next, dy, c0, c, gates, tanh_c, W_hT, W_hrT)
-        if workers > 1:
-            for worker in numba.prange(workers):
+    if _pipelined(B, step_shares, grad_shares, (W_hT.size + W_hrT.size) * W_hT.itemsize):
+        walk = (dh_pad, dc, dh_all, dm_pad, dy, c0, c, gates, tanh_c, W_hT, W_hrT)
+        for worker in numba.prange(2):
+            _pipelined_worker(
+                grads, walk, dG_ring, *inputs, offsets, batch_sizes, t_los, sync, grad_sync, np.int64(worker),
+                np.int64(2),
+            )  # fmt: skip
+    else:
+        weight_bytes = (W_xT.size + W_hT.size) * W_hT.itemsize
+        h_shares, row_shares = _backward_shares(n_h, B, step_shares, weight_bytes, n_m > 0)
+        m_shares = _share_count(n_m, np.int64(1), step_shares)
+        workers = max(h_shares * row_shares, m_shares)
+        S = dG_ring.shape[0]
+        dgates_next = dG_ring[0, :0]  # the gate gradients of the step after the current one
+        for k in range(t_los.size):
+            # Block k: steps t_lo..t_hi - 1 in slot k % S of the ring (its
+            # first step reads the gradients of the step after it from the
+            # slot before).  The block of step 0 also finishes dh0 (t = -1).
+            t_hi, t_lo = T if k == 0 else t_los[k - 1], t_los[k]
+            n_lo, n_hi = offsets[t_lo], offsets[t_hi]
+            t_end = t_lo if t_lo > 0 else -1
+            slot = dG_ring[k % S]
+            walk = (dh_pad, dc, dh_all, dm_pad, slot, dgates_next, dy, c0, c, gates, tanh_c, W_hT, W_hrT)
+            if workers > 1:
+                for worker in numba.prange(workers):
+                    _backward_steps(
+                        *walk, offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, row_shares, m_shares, sync,
+                        np.int64(worker), workers,
+                    )  # fmt: skip
+            else:
+                one = np.int64(1)
                 _backward_steps(
-                    *walk, offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, row_shares, m_shares, sync,
-                    np.int64(worker), workers,
-                )  # fmt: skip
-        else:
-            one = np.int64(1)
-            _backward_steps(
-                *walk, offsets, batch_sizes, t_hi, t_end, n_lo, one, one, one, sync, np.int64(0), one
-            )
-        dgates_next = dG_ring[slot, : batch_sizes[t_lo]]
-        # The block's weight gradients, while its gate gradients are in cache.
-        if n_hi > n_lo:
-            _block_grads(*grads, dG_ring[slot], *inputs, n_lo, n_hi, grad_shares, grad_sync)
-        if t_lo == 0:
-            break
-        t_hi = t_lo
+                    *walk, offsets, batch_sizes, t_hi, t_end, n_lo, one, one, one, sync, np.int64(0), one
+                )
+            dgates_next = slot[: batch_sizes[t_lo]]
+            # The block's weight gradients, while its gate gradients are in cache.
+            if n_hi > n_lo:
+                _block_grads(*grads, slot, *inputs, n_lo, n_hi, grad_shares, grad_sync)
     projected = n_m > 0
     if projected:
         np.dot(m.T, dh_all, dW_hr)

@@ -176,10 +176,23 @@ def finish(sync, phase):
 
 
 @numba.njit(**SERIAL)
+def is_done(sync, phase, shares):
+    """Whether all ``shares`` of ``phase`` are done (``finish`` counted them)."""
+    return load_acquire(sync, 2 * phase + 1) >= shares
+
+
+@numba.njit(**SERIAL)
+def pause(spins):
+    """One more read of a counter by a waiting thread, ``spins`` so far: from
+    SPIN_LIMIT on it gives up its core first.  Returns the new count."""
+    if spins >= SPIN_LIMIT:
+        yield_core()
+    return spins + 1
+
+
+@numba.njit(**SERIAL)
 def wait_for(sync, phase, shares):
     """Return once all ``shares`` of ``phase`` are done."""
-    spins = 0
-    while load_acquire(sync, 2 * phase + 1) < shares:
-        spins += 1
-        if spins > SPIN_LIMIT:
-            yield_core()
+    spins = np.int64(0)  # not a literal, which would compile pause once more
+    while not is_done(sync, phase, shares):
+        spins = pause(spins)

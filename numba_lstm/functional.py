@@ -14,13 +14,17 @@ import numpy as np
 
 from numba_lstm._kernels import (
     GRAD_ROWS,
+    ONE_TILE_GRAD_ROWS,
     PARALLEL_MIN_FLOP,
+    PIPELINE_SLOTS,
     SPLIT_STEP_MIN_FLOP,
     _lstm_backward,
     _lstm_forward,
     _offsets,
     _pack_rows,
+    _pipelined,
     _prev_rows,
+    _tiles,
     _unpack_rows,
     _unsaved_c_rows,
     _use_threads,
@@ -319,7 +323,14 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
     else:
         projected = W_hr is not None
         Hp, Ip, NR = padded(H, dtype), padded(I, dtype), panel_width(dtype)
-        rows = min(N, max(GRAD_ROWS, B))  # a block holds at least one whole step
+        # A block holds at least one whole step; its rows do not depend on the
+        # threads, so that every thread count sums dW in the same order.
+        rows = min(N, max(ONE_TILE_GRAD_ROWS if _tiles(B) <= 1 else GRAD_ROWS, B))
+        step_workers = _threads(_use_threads(B, 4 * H, P, SPLIT_STEP_MIN_FLOP))
+        grad_workers = _threads(_use_threads(rows, I + P, 4 * H, PARALLEL_MIN_FLOP))
+        W_hT, W_xT = pack_panels(W[I:].T), pack_panels(W[:I].T)
+        W_hrT = pack_panels(W_hr.T) if projected else np.empty((0, 0, 0), dtype)
+        pipelined = _pipelined(B, step_workers, grad_workers, (W_hT.size + W_hrT.size) * W_hT.itemsize)
         # The arrays that threads write by shares of columns start on a cache line (``aligned_empty``).
         dh_pad = aligned_empty((B, padded(P, dtype)), dtype)
         dh_pad[:, :P] = pk.sort(dh_n)
@@ -332,13 +343,12 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
         _prev_rows(prev, pk.batch_sizes)
         _lstm_backward(
             dx_pad, dW_pad, db_pad, dW_hr, dh_pad, dc0, aligned_empty((N, P) if projected else (0, 0), dtype),
-            aligned_empty((B, Hp) if projected else (0, 0), dtype), aligned_empty((2, rows, 4 * H), dtype),
+            aligned_empty((B, Hp) if projected else (0, 0), dtype),
+            aligned_empty((PIPELINE_SLOTS if pipelined else 2, rows, 4 * H), dtype),
             aligned_empty((I + P, rows), dtype), aligned_empty((4 * Hp // NR, rows, NR), dtype), prev,
             dy_packed, cache.x, cache.h0, cache.y, cache.m, cache.c0, cache.c, cache.gates, cache.tanh_c,
-            pack_panels(W[I:].T), pack_panels(W_hr.T) if projected else np.empty((0, 0, 0), dtype),
-            pack_panels(W[:I].T), pk.batch_sizes,
-            _threads(_use_threads(B, 4 * H, P, SPLIT_STEP_MIN_FLOP)), _threads(_use_threads(rows, I + P, 4 * H, PARALLEL_MIN_FLOP)),
-            counters(2 * (pk.batch_sizes.size + 1)), counters(3),
+            W_hT, W_hrT, W_xT, pk.batch_sizes, step_workers, grad_workers,
+            counters(2 * (pk.batch_sizes.size + 1)), counters(4 * pk.batch_sizes.size if pipelined else 3),
         )  # fmt: skip
         dh0 = dh_pad[:, :P].copy()
         dW, db = _unpad_gate_columns(dW_pad, H), _unpad_gate_columns(db_pad, H)

@@ -84,8 +84,10 @@ from numba.core.registry import CPUDispatcher
 
 out = []
 for dtype in (np.float32, np.float64):
-    # B = 5: steps split by units; B = 16: by rows; lengths shrink the batch.
-    for T, B, I, H, lengths in ((37, 5, 21, 50, [19, 21, 18, 7, 15]), (9, 16, 12, 40, None)):
+    # B = 5: steps split by units; B = 16: by rows; lengths shrink the batch;
+    # B = 1: the pipelined backward (one tile of rows on two threads).
+    shapes = ((37, 5, 21, 50, [19, 21, 18, 7, 15]), (9, 16, 12, 40, None), (300, 1, 10, 64, None))
+    for T, B, I, H, lengths in shapes:
         rng = np.random.default_rng(1)
         x = rng.standard_normal((T, B, I)).astype(dtype)
         W = (rng.standard_normal((I + H, 4 * H)) * 0.3 / np.sqrt(H)).astype(dtype)
@@ -121,8 +123,16 @@ _DIGEST_SCRIPT = _DIGEST_SCRIPT.replace("_MESSAGE_CHECKS", repr(_MESSAGE_CHECKS)
 
 
 #: The functions that the parallel kernels call from their ``prange`` loop and
-#: from their serial branch (``numba_lstm._kernels``, "Compile time").
-_WORKER_FUNCTIONS = ("_forward_steps", "_backward_steps", "_block_grads_worker")
+#: from their serial branch (``numba_lstm._kernels``, "Compile time"), and
+#: those that two of them call (``_backward_steps`` from the pipelined worker
+#: too, ``_grads_share`` from both workers of the weight gradients).
+_WORKER_FUNCTIONS = (
+    "_forward_steps",
+    "_backward_steps",
+    "_block_grads_worker",
+    "_pipelined_worker",
+    "_grads_share",
+)
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +168,7 @@ def test_compiled_and_cached_kernels_give_the_same_bits(digest_runs):
     product (``numba_lstm._math.fma``).
     """
     compiled, loaded = (run[0].split() for run in digest_runs)
-    assert len(compiled) == 2 * 2 * 8
+    assert len(compiled) == 2 * 3 * 8
     assert loaded == compiled, [k for k, (a, c) in enumerate(zip(compiled, loaded, strict=True)) if a != c]
 
 
@@ -166,7 +176,8 @@ def test_each_worker_function_compiles_once_per_dtype(digest_runs):
     """A kernel's ``prange`` loop and its serial branch call the worker function
     with the same argument types, so Numba compiles it once per dtype, not
     three times (loop variable int64 while typing, uint64 in the region,
-    literals in the serial branch: bench/NOTES.md, "Session 22")."""
+    literals in the serial branch: bench/NOTES.md, "Session 22"); so do the
+    two callers of ``_backward_steps`` and of ``_grads_share``."""
     compiled, loaded = ([int(n) for n in run[1].split()] for run in digest_runs)
     assert dict(zip(_WORKER_FUNCTIONS, compiled, strict=True)) == dict.fromkeys(_WORKER_FUNCTIONS, 2)
     assert loaded == [0] * len(_WORKER_FUNCTIONS)  # the second process compiled nothing

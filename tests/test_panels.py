@@ -224,13 +224,14 @@ CASES = [
 ]
 
 
-def _run(case, dtype, threaded, monkeypatch):
+def _run(case, dtype, threaded, monkeypatch, workers=3):
     monkeypatch.setattr(numba_lstm.functional, "_use_threads", lambda *shape: threaded)
     # Three workers whatever the machine's thread count (3 shares of a
     # backward step, up to 12 of a forward one; with AVX-512 B < 3 tiles, so the
     # steps are split by units, and by rows too from two tiles): uneven
     # ranges of panels, and more shares than panels for the small gate blocks.
-    monkeypatch.setattr(numba_lstm.functional, "_threads", lambda threaded: 3 if threaded else 1)
+    # Two for the pipelined backward.
+    monkeypatch.setattr(numba_lstm.functional, "_threads", lambda threaded: workers if threaded else 1)
     T, B, I, H = case["T"], case["B"], case["I"], case["H"]
     P = case.get("P")
     p = make_problem(T, B, I, H, dtype)
@@ -317,7 +318,7 @@ def test_forward_without_cache_does_not_store_every_step_of_c():
     "case", CASES, ids=lambda c: "-".join(f"{k}{v if k != 'lengths' else ''}" for k, v in c.items())
 )
 def test_backward_in_blocks_of_a_step_matches_serial_and_the_reference(case, dtype, monkeypatch):
-    """GRAD_ROWS = 5: every block of the backward holds one step (or a few short ones).
+    """GRAD_ROWS = ONE_TILE_GRAD_ROWS = 5: every block of the backward holds one step (or a few short ones).
 
     The ring of gate gradients then changes slot at almost every step, the
     first step of each block reads the step after it from the other slot, and
@@ -326,6 +327,7 @@ def test_backward_in_blocks_of_a_step_matches_serial_and_the_reference(case, dty
     for bit) and both against the reference.
     """
     monkeypatch.setattr(numba_lstm.functional, "GRAD_ROWS", 5)
+    monkeypatch.setattr(numba_lstm.functional, "ONE_TILE_GRAD_ROWS", 5)  # B = 3 is one tile
     test_threaded_kernels_match_serial_bit_for_bit_and_the_reference(case, dtype, monkeypatch)
     rows = sum(case.get("lengths", [case["T"]] * case["B"]))
     assert rows > 5, "the case must span more than one block of 5 rows"
@@ -340,6 +342,61 @@ def test_one_thread_running_every_share_takes_them_all(case, dtype, monkeypatch)
     share that no running thread took would hang here instead."""
     with numba_threads(1):
         _, one_thread, _ = _run(case, dtype, True, monkeypatch)
+    _, serial, _ = _run(case, dtype, False, monkeypatch)
+    for got, expected in zip(one_thread, serial, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
+# Steps of one tile of rows on two workers: the pipelined backward
+# (``_kernels._pipelined``).  Lengths with a sequence of length 0 and steps
+# past every length (empty blocks), a projection, reverse.
+PIPELINED_CASES = [
+    dict(T=40, B=1, I=7, H=40),
+    dict(T=20, B=3, I=8, H=64, lengths=[20, 5, 0]),
+    dict(T=30, B=3, I=6, H=48, lengths=[25, 7, 19]),
+    dict(T=14, B=2, I=5, H=36, P=7, reverse=True),
+]
+
+
+@pytest.mark.parametrize("slots", [2, 4])
+@pytest.mark.parametrize(
+    "case", PIPELINED_CASES, ids=lambda c: "-".join(f"{k}{v if k != 'lengths' else ''}" for k, v in c.items())
+)
+def test_pipelined_backward_matches_serial_bit_for_bit_and_the_reference(case, slots, dtype, monkeypatch):
+    """Blocks of 5 rows: one thread walks many blocks of steps while the other
+    computes the weight gradients of the blocks walked, and the ring's slots
+    come round again (2: the walk waits for the gradients of the block before
+    the one before; 4: it may run three blocks ahead).  The serial run sums
+    dW over the same blocks, so the bits are the same."""
+    assert numba_lstm._kernels._pipelined(case["B"], 2, 2, 64 * 1024)  # its packed weights are under 64 KB
+    monkeypatch.setattr(numba_lstm.functional, "ONE_TILE_GRAD_ROWS", 5)
+    monkeypatch.setattr(numba_lstm.functional, "PIPELINE_SLOTS", slots)
+    lengths = np.array(case.get("lengths", [case["T"]] * case["B"]))
+    batch_sizes = np.array([(lengths > t).sum() for t in range(case["T"])], np.int64)
+    blocks = numba_lstm._kernels._step_blocks(numba_lstm._kernels._offsets(batch_sizes), np.int64(5))
+    assert blocks.size > slots + 1, "the walk must come round the ring"
+    p, pipelined, upstream = _run(case, dtype, True, monkeypatch, workers=2)
+    _, serial, _ = _run(case, dtype, False, monkeypatch)
+    for got, ser in zip(pipelined, serial, strict=True):
+        np.testing.assert_array_equal(got, ser)
+    floats = {k: v for k, v in p.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
+    ry, rh, rc, rcache = reference.lstm_forward(**{**p, **as64(floats)})
+    dy, dh_n, dc_n = (u.astype(np.float64) for u in upstream)
+    ref = (ry, rh, rc, *reference.lstm_backward(dy, rcache, dh_n, dc_n))
+    names = ["y", "h_n", "c_n", "dx", "dW", "db", "dh0", "dc0", "dW_hr"][: len(ref)]
+    for name, got, r in zip(names, pipelined, ref, strict=True):
+        assert_close(got, r, dtype, name)
+
+
+@pytest.mark.parametrize("case", [PIPELINED_CASES[2], PIPELINED_CASES[3]], ids=["lengths", "projection"])
+def test_one_thread_running_a_pipelined_backward_takes_every_share(case, dtype, monkeypatch):
+    """Both workers of a pipelined backward on one Numba thread, one after the
+    other: the first walks every block and computes every weight gradient
+    (it must, once the ring is full), the second finds them done."""
+    monkeypatch.setattr(numba_lstm.functional, "ONE_TILE_GRAD_ROWS", 5)
+    monkeypatch.setattr(numba_lstm.functional, "PIPELINE_SLOTS", 2)
+    with numba_threads(1):
+        _, one_thread, _ = _run(case, dtype, True, monkeypatch, workers=2)
     _, serial, _ = _run(case, dtype, False, monkeypatch)
     for got, expected in zip(one_thread, serial, strict=True):
         np.testing.assert_array_equal(got, expected)

@@ -10,13 +10,17 @@ from numba_lstm._kernels import (
     FORWARD_SHARES_PER_THREAD,
     GRAD_SHARES_PER_THREAD,
     ONE_TILE_SHARES_PER_THREAD,
+    PIPELINE_MAX_BYTES,
     ROW_SPLIT_MAX_BYTES,
     SHARE_PANELS,
     _backward_shares,
     _forward_shares,
+    _offsets,
+    _pipelined,
     _row_block,
     _share_count,
     _shares_per_thread,
+    _step_blocks,
 )
 from numba_lstm._panels import TILE_ROWS
 from numba_lstm._sync import MAX_SHARES, claim, counters, finish, home, wait_for
@@ -133,6 +137,37 @@ def test_forward_shares(n_units, B, workers, weight_bytes, expected):
 )
 def test_backward_shares(n_h, B, workers, weight_bytes, projected, expected):
     assert _backward_shares(n_h, B, workers, weight_bytes, projected) == expected
+
+
+@pytest.mark.parametrize(
+    ("B", "step_workers", "grad_workers", "weight_bytes", "expected"),
+    [
+        (1, 2, 2, PIPELINE_MAX_BYTES, True),  # B = 1 on two threads, weights that stay in cache
+        (TILE_ROWS, 2, 2, 1024, True),  # one whole tile
+        (TILE_ROWS + 1, 2, 2, 1024, False),  # two tiles: the steps split by rows
+        (1, 2, 2, PIPELINE_MAX_BYTES + 1, False),  # one thread would stream the weights at every step
+        (1, 1, 2, 1024, False),  # steps too small to split: the serial path
+        (1, 2, 1, 1024, False),  # weight gradients too small to split
+        (1, 3, 3, 1024, False),  # more threads than the two of the pipeline
+    ],
+)
+def test_pipelined_backward(B, step_workers, grad_workers, weight_bytes, expected):
+    assert _pipelined(B, step_workers, grad_workers, weight_bytes) == expected
+
+
+@pytest.mark.parametrize(
+    ("batch_sizes", "R", "expected"),
+    [
+        ([1] * 10, 4, [6, 2, 0]),  # whole steps, from the last
+        ([3, 3, 2, 2, 1], 4, [3, 2, 1, 0]),  # at most R rows, one step at the least
+        ([5, 5], 4, [1, 0]),  # a step of more than R rows: a block of its own
+        ([3, 2, 0, 0], 4, [1, 0]),  # empty steps join the steps before them
+    ],
+)
+def test_step_blocks(batch_sizes, R, expected):
+    """t_lo of each block of the backward, from the last steps to the first."""
+    offsets = _offsets(np.array(batch_sizes, np.int64))
+    assert list(_step_blocks(offsets, np.int64(R))) == expected
 
 
 @pytest.mark.parametrize(
