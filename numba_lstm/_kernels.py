@@ -42,12 +42,13 @@ backward one per block of steps, and the threads hand out each step's shares
 through atomic counters (``numba_lstm._sync``) instead of opening a region
 per step.  A backward of one tile of rows on two threads is pipelined
 instead: one thread walks the steps, the other computes the weight
-gradients of the blocks walked (``_pipelined``).  ``LSTM.step`` with a large W (``STEP_SPLIT_MIN_BYTES``) opens one
-region per step: ``_split_step`` splits the rows of W, then the units, then
-a projection's columns, into shares fixed by the layer.  The weight
-gradients of each block split their column panels between the same threads.  BLAS
-runs only a projection's ``dW_hr``, after the loop, while Numba's threads are
-idle: the two pools never compete.
+gradients of the blocks walked (``_pipelined``).  ``LSTM.step`` with a
+large W (``STEP_SPLIT_MIN_BYTES``) opens one region per step:
+``_split_step`` splits the rows of W, then the units, then a projection's
+columns, into shares fixed by the layer.  The weight gradients of each
+block split their column panels between the same threads.  BLAS runs only
+a projection's ``dW_hr``, after the loop, while Numba's threads are idle:
+the two pools never compete.
 
 Vectorisation: every inner loop indexes 1-D row views with the plain loop
 variable.  An index such as ``gates[r, H + j]`` is not provably non-negative,

@@ -365,9 +365,9 @@ PIPELINED_CASES = [
 def test_pipelined_backward_matches_serial_bit_for_bit_and_the_reference(case, slots, dtype, monkeypatch):
     """Blocks of 5 rows: one thread walks many blocks of steps while the other
     computes the weight gradients of the blocks walked, and the ring's slots
-    come round again (2: the walk waits for the gradients of the block before
-    the one before; 4: it may run three blocks ahead).  The serial run sums
-    dW over the same blocks, so the bits are the same."""
+    come round again (the walk of block k waits for the gradients of block
+    k - 2 with two slots, of block k - 4 with four).  The serial run sums dW
+    over the same blocks, so the bits are the same."""
     assert numba_lstm._kernels._pipelined(case["B"], 2, 2, 64 * 1024)  # its packed weights are under 64 KB
     monkeypatch.setattr(numba_lstm.functional, "ONE_TILE_GRAD_ROWS", 5)
     monkeypatch.setattr(numba_lstm.functional, "PIPELINE_SLOTS", slots)
@@ -391,8 +391,8 @@ def test_pipelined_backward_matches_serial_bit_for_bit_and_the_reference(case, s
 @pytest.mark.parametrize("case", [PIPELINED_CASES[2], PIPELINED_CASES[3]], ids=["lengths", "projection"])
 def test_one_thread_running_a_pipelined_backward_takes_every_share(case, dtype, monkeypatch):
     """Both workers of a pipelined backward on one Numba thread, one after the
-    other: the first walks every block and computes every weight gradient
-    (it must, once the ring is full), the second finds them done."""
+    other: the first to run walks every block and computes every weight
+    gradient (it must, once the ring is full), the other finds them done."""
     monkeypatch.setattr(numba_lstm.functional, "ONE_TILE_GRAD_ROWS", 5)
     monkeypatch.setattr(numba_lstm.functional, "PIPELINE_SLOTS", 2)
     with numba_threads(1):
