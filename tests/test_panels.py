@@ -259,12 +259,17 @@ def test_threaded_kernels_match_serial_bit_for_bit_and_the_reference(case, dtype
     _, serial, _ = _run(case, dtype, False, monkeypatch)
     for got, ser in zip(threaded, serial, strict=True):
         np.testing.assert_array_equal(got, ser)
+    _assert_matches_the_reference(p, threaded, upstream, dtype)
+
+
+def _assert_matches_the_reference(p, results, upstream, dtype):
+    """``_run``'s results (y, h_n, c_n and the gradients) against the float64 reference."""
     floats = {k: v for k, v in p.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
     ry, rh, rc, rcache = reference.lstm_forward(**{**p, **as64(floats)})
     dy, dh_n, dc_n = (u.astype(np.float64) for u in upstream)
     ref = (ry, rh, rc, *reference.lstm_backward(dy, rcache, dh_n, dc_n))
     names = ["y", "h_n", "c_n", "dx", "dW", "db", "dh0", "dc0", "dW_hr"][: len(ref)]
-    for name, got, r in zip(names, threaded, ref, strict=True):
+    for name, got, r in zip(names, results, ref, strict=True):
         assert_close(got, r, dtype, name)
 
 
@@ -379,13 +384,7 @@ def test_pipelined_backward_matches_serial_bit_for_bit_and_the_reference(case, s
     _, serial, _ = _run(case, dtype, False, monkeypatch)
     for got, ser in zip(pipelined, serial, strict=True):
         np.testing.assert_array_equal(got, ser)
-    floats = {k: v for k, v in p.items() if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
-    ry, rh, rc, rcache = reference.lstm_forward(**{**p, **as64(floats)})
-    dy, dh_n, dc_n = (u.astype(np.float64) for u in upstream)
-    ref = (ry, rh, rc, *reference.lstm_backward(dy, rcache, dh_n, dc_n))
-    names = ["y", "h_n", "c_n", "dx", "dW", "db", "dh0", "dc0", "dW_hr"][: len(ref)]
-    for name, got, r in zip(names, pipelined, ref, strict=True):
-        assert_close(got, r, dtype, name)
+    _assert_matches_the_reference(p, pipelined, upstream, dtype)
 
 
 @pytest.mark.parametrize("case", [PIPELINED_CASES[2], PIPELINED_CASES[3]], ids=["lengths", "projection"])
