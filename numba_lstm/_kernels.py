@@ -399,19 +399,25 @@ def _shares_per_thread(B):
 def _forward_shares(n_units, B, workers, weight_bytes):
     """(unit_shares, row_shares): how ``_lstm_forward`` splits each step of B rows.
 
-    Share q is unit share q // row_shares and row block q % row_shares
-    (``_row_block``: whole tiles of TILE_ROWS rows); a worker's block of
-    shares covers whole unit shares, its panels.  ``weight_bytes``: the
-    packed W_x and W_h.
+    Share q is what ``_share_rects`` makes of it: with ``unit_shares`` > 1,
+    unit share q // row_shares and row block q % row_shares (``_row_block``:
+    whole tiles of TILE_ROWS rows), and a worker's block of shares covers
+    whole unit shares, its panels; with one unit share, part q of the
+    step's (tile, panel) pairs.  ``weight_bytes``: the packed W_x and W_h.
 
     * One tile of rows: ONE_TILE_SHARES_PER_THREAD unit shares per worker
       (``_shares_per_thread``).
     * At least a tile per worker and weights up to ROW_SPLIT_MAX_BYTES: rows
-      alone, up to FORWARD_SHARES_PER_THREAD blocks per worker.  A thread
+      alone, FORWARD_SHARES_PER_THREAD shares per worker, or one tile each
+      when there are fewer tiles and the workers divide them.  A thread
       then keeps its rows, the same sequences, from step to step: it reads
       only the h_{t-1} it wrote, and writes only its own rows of ``z``.
       float32 forward against the split by units alone: 64x100x256x256
-      0.82, 16x100x128x256 0.85 (bench/NOTES.md "Session 15").
+      0.82, 16x100x128x256 0.85 (bench/NOTES.md "Session 15").  Tiles that
+      the workers do not divide are shared out by (tile, panel) pairs, so
+      that each worker computes half of a tile: float32, two threads,
+      against whole tiles per share, B = 12 0.81, 20 0.89, 36 0.94
+      (bench/NOTES.md "Session 26").
     * Otherwise unit shares of at least SHARE_PANELS panels, a multiple of
       ``workers`` of them (one each at the least), and the rows split into
       the shares left: one panel of units left the gate pass 32 units per
@@ -423,7 +429,7 @@ def _forward_shares(n_units, B, workers, weight_bytes):
     if tiles <= 1:
         return _share_count(n_units, per_thread, workers), 1
     if _split_by_rows(B, workers, weight_bytes):
-        return 1, min(tiles, shares, MAX_SHARES)
+        return 1, min(tiles if tiles % workers == 0 else shares, shares, MAX_SHARES)
     wide = min(shares, n_units // SHARE_PANELS)
     unit_shares = max(1, min(n_units, max(workers, wide - wide % workers), MAX_SHARES))
     row_shares = min(tiles, -(-shares // unit_shares), max(1, MAX_SHARES // unit_shares))
@@ -489,26 +495,69 @@ def _row_block(rows, rb, row_shares):
 
 
 @numba.njit(**SERIAL)
-def _forward_input_block(z_chunk, x_chunk, chunk_sizes, W_x, b, u_lo, u_hi, rb, row_shares):
-    """``_forward_input`` of row block rb of every step of a chunk.
+def _share_rects(q, rows, n_units, unit_shares, row_shares):
+    """Share q of a forward step of ``rows`` rows (``_forward_shares``): three
+    rectangles ``(u_lo, u_hi, r_lo, r_hi)`` of unit panels and rows, some of
+    them empty.
+
+    With ``unit_shares`` > 1, unit share q // row_shares of row block
+    q % row_shares (``_row_block``), one rectangle.  With one unit share, the
+    step's tiles of TILE_ROWS rows times its ``n_units`` panels, tile after
+    tile, are cut into ``row_shares`` nearly equal parts: the end of one
+    tile's panels, whole tiles, the start of the next tile's.  Whole tiles
+    alone gave one thread a tile more than the other whenever a step had an
+    odd number of them, as the steps of variable lengths do.
+    """
+    empty = (np.int64(0), np.int64(0), np.int64(0), np.int64(0))
+    if unit_shares > 1:
+        u_lo, u_hi = _share(n_units, q // row_shares, unit_shares)
+        r_lo, r_hi = _row_block(rows, q % row_shares, row_shares)
+        return (u_lo, u_hi, r_lo, r_hi), empty, empty
+    lo, hi = _share(_tiles(rows) * n_units, q, row_shares)
+    t_lo, p_lo = lo // n_units, lo % n_units
+    t_hi, p_hi = hi // n_units, hi % n_units
+    if t_lo == t_hi:  # within one tile
+        return (p_lo, p_hi, _tile_row(rows, t_lo), _tile_row(rows, t_lo + 1)), empty, empty
+    head = empty
+    if p_lo > 0:
+        head = (p_lo, n_units, _tile_row(rows, t_lo), _tile_row(rows, t_lo + 1))
+        t_lo += 1
+    whole = (np.int64(0), n_units, _tile_row(rows, t_lo), _tile_row(rows, t_hi))
+    tail = (np.int64(0), p_hi, _tile_row(rows, t_hi), _tile_row(rows, t_hi + 1))
+    return head, whole, tail
+
+
+@numba.njit(**SERIAL)
+def _tile_row(rows, t):
+    """First row of tile t of a step of ``rows`` rows (``rows`` past the last tile)."""
+    return min(t * TILE_ROWS, rows)
+
+
+@numba.njit(**SERIAL)
+def _forward_input_block(z_chunk, x_chunk, chunk_sizes, W_x, b, q, unit_shares, row_shares):
+    """``_forward_input`` of share q (``_share_rects``) of every step of a chunk.
 
     ``chunk_sizes``: the rows of the chunk's steps, one after the other in
-    ``z_chunk`` / ``x_chunk``.  Block rb of consecutive steps makes one run
-    of rows when it is all of each step (one row share), and each run is one
+    ``z_chunk`` / ``x_chunk``.  Rectangles of the same units whose rows
+    follow each other (all of each step's rows, with one share) make one
     product.
     """
-    start = run_lo = run_hi = 0
+    n_units = W_x.shape[0] // 4
+    # int64, not a literal 0: _forward_input would compile once more for it (see "Compile time")
+    start = run_lo = run_hi = run_u_lo = run_u_hi = np.int64(0)
     for Bs in chunk_sizes:
-        lo, hi = _row_block(Bs, rb, row_shares)
-        if hi > lo:
-            if start + lo != run_hi:
-                if run_hi > run_lo:
-                    _forward_input(z_chunk[run_lo:run_hi], x_chunk[run_lo:run_hi], W_x, b, u_lo, u_hi)
-                run_lo = start + lo
-            run_hi = start + hi
+        for u_lo, u_hi, r_lo, r_hi in _share_rects(q, Bs, n_units, unit_shares, row_shares):
+            if u_hi > u_lo and r_hi > r_lo:
+                if start + r_lo != run_hi or u_lo != run_u_lo or u_hi != run_u_hi:
+                    if run_hi > run_lo:
+                        _forward_input(
+                            z_chunk[run_lo:run_hi], x_chunk[run_lo:run_hi], W_x, b, run_u_lo, run_u_hi
+                        )
+                    run_lo, run_u_lo, run_u_hi = start + r_lo, u_lo, u_hi
+                run_hi = start + r_hi
         start += Bs
     if run_hi > run_lo:
-        _forward_input(z_chunk[run_lo:run_hi], x_chunk[run_lo:run_hi], W_x, b, u_lo, u_hi)
+        _forward_input(z_chunk[run_lo:run_hi], x_chunk[run_lo:run_hi], W_x, b, run_u_lo, run_u_hi)
 
 
 @numba.njit(**SERIAL)
@@ -524,21 +573,22 @@ def _forward_step(gates, c, tanh_c, m, z, h_prev, c_prev, W_h, u_lo, u_hi, r_lo,
 
 
 @numba.njit(**SERIAL)
-def _forward_share(chunk, step, W_x, b, W_h, u_lo, u_hi, rb, row_shares):
-    """A step's work for the unit panels u_lo..u_hi and row block rb (one share).
+def _forward_share(chunk, step, W_x, b, W_h, q, unit_shares, row_shares):
+    """Share q of a step's work (``_share_rects``).
 
     ``chunk``: ``(z_chunk, x_chunk, chunk_sizes)``, the steps whose input
     projection is due before this one (none but at the first step of a
     chunk); ``step``: the arguments of ``_forward_step`` before the unit
-    range.  The projection of a unit's columns in a row block is needed only
-    by the same share of the chunk's steps, so both run in one parallel
-    region.
+    range.  The projection of a share's rectangles is needed only by the
+    same share of the chunk's steps, so both run in one parallel region.
     """
     z_chunk, x_chunk, chunk_sizes = chunk
     if x_chunk.shape[0] > 0:
-        _forward_input_block(z_chunk, x_chunk, chunk_sizes, W_x, b, u_lo, u_hi, rb, row_shares)
-    r_lo, r_hi = _row_block(step[1].shape[0], rb, row_shares)
-    _forward_step(*step, W_h, u_lo, u_hi, r_lo, r_hi)
+        _forward_input_block(z_chunk, x_chunk, chunk_sizes, W_x, b, q, unit_shares, row_shares)
+    rects = _share_rects(q, step[1].shape[0], W_h.shape[0] // 4, unit_shares, row_shares)
+    for u_lo, u_hi, r_lo, r_hi in rects:
+        if u_hi > u_lo and r_hi > r_lo:
+            _forward_step(*step, W_h, u_lo, u_hi, r_lo, r_hi)
 
 
 @numba.njit(**SERIAL)
@@ -562,12 +612,11 @@ def _forward_steps(
     T = batch_sizes.size
     offsets = _offsets(batch_sizes)
     N = offsets[T]
-    shares = unit_shares * row_shares  # share q: unit share q // row_shares, row block q % row_shares
+    shares = unit_shares * row_shares  # share q: _share_rects
     unit_home, proj_home = home(worker, workers, shares), home(worker, workers, proj_shares)
     saved = gates.shape[0] == N  # else gates and tanh_c hold one step
     c_saved = c.shape[0] == N  # else c holds two slots of c.shape[0] // 2 rows, for odd and even steps
     half = c.shape[0] // 2
-    n_units = W_h.shape[0] // 4
     n_proj = W_hr.shape[0]
     R = z.shape[0]
     chunk_end = 0  # first step whose input projection is not yet in z
@@ -607,8 +656,7 @@ def _forward_steps(
         units, projection = 2 * t, 2 * t + 1  # the step's phases in sync
         q = claim(sync, units, shares, unit_home)
         while q >= 0:
-            u_lo, u_hi = _share(n_units, q // row_shares, unit_shares)
-            _forward_share(chunk, step, W_x, b, W_h, u_lo, u_hi, q % row_shares, row_shares)
+            _forward_share(chunk, step, W_x, b, W_h, q, unit_shares, row_shares)
             finish(sync, units)
             q = claim(sync, units, shares, unit_home)
         wait_for(sync, units, shares)

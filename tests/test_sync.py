@@ -19,6 +19,7 @@ from numba_lstm._kernels import (
     _pipelined,
     _row_block,
     _share_count,
+    _share_rects,
     _shares_per_thread,
     _step_blocks,
 )
@@ -101,6 +102,9 @@ SMALL, LARGE = ROW_SPLIT_MAX_BYTES, ROW_SPLIT_MAX_BYTES + 1
         (1, 1, 2, SMALL, (1, 1)),  # fewer panels than workers
         (8, 8 * TILE_ROWS, 2, SMALL, (1, 8)),  # rows only, 4 blocks a worker
         (8, 2 * TILE_ROWS, 2, SMALL, (1, 2)),  # rows only: one tile a worker
+        (8, 5 * TILE_ROWS, 2, SMALL, (1, 8)),  # rows alone, an odd number of tiles: 8 shares of the pairs
+        (8, 3 * TILE_ROWS - 1, 2, SMALL, (1, 8)),
+        (8, 6 * TILE_ROWS, 3, SMALL, (1, 6)),  # tiles that the workers divide: whole tiles
         (8, 2 * TILE_ROWS, 3, SMALL, (3, 2)),  # fewer tiles than workers: units and rows
         (32, 16 * TILE_ROWS, 2, LARGE, (8, 1)),  # weights past ROW_SPLIT_MAX_BYTES: units of 4 panels
         (8, 8 * TILE_ROWS, 2, LARGE, (2, 4)),  # ... the shares left split the rows
@@ -114,7 +118,9 @@ SMALL, LARGE = ROW_SPLIT_MAX_BYTES, ROW_SPLIT_MAX_BYTES + 1
 def test_forward_shares(n_units, B, workers, weight_bytes, expected):
     unit_shares, row_shares = _forward_shares(n_units, B, workers, weight_bytes)
     assert (unit_shares, row_shares) == expected
-    assert 1 <= unit_shares <= n_units and 1 <= row_shares <= -(-B // TILE_ROWS)
+    assert 1 <= unit_shares <= n_units and row_shares >= 1
+    if unit_shares > 1:
+        assert row_shares <= -(-B // TILE_ROWS), "row blocks of whole tiles"
     per_thread = ONE_TILE_SHARES_PER_THREAD if B <= TILE_ROWS else FORWARD_SHARES_PER_THREAD
     assert _shares_per_thread(B) == per_thread  # the projection phase's count too
     assert unit_shares * row_shares <= min(MAX_SHARES, per_thread * workers)
@@ -195,6 +201,30 @@ def test_row_blocks_cover_the_rows_in_whole_tiles(rows, row_shares):
     assert max(sizes) - min(sizes) <= 1, sizes
 
 
+@pytest.mark.parametrize("rows", [1, TILE_ROWS, 3 * TILE_ROWS - 1, 5 * TILE_ROWS, 9 * TILE_ROWS + 2])
+@pytest.mark.parametrize(
+    ("n_units", "unit_shares", "row_shares"),
+    [(n, 1, s) for n in (1, 3, 16) for s in (1, 2, 7, 8)] + [(3, 3, 2), (16, 2, 4)],
+)
+def test_share_rects_cover_each_panel_of_each_row_once(rows, n_units, unit_shares, row_shares):
+    """The shares of a forward step (``_share_rects``) compute every unit panel
+    of every row exactly once; split by rows alone, the shares hold equal
+    numbers of (tile, panel) pairs, give or take one, however many tiles."""
+    count = np.zeros((rows, n_units), np.int64)
+    pairs = []
+    for q in range(unit_shares * row_shares):
+        share_pairs = 0
+        for u_lo, u_hi, r_lo, r_hi in _share_rects(q, rows, n_units, unit_shares, row_shares):
+            if u_hi > u_lo and r_hi > r_lo:
+                assert 0 <= u_lo < u_hi <= n_units and 0 <= r_lo < r_hi <= rows
+                count[r_lo:r_hi, u_lo:u_hi] += 1
+                share_pairs += (u_hi - u_lo) * -(-(r_hi - r_lo) // TILE_ROWS)
+        pairs.append(share_pairs)
+    assert (count == 1).all()
+    if unit_shares == 1:
+        assert max(pairs) - min(pairs) <= 1, pairs
+
+
 def _run(dtype, T, B, I, H, P, lengths):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((T, B, I)).astype(dtype)
@@ -213,6 +243,7 @@ def _run(dtype, T, B, I, H, P, lengths):
     [
         (6, 5, 40, 200, 200, None),  # one tile with AVX-512: 7 (float32) or 13 panels of units, 8 shares
         (6, 16, 40, 200, 200, None),  # rows: two or four tiles
+        (4, 20, 24, 100, 100, None),  # rows: three or five tiles, so shares that split a tile by units
         (5, 37, 21, 50, 50, np.arange(37) % 6),  # rows: uneven blocks, the batch shrinks, empty sequences
         (5, 9, 33, 130, 70, [5, 1, 4, 5, 2, 3, 5, 0, 4]),  # projection: 3 or 5 panels; ended, empty rows
     ],
