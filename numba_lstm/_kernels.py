@@ -495,35 +495,46 @@ def _row_block(rows, rb, row_shares):
 
 
 @numba.njit(**SERIAL)
-def _share_rects(q, rows, n_units, unit_shares, row_shares):
-    """Share q of a forward step of ``rows`` rows (``_forward_shares``): three
+def _share_rects(q, rows, n_units, unit_shares, row_shares, workers):
+    """Share q of a step of ``rows`` rows (``_forward_shares``, ``_backward_shares``): three
     rectangles ``(u_lo, u_hi, r_lo, r_hi)`` of unit panels and rows, some of
     them empty.
 
     With ``unit_shares`` > 1, unit share q // row_shares of row block
     q % row_shares (``_row_block``), one rectangle.  With one unit share, the
     step's tiles of TILE_ROWS rows times its ``n_units`` panels, tile after
-    tile, are cut into ``row_shares`` nearly equal parts: the end of one
-    tile's panels, whole tiles, the start of the next tile's.  Whole tiles
-    alone gave one thread a tile more than the other whenever a step had an
-    odd number of them, as the steps of variable lengths do.
+    tile, are cut into nearly equal parts, one for each of the ``workers``'
+    blocks of shares (``numba_lstm._sync.home``), and each part into its
+    block's shares: the whole tiles shared out, the first share taking the
+    end of the tile the part starts in and the last the start of the tile
+    it ends in.  Whole tiles alone gave one thread a tile more than the
+    other whenever a step had an odd number of them, as the steps of
+    variable lengths do; a part cut into equal shares split a tile at
+    almost every share.
     """
     empty = (np.int64(0), np.int64(0), np.int64(0), np.int64(0))
     if unit_shares > 1:
         u_lo, u_hi = _share(n_units, q // row_shares, unit_shares)
         r_lo, r_hi = _row_block(rows, q % row_shares, row_shares)
         return (u_lo, u_hi, r_lo, r_hi), empty, empty
-    lo, hi = _share(_tiles(rows) * n_units, q, row_shares)
-    t_lo, p_lo = lo // n_units, lo % n_units
-    t_hi, p_hi = hi // n_units, hi % n_units
-    if t_lo == t_hi:  # within one tile
-        return (p_lo, p_hi, _tile_row(rows, t_lo), _tile_row(rows, t_lo + 1)), empty, empty
-    head = empty
-    if p_lo > 0:
-        head = (p_lo, n_units, _tile_row(rows, t_lo), _tile_row(rows, t_lo + 1))
-        t_lo += 1
-    whole = (np.int64(0), n_units, _tile_row(rows, t_lo), _tile_row(rows, t_hi))
-    tail = (np.int64(0), p_hi, _tile_row(rows, t_hi), _tile_row(rows, t_hi + 1))
+    parts = min(workers, row_shares)  # blocks that hold a share at the least
+    w = np.int64(0)  # not a literal: see "Compile time"
+    while home(w + 1, parts, row_shares) <= q:
+        w += 1
+    first, n = home(w, parts, row_shares), home(w + 1, parts, row_shares) - home(w, parts, row_shares)
+    lo, hi = _share(_tiles(rows) * n_units, w, parts)  # the part's (tile, panel) pairs
+    t_lo, t_hi = -(-lo // n_units), hi // n_units  # its whole tiles
+    if t_lo > t_hi:  # the part lies within one tile
+        if q > first:
+            return empty, empty, empty
+        return (lo % n_units, hi % n_units, _tile_row(rows, t_hi), _tile_row(rows, t_lo)), empty, empty
+    a, b = _share(t_hi - t_lo, q - first, n)
+    whole = (np.int64(0), n_units, _tile_row(rows, t_lo + a), _tile_row(rows, t_lo + b))
+    head = tail = empty
+    if q == first and lo % n_units > 0:
+        head = (lo % n_units, n_units, _tile_row(rows, t_lo - 1), _tile_row(rows, t_lo))
+    if q == first + n - 1 and hi % n_units > 0:
+        tail = (np.int64(0), hi % n_units, _tile_row(rows, t_hi), _tile_row(rows, t_hi + 1))
     return head, whole, tail
 
 
@@ -534,7 +545,7 @@ def _tile_row(rows, t):
 
 
 @numba.njit(**SERIAL)
-def _forward_input_block(z_chunk, x_chunk, chunk_sizes, W_x, b, q, unit_shares, row_shares):
+def _forward_input_block(z_chunk, x_chunk, chunk_sizes, W_x, b, q, unit_shares, row_shares, workers):
     """``_forward_input`` of share q (``_share_rects``) of every step of a chunk.
 
     ``chunk_sizes``: the rows of the chunk's steps, one after the other in
@@ -546,7 +557,7 @@ def _forward_input_block(z_chunk, x_chunk, chunk_sizes, W_x, b, q, unit_shares, 
     # int64, not a literal 0: _forward_input would compile once more for it (see "Compile time")
     start = run_lo = run_hi = run_u_lo = run_u_hi = np.int64(0)
     for Bs in chunk_sizes:
-        for u_lo, u_hi, r_lo, r_hi in _share_rects(q, Bs, n_units, unit_shares, row_shares):
+        for u_lo, u_hi, r_lo, r_hi in _share_rects(q, Bs, n_units, unit_shares, row_shares, workers):
             if u_hi > u_lo and r_hi > r_lo:
                 if start + r_lo != run_hi or u_lo != run_u_lo or u_hi != run_u_hi:
                     if run_hi > run_lo:
@@ -573,7 +584,7 @@ def _forward_step(gates, c, tanh_c, m, z, h_prev, c_prev, W_h, u_lo, u_hi, r_lo,
 
 
 @numba.njit(**SERIAL)
-def _forward_share(chunk, step, W_x, b, W_h, q, unit_shares, row_shares):
+def _forward_share(chunk, step, W_x, b, W_h, q, unit_shares, row_shares, workers):
     """Share q of a step's work (``_share_rects``).
 
     ``chunk``: ``(z_chunk, x_chunk, chunk_sizes)``, the steps whose input
@@ -584,8 +595,8 @@ def _forward_share(chunk, step, W_x, b, W_h, q, unit_shares, row_shares):
     """
     z_chunk, x_chunk, chunk_sizes = chunk
     if x_chunk.shape[0] > 0:
-        _forward_input_block(z_chunk, x_chunk, chunk_sizes, W_x, b, q, unit_shares, row_shares)
-    rects = _share_rects(q, step[1].shape[0], W_h.shape[0] // 4, unit_shares, row_shares)
+        _forward_input_block(z_chunk, x_chunk, chunk_sizes, W_x, b, q, unit_shares, row_shares, workers)
+    rects = _share_rects(q, step[1].shape[0], W_h.shape[0] // 4, unit_shares, row_shares, workers)
     for u_lo, u_hi, r_lo, r_hi in rects:
         if u_hi > u_lo and r_hi > r_lo:
             _forward_step(*step, W_h, u_lo, u_hi, r_lo, r_hi)
@@ -656,7 +667,7 @@ def _forward_steps(
         units, projection = 2 * t, 2 * t + 1  # the step's phases in sync
         q = claim(sync, units, shares, unit_home)
         while q >= 0:
-            _forward_share(chunk, step, W_x, b, W_h, q, unit_shares, row_shares)
+            _forward_share(chunk, step, W_x, b, W_h, q, unit_shares, row_shares, workers)
             finish(sync, units)
             q = claim(sync, units, shares, unit_home)
         wait_for(sync, units, shares)
@@ -925,12 +936,14 @@ def _backward_dh(dh_pad, dh_all, dgates_next, dy, W_hT, p_lo, p_hi):
 def _backward_shares(n_h, B, workers, weight_bytes, projected):
     """(h_shares, row_shares): how ``_lstm_backward`` splits each step of B rows, one share per worker.
 
-    Share q is panel share q // row_shares of dh's columns (and of the
-    units without a projection) and row block q % row_shares (``_row_block``).
-    As in ``_forward_shares``, a step of at least a tile of rows per worker
-    whose weights fit ROW_SPLIT_MAX_BYTES is split by rows alone, so that a
-    thread keeps its sequences from step to step; without that, and with a
-    projection (whose second phase needs every column of dh), by panels.
+    Share q is what ``_share_rects`` makes of it, with panels of dh's
+    columns (and of the units without a projection) for units.  As in
+    ``_forward_shares``, a step of at least a tile of rows per worker whose
+    weights fit ROW_SPLIT_MAX_BYTES is split by rows alone, so that a
+    thread keeps its sequences from step to step, and its (tile, panel)
+    pairs in halves: whole tiles gave one thread a tile more whenever a
+    step had an odd number.  Without that, and with a projection (whose
+    second phase needs every column of dh), by panels.
     """
     if not projected and workers > 1 and _split_by_rows(B, workers, weight_bytes):
         return 1, min(workers, MAX_SHARES)
@@ -1245,7 +1258,7 @@ def _backward_steps(
     """
     n_h, n_m = W_hT.shape[0], W_hrT.shape[0]
     projected = n_m > 0
-    shares = h_shares * row_shares  # share q: panel share q // row_shares, row block q % row_shares
+    shares = h_shares * row_shares  # share q: _share_rects, panels of dh's columns for units
     h_home, m_home = home(worker, workers, shares), home(worker, workers, m_shares)
     NR = W_hT.shape[2]
     for t in range(t_hi - 1, t_end - 1, -1):
@@ -1271,9 +1284,11 @@ def _backward_steps(
         h_phase, m_phase = 2 * (t + 1), 2 * (t + 1) + 1  # the step's phases in sync
         q = claim(sync, h_phase, shares, h_home)
         while q >= 0:
-            p_lo, p_hi = _share(n_h, q // row_shares, h_shares)
-            r_lo, r_hi = _row_block(rows, q % row_shares, row_shares)
-            _backward_share(step, dh_all_t, dgates_next, dy_t, W_hT, gates_too, p_lo, p_hi, r_lo, r_hi)
+            for p_lo, p_hi, r_lo, r_hi in _share_rects(q, rows, n_h, h_shares, row_shares, workers):
+                if p_hi > p_lo and r_hi > r_lo:
+                    _backward_share(
+                        step, dh_all_t, dgates_next, dy_t, W_hT, gates_too, p_lo, p_hi, r_lo, r_hi
+                    )
             finish(sync, h_phase)
             q = claim(sync, h_phase, shares, h_home)
         wait_for(sync, h_phase, shares)

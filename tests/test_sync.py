@@ -203,26 +203,38 @@ def test_row_blocks_cover_the_rows_in_whole_tiles(rows, row_shares):
 
 @pytest.mark.parametrize("rows", [1, TILE_ROWS, 3 * TILE_ROWS - 1, 5 * TILE_ROWS, 9 * TILE_ROWS + 2])
 @pytest.mark.parametrize(
-    ("n_units", "unit_shares", "row_shares"),
-    [(n, 1, s) for n in (1, 3, 16) for s in (1, 2, 7, 8)] + [(3, 3, 2), (16, 2, 4)],
+    ("n_units", "unit_shares", "row_shares", "workers"),
+    [(n, 1, s, w) for n in (1, 3, 16) for s, w in ((1, 1), (2, 2), (7, 2), (8, 2), (7, 3), (2, 3))]
+    + [(3, 3, 2, 2), (16, 2, 4, 2)],
 )
-def test_share_rects_cover_each_panel_of_each_row_once(rows, n_units, unit_shares, row_shares):
-    """The shares of a forward step (``_share_rects``) compute every unit panel
-    of every row exactly once; split by rows alone, the shares hold equal
-    numbers of (tile, panel) pairs, give or take one, however many tiles."""
+def test_share_rects_cover_each_panel_of_each_row_once(rows, n_units, unit_shares, row_shares, workers):
+    """The shares of a step (``_share_rects``) compute every unit panel of
+    every row exactly once.  Split by rows alone, the workers' blocks of
+    shares (``home``) hold equal numbers of (tile, panel) pairs, give or
+    take one, however many tiles; and each block splits at most its first
+    and its last tile between shares."""
     count = np.zeros((rows, n_units), np.int64)
-    pairs = []
-    for q in range(unit_shares * row_shares):
-        share_pairs = 0
-        for u_lo, u_hi, r_lo, r_hi in _share_rects(q, rows, n_units, unit_shares, row_shares):
-            if u_hi > u_lo and r_hi > r_lo:
-                assert 0 <= u_lo < u_hi <= n_units and 0 <= r_lo < r_hi <= rows
-                count[r_lo:r_hi, u_lo:u_hi] += 1
-                share_pairs += (u_hi - u_lo) * -(-(r_hi - r_lo) // TILE_ROWS)
-        pairs.append(share_pairs)
+    shares = unit_shares * row_shares
+    blocks = min(workers, shares)
+    block_pairs, split_tiles = [], []
+    for w in range(blocks):
+        pairs, pieces = 0, {}
+        for q in range(home(w, blocks, shares), home(w + 1, blocks, shares)):
+            for u_lo, u_hi, r_lo, r_hi in _share_rects(q, rows, n_units, unit_shares, row_shares, workers):
+                if u_hi > u_lo and r_hi > r_lo:
+                    assert 0 <= u_lo < u_hi <= n_units and 0 <= r_lo < r_hi <= rows
+                    count[r_lo:r_hi, u_lo:u_hi] += 1
+                    pairs += (u_hi - u_lo) * -(-(r_hi - r_lo) // TILE_ROWS)
+                    if unit_shares == 1 and u_hi - u_lo < n_units:
+                        assert r_hi - r_lo <= TILE_ROWS, "only a single tile is split by panels"
+                        pieces[r_lo] = pieces.get(r_lo, 0) + 1
+        block_pairs.append(pairs)
+        split_tiles.append(pieces)
     assert (count == 1).all()
     if unit_shares == 1:
-        assert max(pairs) - min(pairs) <= 1, pairs
+        assert max(block_pairs) - min(block_pairs) <= 1, block_pairs
+        for pieces in split_tiles:
+            assert len(pieces) <= 2 and all(n == 1 for n in pieces.values()), pieces
 
 
 def _run(dtype, T, B, I, H, P, lengths):
