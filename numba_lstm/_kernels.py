@@ -415,9 +415,10 @@ def _forward_shares(n_units, B, workers, weight_bytes):
       float32 forward against the split by units alone: 64x100x256x256
       0.82, 16x100x128x256 0.85 (bench/NOTES.md "Session 15").  Tiles that
       the workers do not divide are shared out by (tile, panel) pairs, so
-      that each worker computes half of a tile: float32, two threads,
-      against whole tiles per share, B = 12 0.81, 20 0.89, 36 0.94
-      (bench/NOTES.md "Session 26").
+      that two workers compute half of a tile each: float32 forward, two
+      threads, against whole tiles, B = 20 0.87-1.07, 36 0.93-1.02, 12
+      0.99-1.02, the gains while the host ran fast (bench/NOTES.md
+      "Session 26").
     * Otherwise unit shares of at least SHARE_PANELS panels, a multiple of
       ``workers`` of them (one each at the least), and the rows split into
       the shares left: one panel of units left the gate pass 32 units per
