@@ -103,7 +103,7 @@ SMALL, LARGE = ROW_SPLIT_MAX_BYTES, ROW_SPLIT_MAX_BYTES + 1
         (8, 8 * TILE_ROWS, 2, SMALL, (1, 8)),  # rows only, 4 blocks a worker
         (8, 2 * TILE_ROWS, 2, SMALL, (1, 2)),  # rows only: one tile a worker
         (8, 5 * TILE_ROWS, 2, SMALL, (1, 8)),  # rows alone, an odd number of tiles: 8 shares of the pairs
-        (8, 3 * TILE_ROWS - 1, 2, SMALL, (1, 8)),
+        (8, 3 * TILE_ROWS - 1, 2, SMALL, (1, 8)),  # three tiles, the last one short
         (8, 6 * TILE_ROWS, 3, SMALL, (1, 6)),  # tiles that the workers divide: whole tiles
         (8, 2 * TILE_ROWS, 3, SMALL, (3, 2)),  # fewer tiles than workers: units and rows
         (32, 16 * TILE_ROWS, 2, LARGE, (8, 1)),  # weights past ROW_SPLIT_MAX_BYTES: units of 4 panels
