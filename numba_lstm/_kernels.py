@@ -408,14 +408,14 @@ def _forward_shares(n_units, B, workers, weight_bytes):
     * One tile of rows: ONE_TILE_SHARES_PER_THREAD unit shares per worker
       (``_shares_per_thread``).
     * At least a tile per worker and weights up to ROW_SPLIT_MAX_BYTES: rows
-      alone, FORWARD_SHARES_PER_THREAD shares per worker, or one tile each
-      when there are fewer tiles and the workers divide them.  A thread
+      alone, up to FORWARD_SHARES_PER_THREAD shares per worker.  A thread
       then keeps its rows, the same sequences, from step to step: it reads
       only the h_{t-1} it wrote, and writes only its own rows of ``z``.
       float32 forward against the split by units alone: 64x100x256x256
-      0.82, 16x100x128x256 0.85 (bench/NOTES.md "Session 15").  Tiles that
-      the workers do not divide are shared out by (tile, panel) pairs, so
-      that two workers compute half of a tile each: float32 forward, two
+      0.82, 16x100x128x256 0.85 (bench/NOTES.md "Session 15").  The
+      workers' blocks of shares hold equal numbers of (tile, panel) pairs
+      (``_share_rects``), so that with tiles that the workers do not divide
+      two workers compute half of a tile each: float32 forward, two
       threads, against whole tiles, B = 20 0.87-1.07, 36 0.93-1.02, 12
       0.99-1.02, the gains while the host ran fast (bench/NOTES.md
       "Session 26").
@@ -430,7 +430,7 @@ def _forward_shares(n_units, B, workers, weight_bytes):
     if tiles <= 1:
         return _share_count(n_units, per_thread, workers), 1
     if _split_by_rows(B, workers, weight_bytes):
-        return 1, min(tiles if tiles % workers == 0 else shares, shares, MAX_SHARES)
+        return 1, min(tiles, shares, MAX_SHARES)
     wide = min(shares, n_units // SHARE_PANELS)
     unit_shares = max(1, min(n_units, max(workers, wide - wide % workers), MAX_SHARES))
     row_shares = min(tiles, -(-shares // unit_shares), max(1, MAX_SHARES // unit_shares))
@@ -522,19 +522,19 @@ def _share_rects(q, rows, n_units, unit_shares, row_shares, workers):
     w = np.int64(0)  # not a literal: see "Compile time"
     while home(w + 1, parts, row_shares) <= q:
         w += 1
-    first, n = home(w, parts, row_shares), home(w + 1, parts, row_shares) - home(w, parts, row_shares)
+    first, end = home(w, parts, row_shares), home(w + 1, parts, row_shares)  # the block's shares
     lo, hi = _share(_tiles(rows) * n_units, w, parts)  # the part's (tile, panel) pairs
     t_lo, t_hi = -(-lo // n_units), hi // n_units  # its whole tiles
     if t_lo > t_hi:  # the part lies within one tile
         if q > first:
             return empty, empty, empty
         return (lo % n_units, hi % n_units, _tile_row(rows, t_hi), _tile_row(rows, t_lo)), empty, empty
-    a, b = _share(t_hi - t_lo, q - first, n)
+    a, b = _share(t_hi - t_lo, q - first, end - first)
     whole = (np.int64(0), n_units, _tile_row(rows, t_lo + a), _tile_row(rows, t_lo + b))
     head = tail = empty
     if q == first and lo % n_units > 0:
         head = (lo % n_units, n_units, _tile_row(rows, t_lo - 1), _tile_row(rows, t_lo))
-    if q == first + n - 1 and hi % n_units > 0:
+    if q == end - 1 and hi % n_units > 0:
         tail = (np.int64(0), hi % n_units, _tile_row(rows, t_hi), _tile_row(rows, t_hi + 1))
     return head, whole, tail
 
