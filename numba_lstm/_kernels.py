@@ -416,8 +416,8 @@ def _forward_shares(n_units, B, workers, weight_bytes):
       workers' blocks of shares hold equal numbers of (tile, panel) pairs
       (``_share_rects``), so that with tiles that the workers do not divide
       two workers compute half of a tile each: float32 forward, two
-      threads, against whole tiles, B = 20 0.87-1.07, 36 0.93-1.02, 12
-      0.99-1.02, the gains while the host ran fast (bench/NOTES.md
+      threads, against whole tiles, B = 20 0.86-1.07, 36 0.93-1.02, 12
+      0.85-1.02, the gains while the host ran fast (bench/NOTES.md
       "Session 26").
     * Otherwise unit shares of at least SHARE_PANELS panels, a multiple of
       ``workers`` of them (one each at the least), and the rows split into
