@@ -201,7 +201,11 @@ def test_row_blocks_cover_the_rows_in_whole_tiles(rows, row_shares):
 @pytest.mark.parametrize("rows", [1, TILE_ROWS, 3 * TILE_ROWS - 1, 5 * TILE_ROWS, 9 * TILE_ROWS + 2])
 @pytest.mark.parametrize(
     ("n_units", "unit_shares", "row_shares", "workers"),
-    [(n, 1, s, w) for n in (1, 3, 16) for s, w in ((1, 1), (2, 2), (3, 2), (5, 2), (7, 2), (8, 2), (7, 3), (2, 3))]
+    [
+        (n, 1, s, w)
+        for n in (1, 3, 16)
+        for s, w in ((1, 1), (2, 2), (3, 2), (5, 2), (7, 2), (8, 2), (7, 3), (2, 3))
+    ]
     + [(3, 3, 2, 2), (16, 2, 4, 2)],
 )
 def test_share_rects_cover_each_panel_of_each_row_once(rows, n_units, unit_shares, row_shares, workers):
