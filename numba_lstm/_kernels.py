@@ -82,6 +82,7 @@ from numba_lstm._math import fma, sigmoid, tanh
 from numba_lstm._options import PARALLEL, SERIAL
 from numba_lstm._panels import (
     PACK_ROWS,
+    TALL_TILES,
     TILE_ROWS,
     _contiguous_rows,
     _gate_panel_product,
@@ -401,7 +402,7 @@ def _forward_shares(n_units, B, workers, weight_bytes):
 
     Share q is what ``_share_rects`` makes of it: with ``unit_shares`` > 1,
     unit share q // row_shares and row block q % row_shares (``_row_block``:
-    whole tiles of TILE_ROWS rows), and a worker's block of shares covers
+    whole tiles, ``_split_tiles``), and a worker's block of shares covers
     whole unit shares, its panels; with one unit share, part q of the
     step's (tile, panel) pairs.  ``weight_bytes``: the packed W_x and W_h.
 
@@ -488,11 +489,42 @@ def _forward_input(z, x, W_x, b, u_lo, u_hi):
 
 
 @numba.njit(**SERIAL)
+def _split_tiles(rows):
+    """Tiles of a step's ``rows`` rows as its shares split them (``_share_rects``):
+    TILE_ROWS rows each, but with TALL_TILES and at least TILE_ROWS rows the
+    rows left over join the last tile, which the products walk down each
+    panel in one pass (``numba_lstm._panels._tail_tiles``); else they make a
+    short tile of their own."""
+    if TALL_TILES and rows >= TILE_ROWS:
+        return rows // TILE_ROWS
+    return _tiles(rows)
+
+
+@numba.njit(**SERIAL)
+def _tile_row(rows, t):
+    """First row of tile t of ``_split_tiles(rows)`` (``rows`` from the end of the last tile on)."""
+    return rows if t >= _split_tiles(rows) else t * TILE_ROWS
+
+
+@numba.njit(**SERIAL)
 def _row_block(rows, rb, row_shares):
     """Rows (lo, hi) of block rb of ``row_shares`` of a step's ``rows``: whole
-    tiles of TILE_ROWS rows, as even as they divide (a block may be empty)."""
-    lo, hi = _share(_tiles(rows), rb, row_shares)
-    return min(lo * TILE_ROWS, rows), min(hi * TILE_ROWS, rows)
+    tiles (``_split_tiles``), as even as they divide (a block may be empty)."""
+    lo, hi = _share(_split_tiles(rows), rb, row_shares)
+    return _tile_row(rows, lo), _tile_row(rows, hi)
+
+
+@numba.njit(**SERIAL)
+def _pair_of_cell(x, rows, n_units):
+    """The (tile, panel) pair ``t * n_units + u`` in which cell x of a step's
+    rows times its ``n_units`` panels falls, the cells counted tile after
+    tile (``_split_tiles``), in a tile panel after panel, a pair's cells
+    being its tile's rows; ``rows * n_units`` falls past the last pair."""
+    last = max(_split_tiles(rows) - 1, 0)
+    before = _tile_row(rows, last) * n_units  # cells of the tiles before the last
+    if x <= before:
+        return x // TILE_ROWS
+    return last * n_units + (x - before) // (rows - _tile_row(rows, last))
 
 
 @numba.njit(**SERIAL)
@@ -503,15 +535,17 @@ def _share_rects(q, rows, n_units, unit_shares, row_shares, workers):
 
     With ``unit_shares`` > 1, unit share q // row_shares of row block
     q % row_shares (``_row_block``), one rectangle.  With one unit share, the
-    step's tiles of TILE_ROWS rows times its ``n_units`` panels, tile after
-    tile, are cut into nearly equal parts, one for each of the ``workers``'
-    blocks of shares (``numba_lstm._sync.home``), and each part into its
-    block's shares: the whole tiles shared out, the first share taking the
-    end of the tile the part starts in and the last the start of the tile
-    it ends in.  Whole tiles alone gave one thread a tile more than the
-    other whenever a step had an odd number of them, as the steps of
-    variable lengths do; a part cut into equal shares split a tile at
-    almost every share.
+    step's tiles (``_split_tiles``) times its ``n_units`` panels, tile after
+    tile, are cut into parts of nearly equal rows times panels (at
+    ``_pair_of_cell``), one for each of the ``workers``' blocks of shares
+    (``numba_lstm._sync.home``), and each part into its block's shares: the
+    whole tiles shared out, the first share taking the end of the tile the
+    part starts in and the last the start of the tile it ends in.  Whole
+    tiles alone gave one thread a tile more than the other whenever a step
+    had an odd number of them, as the steps of variable lengths do; a part
+    cut into equal shares split a tile at almost every share.  Parts of
+    equal (tile, panel) pairs gave the worker with the last, taller tile up
+    to 3 rows more.
     """
     empty = (np.int64(0), np.int64(0), np.int64(0), np.int64(0))
     if unit_shares > 1:
@@ -523,7 +557,8 @@ def _share_rects(q, rows, n_units, unit_shares, row_shares, workers):
     while home(w + 1, parts, row_shares) <= q:
         w += 1
     first, end = home(w, parts, row_shares), home(w + 1, parts, row_shares)  # the block's shares
-    lo, hi = _share(_tiles(rows) * n_units, w, parts)  # the part's (tile, panel) pairs
+    lo_cell, hi_cell = _share(rows * n_units, w, parts)
+    lo, hi = _pair_of_cell(lo_cell, rows, n_units), _pair_of_cell(hi_cell, rows, n_units)  # the part's pairs
     t_lo, t_hi = -(-lo // n_units), hi // n_units  # its whole tiles
     if t_lo > t_hi:  # the part lies within one tile
         if q > first:
@@ -537,12 +572,6 @@ def _share_rects(q, rows, n_units, unit_shares, row_shares, workers):
     if q == end - 1 and hi % n_units > 0:
         tail = (np.int64(0), hi % n_units, _tile_row(rows, t_hi), _tile_row(rows, t_hi + 1))
     return head, whole, tail
-
-
-@numba.njit(**SERIAL)
-def _tile_row(rows, t):
-    """First row of tile t of a step of ``rows`` rows (``rows`` past the last tile)."""
-    return min(t * TILE_ROWS, rows)
 
 
 @numba.njit(**SERIAL)

@@ -183,6 +183,16 @@ _tile_2_wide = _make_tile(2, WIDE_2)
 _tile_2_half = _make_tile(2, WIDE_2 // 2)
 _tile_1_wide = _make_tile(1, WIDE_1)
 _tile_1_half = _make_tile(1, WIDE_1 // 2)
+#: Tall tiles (one panel) that end a walk down a panel when its rows are not
+#: a multiple of TILE_ROWS (``_tail_tiles``; AVX2 only, where a tile of 4
+#: rows holds 8 of the 16 vector registers): the rows left over share the
+#: panel's vectors already loaded, where ``_few_rows`` streamed every panel
+#: once more.  6 rows are 12 accumulators; 7 spilled them (float32, one
+#: core, (7, 256) @ (256, 1024): 113 us in one tile, 46 in tiles of 4 and 3).
+_tile_3 = _make_tile(3, 1)
+_tile_5 = _make_tile(5, 1)
+_tile_6 = _make_tile(6, 1)
+TALL_TILES = TILE_ROWS == 4
 #: The full tile (TILE_ROWS rows, one panel), called as itself: through
 #: ``_tile(TILE_ROWS, 1, ...)`` Numba compiled ``_tile`` once more for those
 #: literal arguments.  Likewise the callers pass int64 values, not literals,
@@ -255,15 +265,59 @@ def _few_rows(out, out_off, ld_out, a, a_off, ld_a, w, w_base, step, ld_w, K, NR
 
 
 @numba.njit(**SERIAL)
-def _full_tiles(out, a, w, p_lo, p_hi, k_lo, k_hi, M_full):
-    """Rows 0..M_full (a multiple of TILE_ROWS) of ``_panel_block``: full tiles down each panel."""
+def _tail_tiles(M):
+    """How a walk down a panel covers M rows: ``(full, tall_1, tall_2)``, full
+    tiles over rows 0..full, then tiles of tall_1 and tall_2 rows (0: none).
+
+    With TALL_TILES and at least TILE_ROWS rows, the rows left over join the
+    last tiles: 4k + 1 rows end in a tile of 5, 4k + 2 in one of 6, 4k + 3
+    in 5 and 6 (in 4 and 3 when k = 1).  Otherwise ``_few_rows`` takes the
+    M - full rows left, after the walk.  float32, one core, (M, K) @ (K,
+    1024) against the full tiles and ``_few_rows``, same bits: K = 256, M =
+    5 0.73, 7 0.79, 9 0.81, 11 0.77, 15 0.80, 31 0.88, multiples of 4
+    1.00-1.02; K = 512, M = 5 0.68, 11 0.79 (bench/NOTES.md "Session 27").
+    """
+    full = M - M % TILE_ROWS
+    left = M - full
+    if not TALL_TILES or full == 0 or left == 0:
+        return full, 0, 0
+    if left < 3:
+        return full - TILE_ROWS, TILE_ROWS + left, 0
+    if full == TILE_ROWS:
+        return full, left, 0
+    return full - 2 * TILE_ROWS, 5, 6
+
+
+@numba.njit(**SERIAL)
+def _tall_tile(MR, out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K):
+    """The one-panel tile of MR rows (3, 5 or 6) that ``_tail_tiles`` chose."""
+    if MR == 3:
+        _tile_3(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
+    elif MR == 5:
+        _tile_5(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
+    else:
+        _tile_6(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
+
+
+@numba.njit(**SERIAL)
+def _full_tiles(out, a, w, p_lo, p_hi, k_lo, k_hi, M):
+    """The rows of M that ``_tail_tiles`` walks down each panel, for
+    ``_panel_block``; returns the first row left for ``_few_rows``."""
     NR, step = w.shape[2], _row_stride(w)
     ld_out, ld_a = _row_stride(out), _row_stride(a)
+    full, tall_1, tall_2 = _tail_tiles(M)
     for p in range(p_lo, p_hi):
         w_off = k_lo * NR + p * step
-        for r in range(0, M_full, TILE_ROWS):
+        for r in range(0, full, TILE_ROWS):
             o, a_off = r * ld_out + p * NR, r * ld_a + k_lo
             _full_tile(out, o, ld_out, NR, a, a_off, ld_a, w, w_off, step, NR, k_hi - k_lo)
+        r = full
+        for MR in (tall_1, tall_2):
+            if MR > 0:
+                o, a_off = r * ld_out + p * NR, r * ld_a + k_lo
+                _tall_tile(MR, out, o, ld_out, NR, a, a_off, ld_a, w, w_off, step, NR, k_hi - k_lo)
+                r += MR
+    return full + tall_1 + tall_2
 
 
 @numba.njit(**SERIAL)
@@ -274,16 +328,15 @@ def _panel_block(out, a, w, p_lo, p_hi, k_lo, k_hi):
     w   (n_panels, K, NR) C-contiguous, from ``pack_panels``
 
     Full tiles of TILE_ROWS rows walk down each panel (the panel's rows stay
-    in L1); the rows left over go through ``_few_rows``.  Blocks of k run
-    one after the other give the same bits as one block: each element is
-    still one chain of FMAs in the order of k.
+    in L1), ending in taller tiles for the rows left over (``_tail_tiles``)
+    or followed by ``_few_rows``.  Blocks of k run one after the other give
+    the same bits as one block: each element is still one chain of FMAs in
+    the order of k.
     """
     M = a.shape[0]
     NR, step = w.shape[2], _row_stride(w)
     ld_out, ld_a = _row_stride(out), _row_stride(a)
-    M_full = M - M % TILE_ROWS
-    _full_tiles(out, a, w, p_lo, p_hi, k_lo, k_hi, M_full)
-    r = M_full
+    r = _full_tiles(out, a, w, p_lo, p_hi, k_lo, k_hi, M)
     for MR in (4, 2, 1):
         if MR < TILE_ROWS and r + MR <= M:
             _few_rows(
@@ -308,7 +361,7 @@ def _gate_panel_product(out, a, w, u_lo, u_hi):
     """``_panel_product`` for panels u_lo..u_hi of each of the four gate blocks of w.
 
     w from ``pack_panels(W, groups=4)``: gate g's panel u is panel g*n + u, with
-    n = w.shape[0] // 4.  The rows left after the full tiles take the four
+    n = w.shape[0] // 4.  The rows left after ``_full_tiles`` take the four
     gates of one unit panel in one tile (panels n apart in w and n*NR columns
     apart in out), so that one row of a share of one or two unit panels (B = 1
     split between threads) still runs 8 independent FMA chains; the bits are
@@ -317,12 +370,11 @@ def _gate_panel_product(out, a, w, u_lo, u_hi):
     M = a.shape[0]
     NR, K, step = w.shape[2], w.shape[1], _row_stride(w)
     n = w.shape[0] // 4
-    M_full = M - M % TILE_ROWS
-    if M_full > 0:
+    r = M - M % TILE_ROWS  # the first row left for the tiles below
+    if r > 0:
         for g in range(4):
-            _full_tiles(out, a, w, g * n + u_lo, g * n + u_hi, np.int64(0), K, M_full)
+            r = _full_tiles(out, a, w, g * n + u_lo, g * n + u_hi, np.int64(0), K, M)
     ld_out, ld_a = _row_stride(out), _row_stride(a)
-    r = M_full
     for MR in (4, 2, 1):
         if MR < TILE_ROWS and r + MR <= M:
             NP = _widest(MR, np.int64(4))

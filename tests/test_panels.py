@@ -37,8 +37,10 @@ def _product_reference(out, a, W, groups):
     return out.astype(np.float64) + full.reshape(M, groups * padded(width, W.dtype))
 
 
-# Rows cover every tile size and remainder (8, 4, 2, 1); K = 0 leaves out as it is.
-@pytest.mark.parametrize("M", [0, 1, 2, 3, 5, 7, 8, 9, 15, 16, 19])
+# Rows cover every tile size and remainder (8, 4, 2, 1) and, with AVX2, every
+# end of a walk down a panel (_tail_tiles: 5, 6, 4 + 3, 5 + 6 rows); K = 0
+# leaves out as it is.
+@pytest.mark.parametrize("M", [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 15, 16, 19])
 @pytest.mark.parametrize(
     "K, N, groups", [(0, 8, 1), (1, 33, 1), (5, 4 * 7, 4), (64, 4 * 40, 4), (37, 100, 1)]
 )
@@ -51,6 +53,26 @@ def test_panel_product_matches_numpy(M, K, N, groups, dtype):
     expected = _product_reference(out, a, W, groups)
     _panel_product(out, a, w, 0, w.shape[0])
     assert_close(out, expected, dtype, "out")
+
+
+# A row's values do not depend on the tile that computed it (a full, tall or
+# few-row tile): each is one chain of FMAs in the order of k.  The forward of
+# a whole sequence gives the bits of the same steps run one call at a time,
+# and a step's bits do not depend on how the threads split its rows.
+@pytest.mark.parametrize("K, N", [(37, 100), (64, 200)])
+def test_panel_product_rows_equal_rows_computed_alone(K, N, dtype):
+    rng = np.random.default_rng(K)
+    M = 23
+    a = rng.standard_normal((M, K)).astype(dtype)
+    w = pack_panels(rng.standard_normal((K, N)).astype(dtype))
+    start = rng.standard_normal((M, w.shape[0] * panel_width(dtype))).astype(dtype)
+    alone = start.copy()
+    for r in range(M):
+        _panel_product(alone[r : r + 1], a[r : r + 1], w, 0, w.shape[0])
+    for rows in range(1, M + 1):
+        out = start[:rows].copy()
+        _panel_product(out, a[:rows], w, 0, w.shape[0])
+        np.testing.assert_array_equal(out, alone[:rows], err_msg=f"{rows} rows")
 
 
 # Panels 1..p_hi of 8: a sub-range that starts off the first panel, so the

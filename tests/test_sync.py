@@ -21,9 +21,11 @@ from numba_lstm._kernels import (
     _share_count,
     _share_rects,
     _shares_per_thread,
+    _split_tiles,
     _step_blocks,
+    _tile_row,
 )
-from numba_lstm._panels import TILE_ROWS
+from numba_lstm._panels import TALL_TILES, TILE_ROWS
 from numba_lstm._sync import MAX_SHARES, claim, counters, finish, home, wait_for
 
 
@@ -186,6 +188,33 @@ def test_share_count_of_the_weight_gradients(n, workers, expected):
     assert _share_count(n, GRAD_SHARES_PER_THREAD, workers) == expected
 
 
+def _tiles_rows(rows):
+    """The rows of each tile of a step's ``rows`` rows (``_split_tiles``)."""
+    starts = [_tile_row(rows, t) for t in range(_split_tiles(rows) + 1)]
+    return [hi - lo for lo, hi in zip(starts, starts[1:], strict=False)]
+
+
+def _tiles_between(rows, lo, hi):
+    """Tiles of a step's ``rows`` rows (``_split_tiles``) in rows lo..hi, two of their bounds."""
+    starts = [_tile_row(rows, t) for t in range(_split_tiles(rows))] + [rows]
+    assert lo in starts and hi in starts, (lo, hi, starts)
+    return starts.index(hi) - starts.index(lo)
+
+
+# _split_tiles: TILE_ROWS rows each; with tall tiles (AVX2) the rows left over
+# join the last tile once there are TILE_ROWS rows.
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [(0, 0), (1, 1), (TILE_ROWS - 1, 1), (TILE_ROWS, 1), (TILE_ROWS + 1, 1 if TALL_TILES else 2),
+     (3 * TILE_ROWS - 1, 2 if TALL_TILES else 3), (3 * TILE_ROWS, 3)],
+)  # fmt: skip
+def test_split_tiles(rows, expected):
+    assert _split_tiles(rows) == expected
+    assert [_tile_row(rows, t) for t in range(expected + 2)] == [t * TILE_ROWS for t in range(expected)] + [
+        rows
+    ] * 2
+
+
 @pytest.mark.parametrize("rows", [0, 1, TILE_ROWS, 5 * TILE_ROWS - 3, 9 * TILE_ROWS])
 @pytest.mark.parametrize("row_shares", [1, 2, 4, 7])
 def test_row_blocks_cover_the_rows_in_whole_tiles(rows, row_shares):
@@ -194,11 +223,13 @@ def test_row_blocks_cover_the_rows_in_whole_tiles(rows, row_shares):
     for (lo, hi), (next_lo, _) in zip(blocks, blocks[1:], strict=False):
         assert lo <= hi == next_lo
         assert lo % TILE_ROWS == 0 and (hi % TILE_ROWS == 0 or hi == rows)
-    sizes = [-(-(hi - lo) // TILE_ROWS) for lo, hi in blocks]
+    sizes = [_tiles_between(rows, lo, hi) for lo, hi in blocks]
     assert max(sizes) - min(sizes) <= 1, sizes
 
 
-@pytest.mark.parametrize("rows", [1, TILE_ROWS, 3 * TILE_ROWS - 1, 5 * TILE_ROWS, 9 * TILE_ROWS + 2])
+@pytest.mark.parametrize(
+    "rows", [1, TILE_ROWS, TILE_ROWS + 1, 3 * TILE_ROWS - 1, 5 * TILE_ROWS, 9 * TILE_ROWS + 2]
+)
 @pytest.mark.parametrize(
     ("n_units", "unit_shares", "row_shares", "workers"),
     [
@@ -210,30 +241,31 @@ def test_row_blocks_cover_the_rows_in_whole_tiles(rows, row_shares):
 )
 def test_share_rects_cover_each_panel_of_each_row_once(rows, n_units, unit_shares, row_shares, workers):
     """The shares of a step (``_share_rects``) compute every unit panel of
-    every row exactly once.  Split by rows alone, the workers' blocks of
-    shares (``home``) hold equal numbers of (tile, panel) pairs, give or
-    take one, however many tiles; and each block splits at most its first
-    and its last tile between shares."""
+    every row exactly once.  Split by rows alone, each of the workers' blocks
+    of shares (``home``) holds its even part of the rows times panels, give
+    or take the rows of the tallest tile, however many tiles; and each
+    block splits at most its first and its last tile between shares."""
     count = np.zeros((rows, n_units), np.int64)
     shares = unit_shares * row_shares
     blocks = min(workers, shares)
-    block_pairs, split_tiles = [], []
+    block_cells, split_tiles = [], []
     for w in range(blocks):
-        pairs, pieces = 0, {}
+        cells, pieces = 0, {}
         for q in range(home(w, blocks, shares), home(w + 1, blocks, shares)):
             for u_lo, u_hi, r_lo, r_hi in _share_rects(q, rows, n_units, unit_shares, row_shares, workers):
                 if u_hi > u_lo and r_hi > r_lo:
                     assert 0 <= u_lo < u_hi <= n_units and 0 <= r_lo < r_hi <= rows
                     count[r_lo:r_hi, u_lo:u_hi] += 1
-                    pairs += (u_hi - u_lo) * -(-(r_hi - r_lo) // TILE_ROWS)
+                    cells += (u_hi - u_lo) * (r_hi - r_lo)
                     if unit_shares == 1 and u_hi - u_lo < n_units:
-                        assert r_hi - r_lo <= TILE_ROWS, "only a single tile is split by panels"
+                        assert _tiles_between(rows, r_lo, r_hi) == 1, "only a single tile is split by panels"
                         pieces[r_lo] = pieces.get(r_lo, 0) + 1
-        block_pairs.append(pairs)
+        block_cells.append(cells)
         split_tiles.append(pieces)
     assert (count == 1).all()
     if unit_shares == 1:
-        assert max(block_pairs) - min(block_pairs) <= 1, block_pairs
+        tallest, even = max(_tiles_rows(rows)), rows * n_units / blocks
+        assert all(abs(cells - even) < tallest + 1 for cells in block_cells), (block_cells, even, tallest)
         for pieces in split_tiles:
             assert len(pieces) <= 2 and all(n == 1 for n in pieces.values()), pieces
 
