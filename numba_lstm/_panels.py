@@ -272,10 +272,11 @@ def _tail_tiles(M):
     With TALL_TILES and at least TILE_ROWS rows, the rows left over join the
     last tiles: 4k + 1 rows end in a tile of 5, 4k + 2 in one of 6, 4k + 3
     in 5 and 6 (in 4 and 3 when k = 1).  Otherwise ``_few_rows`` takes the
-    M - full rows left, after the walk.  float32, one core, (M, K) @ (K,
-    1024) against the full tiles and ``_few_rows``, same bits: K = 256, M =
-    5 0.73, 7 0.79, 9 0.81, 11 0.77, 15 0.80, 31 0.88, multiples of 4
-    1.00-1.02; K = 512, M = 5 0.68, 11 0.79 (bench/NOTES.md "Session 27").
+    M - full rows left, after the walk.  One core, (M, 256) @ (256, 1024)
+    against the full tiles and ``_few_rows``, same bits, float32 (two runs):
+    M = 5 0.73-0.77, 7 0.79-0.87, 9 0.81-0.86, 11 0.77-0.86, 15 0.80-0.87,
+    31 0.88-0.93, multiples of 4 0.98-1.02; float64: 5 0.70, 7 0.74, 9
+    0.81, 11 0.76, 15 0.80 (bench/NOTES.md "Session 27").
     """
     full = M - M % TILE_ROWS
     left = M - full
@@ -285,7 +286,7 @@ def _tail_tiles(M):
         return full - TILE_ROWS, TILE_ROWS + left, 0
     if full == TILE_ROWS:
         return full, left, 0
-    return full - 2 * TILE_ROWS, 5, 6
+    return full - 2 * TILE_ROWS, TILE_ROWS + 1, TILE_ROWS + 2
 
 
 @numba.njit(**SERIAL)
