@@ -76,8 +76,9 @@ def test_panel_product_rows_equal_rows_computed_alone(K, N, dtype):
 
 
 # Panels 1..p_hi of 8: a sub-range that starts off the first panel, so the
-# several-panel tiles of the left-over rows (M = 11: 8 + 2 + 1; M = 7: 4 + 2 +
-# 1) start there too and end in one-panel tiles.
+# several-panel tiles of the left-over rows (with AVX-512, M = 11: 8 + 2 + 1;
+# M = 7: 4 + 2 + 1; with AVX2, M = 1, while 11 and 7 end in one-panel tall
+# tiles, 5 + 6 and 4 + 3) start there too and end in one-panel tiles.
 @pytest.mark.parametrize("M, p_hi", [(11, 3), (11, 7), (7, 7), (1, 6)])
 def test_panel_product_touches_only_its_panels_and_reads_k_columns_of_a(M, p_hi, dtype):
     rng = np.random.default_rng(3)

@@ -188,17 +188,16 @@ def test_share_count_of_the_weight_gradients(n, workers, expected):
     assert _share_count(n, GRAD_SHARES_PER_THREAD, workers) == expected
 
 
-def _tiles_rows(rows):
-    """The rows of each tile of a step's ``rows`` rows (``_split_tiles``)."""
-    starts = [_tile_row(rows, t) for t in range(_split_tiles(rows) + 1)]
-    return [hi - lo for lo, hi in zip(starts, starts[1:], strict=False)]
+def _tile_bounds(rows):
+    """The first row of each tile of a step's ``rows`` rows (``_split_tiles``), then ``rows``."""
+    return [_tile_row(rows, t) for t in range(_split_tiles(rows) + 1)]
 
 
 def _tiles_between(rows, lo, hi):
-    """Tiles of a step's ``rows`` rows (``_split_tiles``) in rows lo..hi, two of their bounds."""
-    starts = [_tile_row(rows, t) for t in range(_split_tiles(rows))] + [rows]
-    assert lo in starts and hi in starts, (lo, hi, starts)
-    return starts.index(hi) - starts.index(lo)
+    """Tiles of a step's ``rows`` rows in rows lo..hi, two of their bounds."""
+    bounds = _tile_bounds(rows)
+    assert lo in bounds and hi in bounds, (lo, hi, bounds)
+    return bounds.index(hi) - bounds.index(lo)
 
 
 # _split_tiles: TILE_ROWS rows each; with tall tiles (AVX2) the rows left over
@@ -210,9 +209,8 @@ def _tiles_between(rows, lo, hi):
 )  # fmt: skip
 def test_split_tiles(rows, expected):
     assert _split_tiles(rows) == expected
-    assert [_tile_row(rows, t) for t in range(expected + 2)] == [t * TILE_ROWS for t in range(expected)] + [
-        rows
-    ] * 2
+    starts = [t * TILE_ROWS for t in range(expected)]
+    assert [_tile_row(rows, t) for t in range(expected + 2)] == starts + [rows, rows]
 
 
 @pytest.mark.parametrize("rows", [0, 1, TILE_ROWS, 5 * TILE_ROWS - 3, 9 * TILE_ROWS])
@@ -264,7 +262,9 @@ def test_share_rects_cover_each_panel_of_each_row_once(rows, n_units, unit_share
         split_tiles.append(pieces)
     assert (count == 1).all()
     if unit_shares == 1:
-        tallest, even = max(_tiles_rows(rows)), rows * n_units / blocks
+        bounds = _tile_bounds(rows)
+        tallest = max(hi - lo for lo, hi in zip(bounds, bounds[1:], strict=False))
+        even = rows * n_units / blocks
         assert all(abs(cells - even) < tallest + 1 for cells in block_cells), (block_cells, even, tallest)
         for pieces in split_tiles:
             assert len(pieces) <= 2 and all(n == 1 for n in pieces.values()), pieces
