@@ -394,17 +394,24 @@ def _unpacked_product(out, a, w, n_panels):
     """out[:, :n_panels*NR] += a @ w[:, :n_panels*NR], with w (K, N) not packed.
 
     out (M, >= n_panels*NR), a (M, >= K), w (K, >= n_panels*NR): rows contiguous.
-    The tiles of the packed product, reading each panel of NR columns from
-    the rows of w (a few rows: a packed copy would cost more than the product).
+    The tiles of the packed product (``_tail_tiles``, then ``_few_rows``),
+    reading each panel of NR columns from the rows of w (a few rows: a
+    packed copy would cost more than the product).
     """
     M, K = a.shape[0], w.shape[0]
     NR = _panel_width_of(w)
     ld_out, ld_a, ld_w = _row_stride(out), _row_stride(a), _row_stride(w)
-    r = 0
-    while r + TILE_ROWS <= M:
+    full, tall_1, tall_2 = _tail_tiles(M)
+    for r in range(0, full, TILE_ROWS):
         for p in range(n_panels):
             _full_tile(out, r * ld_out + p * NR, ld_out, NR, a, r * ld_a, ld_a, w, p * NR, NR, ld_w, K)
-        r += TILE_ROWS
+    r = full
+    for MR in (tall_1, tall_2):
+        if MR > 0:
+            for p in range(n_panels):
+                o = r * ld_out + p * NR
+                _tall_tile(MR, out, o, ld_out, NR, a, r * ld_a, ld_a, w, p * NR, NR, ld_w, K)
+            r += MR
     for MR in (4, 2, 1):
         if MR < TILE_ROWS and r + MR <= M:
             zero = np.int64(0)  # not a literal: see _full_tile

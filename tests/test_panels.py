@@ -18,6 +18,7 @@ from numba_lstm._panels import (
     _aligned_vector,
     _gate_panel_product,
     _panel_product,
+    _unpacked_product,
     aligned_empty,
     aligned_zeros,
     pack_panels,
@@ -59,20 +60,35 @@ def test_panel_product_matches_numpy(M, K, N, groups, dtype):
 # few-row tile): each is one chain of FMAs in the order of k.  The forward of
 # a whole sequence gives the bits of the same steps run one call at a time,
 # and a step's bits do not depend on how the threads split its rows.
+# The same for the product on an unpacked W (``jit.step_into``), whole panels.
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "unpacked"])
 @pytest.mark.parametrize("K, N", [(37, 100), (64, 200)])
-def test_panel_product_rows_equal_rows_computed_alone(K, N, dtype):
+def test_panel_product_rows_equal_rows_computed_alone(K, N, packed, dtype):
     rng = np.random.default_rng(K)
     M = 23
     a = rng.standard_normal((M, K)).astype(dtype)
-    w = pack_panels(rng.standard_normal((K, N)).astype(dtype))
+    W = rng.standard_normal((K, N)).astype(dtype)
+    w = pack_panels(W)
+    n_panels = w.shape[0] if packed else N // panel_width(dtype)
+
+    def product(out, a):
+        if packed:
+            _panel_product(out, a, w, 0, n_panels)
+        else:
+            _unpacked_product(out, a, W, n_panels)
+
     start = rng.standard_normal((M, w.shape[0] * panel_width(dtype))).astype(dtype)
     alone = start.copy()
     for r in range(M):
-        _panel_product(alone[r : r + 1], a[r : r + 1], w, 0, w.shape[0])
+        product(alone[r : r + 1], a[r : r + 1])
     for rows in range(1, M + 1):
         out = start[:rows].copy()
-        _panel_product(out, a[:rows], w, 0, w.shape[0])
+        product(out, a[:rows])
         np.testing.assert_array_equal(out, alone[:rows], err_msg=f"{rows} rows")
+    expected = start.astype(np.float64)
+    cols = slice(0, min(N, n_panels * panel_width(dtype)))
+    expected[:, cols] += a.astype(np.float64) @ W[:, cols]
+    assert_close(out, expected, dtype, "out")
 
 
 # Panels 1..p_hi of 8: a sub-range that starts off the first panel, so the

@@ -112,11 +112,12 @@ def test_jit_step_and_forward_match_reference(dtype):
     assert_close(c, rc, dtype, "step c")
 
 
-# B: 1 row (row updates), the tiles' 2 + 1 and 8 rows; 12 > SMALL_ROWS: BLAS.
+# B: 1 row (row updates), the tiles' 2 + 1, 5, 6, 4 + 3 (AVX2) and 8 rows;
+# 12 > SMALL_ROWS: BLAS.
 # H = 7: 28 columns, under one float32 panel (row updates only; K = 5 and 7
 # leave rows after groups of four), one float64 panel and a rest of 12;
 # H = 36: 144 columns, whole panels and a rest in float32.
-@pytest.mark.parametrize("B", [1, 3, 8, 12])
+@pytest.mark.parametrize("B", [1, 3, 5, 6, 7, 8, 12])
 @pytest.mark.parametrize("H", [7, 36])
 def test_jit_step_into_in_place_matches_reference(B, H, dtype):
     T, I = 4, 5
