@@ -290,14 +290,19 @@ def _tail_tiles(M):
 
 
 @numba.njit(**SERIAL)
-def _tall_tile(MR, out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K):
-    """The one-panel tile of MR rows (3, 5 or 6) that ``_tail_tiles`` chose."""
-    if MR == 3:
-        _tile_3(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
-    elif MR == 5:
-        _tile_5(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
-    else:
-        _tile_6(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
+def _tall_tiles(tall_1, tall_2, out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K):
+    """The one-panel tiles of tall_1 and tall_2 rows (3, 5 or 6; 0: none) that
+    ``_tail_tiles`` chose, one after the other down a panel from the row at
+    ``out_off`` / ``a_off``."""
+    for MR in (tall_1, tall_2):
+        if MR == 3:
+            _tile_3(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
+        elif MR == 5:
+            _tile_5(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
+        elif MR == 6:
+            _tile_6(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
+        out_off += MR * ld_out
+        a_off += MR * ld_a
 
 
 @numba.njit(**SERIAL)
@@ -312,12 +317,9 @@ def _full_tiles(out, a, w, p_lo, p_hi, k_lo, k_hi, M):
         for r in range(0, full, TILE_ROWS):
             o, a_off = r * ld_out + p * NR, r * ld_a + k_lo
             _full_tile(out, o, ld_out, NR, a, a_off, ld_a, w, w_off, step, NR, k_hi - k_lo)
-        r = full
-        for MR in (tall_1, tall_2):
-            if MR > 0:
-                o, a_off = r * ld_out + p * NR, r * ld_a + k_lo
-                _tall_tile(MR, out, o, ld_out, NR, a, a_off, ld_a, w, w_off, step, NR, k_hi - k_lo)
-                r += MR
+        if tall_1 > 0:
+            o, a_off = full * ld_out + p * NR, full * ld_a + k_lo
+            _tall_tiles(tall_1, tall_2, out, o, ld_out, NR, a, a_off, ld_a, w, w_off, step, NR, k_hi - k_lo)
     return full + tall_1 + tall_2
 
 
@@ -405,13 +407,10 @@ def _unpacked_product(out, a, w, n_panels):
     for r in range(0, full, TILE_ROWS):
         for p in range(n_panels):
             _full_tile(out, r * ld_out + p * NR, ld_out, NR, a, r * ld_a, ld_a, w, p * NR, NR, ld_w, K)
-    r = full
-    for MR in (tall_1, tall_2):
-        if MR > 0:
-            for p in range(n_panels):
-                o = r * ld_out + p * NR
-                _tall_tile(MR, out, o, ld_out, NR, a, r * ld_a, ld_a, w, p * NR, NR, ld_w, K)
-            r += MR
+    for p in range(n_panels if tall_1 > 0 else 0):
+        o = full * ld_out + p * NR
+        _tall_tiles(tall_1, tall_2, out, o, ld_out, NR, a, full * ld_a, ld_a, w, p * NR, NR, ld_w, K)
+    r = full + tall_1 + tall_2
     for MR in (4, 2, 1):
         if MR < TILE_ROWS and r + MR <= M:
             zero = np.int64(0)  # not a literal: see _full_tile
