@@ -404,7 +404,8 @@ def _forward_shares(n_units, B, workers, weight_bytes):
     unit share q // row_shares and row block q % row_shares (``_row_block``:
     whole tiles, ``_split_tiles``), and a worker's block of shares covers
     whole unit shares, its panels; with one unit share, part q of the
-    step's (tile, panel) pairs.  ``weight_bytes``: the packed W_x and W_h.
+    step's rows times panels, cut at (tile, panel) pairs.  ``weight_bytes``:
+    the packed W_x and W_h.
 
     * One tile of rows: ONE_TILE_SHARES_PER_THREAD unit shares per worker
       (``_shares_per_thread``).
@@ -414,12 +415,13 @@ def _forward_shares(n_units, B, workers, weight_bytes):
       only the h_{t-1} it wrote, and writes only its own rows of ``z``.
       float32 forward against the split by units alone: 64x100x256x256
       0.82, 16x100x128x256 0.85 (bench/NOTES.md "Session 15").  The
-      workers' blocks of shares hold equal numbers of (tile, panel) pairs
+      workers' blocks of shares hold even parts of the rows times panels
       (``_share_rects``), so that with tiles that the workers do not divide
-      two workers compute half of a tile each: float32 forward, two
+      two workers compute part of a tile each: float32 forward, two
       threads, against whole tiles, B = 20 0.86-1.07, 36 0.93-1.02, 12
       0.85-1.02, the gains while the host ran fast (bench/NOTES.md
-      "Session 26").
+      "Session 26"); with the rows left over in a tall last tile, B = 5 to
+      23 0.72-0.92, variable lengths 0.965-0.979 ("Session 27").
     * Otherwise unit shares of at least SHARE_PANELS panels, a multiple of
       ``workers`` of them (one each at the least), and the rows split into
       the shares left: one panel of units left the gate pass 32 units per
@@ -970,8 +972,8 @@ def _backward_shares(n_h, B, workers, weight_bytes, projected):
     columns (and of the units without a projection) for units.  As in
     ``_forward_shares``, a step of at least a tile of rows per worker whose
     weights fit ROW_SPLIT_MAX_BYTES is split by rows alone, so that a
-    thread keeps its sequences from step to step, and its (tile, panel)
-    pairs in halves: whole tiles gave one thread a tile more whenever a
+    thread keeps its sequences from step to step, and its rows times
+    panels in halves: whole tiles gave one thread a tile more whenever a
     step had an odd number.  Without that, and with a projection (whose
     second phase needs every column of dh), by panels.
     """
