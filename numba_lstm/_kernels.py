@@ -1395,7 +1395,8 @@ def _pipelined_worker(
 @numba.njit(**PARALLEL)
 def _lstm_backward(
     dx_pad, dW_pad, db_pad, dW_hr, dh_pad, dc, dh_all, dm_pad, dG_ring, AT, dG_block, prev,
-    dy, x, h0, y, m, c0, c, gates, tanh_c, W_hT, W_hrT, W_xT, batch_sizes, step_shares, grad_shares, sync, grad_sync,
+    dy, x, h0, y, m, c0, c, gates, tanh_c, W_hT, W_hrT, W_xT, batch_sizes, step_shares, grad_shares, pipelined,
+    sync, grad_sync,
 ):  # fmt: skip
     """Backward pass (BPTT) through the steps of a packed sequence, with the weight gradients.
 
@@ -1420,6 +1421,9 @@ def _lstm_backward(
     step_shares       workers of the steps' parallel regions, one share of each
                       step per worker (``_backward_shares``)
     grad_shares       workers of each block's weight gradients (``_block_grads``)
+    pipelined         ``_pipelined`` of the first step's rows and these workers,
+                      decided by the caller, which sized ``dG_ring`` and
+                      ``grad_sync`` for it
     sync   (4(T + 1),) work: ``counters(2(T + 1))``, the taken shares and done counters of each step
                      (``numba_lstm._sync``), t = -1 included
     grad_sync        work: ``counters(3)``, the same for ``_block_grads``; pipelined,
@@ -1456,7 +1460,7 @@ def _lstm_backward(
     B = batch_sizes[0] if T > 0 else 0
     t_los = _step_blocks(offsets, dG_ring.shape[1])
     grads, inputs = (dx_pad, dW_pad, db_pad, AT, dG_block, prev), (x, h0, y, W_xT)
-    if _pipelined(B, step_shares, grad_shares, (W_hT.size + W_hrT.size) * W_hT.itemsize):
+    if pipelined:
         walk = (dh_pad, dc, dh_all, dm_pad, dy, c0, c, gates, tanh_c, W_hT, W_hrT)
         for worker in numba.prange(2):
             _pipelined_worker(

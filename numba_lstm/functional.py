@@ -323,14 +323,18 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
     else:
         projected = W_hr is not None
         Hp, Ip, NR = padded(H, dtype), padded(I, dtype), panel_width(dtype)
-        # A block holds at least one whole step; its rows do not depend on the
-        # threads, so that every thread count sums dW in the same order.
-        rows = min(N, max(ONE_TILE_GRAD_ROWS if _tiles(B) <= 1 else GRAD_ROWS, B))
-        step_workers = _threads(_use_threads(B, 4 * H, P, SPLIT_STEP_MIN_FLOP))
+        # The policy goes by the rows of the first step, the sequences not
+        # empty, as the kernel's shares do (sequences of length 0 only pass
+        # dh_n and dc_n on).  A block holds at least one whole step; its rows
+        # do not depend on the threads, so that every thread count sums dW in
+        # the same order.
+        B_steps = int(pk.batch_sizes[0])
+        rows = min(N, max(ONE_TILE_GRAD_ROWS if _tiles(B_steps) <= 1 else GRAD_ROWS, B_steps))
+        step_workers = _threads(_use_threads(B_steps, 4 * H, P, SPLIT_STEP_MIN_FLOP))
         grad_workers = _threads(_use_threads(rows, I + P, 4 * H, PARALLEL_MIN_FLOP))
         W_hT, W_xT = pack_panels(W[I:].T), pack_panels(W[:I].T)
         W_hrT = pack_panels(W_hr.T) if projected else np.empty((0, 0, 0), dtype)
-        pipelined = _pipelined(B, step_workers, grad_workers, (W_hT.size + W_hrT.size) * W_hT.itemsize)
+        pipelined = _pipelined(B_steps, step_workers, grad_workers, (W_hT.size + W_hrT.size) * W_hT.itemsize)
         # The arrays that threads write by shares of columns start on a cache line (``aligned_empty``).
         dh_pad = aligned_empty((B, padded(P, dtype)), dtype)
         dh_pad[:, :P] = pk.sort(dh_n)
@@ -347,7 +351,7 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
             aligned_empty((PIPELINE_SLOTS if pipelined else 2, rows, 4 * H), dtype),
             aligned_empty((I + P, rows), dtype), aligned_empty((4 * Hp // NR, rows, NR), dtype), prev,
             dy_packed, cache.x, cache.h0, cache.y, cache.m, cache.c0, cache.c, cache.gates, cache.tanh_c,
-            W_hT, W_hrT, W_xT, pk.batch_sizes, step_workers, grad_workers,
+            W_hT, W_hrT, W_xT, pk.batch_sizes, step_workers, grad_workers, pipelined,
             counters(2 * (pk.batch_sizes.size + 1)), counters(4 * pk.batch_sizes.size if pipelined else 3),
         )  # fmt: skip
         dh0 = dh_pad[:, :P].copy()

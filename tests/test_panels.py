@@ -426,6 +426,27 @@ def test_pipelined_backward_matches_serial_bit_for_bit_and_the_reference(case, s
     _assert_matches_the_reference(p, pipelined, upstream, dtype)
 
 
+# A sequence of length 0 leaves every step a row fewer than the batch: with
+# B = TILE_ROWS + 1 the steps are one tile of rows, pipelined on two workers,
+# while the batch is two tiles.  The Python layer once sized the ring and the
+# counters by the batch while the kernel chose the pipelined walk by the
+# steps' rows, and wrote past its counters: results changed from run to run
+# (found on AVX-512 by the test of splitting a step of 9 rows).
+def test_backward_with_an_empty_sequence_goes_by_the_rows_of_the_steps(dtype, monkeypatch):
+    B = TILE_ROWS + 1
+    case = dict(T=12, B=B, I=6, H=40, lengths=[12, 0] + [2 + r for r in range(B - 2)])
+    assert numba_lstm._kernels._pipelined(B - 1, 2, 2, 64 * 1024)  # its packed weights are under 64 KB
+    assert not numba_lstm._kernels._pipelined(B, 2, 2, 64 * 1024)
+    monkeypatch.setattr(numba_lstm.functional, "GRAD_ROWS", 5)
+    monkeypatch.setattr(numba_lstm.functional, "ONE_TILE_GRAD_ROWS", 5)
+    p, serial, upstream = _run(case, dtype, False, monkeypatch)
+    for _ in range(3):
+        _, pipelined, _ = _run(case, dtype, True, monkeypatch, workers=2)
+        for got, expected in zip(pipelined, serial, strict=True):
+            np.testing.assert_array_equal(got, expected)
+    _assert_matches_the_reference(p, serial, upstream, dtype)
+
+
 @pytest.mark.parametrize("case", [PIPELINED_CASES[2], PIPELINED_CASES[3]], ids=["lengths", "projection"])
 def test_one_thread_running_a_pipelined_backward_takes_every_share(case, dtype, monkeypatch):
     """Both workers of a pipelined backward on one Numba thread, one after the
