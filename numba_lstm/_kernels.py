@@ -82,7 +82,6 @@ from numba_lstm._math import fma, sigmoid, tanh
 from numba_lstm._options import PARALLEL, SERIAL
 from numba_lstm._panels import (
     PACK_ROWS,
-    TALL_TILES,
     TILE_ROWS,
     _contiguous_rows,
     _gate_panel_product,
@@ -90,6 +89,7 @@ from numba_lstm._panels import (
     _panel_block,
     _panel_product,
     _panel_width_of,
+    _tail_joins,
     _unpacked_product,
 )
 from numba_lstm._sync import MAX_SHARES, claim, finish, home, is_done, pause, thread_count, wait_for
@@ -493,11 +493,15 @@ def _forward_input(z, x, W_x, b, u_lo, u_hi):
 @numba.njit(**SERIAL)
 def _split_tiles(rows):
     """Tiles of a step's ``rows`` rows as its shares split them (``_share_rects``):
-    TILE_ROWS rows each, but with TALL_TILES and at least TILE_ROWS rows the
-    rows left over join the last tile, which the products walk down each
-    panel in one pass (``numba_lstm._panels._tail_tiles``); else they make a
-    short tile of their own."""
-    if TALL_TILES and rows >= TILE_ROWS:
+    TILE_ROWS rows each, the last one short, or, when the products walk the
+    rows left over with the last full tile (``numba_lstm._panels._tail_joins``),
+    the last tile taller.  With AVX-512 that is so only for 1, 3 or 5 rows
+    left over: counting 15 rows as one tile (8 + 7, walked as such) made the
+    two-thread forward slower, float32 B = 15 1.18x, and so did 6 + 6 for 12
+    rows (1.09-1.13x) against tiles of 8 and 4, each thread then taking half
+    the units of the tall tile; 4 + 5 for 9 rows made it faster, 0.80-0.81x
+    (bench/NOTES.md "Session 28")."""
+    if _tail_joins(rows):
         return rows // TILE_ROWS
     return _tiles(rows)
 

@@ -184,15 +184,19 @@ _tile_2_half = _make_tile(2, WIDE_2 // 2)
 _tile_1_wide = _make_tile(1, WIDE_1)
 _tile_1_half = _make_tile(1, WIDE_1 // 2)
 #: Tall tiles (one panel) that end a walk down a panel when its rows are not
-#: a multiple of TILE_ROWS (``_tail_tiles``; AVX2 only, where a tile of 4
-#: rows holds 8 of the 16 vector registers): the rows left over share the
+#: a multiple of TILE_ROWS (``_tail_tiles``): the rows left over share the
 #: panel's vectors already loaded, where ``_few_rows`` streamed every panel
-#: once more.  6 rows are 12 accumulators; 7 spilled them (float32, one
-#: core, (7, 256) @ (256, 1024): 113 us in one tile, 46 in tiles of 4 and 3).
-_tile_3 = _make_tile(3, 1)
-_tile_5 = _make_tile(5, 1)
-_tile_6 = _make_tile(6, 1)
-TALL_TILES = TILE_ROWS == 4
+#: once more.  A tile of MR rows holds 2 * MR accumulators, the two panel
+#: vectors and the broadcasts of a[r, k].  With AVX2 (16 registers) up to 6
+#: rows: 7 spilled (float32, one core, (7, 256) @ (256, 1024): 113 us in
+#: one tile, 46 in tiles of 4 and 3).  With AVX-512 (32 registers) up to 7:
+#: tiles of 9 to 14 rows ran at the full tile's rate in a loop of their
+#: own, but inside the products those of 10 to 12 rows spilled or not
+#: depending on the code around them (up to 2.5x the time), and 9 took
+#: 1.05x the time of 8 + 1 in float64, against 0.86-0.88 for 4 + 5
+#: (bench/NOTES.md "Session 28").
+TALL_ROWS = (4, 5, 6, 7) if TILE_ROWS == 8 else (3, 5, 6)
+_tile_3, _tile_5, _tile_6, _tile_7 = (_make_tile(MR, 1) for MR in (3, 5, 6, 7))
 #: The full tile (TILE_ROWS rows, one panel), called as itself: through
 #: ``_tile(TILE_ROWS, 1, ...)`` Numba compiled ``_tile`` once more for those
 #: literal arguments.  Likewise the callers pass int64 values, not literals,
@@ -265,22 +269,52 @@ def _few_rows(out, out_off, ld_out, a, a_off, ld_a, w, w_base, step, ld_w, K, NR
 
 
 @numba.njit(**SERIAL)
+def _tail_joins(M):
+    """Whether the rows of M left after its full tiles join the last full
+    tile, to be walked with it in tall tiles (``_tail_tiles``) and to go
+    with it in a step's split (``numba_lstm._kernels._split_tiles``)."""
+    left = M % TILE_ROWS
+    if TILE_ROWS == 8:
+        return M > TILE_ROWS and left % 2 == 1 and left < 7
+    return M > TILE_ROWS and left > 0
+
+
+@numba.njit(**SERIAL)
 def _tail_tiles(M):
     """How a walk down a panel covers M rows: ``(full, tall_1, tall_2)``, full
-    tiles over rows 0..full, then tiles of tall_1 and tall_2 rows (0: none).
+    tiles over rows 0..full, then tiles of tall_1 and tall_2 rows (0: none,
+    else one of TALL_ROWS); ``_few_rows`` takes the rows left after them.
 
-    With TALL_TILES and at least TILE_ROWS rows, the rows left over join the
-    last tiles: 4k + 1 rows end in a tile of 5, 4k + 2 in one of 6, 4k + 3
-    in 5 and 6 (in 4 and 3 when k = 1).  Otherwise ``_few_rows`` takes the
-    M - full rows left, after the walk.  One core, (M, 256) @ (256, 1024)
+    AVX2 (tiles of 4 rows): from 4 rows on, 4k + 1 rows end in a tile of 5,
+    4k + 2 in one of 6, 4k + 3 in 5 and 6 (in 4 and 3 when k = 1); fewer
+    than 4 rows go to ``_few_rows``.  One core, (M, 256) @ (256, 1024)
     against the full tiles and ``_few_rows``, same bits, float32 (two runs):
     M = 5 0.73-0.77, 7 0.79-0.87, 9 0.81-0.86, 11 0.77-0.86, 15 0.80-0.87,
     31 0.88-0.93, multiples of 4 0.98-1.02; float64: 5 0.70, 7 0.74, 9
     0.81, 11 0.76, 15 0.80 (bench/NOTES.md "Session 27").
+
+    AVX-512 (tiles of 8 rows): an odd number of rows left over ends the walk
+    in tiles of 4 to 7 rows: 8k + 1, 3 and 5 rows in two of them in place
+    of the last full tile (4 + 5, 5 + 6, 6 + 7), 8k + 7 rows in a tile of 7
+    after the full ones, 5 and 7 rows in one tile.  An even number left
+    over goes to ``_few_rows``, whose tiles of 4 and 2 rows are several
+    panels wide.  One core, (M, 256) @ (256, 1024) against the full tiles
+    and ``_few_rows``, same bits: float32 M = 5 0.85, 7 0.83, 9 0.91, 11
+    0.88, 13 0.93, 15 0.92, 23 0.93-0.96; float64 5 0.83, 7 0.80, 9 0.87, 11
+    0.85, 13 0.89.  In the two-thread forward, tiles for an even number of
+    rows left over were slower: B = 6 in one tile 1.03-1.06, B = 12 as 6 + 6
+    1.09-1.13 (bench/NOTES.md "Session 28").
     """
     full = M - M % TILE_ROWS
     left = M - full
-    if not TALL_TILES or full == 0 or left == 0:
+    if TILE_ROWS == 8:
+        if _tail_joins(M):
+            tall = TILE_ROWS + left  # 9, 11 or 13 rows: 4 + 5, 5 + 6, 6 + 7
+            return full - TILE_ROWS, tall // 2, tall - tall // 2
+        if left == 7 or (full == 0 and left == 5):
+            return full, left, 0
+        return full, 0, 0
+    if not _tail_joins(M):
         return full, 0, 0
     if left < 3:
         return full - TILE_ROWS, TILE_ROWS + left, 0
@@ -291,16 +325,27 @@ def _tail_tiles(M):
 
 @numba.njit(**SERIAL)
 def _tall_tiles(tall_1, tall_2, out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K):
-    """The one-panel tiles of tall_1 and tall_2 rows (3, 5 or 6; 0: none) that
+    """The one-panel tiles of tall_1 and tall_2 rows (TALL_ROWS; 0: none) that
     ``_tail_tiles`` chose, one after the other down a panel from the row at
-    ``out_off`` / ``a_off``."""
+    ``out_off`` / ``a_off``.  Numba drops the branches of the other vector
+    width (a global constant): each machine compiles only its own tiles."""
     for MR in (tall_1, tall_2):
-        if MR == 3:
-            _tile_3(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
+        args = (out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
+        if TILE_ROWS == 8:
+            if MR == 4:
+                _tile_4(*args)
+            elif MR == 5:
+                _tile_5(*args)
+            elif MR == 6:
+                _tile_6(*args)
+            elif MR == 7:
+                _tile_7(*args)
+        elif MR == 3:
+            _tile_3(*args)
         elif MR == 5:
-            _tile_5(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
+            _tile_5(*args)
         elif MR == 6:
-            _tile_6(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
+            _tile_6(*args)
         out_off += MR * ld_out
         a_off += MR * ld_a
 
@@ -373,10 +418,11 @@ def _gate_panel_product(out, a, w, u_lo, u_hi):
     M = a.shape[0]
     NR, K, step = w.shape[2], w.shape[1], _row_stride(w)
     n = w.shape[0] // 4
-    r = M - M % TILE_ROWS  # the first row left for the tiles below
+    full, tall_1, tall_2 = _tail_tiles(M)
+    r = full + tall_1 + tall_2  # the first row left for the tiles below
     if r > 0:
         for g in range(4):
-            r = _full_tiles(out, a, w, g * n + u_lo, g * n + u_hi, np.int64(0), K, M)
+            _full_tiles(out, a, w, g * n + u_lo, g * n + u_hi, np.int64(0), K, M)
     ld_out, ld_a = _row_stride(out), _row_stride(a)
     for MR in (4, 2, 1):
         if MR < TILE_ROWS and r + MR <= M:

@@ -14,10 +14,13 @@ import numba_lstm.jit
 from numba_lstm import reference
 from numba_lstm._panels import (
     CACHE_LINE,
+    TALL_ROWS,
     TILE_ROWS,
     _aligned_vector,
     _gate_panel_product,
     _panel_product,
+    _tail_joins,
+    _tail_tiles,
     _unpacked_product,
     aligned_empty,
     aligned_zeros,
@@ -38,10 +41,27 @@ def _product_reference(out, a, W, groups):
     return out.astype(np.float64) + full.reshape(M, groups * padded(width, W.dtype))
 
 
-# Rows cover every tile size and remainder (8, 4, 2, 1) and, with AVX2, every
-# end of a walk down a panel (_tail_tiles: 5, 6, 4 + 3, 5 + 6 rows); K = 0
-# leaves out as it is.
-@pytest.mark.parametrize("M", [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 15, 16, 19])
+# A walk down a panel: full tiles, then tall tiles of TALL_ROWS (the tile
+# shapes that exist), then fewer than TILE_ROWS rows for _few_rows; none
+# left when the rows left over join the last tile, as a step's split counts
+# them (_kernels._split_tiles).
+@pytest.mark.parametrize("M", range(4 * TILE_ROWS + 2))
+def test_tail_tiles_cover_the_rows(M):
+    full, tall_1, tall_2 = _tail_tiles(M)
+    assert full >= 0 and full % TILE_ROWS == 0
+    assert tall_1 in (0, *TALL_ROWS) and tall_2 in (0, *TALL_ROWS)
+    assert tall_1 > 0 or tall_2 == 0
+    left = M - (full + tall_1 + tall_2)
+    assert 0 <= left < TILE_ROWS
+    if _tail_joins(M):
+        assert left == 0 and M - full > M % TILE_ROWS
+
+
+# Rows cover every tile size and remainder (8, 4, 2, 1) and every end of a
+# walk down a panel (_tail_tiles), with AVX2 (5, 6, 4 + 3, 5 + 6 rows) and
+# with AVX-512 (5 and 7 rows in one tile, 4 + 5, 5 + 6, 6 + 7, 8 + 7, and
+# even rows left to _few_rows); K = 0 leaves out as it is.
+@pytest.mark.parametrize("M", [0, 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 19, 22, 23])
 @pytest.mark.parametrize(
     "K, N, groups", [(0, 8, 1), (1, 33, 1), (5, 4 * 7, 4), (64, 4 * 40, 4), (37, 100, 1)]
 )
@@ -92,10 +112,10 @@ def test_panel_product_rows_equal_rows_computed_alone(K, N, packed, dtype):
 
 
 # Panels 1..p_hi of 8: a sub-range that starts off the first panel, so the
-# several-panel tiles of the left-over rows (with AVX-512, M = 11: 8 + 2 + 1;
-# M = 7: 4 + 2 + 1; with AVX2, M = 1, while 11 and 7 end in one-panel tall
-# tiles, 5 + 6 and 4 + 3) start there too and end in one-panel tiles.
-@pytest.mark.parametrize("M, p_hi", [(11, 3), (11, 7), (7, 7), (1, 6)])
+# several-panel tiles of the left-over rows (M = 3: 2 + 1, and M = 1) start
+# there too and end in one-panel tiles, as the one-panel tall tiles do (M =
+# 11: 5 + 6 with AVX2 and AVX-512 alike; M = 7: 4 + 3, or one of 7).
+@pytest.mark.parametrize("M, p_hi", [(11, 3), (11, 7), (7, 7), (3, 7), (1, 6)])
 def test_panel_product_touches_only_its_panels_and_reads_k_columns_of_a(M, p_hi, dtype):
     rng = np.random.default_rng(3)
     NR = panel_width(dtype)
@@ -116,7 +136,7 @@ def test_panel_product_touches_only_its_panels_and_reads_k_columns_of_a(M, p_hi,
 # Rows on both sides of the full tile, unit panels 0..n of 3 or a middle range:
 # the four gates of a unit panel in one tile give the bits of one product per
 # gate, and columns outside the range keep their values.
-@pytest.mark.parametrize("M", [1, 2, 3, 4, 7, 9, 13])
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 7, 9, 13, 14])
 @pytest.mark.parametrize("u_lo, u_hi", [(0, 3), (1, 2), (1, 3)])
 def test_gate_panel_product_gives_the_bits_of_a_product_per_gate(M, u_lo, u_hi, dtype):
     rng = np.random.default_rng(M + 10 * u_lo + 100 * u_hi)
