@@ -496,11 +496,12 @@ def _split_tiles(rows):
     TILE_ROWS rows each, the last one short, or, when the products walk the
     rows left over with the last full tile (``numba_lstm._panels._tail_joins``),
     the last tile taller.  With AVX-512 that is so only for 1, 3 or 5 rows
-    left over: counting 15 rows as one tile (8 + 7, walked as such) made the
-    two-thread forward slower, float32 B = 15 1.18x, and so did 6 + 6 for 12
-    rows (1.09-1.13x) against tiles of 8 and 4, each thread then taking half
-    the units of the tall tile; 4 + 5 for 9 rows made it faster, 0.80-0.81x
-    (bench/NOTES.md "Session 28")."""
+    left over.  Counting every tail with the last tile, where each thread
+    then takes half the units of that tile, made the two-thread forward
+    slower for the others, float32 against tiles of 8 and a short one: B =
+    12 (6 + 6) 1.09-1.13x, 14 (7 + 7) 1.35x, 15 (8 + 7) 1.18x in one run and
+    0.87x in another; and faster for 9 (4 + 5) 0.80-0.82x, 11 0.80, 13
+    0.89-0.91 (bench/NOTES.md "Session 28")."""
     if _tail_joins(rows):
         return rows // TILE_ROWS
     return _tiles(rows)
