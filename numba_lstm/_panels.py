@@ -327,25 +327,20 @@ def _tail_tiles(M):
 def _tall_tiles(tall_1, tall_2, out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K):
     """The one-panel tiles of tall_1 and tall_2 rows (TALL_ROWS; 0: none) that
     ``_tail_tiles`` chose, one after the other down a panel from the row at
-    ``out_off`` / ``a_off``.  Numba drops the branches of the other vector
-    width (a global constant): each machine compiles only its own tiles."""
+    ``out_off`` / ``a_off``.  Numba drops the branches guarded by the other
+    vector width (a global constant): each machine compiles only its own tiles."""
     for MR in (tall_1, tall_2):
         args = (out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)
-        if TILE_ROWS == 8:
-            if MR == 4:
-                _tile_4(*args)
-            elif MR == 5:
-                _tile_5(*args)
-            elif MR == 6:
-                _tile_6(*args)
-            elif MR == 7:
-                _tile_7(*args)
-        elif MR == 3:
-            _tile_3(*args)
-        elif MR == 5:
+        if MR == 5:
             _tile_5(*args)
         elif MR == 6:
             _tile_6(*args)
+        elif TILE_ROWS == 8 and MR == 4:
+            _tile_4(*args)
+        elif TILE_ROWS == 8 and MR == 7:
+            _tile_7(*args)
+        elif TILE_ROWS == 4 and MR == 3:
+            _tile_3(*args)
         out_off += MR * ld_out
         a_off += MR * ld_a
 
