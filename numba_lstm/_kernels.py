@@ -254,6 +254,70 @@ def _offsets(batch_sizes):
     return offsets
 
 
+@numba.njit(**SERIAL)
+def _packing(lengths, T, reverse):
+    """The packed order of sequences of ``lengths`` (B,), each in 0..T (``functional.Packing``).
+
+    Returns ``batch_sizes`` (T,), the rows of each step; ``order`` (B,), the
+    batch index of each sorted row, longest first and ties in batch order
+    (a stable counting sort); the sorted lengths; and ``packed_row`` (T, B),
+    the packed row of time t of sequence b, -1 past its length.  With
+    ``reverse``, step t of a sequence reads its time ``length - 1 - t``.
+    Step by step, the rows of the sequences still running, in sorted order.
+    """
+    B = lengths.size
+    # Sorted by key T - length: starts[key + 1] counts the sequences of a key,
+    # then (summed) starts[key] is the first sorted row of that key.
+    starts = np.zeros(T + 2, np.int64)
+    for b in range(B):
+        starts[T - lengths[b] + 1] += 1
+    batch_sizes = np.empty(T, np.int64)
+    running = np.int64(0)
+    for n in range(T, 0, -1):  # step n - 1 runs the sequences of lengths n..T
+        running += starts[T - n + 1]
+        batch_sizes[n - 1] = running
+    for key in range(1, T + 2):
+        starts[key] += starts[key - 1]
+    order = np.empty(B, np.int64)
+    for b in range(B):
+        key = T - lengths[b]
+        order[starts[key]] = b
+        starts[key] += 1
+    sorted_lengths = np.empty(B, np.int64)
+    for r in range(B):
+        sorted_lengths[r] = lengths[order[r]]
+    packed_row = np.full((T, B), -1, np.int64)
+    k = 0
+    for t in range(T):
+        for r in range(batch_sizes[t]):
+            src_t = sorted_lengths[r] - 1 - t if reverse else t
+            packed_row[src_t, order[r]] = k
+            k += 1
+    return batch_sizes, order, sorted_lengths, packed_row
+
+
+@numba.njit(**SERIAL)
+def _final_rows(out, packed, initial, order, sorted_lengths, batch_sizes, slots):
+    """out[order[r]] = the row of ``packed`` at the last step of sorted row r,
+    ``initial[order[r]]`` for a sequence of length 0 (``Packing.final_state``).
+
+    ``packed`` holds the rows of every step, one step after the other; with
+    ``slots``, those of even steps in its first B rows and of odd steps in
+    the next B.
+    """
+    B = order.size
+    offsets = _offsets(batch_sizes)
+    for r in range(B):
+        n = sorted_lengths[r]
+        if n == 0:
+            src = initial[order[r]]
+        else:
+            src = packed[(n - 1) % 2 * B + r if slots else offsets[n - 1] + r]
+        dst = out[order[r]]
+        for j in range(dst.size):
+            dst[j] = src[j]
+
+
 @numba.njit(**PARALLEL)
 def _pack_rows(out, a, packed_row):
     """out (N, F) = the rows of a (T, B, F) in packed order: out[packed_row[t, b]] = a[t, b].

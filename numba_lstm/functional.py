@@ -18,10 +18,11 @@ from numba_lstm._kernels import (
     PARALLEL_MIN_FLOP,
     PIPELINE_SLOTS,
     SPLIT_STEP_MIN_FLOP,
+    _final_rows,
     _lstm_backward,
     _lstm_forward,
-    _offsets,
     _pack_rows,
+    _packing,
     _pipelined,
     _prev_rows,
     _tiles,
@@ -65,14 +66,7 @@ class Packing(NamedTuple):
             full = np.full(T, B, np.int64)
             return cls(T, B, full, np.arange(B), np.full(B, T, np.int64), None)
         lengths = np.full(B, T, np.int64) if lengths is None else lengths
-        order = np.argsort(-lengths, kind="stable")
-        sorted_lengths = lengths[order]
-        active = sorted_lengths[None, :] > np.arange(T)[:, None]  # (T, B)
-        t_idx, r_idx = np.nonzero(active)  # row-major: step by step, rows in order
-        src_t = sorted_lengths[r_idx] - 1 - t_idx if reverse else t_idx
-        packed_row = np.full((T, B), -1, np.int64)
-        packed_row[src_t, order[r_idx]] = np.arange(t_idx.size)
-        return cls(T, B, active.sum(axis=1), order, sorted_lengths, packed_row)
+        return cls(T, B, *_packing(lengths, T, reverse))
 
     @property
     def N(self):
@@ -103,15 +97,8 @@ class Packing(NamedTuple):
         (2B, F), in the sorted order (the forward without a cache keeps c so).
         Sequences of length 0 keep ``initial``.
         """
-        ended = self.lengths > 0
-        last = self.lengths[ended] - 1
-        rows = np.arange(self.B)[ended] + (last % 2 * self.B if slots else _offsets(self.batch_sizes)[last])
-        if self.packed_row is None:  # every sequence has all T steps, in order
-            return packed[rows] if self.T > 0 else initial.copy()
-        sorted_state = initial[self.order]
-        sorted_state[ended] = packed[rows]
-        out = np.empty_like(sorted_state)
-        out[self.order] = sorted_state
+        out = np.empty(initial.shape, initial.dtype)
+        _final_rows(out, packed, initial, self.order, self.lengths, self.batch_sizes, slots)
         return out
 
     def sort(self, a):

@@ -109,3 +109,45 @@ def test_packing_puts_each_step_of_the_sorted_batch_in_its_row(reverse, dtype):
     wide = np.concatenate([packed, np.full((packed.shape[0], 3), np.nan, dtype)], axis=1)
     np.testing.assert_array_equal(packing.unpack(wide, F), np.where(valid[..., None], a, 0))
     np.testing.assert_array_equal(packing.unpack(packed), np.where(valid[..., None], a, 0))
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("T, B", [(7, 9), (40, 300), (1, 4), (0, 3)])
+def test_packing_sorts_longest_first_with_ties_in_batch_order(T, B, reverse):
+    # Packing.build sorts by counting (numba_lstm._kernels._packing): many
+    # ties, lengths 0 and T included, against Python's stable sort.
+    from numba_lstm.functional import Packing
+
+    lengths = np.random.default_rng(T + B).integers(0, T + 1, size=B)
+    packing = Packing.build(T, B, lengths, reverse)
+    order = sorted(range(B), key=lambda b: -lengths[b])
+    assert packing.order.tolist() == order
+    assert packing.lengths.tolist() == [lengths[b] for b in order]
+    assert packing.batch_sizes.tolist() == [sum(t < n for n in lengths) for t in range(T)]
+    assert packing.N == lengths.sum()
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("lengths", [[3, 7, 0, 7, 1, 5, 3, 6, 2], None], ids=["lengths", "all T"])
+def test_final_state_is_the_row_of_each_sequences_last_step(lengths, reverse, dtype):
+    # The last step of a sequence reads its time length - 1, or time 0 when
+    # reversed; a sequence of length 0 keeps the initial state.  The same
+    # rows come from two slots of B rows that steps t % 2 overwrite (the
+    # forward without a cache keeps c so).
+    from numba_lstm.functional import Packing
+
+    T, B, F = 7, 9, 4
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((T, B, F)).astype(dtype)
+    initial = rng.standard_normal((B, F)).astype(dtype)
+    n = np.full(B, T) if lengths is None else np.array(lengths)
+    packing = Packing.build(T, B, None if lengths is None else n, reverse)
+    packed = packing.pack(a)
+    expected = np.array([initial[b] if n[b] == 0 else a[0 if reverse else n[b] - 1, b] for b in range(B)])
+    np.testing.assert_array_equal(packing.final_state(packed, initial), expected)
+    slots = np.full((2 * B, F), np.nan, dtype)
+    row = 0
+    for t, rows in enumerate(packing.batch_sizes):
+        slots[t % 2 * B : t % 2 * B + rows] = packed[row : row + rows]
+        row += rows
+    np.testing.assert_array_equal(packing.final_state(slots, initial, slots=True), expected)
