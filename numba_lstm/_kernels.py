@@ -301,9 +301,9 @@ def _final_rows(out, packed, initial, order, sorted_lengths, batch_sizes, slots)
     """out[order[r]] = the row of ``packed`` at the last step of sorted row r,
     ``initial[order[r]]`` for a sequence of length 0 (``Packing.final_state``).
 
-    ``packed`` holds the rows of every step, one step after the other; with
-    ``slots``, those of even steps in its first B rows and of odd steps in
-    the next B.
+    ``packed`` (N, F) holds the rows of every step, one step after the
+    other; with ``slots``, (2B, F), those of even steps in its first B rows
+    and of odd steps in the next B.  ``out`` and ``initial``: (B, F).
     """
     B = order.size
     offsets = _offsets(batch_sizes)
