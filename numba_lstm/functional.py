@@ -239,11 +239,14 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     if N > 0:
         Hp, Pp = padded(H, dtype), padded(P, dtype)
         projected = W_hr is not None
+        # The policy goes by the rows of the first step, the sequences not
+        # empty, as the kernel's shares do and as ``lstm_backward`` decides.
+        B_steps = int(packing.batch_sizes[0])
         _lstm_forward(
             y, m, c, gates, tanh_c, aligned_empty((_z_rows(B, Hp, np.dtype(dtype).itemsize), 4 * Hp), dtype), np.empty((B, Pp) if projected else (0, 0), dtype),
             x_packed, pack_panels(W[:I], groups=4), pack_panels(W[I:], groups=4), pad_columns(b, groups=4),
             pack_panels(W_hr) if projected else np.empty((0, 0, 0), dtype), h0_sorted, c0_sorted,
-            packing.batch_sizes, _threads(_use_threads(B, P, 4 * H, SPLIT_STEP_MIN_FLOP)), counters(2 * packing.batch_sizes.size),
+            packing.batch_sizes, _threads(_use_threads(B_steps, P, 4 * H, SPLIT_STEP_MIN_FLOP)), counters(2 * packing.batch_sizes.size),
         )  # fmt: skip
     h_n = packing.final_state(y, h0)
     c_n = packing.final_state(c, c0, slots=c_rows < N)

@@ -78,3 +78,34 @@ def test_one_thread_in_each_pool_means_one_busy_core():
     # 1.3 leaves room for the interpreter's own helper threads and timer
     # granularity; two busy threads would give about 2.
     assert out["cpu"] / out["wall"] < 1.3, out
+
+
+def test_forward_and_backward_split_steps_by_the_rows_of_the_first_step(monkeypatch):
+    """Whether a step is split between threads goes by its rows: the
+    sequences that are not empty (the kernels share the rows of
+    ``batch_sizes[0]``), not the batch with its sequences of length 0.  Here
+    the batch of 40 would be split, the one sequence with steps would not."""
+    import numpy as np
+
+    import numba_lstm
+    from numba_lstm import _kernels, functional
+
+    asked = []
+
+    def spy(rows, K, N, min_flop):
+        if min_flop == _kernels.SPLIT_STEP_MIN_FLOP:
+            asked.append((rows, _kernels._use_threads(40, K, N, min_flop)))
+        return _kernels._use_threads(rows, K, N, min_flop)
+
+    monkeypatch.setattr(functional, "_use_threads", spy)
+    rng = np.random.default_rng(0)
+    T, B, I, H = 6, 40, 8, 32
+    lengths = np.zeros(B, np.int64)
+    lengths[17] = 5
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    W = (rng.standard_normal((I + H, 4 * H)) * 0.1).astype(np.float32)
+    y, _, _, cache = numba_lstm.lstm_forward(x, W, np.zeros(4 * H, np.float32), lengths=lengths)
+    numba_lstm.lstm_backward(np.ones_like(y), cache)
+    # Forward, then backward: one sequence's rows, for a product that the
+    # whole batch's rows would have split.
+    assert asked == [(1, True), (1, True)]
