@@ -1,9 +1,11 @@
 """LSTM functions for your own ``@njit`` code: no Python between the steps.
 
 Every function here is compiled with Numba and can be called from other
-jitted functions (or from Python).  Arrays are C-contiguous float32 or
-float64, all of one dtype, in the native layout: ``W (I + H, 4H)`` with rows
-for x then h, gates i, f, g, o, bias ``b (4H,)``.
+jitted functions (or from Python).  Arrays are float32 or float64, all of
+one dtype, in the native layout: ``W (I + H, 4H)`` with rows for x then h,
+gates i, f, g, o, bias ``b (4H,)``.  Any of them may be a strided view
+except ``work``, and read-only except ``h_out``, ``c_out`` and ``work``;
+``forward`` copies x, h0 and c0 to C-contiguous arrays when they are not.
 
 ``step_into`` allocates nothing: use it in tight loops.  Its ``work`` buffer is
 a C-contiguous 1-D array of ``work_size(B, H) = 10 * B * H`` elements of the
@@ -81,6 +83,9 @@ _ARGS = {
 }
 #: Arguments that must be C-contiguous (the others may be strided views).
 _CONTIGUOUS = ("work",)
+#: Arguments written to: a read-only array is refused by name (Numba's own
+#: error, from inside the function, named neither).
+_WRITTEN = ("h_out", "c_out", "work")
 
 
 def _argument_error(function, given):
@@ -90,7 +95,9 @@ def _argument_error(function, given):
     None for something that is not an array.
     """
     first = None
-    for (name, ndim, axes), (dtype, rank, what, contiguous) in zip(_ARGS[function], given, strict=True):
+    for (name, ndim, axes), (dtype, rank, what, contiguous, writeable) in zip(
+        _ARGS[function], given, strict=True
+    ):
         where = f"numba_lstm.jit.{function}: {name}"
         if dtype is None:
             return TypeError(f"{where} must be a numpy array of float32 or float64, got {what}")
@@ -108,19 +115,22 @@ def _argument_error(function, given):
             return ValueError(f"{where} must be {ndim}-D {axes}, got {rank}-D {what}")
         if name in _CONTIGUOUS and not contiguous:
             return ValueError(f"{where} must be C-contiguous (a whole array, not a strided view), got {what}")
+        if name in _WRITTEN and not writeable:
+            return ValueError(f"{where} is written to and must be writeable, got a read-only array of {what}")
     return None
 
 
 def _describe_value(value):
     if isinstance(value, np.ndarray):
-        return str(value.dtype), value.ndim, f"shape {value.shape}", value.flags.c_contiguous
-    return None, 0, _describe(value), False
+        flags = value.flags
+        return str(value.dtype), value.ndim, f"shape {value.shape}", flags.c_contiguous, flags.writeable
+    return None, 0, _describe(value), False, False
 
 
 def _describe_type(typ):
     if isinstance(typ, types.Array):
-        return str(typ.dtype), typ.ndim, str(typ), typ.layout == "C"
-    return None, 0, f"Numba type {typ}", False
+        return str(typ.dtype), typ.ndim, str(typ), typ.layout == "C", typ.mutable
+    return None, 0, f"Numba type {typ}", False, False
 
 
 def _argument_check(function):
@@ -511,6 +521,10 @@ def step(x_t, h, c, W, b):
 def forward(x, W, b, h0, c0):
     """A whole sequence: x (T, B, I) -> ``(y (T, B, H), h_n (B, H), c_n (B, H))``."""
     _check_forward_args(x, W, b, h0, c0)
+    # Views of any layout (x of a batch-major array transposed, a reversed
+    # sequence) are read through contiguous copies, and C-contiguous arrays
+    # as they are: one specialisation of the kernel serves them all.
+    x, h0, c0 = np.ascontiguousarray(x), np.ascontiguousarray(h0), np.ascontiguousarray(c0)
     T, B, I = x.shape
     _check_step(x[0] if T > 0 else np.empty((B, I), x.dtype), h0, c0, W, b)
     H = h0.shape[1]

@@ -408,6 +408,24 @@ def test_jit_step_into_refuses_a_strided_work_buffer(j):
         user_loop(x, j["W"], j["b"], j["h"], j["c"], every_other)
 
 
+@pytest.mark.parametrize("name", ["h_out", "c_out", "work"])
+def test_jit_step_into_refuses_read_only_outputs(j, name):
+    # Before, Numba failed inside step_into ("No implementation of function
+    # setitem(readonly array ...)"), naming no argument.
+    buffers = jit_buffers(j)
+    read_only = buffers[name].copy()
+    read_only.flags.writeable = False
+    message = rf"numba_lstm.jit.step_into: {name} is written to and must be writeable, got a read-only array"
+    with pytest.raises(ValueError, match=message):
+        jit.step_into(**j, **{**buffers, name: read_only})
+    if name == "h_out":  # the user's loop updates h in place: h is h_out
+        h = j["h"].copy()
+        h.flags.writeable = False
+        x = make_problem(T, B, I, H, np.float32)["x"]
+        with pytest.raises(ValueError, match=message):
+            user_loop(x, j["W"], j["b"], h, j["c"].copy(), buffers["work"])
+
+
 # --- numba_lstm.jit called from the user's @njit code ---------------------------
 # Dtype and rank errors are found when the user's function is compiled: the
 # same TypeError/ValueError, raised by the call that compiles it.

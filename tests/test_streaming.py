@@ -155,6 +155,46 @@ def test_jit_step_into_reads_strided_views(B, W_order, dtype):
         np.testing.assert_allclose(c_out, c_ref, rtol=0, atol=8 * np.finfo(dtype).eps)
 
 
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+# Views a caller may pass to jit.forward, each with the values of the
+# problem's own array: x of a batch-major array transposed (Fortran order
+# here), a reversed view, read-only arrays, a state in Fortran order or
+# every other column of a wider one, W in Fortran order.
+_FORWARD_VIEWS = {
+    "x Fortran order": ("x", np.asfortranarray),
+    "x reversed view": ("x", lambda a: np.ascontiguousarray(a[:, ::-1])[:, ::-1]),
+    "x read-only": ("x", _read_only),
+    "h0 Fortran order": ("h0", np.asfortranarray),
+    "h0 columns apart": ("h0", lambda a: np.repeat(a, 2, axis=1)[:, ::2]),
+    "c0 read-only": ("c0", _read_only),
+    "W Fortran order": ("W", np.asfortranarray),
+}
+
+
+@pytest.mark.parametrize("T", [1, 4])
+@pytest.mark.parametrize("view", _FORWARD_VIEWS)
+def test_jit_forward_reads_views_as_contiguous_arrays(view, T, dtype):
+    # Before, the kernel read h0 in Fortran order or columns apart, and x in
+    # Fortran order at T = 1, as if C-contiguous (wrong results), and x not
+    # C-contiguous at T > 1 failed inside Numba (x.reshape).  The arithmetic
+    # is that of contiguous arrays: the same bits.
+    p = make_problem(T, 3, 5, 20, dtype)
+    expected = jit.forward(p["x"], p["W"], p["b"], p["h0"], p["c0"])
+    name, make = _FORWARD_VIEWS[view]
+    given = make(p[name])
+    assert np.array_equal(given, p[name]) and not (given.flags.c_contiguous and given.flags.writeable)
+    before = given.copy()
+    got = jit.forward(**{**p, name: given})
+    for label, g, e in zip(("y", "h_n", "c_n"), got, expected, strict=True):
+        np.testing.assert_array_equal(g, e, err_msg=label)
+    np.testing.assert_array_equal(given, before)
+
+
 @numba.njit
 def simulate(W, b, x0, steps, gain):
     """A user's simulation: a scalar system driven by an LSTM controller.
