@@ -55,6 +55,14 @@ def as_float_array(name, value, dtype=None):
     return value
 
 
+def check_bool(name, value):
+    """Return ``value`` as a bool; TypeError unless it is True or False (a
+    NumPy bool too): a string such as ``"False"`` is refused, not read as true."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r:.200}")
+    return bool(value)
+
+
 def check_integer(name, value, minimum=1):
     """Return ``value`` as an int; ValueError unless it is an integer (not a bool) >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:

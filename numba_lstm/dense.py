@@ -45,7 +45,7 @@ class Dense:
             "b": rng.uniform(-bound, bound, self.out_features).astype(dtype),
         }
         self.grads = {}
-        self._x = None
+        self._x = self._W = None
 
     @property
     def W(self):
@@ -79,13 +79,28 @@ class Dense:
         -------
         y : ndarray, shape (..., K)
         """
+        given = x
         x = as_float_array("x", x, self.dtype)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"x must have {self.in_features} features on its last axis (in_features), got shape {x.shape}"
             )
-        self._x = x
-        return x @ self.W + self.b
+        W, b = self._checked_params()
+        # backward's own copies: the caller may change x (or the parameters)
+        # in place before it, and the gradients stay those of this forward.
+        self._x = x.copy() if x is given else x
+        self._W = W.copy()
+        return x @ W + b
+
+    def _checked_params(self):
+        """W and b, checked: a parameter replaced with another dtype or shape
+        is refused by its name (it would change y's dtype or fail in NumPy)."""
+        F, K = self.in_features, self.out_features
+        W = as_float_array("params['W']", self.params["W"], self.dtype)
+        check_shape("params['W']", W, (F, K), "(in_features, out_features)")
+        b = as_float_array("params['b']", self.params["b"], self.dtype)
+        check_shape("params['b']", b, (K,), "(out_features,)")
+        return W, b
 
     def backward(self, dy):
         """Backpropagate through the last ``forward``.
@@ -107,4 +122,4 @@ class Dense:
         x2 = x.reshape(-1, self.in_features)  # (N, F)
         dy2 = dy.reshape(-1, self.out_features)  # (N, K)
         self.grads = {"W": x2.T @ dy2, "b": dy2.sum(axis=0)}
-        return dy @ self.W.T
+        return dy @ self._W.T

@@ -35,6 +35,7 @@ from numba_lstm._panels import aligned_empty, aligned_zeros, pack_panels, pad_co
 from numba_lstm._sync import counters
 from numba_lstm._validation import (
     as_float_array,
+    check_bool,
     check_lengths,
     check_ndim,
     check_shape,
@@ -115,9 +116,13 @@ class Packing(NamedTuple):
 class LSTMCache(NamedTuple):
     """What ``lstm_forward`` saves for ``lstm_backward`` (packed rows, N of them).
 
+    Its own arrays, none shared with the caller's: changing x, h0, c0, W,
+    W_hr or the returned y in place before ``lstm_backward`` leaves the
+    gradients those of the forward.
+
     x      (N, I)    the packed input
-    W      (I + P, 4H) and b (4H,), W_hr (H, P) or None: the weights used
-                     (references, not copies)
+    W_xT   W[:I].T, W_hT W[I:].T, W_hrT W_hr.T (None without projection),
+                     each in panels (``pack_panels``), as the backward reads them
     h0     (B, P), c0 (B, H): sorted initial state
     y      (N, P)    h_t;  m (N, H): o * tanh(c_t) (``y`` itself without projection)
     c      (N, H)    c_t;  gates (N, 4H): activations i, f, g, o;  tanh_c (N, H)
@@ -125,8 +130,9 @@ class LSTMCache(NamedTuple):
     """
 
     x: np.ndarray
-    W: np.ndarray
-    W_hr: np.ndarray | None
+    W_xT: np.ndarray
+    W_hT: np.ndarray
+    W_hrT: np.ndarray | None
     h0: np.ndarray
     c0: np.ndarray
     y: np.ndarray
@@ -161,6 +167,13 @@ class LSTMProjGrads(NamedTuple):
 def _threads(threaded):
     """How many of Numba's threads a kernel splits its work between: all, or 1 (serial)."""
     return numba.get_num_threads() if threaded else 1
+
+
+def _aligned_copy(a):
+    """A copy of ``a`` that starts on a cache line, as the arrays the kernels allocate."""
+    out = aligned_empty(a.shape, a.dtype)
+    np.copyto(out, a)
+    return out
 
 
 def _state(name, value, B, size, dtype):
@@ -207,10 +220,10 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     cache : LSTMCache, or None with ``cache=False``
         What ``lstm_backward`` needs.
     """
-    if not isinstance(cache, (bool, np.bool_)):
-        raise TypeError(f"cache must be True or False, got {cache!r}")
+    cache, reverse = check_bool("cache", cache), check_bool("reverse", reverse)
     W, b, W_hr, I, H, P = check_weights(W, b, W_hr=W_hr)
     dtype = W.dtype
+    given_x = x
     x = as_float_array("x", x, dtype)
     check_ndim("x", x, 3, "(T, B, I)")
     T, B = x.shape[:2]
@@ -222,11 +235,19 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     h0 = _state("h0", h0, B, P, dtype)
     c0 = _state("c0", c0, B, H, dtype)
     lengths = check_lengths(lengths, T, B)
-    packing = Packing.build(T, B, lengths, bool(reverse))
+    packing = Packing.build(T, B, lengths, reverse)
     N = packing.N
 
     x_packed = packing.pack(x)
     h0_sorted, c0_sorted = packing.sort(h0), packing.sort(c0)
+    # The cache keeps arrays of its own: without reordering, the packed x
+    # and the sorted states are the caller's arrays, and y (below) is the
+    # cache's, so they are copied (x unless as_float_array made a copy).
+    copies = cache and packing.packed_row is None
+    if copies:
+        if x is given_x:
+            x_packed = _aligned_copy(x_packed)
+        h0_sorted, c0_sorted = h0_sorted.copy(), c0_sorted.copy()
     saved_rows = N if cache else B  # without a cache, one step's work
     # Without a cache, c_t of even and odd steps go to two slots of B rows:
     # inference keeps two states.
@@ -252,8 +273,13 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     c_n = packing.final_state(c, c0, slots=c_rows < N)
     if not cache:
         return packing.unpack(y), h_n, c_n, None
-    saved = LSTMCache(x_packed, W, W_hr, h0_sorted, c0_sorted, y, m, c, gates, tanh_c, packing)
-    return packing.unpack(y), h_n, c_n, saved
+    # The backward's weights, packed here: the values of this call (moved
+    # from the backward, so a training step packs them once as before).
+    W_xT, W_hT = pack_panels(W[:I].T), pack_panels(W[I:].T)
+    W_hrT = pack_panels(W_hr.T) if W_hr is not None else None
+    saved = LSTMCache(x_packed, W_xT, W_hT, W_hrT, h0_sorted, c0_sorted, y, m, c, gates, tanh_c, packing)
+    y_out = packing.unpack(y)
+    return _aligned_copy(y_out) if copies else y_out, h_n, c_n, saved
 
 
 def _unpad_gate_columns(a, H):
@@ -262,6 +288,40 @@ def _unpad_gate_columns(a, H):
     if Hp == H:
         return a
     return np.ascontiguousarray(a.reshape(*a.shape[:-1], 4, Hp)[..., :H]).reshape(*a.shape[:-1], 4 * H)
+
+
+def _check_cache(cache):
+    """``(T, B, N, I, H, P)`` of an ``LSTMCache``, after checking that its
+    arrays have the dtype, layout and shapes that its packing implies: the
+    kernels index them by those shapes."""
+    pk = cache.packing
+    T, B, N = pk.T, pk.B, pk.N
+    x, y, c = cache.x, cache.y, cache.c
+    arrays = [a for a in cache[:-1] if a is not None]
+    fits = all(isinstance(a, np.ndarray) and a.dtype == x.dtype and a.flags.c_contiguous for a in arrays)
+    if not fits or x.ndim != 2 or y.ndim != 2 or c.ndim != 2:
+        raise ValueError(
+            "cache is not one that lstm_forward returned: its arrays differ in kind, dtype or rank"
+        )
+    I, P, H = x.shape[1], y.shape[1], c.shape[1]
+    NR = panel_width(x.dtype)
+    expected = {
+        "x": (N, I), "W_xT": (-(-I // NR), 4 * H, NR), "W_hT": (-(-P // NR), 4 * H, NR),
+        "W_hrT": None if cache.W_hrT is None else (-(-H // NR), P, NR), "h0": (B, P), "c0": (B, H),
+        "y": (N, P), "m": (N, H), "c": (N, H), "gates": (N, 4 * H), "tanh_c": (N, H),
+    }  # fmt: skip
+    wrong = [
+        name for name, shape in expected.items() if shape is not None and getattr(cache, name).shape != shape
+    ]
+    sizes = pk.batch_sizes
+    if sizes.shape != (T,) or int(sizes.sum()) != N or (T > 0 and not 0 <= sizes.min() <= sizes.max() <= B):
+        wrong.append("packing.batch_sizes")
+    if wrong:
+        raise ValueError(
+            f"cache is not one that lstm_forward returned: {', '.join(wrong)} do not fit its "
+            f"packing (T = {T}, B = {B}, N = {N} rows) and sizes (I = {I}, H = {H}, P = {P})"
+        )
+    return T, B, N, I, H, P
 
 
 def lstm_backward(dy, cache, dh_n=None, dc_n=None):
@@ -290,12 +350,9 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
     if not isinstance(cache, LSTMCache):
         raise TypeError(f"cache must be the LSTMCache returned by lstm_forward, got {type(cache).__name__}")
     pk = cache.packing
-    W, W_hr = cache.W, cache.W_hr
-    dtype = W.dtype
-    T, B, N = pk.T, pk.B, pk.N
-    I = cache.x.shape[1]
-    H = W.shape[1] // 4
-    P = W.shape[0] - I
+    T, B, N, I, H, P = _check_cache(cache)
+    dtype = cache.x.dtype
+    projected = cache.W_hrT is not None
     if dy is None:
         dy_packed = np.zeros((N, P), dtype)
     else:
@@ -305,13 +362,12 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
     dh_n = _state("dh_n", dh_n, B, P, dtype)
     dc_n = _state("dc_n", dc_n, B, H, dtype)
 
-    dW_hr = np.zeros((H, P), dtype) if W_hr is not None else np.empty((0, 0), dtype)
+    dW_hr = np.zeros((H, P), dtype) if projected else np.empty((0, 0), dtype)
     if N == 0:
         dx = np.zeros((T, B, I), dtype)
-        dW, db = np.zeros(W.shape, dtype), np.zeros(4 * H, dtype)
+        dW, db = np.zeros((I + P, 4 * H), dtype), np.zeros(4 * H, dtype)
         dh0, dc0 = dh_n.copy(), dc_n.copy()
     else:
-        projected = W_hr is not None
         Hp, Ip, NR = padded(H, dtype), padded(I, dtype), panel_width(dtype)
         # The policy goes by the rows of the first step, the sequences not
         # empty, as the kernel's shares do (sequences of length 0 only pass
@@ -322,8 +378,8 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
         rows = min(N, max(ONE_TILE_GRAD_ROWS if _tiles(B_steps) <= 1 else GRAD_ROWS, B_steps))
         step_workers = _threads(_use_threads(B_steps, 4 * H, P, SPLIT_STEP_MIN_FLOP))
         grad_workers = _threads(_use_threads(rows, I + P, 4 * H, PARALLEL_MIN_FLOP))
-        W_hT, W_xT = pack_panels(W[I:].T), pack_panels(W[:I].T)
-        W_hrT = pack_panels(W_hr.T) if projected else np.empty((0, 0, 0), dtype)
+        W_hT, W_xT = cache.W_hT, cache.W_xT
+        W_hrT = cache.W_hrT if projected else np.empty((0, 0, 0), dtype)
         pipelined = _pipelined(B_steps, step_workers, grad_workers, (W_hT.size + W_hrT.size) * W_hT.itemsize)
         # The arrays that threads write by shares of columns start on a cache line (``aligned_empty``).
         dh_pad = aligned_empty((B, padded(P, dtype)), dtype)
@@ -348,6 +404,6 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
         dW, db = _unpad_gate_columns(dW_pad, H), _unpad_gate_columns(db_pad, H)
         dx = pk.unpack(dx_pad, I)
         dh0, dc0 = pk.unsort(dh0), pk.unsort(dc0)
-    if W_hr is None:
+    if not projected:
         return LSTMGrads(dx, dW, db, dh0, dc0)
     return LSTMProjGrads(dx, dW, db, dh0, dc0, dW_hr)

@@ -101,3 +101,36 @@ def test_dense_backward_checks_dy_shape():
     dense(np.zeros((4, 3), np.float32))
     with pytest.raises(ValueError, match=r"dy must have shape \(4, 2\)"):
         dense.backward(np.zeros((4, 3), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "error", "match"),
+    [
+        # A float64 W made a float32 x's output float64; a W of another shape
+        # failed in NumPy's matmul, naming no parameter.
+        ("W", np.zeros((3, 2), np.float64), TypeError, r"params\['W'\] has dtype float64 but the other arrays are float32"),
+        ("W", np.zeros((2, 3), np.float32), ValueError, r"params\['W'\] must have shape \(3, 2\) \(in_features, out_features\), got \(2, 3\)"),
+        ("b", np.zeros(3, np.float32), ValueError, r"params\['b'\] must have shape \(2,\) \(out_features,\), got \(3,\)"),
+    ],
+)  # fmt: skip
+def test_dense_refuses_a_replaced_parameter_by_its_name(name, value, error, match):
+    dense = Dense(3, 2, seed=0)
+    dense.params[name] = value
+    with pytest.raises(error, match=match):
+        dense(np.ones((4, 3), np.float32))
+
+
+def test_dense_gradients_are_the_forwards_after_x_and_W_change_in_place():
+    # backward used the caller's x and the parameters as they were then.
+    dense = Dense(3, 2, seed=0)
+    x = np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)
+    dy = np.random.default_rng(2).standard_normal((4, 2)).astype(np.float32)
+    dense(x.copy())
+    expected = dense.backward(dy), dict(dense.grads)
+    dense(x)
+    x *= 2.0
+    dense.params["W"] *= 3.0
+    got = dense.backward(dy), dense.grads
+    np.testing.assert_array_equal(got[0], expected[0])
+    for key in ("W", "b"):
+        np.testing.assert_array_equal(got[1][key], expected[1][key])

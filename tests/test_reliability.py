@@ -245,6 +245,68 @@ def test_functional_with_lengths_projection_and_reverse_modifies_nothing(dtype):
     _same(y2, y)
 
 
+def _changed_in_place(arrays):
+    for a in arrays:
+        a *= 0.5
+        a += 0.25
+
+
+@pytest.mark.parametrize("projection", [False, True])
+def test_functional_gradients_are_the_forwards_after_inputs_and_y_change_in_place(dtype, projection):
+    """The cache holds arrays of its own: x, h0, c0, W, W_hr and the returned
+    y changed in place between forward and backward (a reused input buffer,
+    ``y *= mask``) leave the gradients those of the forward.  Before, the
+    cache referred to x, h0, c0 and the weights, and y was its own array:
+    the gradients changed.  No lengths: the case where x and y are not
+    reordered copies anyway."""
+    p = make_problem(5, 3, 4, 6, dtype)
+    if projection:
+        p["W_hr"] = (np.random.default_rng(1).standard_normal((6, 4)) * 0.5).astype(dtype)
+        p["h0"] = p["h0"][:, :4].copy()
+        p["W"] = p["W"][:8].copy()  # (I + P, 4H) with P = 4
+    y, h_n, c_n, cache = numba_lstm.lstm_forward(**{k: v.copy() for k, v in p.items()})
+    dy = np.random.default_rng(2).standard_normal(y.shape).astype(dtype)
+    expected = numba_lstm.lstm_backward(dy, cache, h_n, c_n)
+    y, h_n, c_n, cache = numba_lstm.lstm_forward(**p)
+    _changed_in_place([y, *p.values()])
+    got = numba_lstm.lstm_backward(dy, cache, h_n, c_n)
+    for name, g, e in zip(got._fields, got, expected, strict=True):
+        _same(g, e, name)
+
+
+def test_layer_gradients_are_the_forwards_after_x_and_y_change_in_place(dtype):
+    layer = numba_lstm.LSTM(4, 6, num_layers=2, dtype=dtype, seed=0)
+    x = make_problem(5, 3, 4, 6, dtype)["x"]
+    dy = np.random.default_rng(2).standard_normal((5, 3, 6)).astype(dtype)
+    layer(x.copy())
+    expected = layer.backward(dy), dict(layer.grads)
+    y, (h_n, c_n) = layer(x)
+    _changed_in_place([x, y, h_n, c_n])
+    got = layer.backward(dy), layer.grads
+    _same(got[0], expected[0], "dx")
+    for name in expected[1]:
+        _same(got[1][name], expected[1][name], name)
+
+
+def test_backward_refuses_a_cache_whose_arrays_do_not_fit(dtype):
+    # The kernels index the cache's arrays by the shapes of its packing: an
+    # edited cache (LSTMCache is a NamedTuple) must not reach them.
+    p = make_problem(4, 3, 5, 6, dtype)
+    y, _, _, cache = numba_lstm.lstm_forward(**p)
+    H = 6
+    with pytest.raises(ValueError, match=r"cache is not one that lstm_forward returned: x, gates do not fit"):
+        numba_lstm.lstm_backward(
+            y, cache._replace(gates=np.zeros((1, 4 * H), dtype), x=np.zeros((1, 5), dtype))
+        )
+    with pytest.raises(ValueError, match=r"cache is not one .*: its arrays differ in kind, dtype or rank"):
+        numba_lstm.lstm_backward(y, cache._replace(c=cache.c.astype(np.float16)))
+    short = cache.packing._replace(batch_sizes=cache.packing.batch_sizes[:-1])
+    with pytest.raises(
+        ValueError, match=r"packing.batch_sizes do not fit its packing \(T = 4, B = 3, N = 12 rows\)"
+    ):
+        numba_lstm.lstm_backward(y, cache._replace(packing=short))
+
+
 # --- NaN and Inf propagation ------------------------------------------------------
 
 
