@@ -1,5 +1,7 @@
 """``LSTM``: a layer object that owns its parameters and calls the kernels."""
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from numba_lstm import jit
@@ -9,6 +11,7 @@ from numba_lstm._sync import counters
 from numba_lstm._validation import (
     as_float_array,
     c_writeable,
+    check_bool,
     check_float_dtype,
     check_integer,
     check_lengths,
@@ -85,12 +88,16 @@ class LSTM:
         self.proj_size = check_integer("proj_size", proj_size, minimum=0)
         if self.proj_size >= self.hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size, got {proj_size} >= {hidden_size}")
+        if isinstance(dropout, (bool, np.bool_)) or not isinstance(
+            dropout, (int, float, np.integer, np.floating)
+        ):
+            raise TypeError(f"dropout must be a number in [0, 1), got {dropout!r:.200}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         dtype = check_float_dtype("dtype", dtype)
-        self.bidirectional = bool(bidirectional)
+        self.bidirectional = check_bool("bidirectional", bidirectional)
         self.dropout = float(dropout)
-        self.batch_first = bool(batch_first)
+        self.batch_first = check_bool("batch_first", batch_first)
         self.dtype = dtype
         self.training = True
         self._rng = np.random.default_rng(seed)
@@ -176,10 +183,19 @@ class LSTM:
         """A layer holding copies of native ``params`` for ``config``.
 
         ``options`` are the constructor's keyword options (``dropout``,
-        ``batch_first``, ``seed``); the dtype is the parameters' own.
+        ``batch_first``, ``seed``); the dtype is the parameters' own.  A
+        ``dropout`` or ``batch_first`` in ``config`` is used as well, unless
+        ``options`` gives another value (an error).
         """
         from numba_lstm.convert import check_params
 
+        for key in ("dropout", "batch_first"):
+            if isinstance(config, Mapping) and key in config:
+                if key in options and options[key] != config[key]:
+                    raise ValueError(
+                        f"{key} is {config[key]!r} in config but {options[key]!r} in the options; give one value"
+                    )
+                options[key] = config[key]
         config, params = check_params(config, params)
         dtype = next(iter(params.values())).dtype
         layer = cls(**config, dtype=dtype, **options)
@@ -249,7 +265,7 @@ class LSTM:
 
     def train(self, mode=True):
         """Switch dropout on (training mode); returns the layer."""
-        self.training = bool(mode)
+        self.training = check_bool("mode", mode)
         return self
 
     def eval(self):
@@ -278,6 +294,26 @@ class LSTM:
             self.params[f"b_l{k}{suffix}"],
             self.params.get(f"W_hr_l{k}{suffix}"),
         )
+
+    def _check_params(self):
+        """Refuse, by its name, a parameter replaced in ``self.params`` with
+        another dtype or shape (the kernels' own messages would name their
+        arguments, W or b or x, not the parameter)."""
+        H, P = self.hidden_size, self.output_size
+        for k in range(self.num_layers):
+            I_k = self.input_size if k == 0 else P * self.num_directions
+            for suffix in self._suffixes():
+                shapes = {f"W_l{k}{suffix}": (I_k + P, 4 * H), f"b_l{k}{suffix}": (4 * H,)}
+                if self.proj_size:
+                    shapes[f"W_hr_l{k}{suffix}"] = (H, P)
+                for name, shape in shapes.items():
+                    value = self.params.get(name)
+                    if value is None:
+                        raise KeyError(
+                            f"params[{name!r}] is missing: the layer's parameters are {list(shapes)}"
+                        )
+                    as_float_array(f"params[{name!r}]", value, self.dtype)
+                    check_shape(f"params[{name!r}]", value, shape)
 
     def _time_major(self, a):
         return np.ascontiguousarray(a.transpose(1, 0, 2)) if self.batch_first else a
@@ -329,6 +365,7 @@ class LSTM:
             )
         x = self._time_major(x)
         T, B = x.shape[:2]
+        self._check_params()
         h0, c0 = self._initial_state(state, B)
         lengths = check_lengths(lengths, T, B)
         h_n, c_n = np.empty_like(h0), np.empty_like(c0)
@@ -473,41 +510,47 @@ class LSTM:
         if work is None:
             size = jit.work_size(B, self.hidden_size) + (B * self.hidden_size if self.proj_size else 0)
             work = self._step_buffers[B] = aligned_empty((size,), dtype)
-        params = self.params
-        if self.proj_size == 0:
-            # h and c of every layer in one array (2, L, B, H): the state
-            # returned is its two halves.
-            stacked = self._last_step_stacked if returned else np.stack(self._initial_state(state, B))
-            new_stacked = np.empty_like(stacked)
-            layer_step_into = jit._layer_step_into
-            k = 0
-            for W_key, b_key, _, shares in self._step_keys:
-                W, b = params[W_key], params[b_key]
-                if shares and B <= SMALL_ROWS:
-                    z_parts, _, sync = self._split_step_buffers(B, shares)
-                    done = jit._layer_step_split(x_t, stacked, W, b, new_stacked, z_parts, work, sync, k)
-                else:
-                    done = layer_step_into(x_t, stacked, W, b, new_stacked, work, k)
-                if not done:  # a parameter replaced with another shape
-                    jit._refuse_layer_step(x_t, stacked[0], stacked[1], W, b, new_stacked[0], k)
-                k += 1
-            h_new, c_new = new_stacked[0], new_stacked[1]
-            y_t = h_new[k - 1].copy()
-            self._last_step_stacked = new_stacked
-        else:
-            h, c = state if returned else self._initial_state(state, B)
-            h_new, c_new = np.empty_like(h), np.empty_like(c)
-            for k, (W_key, b_key, W_hr_key, shares) in enumerate(self._step_keys):
-                W, b, W_hr = params[W_key], params[b_key], params[W_hr_key]
-                if shares and B <= SMALL_ROWS:
-                    z_parts, h_parts, sync = self._split_step_buffers(B, shares)
-                    done = jit._layer_step_projected_split(
-                        x_t, h, c, W, b, W_hr, h_new, c_new, z_parts, h_parts, work, sync, k
-                    )
-                else:
-                    done = jit._layer_step_projected(x_t, h, c, W, b, W_hr, h_new, c_new, work, k)
-                if not done:  # a parameter replaced with another shape
-                    jit._refuse_layer_step(x_t, h, c, W, b, h_new, k, W_hr)
-            y_t = h_new[-1].copy()
+        try:
+            params = self.params
+            if self.proj_size == 0:
+                # h and c of every layer in one array (2, L, B, H): the state
+                # returned is its two halves.
+                stacked = self._last_step_stacked if returned else np.stack(self._initial_state(state, B))
+                new_stacked = np.empty_like(stacked)
+                layer_step_into = jit._layer_step_into
+                k = 0
+                for W_key, b_key, _, shares in self._step_keys:
+                    W, b = params[W_key], params[b_key]
+                    if shares and B <= SMALL_ROWS:
+                        z_parts, _, sync = self._split_step_buffers(B, shares)
+                        done = jit._layer_step_split(x_t, stacked, W, b, new_stacked, z_parts, work, sync, k)
+                    else:
+                        done = layer_step_into(x_t, stacked, W, b, new_stacked, work, k)
+                    if not done:  # a parameter replaced with another shape
+                        self._check_params()
+                        jit._refuse_layer_step(x_t, stacked[0], stacked[1], W, b, new_stacked[0], k)
+                    k += 1
+                h_new, c_new = new_stacked[0], new_stacked[1]
+                y_t = h_new[k - 1].copy()
+                self._last_step_stacked = new_stacked
+            else:
+                h, c = state if returned else self._initial_state(state, B)
+                h_new, c_new = np.empty_like(h), np.empty_like(c)
+                for k, (W_key, b_key, W_hr_key, shares) in enumerate(self._step_keys):
+                    W, b, W_hr = params[W_key], params[b_key], params[W_hr_key]
+                    if shares and B <= SMALL_ROWS:
+                        z_parts, h_parts, sync = self._split_step_buffers(B, shares)
+                        done = jit._layer_step_projected_split(
+                            x_t, h, c, W, b, W_hr, h_new, c_new, z_parts, h_parts, work, sync, k
+                        )
+                    else:
+                        done = jit._layer_step_projected(x_t, h, c, W, b, W_hr, h_new, c_new, work, k)
+                    if not done:  # a parameter replaced with another shape
+                        self._check_params()
+                        jit._refuse_layer_step(x_t, h, c, W, b, h_new, k, W_hr)
+                y_t = h_new[-1].copy()
+        except TypeError:  # a parameter of another dtype: Numba's typing names W or b of jit.step
+            self._check_params()
+            raise
         self._last_step_state = (h_new, c_new)
         return y_t, self._last_step_state

@@ -52,6 +52,9 @@ FORWARD_CASES = [
     (lambda p: p.update(W_hr=np.zeros((5, 3), np.float32)), ValueError, r"x must have shape \(3, 2, 6\) .* and P = 3 from W_hr \(H, P\) = \(5, 3\), got \(3, 2, 4\)"),
     (lambda p: p.update(cache="no"), TypeError, r"cache must be True or False, got 'no'"),
     (lambda p: p.update(cache=None), TypeError, r"cache must be True or False, got None"),
+    # A string was read as true: reverse="False" ran the sequences backwards.
+    (lambda p: p.update(reverse="False"), TypeError, r"reverse must be True or False, got 'False'"),
+    (lambda p: p.update(reverse=1), TypeError, r"reverse must be True or False, got 1"),
     (lambda p: p.update(lengths=np.array([1.0, 2.0])), TypeError, r"lengths must be an integer array of shape \(B,\), got dtype float64"),
     (lambda p: p.update(lengths=np.array([True, False])), TypeError, r"lengths must be an integer array.*got dtype bool"),
     (lambda p: p.update(lengths=np.array([1, 2], dtype=object)), TypeError, r"lengths must be an integer array.*got dtype object"),
@@ -250,6 +253,12 @@ def test_layer_step_refuses_bidirectional():
         (dict(input_size=I, hidden_size=True), ValueError, r"hidden_size must be a positive integer, got True"),
         (dict(input_size=I, hidden_size=H, proj_size=H), ValueError, r"proj_size must be smaller than hidden_size"),
         (dict(input_size=I, hidden_size=H, dropout=1.0), ValueError, r"dropout must be in \[0, 1\), got 1.0"),
+        # Strings were read by their truth or converted: "False" built a
+        # bidirectional layer, "no" a batch-first one, "0.5" a dropout.
+        (dict(input_size=I, hidden_size=H, dropout="0.5"), TypeError, r"dropout must be a number in \[0, 1\), got '0.5'"),
+        (dict(input_size=I, hidden_size=H, dropout=True), TypeError, r"dropout must be a number in \[0, 1\), got True"),
+        (dict(input_size=I, hidden_size=H, bidirectional="False"), TypeError, r"bidirectional must be True or False, got 'False'"),
+        (dict(input_size=I, hidden_size=H, batch_first="no"), TypeError, r"batch_first must be True or False, got 'no'"),
         (dict(input_size=I, hidden_size=H, dtype=np.int32), TypeError, r"dtype must be float32 or float64, got int32"),
         (dict(input_size=I, hidden_size=H, dtype=np.float16), TypeError, r"dtype must be float32 or float64, got float16"),
     ],
@@ -257,6 +266,25 @@ def test_layer_step_refuses_bidirectional():
 def test_layer_constructor_rejects(kwargs, error, message):
     with pytest.raises(error, match=message):
         numba_lstm.LSTM(**kwargs)
+
+
+def test_layer_train_mode_must_be_a_bool(layer):
+    with pytest.raises(TypeError, match=r"mode must be True or False, got 'no'"):
+        layer.train(mode="no")
+    assert layer.eval().train(np.bool_(False)).training is False
+
+
+def test_from_params_takes_dropout_and_batch_first_from_config_or_refuses_two_values():
+    # They were left out silently: a (B, T, I) input was then read as (T, B, I).
+    source = numba_lstm.LSTM(I, H, num_layers=2, seed=0)
+    config = {**source.config, "batch_first": True, "dropout": 0.5}
+    layer = numba_lstm.LSTM.from_params(config, source.params)
+    assert (layer.batch_first, layer.dropout) == (True, 0.5)
+    assert numba_lstm.LSTM.from_params(config, source.params, batch_first=True).batch_first
+    with pytest.raises(
+        ValueError, match=r"batch_first is True in config but False in the options; give one value"
+    ):
+        numba_lstm.LSTM.from_params(config, source.params, batch_first=False)
 
 
 # --- numba_lstm.jit called from Python ----------------------------------------
@@ -408,6 +436,20 @@ def test_jit_step_into_refuses_a_strided_work_buffer(j):
         user_loop(x, j["W"], j["b"], j["h"], j["c"], every_other)
 
 
+def test_jit_step_into_refuses_one_array_for_both_outputs(j):
+    # Before, the array ended up holding h_t and c_t was lost, with no error.
+    # h_out and c_out may still be h and c (an update in place).
+    out = np.empty_like(j["h"])
+    with pytest.raises(
+        ValueError, match=r"h_out and c_out must be two arrays: both start at the same address"
+    ):
+        jit.step_into(**j, h_out=out, c_out=out, work=jit_buffers(j)["work"])
+    x = make_problem(T, B, I, H, np.float32)["x"]
+    h = j["h"].copy()
+    with pytest.raises(ValueError, match=r"h_out and c_out must be two arrays"):
+        user_loop(x, j["W"], j["b"], h, h, jit_buffers(j)["work"])
+
+
 @pytest.mark.parametrize("name", ["h_out", "c_out", "work"])
 def test_jit_step_into_refuses_read_only_outputs(j, name):
     # Before, Numba failed inside step_into ("No implementation of function
@@ -507,3 +549,21 @@ def test_jit_inside_njit_still_compiles_after_refusing(j):
         user_step(j["x_t"], j["h"].astype(np.float64), j["c"], j["W"], j["b"])
     h, c = user_step(j["x_t"], j["h"], j["c"], j["W"], j["b"])
     assert h.dtype == c.dtype == np.float32
+
+
+@pytest.mark.parametrize("call", ["forward", "step"])
+@pytest.mark.parametrize(
+    ("name", "replace", "error", "message"),
+    [
+        # The kernels' messages named their own arguments: "b has dtype
+        # float32 but the other arrays are float64", "x must have shape ...".
+        ("W_l0", lambda a: a.astype(np.float64), TypeError, r"params\['W_l0'\] has dtype float64 but the other arrays are float32"),
+        ("W_l0", lambda a: np.zeros((a.shape[0] + 1, a.shape[1]), np.float32), ValueError, r"params\['W_l0'\] must have shape \(9, 20\), got \(10, 20\)"),
+        ("b_l1", lambda a: np.zeros(a.size + 4, np.float32), ValueError, r"params\['b_l1'\] must have shape \(20,\), got \(24,\)"),
+    ],
+)  # fmt: skip
+def test_layer_names_a_replaced_parameter(call, name, replace, error, message):
+    layer = numba_lstm.LSTM(I, H, num_layers=2, seed=0)
+    layer.params[name] = replace(layer.params[name])
+    with pytest.raises(error, match=message):
+        layer(_x(T, B, I)) if call == "forward" else layer.step(_x(B, I))
