@@ -14,6 +14,7 @@ and so does the optimizer's state.
 """
 
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -39,13 +40,35 @@ def merge(dicts):
     """
     if not isinstance(dicts, dict):
         raise TypeError(f"dicts must be a dict of prefix -> dict of arrays, got {type(dicts).__name__}")
-    merged = {}
+    merged, origin = {}, {}
     for prefix, named in dicts.items():
         if not isinstance(named, dict):
             raise TypeError(f"dicts[{prefix!r}] must be a dict of name -> array, got {type(named).__name__}")
         for name, value in named.items():
-            merged[f"{prefix}.{name}"] = value
+            key = f"{prefix}.{name}"
+            if key in merged:
+                raise ValueError(
+                    f"dicts gives the name {key!r} twice: dicts[{origin[key][0]!r}][{origin[key][1]!r}] and "
+                    f"dicts[{prefix!r}][{name!r}]; rename a prefix or a name so that every dotted name is distinct"
+                )
+            merged[key], origin[key] = value, (prefix, name)
     return merged
+
+
+def _refuse_shared(what, arrays):
+    """Raise ValueError if two entries of ``arrays`` (name -> ndarray) share memory.
+
+    Updating such entries in place would change the memory twice (an
+    optimizer step or a clip applied twice).
+    """
+    items = list(arrays.items())
+    for i, (name, a) in enumerate(items):
+        for other, b in items[:i]:
+            if np.may_share_memory(a, b) and np.shares_memory(a, b):
+                raise ValueError(
+                    f"{what}[{other!r}] and {what}[{name!r}] are the same array (or share memory): "
+                    "it would be updated twice; pass each array under one name only"
+                )
 
 
 def _check_number(name, value, low=0.0, low_inclusive=True, high=None):
@@ -72,6 +95,7 @@ def _check_params(params):
             raise TypeError(f"params[{name!r}] must have dtype float32 or float64, got {p.dtype}")
         if not p.flags.writeable:
             raise ValueError(f"params[{name!r}] must be writeable: the optimizer updates it in place")
+    _refuse_shared("params", params)
     return dict(params)
 
 
@@ -248,8 +272,8 @@ def clip_grad_norm(grads, max_norm, names=None):
     ----------
     grads : dict of name -> ndarray
     max_norm : float
-    names : iterable of str, optional
-        Only these entries are measured and scaled (for example
+    names : collection of str, optional
+        Only these entries (each named once) are measured and scaled (for example
         ``layer.params``, to leave ``"h0"`` / ``"c0"`` out).  All entries by
         default; ``None`` values are skipped.
 
@@ -266,18 +290,29 @@ def clip_grad_norm(grads, max_norm, names=None):
     if names is None:
         names = list(grads)
     else:
+        if isinstance(names, (str, bytes)):
+            raise TypeError(
+                f"names must be a collection of names such as [{names!r}], not a string, got {names!r}"
+            )
         names = list(names)
+        repeated = [name for name, count in Counter(names).items() if count > 1]
+        if repeated:
+            raise ValueError(f"names must name each entry once, got {repeated} more than once")
         missing = [name for name in names if name not in grads]
         if missing:
             raise KeyError(f"grads has no entry for {missing} named in names; it has {list(grads)}")
-    arrays = []
-    for name in names:
+    arrays = {}
+    for name in names:  # every check before any gradient is scaled
         g = grads[name]
         if g is None:
             continue
         if not isinstance(g, np.ndarray) or g.dtype not in FLOAT_DTYPES:
             raise TypeError(f"grads[{name!r}] must be a float32 or float64 numpy array, got {g!r:.80}")
-        arrays.append(g)
+        if not g.flags.writeable:
+            raise ValueError(f"grads[{name!r}] must be writeable: clip_grad_norm scales it in place")
+        arrays[name] = g
+    _refuse_shared("grads", arrays)
+    arrays = list(arrays.values())
     if not arrays:
         return 0.0
     with np.errstate(over="ignore", invalid="ignore"):  # non-finite norms are reported, not warned

@@ -137,6 +137,24 @@ def test_merge_keeps_the_arrays():
     np.testing.assert_array_equal(b["W"], np.zeros(3))
 
 
+def test_merge_refuses_colliding_dotted_names():
+    with pytest.raises(
+        ValueError, match=r"'a\.b\.c' twice: dicts\['a'\]\['b\.c'\] and dicts\['a\.b'\]\['c'\]"
+    ):
+        merge({"a": {"b.c": np.zeros(1)}, "a.b": {"c": np.ones(1)}})
+
+
+@pytest.mark.parametrize("make", [SGD, Adam, AdamW])
+def test_optimizers_refuse_one_array_under_two_names(make):
+    p = np.ones(3, np.float32)
+    with pytest.raises(ValueError, match=r"params\['p'\] and params\['q'\] are the same array"):
+        make({"p": p, "q": p}, lr=0.1)
+    with pytest.raises(ValueError, match=r"params\['p'\] and params\['q'\] are the same array"):
+        make({"p": p, "q": p[1:]}, lr=0.1)  # overlapping views too
+    make({"p": p[::2], "q": p[1::2]}, lr=0.1)  # interleaved views share no element: accepted
+    np.testing.assert_array_equal(p, np.ones(3, np.float32))
+
+
 def test_none_gradient_skips_the_parameter_and_its_state():
     params = {"a": np.ones(2), "b": np.ones(2)}
     opt = Adam(params, lr=0.1)
@@ -169,6 +187,28 @@ def test_clip_grad_norm_names_leave_other_entries_alone():
     assert total == pytest.approx(6.0)
     np.testing.assert_allclose(grads["W"], np.full(4, 0.5), rtol=1e-6)
     np.testing.assert_array_equal(grads["h0"], np.full(4, 100.0))
+
+
+def test_clip_grad_norm_checks_every_gradient_before_scaling_any():
+    a, b = np.ones(3, np.float32), np.ones(3, np.float32)
+    b.setflags(write=False)
+    with pytest.raises(ValueError, match=r"grads\['b'\] must be writeable"):
+        clip_grad_norm({"a": a, "b": b}, 0.1)
+    np.testing.assert_array_equal(a, np.ones(3, np.float32))
+    with pytest.raises(ValueError, match=r"grads\['a'\] and grads\['c'\] are the same array"):
+        clip_grad_norm({"a": a, "c": a}, 0.1)
+    np.testing.assert_array_equal(a, np.ones(3, np.float32))
+
+
+def test_clip_grad_norm_names_must_be_distinct_names_not_a_string():
+    a = np.ones(3)
+    with pytest.raises(ValueError, match=r"names must name each entry once, got \['a'\] more than once"):
+        clip_grad_norm({"a": a}, 0.1, names=["a", "a"])
+    with pytest.raises(
+        TypeError, match=r"names must be a collection of names such as \['lstm\.W'\], not a string"
+    ):
+        clip_grad_norm({"lstm.W": a}, 0.1, names="lstm.W")
+    np.testing.assert_array_equal(a, np.ones(3))
 
 
 def test_clip_grad_norm_nonfinite_follows_torch():
