@@ -62,6 +62,10 @@ def mse_backward(pred, target):
 def log_softmax(logits):
     """Numerically stable ``log softmax`` over the last axis (the row maximum is subtracted first)."""
     logits = as_float_array("logits", logits)
+    if logits.ndim == 0 or logits.shape[-1] == 0:
+        raise ValueError(
+            f"logits must have at least one class on its last axis (..., C) with C >= 1, got shape {logits.shape}"
+        )
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 

@@ -92,6 +92,13 @@ def test_cross_entropy_is_stable_for_huge_logits(dtype):
             r"labels must have shape",
         ),
         (lambda: cross_entropy_backward(np.zeros((2, 3)), np.array([0, 3])), ValueError, r"in \[0, 3\)"),
+        (
+            lambda: log_softmax(np.zeros((2, 0))),
+            ValueError,
+            r"logits must have at least one class .* \(2, 0\)",
+        ),
+        (lambda: softmax(np.zeros(0)), ValueError, r"logits must have at least one class .* \(0,\)"),
+        (lambda: log_softmax(np.ones(())), ValueError, r"at least one class .* \(\)"),
     ],
 )
 def test_loss_errors(call, error, match):
