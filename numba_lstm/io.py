@@ -20,11 +20,15 @@ shapes or dtypes do not match that configuration; nothing is ever cast.
 """
 
 import json
+import math
 import os
 import tempfile
 import zipfile
+from io import BytesIO
 
 import numpy as np
+
+from numba_lstm import convert
 
 FORMAT_NAME = "numba_lstm.LSTM"
 FORMAT_VERSION = 1
@@ -39,6 +43,8 @@ CONFIG_KEYS = (
 )
 _PARAM_PREFIX = "param/"
 _META_KEYS = ("__format__", "__version__", "__config__")
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def layer_config(layer):
@@ -123,28 +129,58 @@ def load(path):
             f"{path} has format version {version}; this numba_lstm reads version {FORMAT_VERSION} only"
         )
     config, dtype = _parse_config(path, _scalar(path, arrays, "__config__", "U"))
+    stored = {k[len(_PARAM_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_PARAM_PREFIX)}
+    unknown = sorted(k for k in arrays if k not in _META_KEYS and not k.startswith(_PARAM_PREFIX))
+    if unknown:
+        raise ValueError(f"{path} has unexpected arrays {_some(unknown)}")
+    # The stored arrays are checked against the configuration before the layer
+    # is built, so that a configuration of absurd sizes allocates nothing.
+    for name, shape in _expected_shapes(path, config, stored).items():
+        value = stored[name]
+        if value.dtype != dtype:
+            raise ValueError(f"{path}: parameter {name} has dtype {value.dtype}, expected {dtype}")
+        if value.shape != shape:
+            raise ValueError(f"{path}: parameter {name} has shape {value.shape}, expected {shape}")
     try:
         layer = LSTM(**config, dtype=dtype)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path} has an invalid configuration {config}: {error}") from error
-    stored = {k[len(_PARAM_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_PARAM_PREFIX)}
-    unknown = sorted(k for k in arrays if k not in _META_KEYS and not k.startswith(_PARAM_PREFIX))
-    if unknown:
-        raise ValueError(f"{path} has unexpected arrays {unknown}")
-    expected, got = sorted(layer.params), sorted(stored)
-    if expected != got:
-        raise ValueError(
-            f"{path}: parameters do not match the configuration {config}: expected {expected}, got {got}"
-        )
-    for name, target in layer.params.items():
-        value = stored[name]
-        if value.dtype != target.dtype:
-            raise ValueError(f"{path}: parameter {name} has dtype {value.dtype}, expected {target.dtype}")
-        if value.shape != target.shape:
-            raise ValueError(f"{path}: parameter {name} has shape {value.shape}, expected {target.shape}")
     for name, target in layer.params.items():
         target[...] = stored[name]
     return layer
+
+
+def _some(names, shown=5):
+    """``names`` for a message: all of them if few, else how many and the first few."""
+    if len(names) <= shown:
+        return str(names)
+    return f"{len(names)} names ({', '.join(names[:shown])}, ...)"
+
+
+def _expected_shapes(path, config, stored):
+    """The parameter shapes of ``config`` (name -> shape); ValueError unless ``stored`` has exactly those names.
+
+    Only as many layers as ``stored`` can hold are listed, so that a huge
+    ``num_layers`` costs no more than the file's own arrays.
+    """
+    try:
+        sizes = convert.check_config(config)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path} has an invalid configuration {config}: {error}") from error
+    per_layer = (2 if sizes["bidirectional"] else 1) * (3 if sizes["proj_size"] else 2)
+    num_layers = sizes["num_layers"]
+    listed = min(num_layers, len(stored) // per_layer + 1)
+    shapes = convert.parameter_shapes({**sizes, "num_layers": listed})
+    missing = [name for name in shapes if name not in stored]
+    missing_count = len(missing) + (num_layers - listed) * per_layer
+    unexpected = sorted(set(stored) - set(shapes))
+    if missing_count or unexpected:
+        more = f" (and {missing_count - len(missing)} more)" if missing_count > len(missing) else ""
+        raise ValueError(
+            f"{path}: parameters do not match the configuration {config}: "
+            f"missing {_some(missing)}{more}, unexpected {_some(unexpected)}"
+        )
+    return shapes
 
 
 def _describe(value):
@@ -154,24 +190,57 @@ def _describe(value):
 
 
 def _read_arrays(path):
-    """Every array of the archive, read fully (so that CRC errors surface here)."""
+    """Every array of the archive, read fully (so that CRC errors surface here).
+
+    Each ``.npy`` header is checked against the bytes that follow it before
+    the array is made, so a header that declares more data than the file
+    holds is refused rather than allocated.
+    """
     try:
-        archive = np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            npy = f.read(len(_NPY_MAGIC)) == _NPY_MAGIC
+        if npy:
+            raise ValueError(f"{path} is a single .npy array, not a numba_lstm layer file (.npz)")
+        with zipfile.ZipFile(path) as archive:
+            size = os.path.getsize(path)
+            data = {}
+            for info in archive.infolist():
+                if info.compress_size > size:
+                    raise zipfile.BadZipFile(
+                        f"{info.filename} declares {info.compress_size} bytes in a file of {size}"
+                    )
+                name = info.filename[: -len(".npy")] if info.filename.endswith(".npy") else info.filename
+                data[name] = archive.read(info)
     except FileNotFoundError:
         raise
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile, UnicodeDecodeError) as error:
+    except (OSError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, NotImplementedError) as error:
         raise ValueError(f"{path} is truncated or corrupted: {type(error).__name__}: {error}") from error
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} is a single .npy array, not a numba_lstm layer file (.npz)")
+    return {name: _npy_array(path, name, raw) for name, raw in data.items()}
+
+
+def _npy_array(path, name, data):
+    """The array held by the ``.npy`` bytes ``data``, a read-only view of them; never a pickle."""
+    f = BytesIO(data)
     try:
-        with archive:
-            return {name: archive[name] for name in archive.files}
+        if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+            raise ValueError("it is not a .npy array")
+        f.seek(0)
+        version = np.lib.format.read_magic(f)
+        if version not in _NPY_HEADERS:
+            raise ValueError(f"its .npy format version is {version}, not 1.0 or 2.0")
+        shape, fortran_order, dtype = _NPY_HEADERS[version](f)
     except ValueError as error:
-        if "allow_pickle" in str(error):
-            raise ValueError(f"{path} holds pickled objects; numba_lstm never loads pickles") from error
-        raise ValueError(f"{path} is truncated or corrupted: {error}") from error
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is truncated or corrupted: {type(error).__name__}: {error}") from error
+        raise ValueError(f"{path} is truncated or corrupted: {name!r}: {error}") from error
+    if dtype.hasobject:
+        raise ValueError(f"{path} holds pickled objects in {name!r}; numba_lstm never loads pickles")
+    count, held = math.prod(shape), len(data) - f.tell()
+    if count * dtype.itemsize != held:
+        raise ValueError(
+            f"{path} is truncated or corrupted: {name!r} declares shape {shape} of {dtype} "
+            f"({count * dtype.itemsize} bytes) but holds {held} bytes"
+        )
+    array = np.frombuffer(data, dtype, count=count, offset=f.tell())
+    return array.reshape(shape, order="F" if fortran_order else "C")
 
 
 def _scalar(path, arrays, key, kinds):

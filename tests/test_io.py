@@ -205,3 +205,36 @@ def test_inconsistent_configs_are_refused(saved, key, value, message):
     _rewrite(path, arrays)
     with pytest.raises(ValueError, match=message):
         io.load(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("num_layers", 10**5), ("hidden_size", 10**9), ("input_size", 10**12)],
+)
+def test_huge_configs_are_refused_before_the_layer_is_built(saved, key, value):
+    # The stored arrays are compared with the configuration first: nothing of
+    # the configuration's size is allocated and the message stays short.
+    path, arrays = saved
+    config = json.loads(str(arrays["__config__"]))
+    config[key] = value
+    arrays["__config__"] = np.array(json.dumps(config))
+    _rewrite(path, arrays)
+    with pytest.raises(ValueError, match="parameters do not match|has shape") as error:
+        io.load(path)
+    assert len(str(error.value)) < 1000
+
+
+def test_npy_header_declaring_more_data_than_the_file_holds_is_refused(saved):
+    path, arrays = saved
+    _rewrite(path, arrays)
+    header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (100000000000,), }"
+    npy = b"\x93NUMPY\x01\x00" + (len(header) + 1).to_bytes(2, "little") + header + b"\n" + bytes(16)
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr("param/W_l9.npy", npy)
+    with pytest.raises(
+        ValueError, match=r"truncated or corrupted: 'param/W_l9' declares shape \(100000000000,\)"
+    ):
+        io.load(path)
+    path.write_bytes(npy)  # the same as a lone .npy file
+    with pytest.raises(ValueError, match="a single .npy array, not a numba_lstm layer file"):
+        io.load(path)
