@@ -39,6 +39,7 @@ in place.
 """
 
 import re
+from collections import Counter
 from collections.abc import Mapping
 
 import numpy as np
@@ -75,6 +76,8 @@ def _to_numpy(name, value):
                 f"{name} must be a float32 or float64 tensor, got dtype {value.dtype}; "
                 "numba_lstm never casts parameters silently"
             )
+        if value.is_meta:
+            raise ValueError(f"{name} is a tensor on the meta device: it has a shape but no data to convert")
         value = value.detach().cpu().numpy()
     elif not isinstance(value, np.ndarray):
         if isinstance(value, (list, tuple)) or not hasattr(value, "__array__"):
@@ -268,6 +271,10 @@ def from_torch(module_or_state_dict):
 
     tensors = {}
     for key, value in obj.items():
+        if not isinstance(key, str):
+            raise TypeError(
+                f"the state dict's keys must be strings such as 'weight_ih_l0', got {key!r} ({type(key).__name__})"
+            )
         m = _TORCH_KEY.match(key)
         if m is None:
             raise ValueError(
@@ -280,20 +287,31 @@ def from_torch(module_or_state_dict):
 
     layers = {int(_TORCH_KEY.match(k).group(2)) for k in tensors}
     num_layers = max(layers) + 1
+    if num_layers > len(layers):  # checked before anything is built for num_layers layers
+        absent = num_layers - len(layers)
+        shown = [f"l{k}" for k in range(min(num_layers, len(layers) + 5)) if k not in layers][:5]
+        raise ValueError(
+            f"the state dict has weights for layer {max(layers)} but none for {absent} layer(s) below it "
+            f"({', '.join(shown)}{', ...' if absent > 5 else ''}); an nn.LSTM's layers are numbered 0 to "
+            "num_layers - 1"
+        )
     bidirectional = any(k.endswith("_reverse") for k in tensors)
     has_bias = "bias_ih_l0" in tensors
     has_proj = "weight_hr_l0" in tensors
     w_ih0 = tensors["weight_ih_l0"]
     if w_ih0.ndim != 2 or w_ih0.shape[0] % 4 or w_ih0.shape[0] == 0:
         raise ValueError(f"state_dict['weight_ih_l0'] must have shape (4H, I), got {w_ih0.shape}")
+    if has_proj and (tensors["weight_hr_l0"].ndim != 2 or tensors["weight_hr_l0"].shape[0] == 0):
+        raise ValueError(
+            f"state_dict['weight_hr_l0'] must have shape (P, H) with proj_size P >= 1, got "
+            f"{tensors['weight_hr_l0'].shape} (an nn.LSTM with proj_size=0 has no weight_hr)"
+        )
     config = {
         "input_size": w_ih0.shape[1],
         "hidden_size": w_ih0.shape[0] // 4,
         "num_layers": num_layers,
         "bidirectional": bidirectional,
-        "proj_size": tensors["weight_hr_l0"].shape[0]
-        if has_proj and tensors["weight_hr_l0"].ndim == 2
-        else 0,
+        "proj_size": tensors["weight_hr_l0"].shape[0] if has_proj else 0,
     }
     config = check_config(config)
 
@@ -564,9 +582,11 @@ def _permute_blocks(a, perm, axis):
 def _forget_bias(forget_bias, dtype):
     if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.integer, np.floating)):
         raise TypeError(f"forget_bias must be a real number, got {_describe(forget_bias)}")
-    if not np.isfinite(forget_bias):
-        raise ValueError(f"forget_bias must be finite, got {forget_bias!r}")
-    return dtype.type(forget_bias)
+    with np.errstate(over="ignore"):
+        value = dtype.type(forget_bias)
+    if not np.isfinite(value):
+        raise ValueError(f"forget_bias must be finite in {dtype} (the weights' dtype), got {forget_bias!r}")
+    return value
 
 
 def from_tf1(kernel, bias, forget_bias=1.0):
@@ -670,10 +690,13 @@ def from_flax(params):
     if hi.ndim != 2 or hi.shape[0] != hi.shape[1] or hi.shape[0] == 0:
         raise ValueError(f"params['hi']['kernel'] must have shape (H, H), got {hi.shape}")
     H = hi.shape[0]
-    ii = arrays["ii.kernel"]
-    if ii.ndim != 2 or ii.shape[1] != H or ii.shape[0] == 0:
+    # I is the input size most of the four input kernels agree on, so that the
+    # message names the kernel that differs, whichever gate it is.
+    sizes = [a.shape[0] for g in _FLAX_GATES if (a := arrays[f"i{g}.kernel"]).ndim == 2 and a.shape[1] == H]
+    if not any(sizes):
+        ii = arrays["ii.kernel"]
         raise ValueError(f"params['ii']['kernel'] must have shape (I, H) = (I, {H}), got {ii.shape}")
-    I = ii.shape[0]
+    I = Counter(size for size in sizes if size).most_common(1)[0][0]
     for g in _FLAX_GATES:
         _expect_shape(f"params['i{g}']['kernel']", arrays[f"i{g}.kernel"], (I, H), "(I, H)")
         _expect_shape(f"params['h{g}']['kernel']", arrays[f"h{g}.kernel"], (H, H), "(H, H)")
@@ -910,6 +933,9 @@ def from_onnx(path_or_model):
             return _to_numpy(f"{where} {label}", constants[name])
 
         W, R, B, P = tensor(1, "W"), tensor(2, "R"), tensor(3, "B"), tensor(7, "P")
+        for label, value in (("W", W), ("R", R)):
+            if value is None:
+                raise ValueError(f"{where} has no {label} input: the LSTM operator requires W and R")
         if P is not None and np.any(P != 0):
             raise ValueError(f"{where} has peepholes (a non-zero P input): they have no native equivalent")
         if R.ndim != 3 or R.shape[0] != D or R.shape[1] != 4 * R.shape[2] or R.shape[2] == 0:

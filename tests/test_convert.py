@@ -250,6 +250,29 @@ def test_from_torch_refusals_name_the_problem(torch):
         convert.from_torch({**state, "weight_ih_l0": state["weight_ih_l0"].half()})
     with pytest.raises(TypeError, match="one dtype"):
         convert.from_torch({**state, "bias_ih_l0": state["bias_ih_l0"].double()})
+    with pytest.raises(TypeError, match=r"keys must be strings such as 'weight_ih_l0', got 0 \(int\)"):
+        convert.from_torch({**state, 0: state["bias_ih_l0"]})
+    with pytest.raises(ValueError, match=r"state_dict\['bias_ih_l0'\] is a tensor on the meta device"):
+        convert.from_torch({**state, "bias_ih_l0": state["bias_ih_l0"].to("meta")})
+    # PyTorch has no weight_hr with proj_size=0: an empty projection is refused, not returned as P = 0.
+    with pytest.raises(
+        ValueError, match=r"weight_hr_l0'\] must have shape \(P, H\) with proj_size P >= 1, got \(0, 4\)"
+    ):
+        convert.from_torch({**state, "weight_hr_l0": torch.zeros(0, 4)})
+
+
+def test_from_torch_refuses_a_gap_in_the_layers_quickly(torch):
+    # The layer indices are compared with the keys present before anything is
+    # built for num_layers layers: a key of layer 10**6 took seconds and gave a
+    # message of 80 MB listing every missing key.
+    state = torch.nn.LSTM(3, 4).state_dict()
+    with pytest.raises(
+        ValueError, match=r"layer 1000000 but none for 999999 layer\(s\) below it \(l1, l2"
+    ) as error:
+        convert.from_torch({**state, "weight_ih_l1000000": torch.zeros(16, 4)})
+    assert len(str(error.value)) < 300
+    with pytest.raises(ValueError, match=r"layer 2 but none for 1 layer\(s\) below it \(l1\)"):
+        convert.from_torch({**state, **{k.replace("l0", "l2"): v for k, v in state.items()}})
 
 
 # --------------------------------------------------------------------------
@@ -395,6 +418,15 @@ def test_from_onnx_refuses_what_it_cannot_represent(onnx, edit, match):
     config = CONFIGS["1layer"]
     model = edit(onnx, convert.to_onnx(config, random_params(config, np.float32)))
     with pytest.raises(ValueError, match=match):
+        convert.from_onnx(model)
+
+
+@pytest.mark.parametrize("index, label", [(1, "W"), (2, "R")])
+def test_from_onnx_refuses_a_node_without_w_or_r(onnx, index, label):
+    model = convert.to_onnx(CONFIGS["1layer"], random_params(CONFIGS["1layer"], np.float32))
+    node = next(n for n in model.graph.node if n.op_type == "LSTM")
+    node.input[index] = ""
+    with pytest.raises(ValueError, match=f"LSTM node 'lstm_l0' has no {label} input"):
         convert.from_onnx(model)
 
 

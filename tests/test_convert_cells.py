@@ -108,6 +108,13 @@ def test_tf1_refusals_name_the_argument():
         convert.from_tf1(kernel, bias, forget_bias="1.0")
     with pytest.raises(ValueError, match="forget_bias must be finite"):
         convert.to_tf1(kernel, bias, forget_bias=float("nan"))
+    # 1e40 is finite as a Python float but inf in float32, the weights' dtype.
+    with pytest.raises(
+        ValueError, match=r"forget_bias must be finite in float32 \(the weights' dtype\), got 1e\+40"
+    ):
+        convert.from_tf1(kernel, bias, forget_bias=1e40)
+    with pytest.raises(ValueError, match="forget_bias must be finite in float32"):
+        convert.to_tf1(kernel, bias, forget_bias=-1e40)
 
 
 # --------------------------------------------------------------------------
@@ -189,6 +196,11 @@ def test_flax_refusals_name_the_parameter():
         )
     with pytest.raises(ValueError, match=r"params\['if'\]\['kernel'\] must have shape \(4, 5\)"):
         convert.from_flax({**params, "if": {"kernel": np.zeros((3, H), np.float32)}})
+    # The odd one out is named whichever gate it is, ii included.
+    with pytest.raises(
+        ValueError, match=r"params\['ii'\]\['kernel'\] must have shape \(4, 5\).*got \(3, 5\)"
+    ):
+        convert.from_flax({**params, "ii": {"kernel": np.zeros((3, H), np.float32)}})
     with pytest.raises(
         TypeError, match=r"params\['ho'\]\['bias'\] must have dtype float32 or float64, got int64"
     ):

@@ -46,6 +46,15 @@ def test_torch_round_trip_and_outputs(dtype):
     assert_close(c, c_t.numpy(), dtype, "c_n")
 
 
+def test_from_torch_refuses_an_empty_projection():
+    # A weight_hr of P = 0 rows once came back as proj_size=0 plus a stray
+    # W_hr_l0, which from_params refused as "unexpected ['W_hr_l0']".
+    torch = import_or_skip("torch")
+    state = torch.nn.LSTM(3, 4).state_dict()
+    with pytest.raises(ValueError, match=r"weight_hr_l0'\] must have shape \(P, H\) with proj_size P >= 1"):
+        numba_lstm.LSTM.from_torch({**state, "weight_hr_l0": torch.zeros(0, 4)})
+
+
 def test_keras_layer_round_trip_and_outputs():
     os.environ.setdefault("KERAS_BACKEND", "torch")
     keras = import_or_skip("keras")
