@@ -42,18 +42,19 @@ def test_projected_step_loop_equals_forward(B, dtype):
     assert_step_loop_equals_forward(layer, x, state)
 
 
-# A small layer (one jitted call per layer) and a split one (_split_step).
+# A small layer (one jitted call per layer) and a split one (_split_step):
+# a replaced parameter is refused by its name on either path.
 @pytest.mark.parametrize(
     ("split", "key", "value", "error", "message"),
     [
-        (False, "W_hr_l1", np.zeros((9, 40), np.float32), ValueError, r"W_hr must have shape \(H, P\) = \(40, 9\); got \(9, 40\)"),
-        (False, "W_hr_l0", np.zeros((40, 9), np.float64), TypeError, "W_hr must be a 2-D float32 array"),
-        (False, "W_l1", np.zeros((9, 160), np.float32), ValueError, r"W must have shape \(I \+ P, 4H\) = \(18, 160\)"),
-        (False, "b_l0", np.zeros(40, np.float32), ValueError, r"b must have shape \(4H,\) = \(160,\)"),
-        (True, "W_hr_l1", np.zeros((250, 768), np.float32), ValueError, r"W_hr must have shape \(H, P\) = \(768, 250\)"),
-        (True, "W_hr_l0", np.zeros((768, 250), np.float64), TypeError, "W_hr must be a 2-D float32 array"),
-        (True, "W_l1", np.zeros((400, 3072), np.float32), ValueError, r"W must have shape \(I \+ P, 4H\) = \(500, 3072\)"),
-        (True, "b_l0", np.zeros(768, np.float32), ValueError, r"b must have shape \(4H,\) = \(3072,\)"),
+        (False, "W_hr_l1", np.zeros((9, 40), np.float32), ValueError, r"params\['W_hr_l1'\] must have shape \(40, 9\), got \(9, 40\)"),
+        (False, "W_hr_l0", np.zeros((40, 9), np.float64), TypeError, r"params\['W_hr_l0'\] has dtype float64 but the other arrays are float32"),
+        (False, "W_l1", np.zeros((9, 160), np.float32), ValueError, r"params\['W_l1'\] must have shape \(18, 160\), got \(9, 160\)"),
+        (False, "b_l0", np.zeros(40, np.float32), ValueError, r"params\['b_l0'\] must have shape \(160,\), got \(40,\)"),
+        (True, "W_hr_l1", np.zeros((250, 768), np.float32), ValueError, r"params\['W_hr_l1'\] must have shape \(768, 250\), got \(250, 768\)"),
+        (True, "W_hr_l0", np.zeros((768, 250), np.float64), TypeError, r"params\['W_hr_l0'\] has dtype float64 but the other arrays are float32"),
+        (True, "W_l1", np.zeros((400, 3072), np.float32), ValueError, r"params\['W_l1'\] must have shape \(500, 3072\), got \(400, 3072\)"),
+        (True, "b_l0", np.zeros(768, np.float32), ValueError, r"params\['b_l0'\] must have shape \(3072,\), got \(768,\)"),
     ],
 )  # fmt: skip
 def test_projected_step_rejects_bad_parameters(split, key, value, error, message):
@@ -70,14 +71,14 @@ def test_projected_step_rejects_bad_parameters(split, key, value, error, message
 
 
 # Without projection, a small layer (jit._layer_step_into): the first step
-# compiles no message; a replaced parameter still gets _check_step's.
+# compiles no message; a replaced parameter is refused by its name.
 @pytest.mark.parametrize(
     ("key", "value", "error", "message"),
     [
-        ("W_l1", np.zeros((10, 24), np.float32), ValueError, r"W must have shape \(I \+ H, 4H\) = \(12, 24\) for x_t \(B, I\) = \(2, 6\) and h \(B, H\) = \(2, 6\); got \(10, 24\)"),
-        ("W_l0", np.zeros((10, 24), np.float32), ValueError, r"W must have shape \(I \+ H, 4H\) = \(11, 24\) .*got \(10, 24\)"),
-        ("b_l1", np.zeros(23, np.float32), ValueError, r"b must have shape \(4H,\) = \(24,\); got \(23,\)"),
-        ("W_l0", np.zeros((11, 24), np.float64), TypeError, "W has dtype float64 but x_t is float32"),
+        ("W_l1", np.zeros((10, 24), np.float32), ValueError, r"params\['W_l1'\] must have shape \(12, 24\), got \(10, 24\)"),
+        ("W_l0", np.zeros((10, 24), np.float32), ValueError, r"params\['W_l0'\] must have shape \(11, 24\), got \(10, 24\)"),
+        ("b_l1", np.zeros(23, np.float32), ValueError, r"params\['b_l1'\] must have shape \(24,\), got \(23,\)"),
+        ("W_l0", np.zeros((11, 24), np.float64), TypeError, r"params\['W_l0'\] has dtype float64 but the other arrays are float32"),
     ],
 )  # fmt: skip
 def test_step_rejects_bad_parameters(key, value, error, message):
@@ -356,10 +357,14 @@ def test_split_step_rejects_bad_parameters():
     layer.step(x)
     assert layer._split_buffers  # the split path ran
     layer.params["W_l0"] = np.zeros((600, 1600), np.float32)
-    with pytest.raises(ValueError, match=r"W must have shape \(I \+ H, 4H\) = \(700, 1600\)"):
+    with pytest.raises(
+        ValueError, match=r"params\['W_l0'\] must have shape \(700, 1600\), got \(600, 1600\)"
+    ):
         layer.step(x)
     layer.params["W_l0"] = np.zeros((700, 1600), np.float64)
-    with pytest.raises(TypeError, match="W has dtype float64 but x_t is float32"):
+    with pytest.raises(
+        TypeError, match=r"params\['W_l0'\] has dtype float64 but the other arrays are float32"
+    ):
         layer.step(x)
 
 
