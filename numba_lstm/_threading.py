@@ -1,7 +1,7 @@
 """Choose Numba's threading layer before the first parallel kernel runs.
 
 numba_lstm uses Intel TBB as Numba's threading layer, for two reasons measured
-on the development machine (see DESIGN.md):
+on the development machine (tests/test_reliability.py checks both):
 
 * ``omp`` (GNU OpenMP) makes a ``multiprocessing`` child forked after a
   parallel call die ("fork() called from a process already using GNU OpenMP");

@@ -3,7 +3,7 @@
 Pure functions on arrays and dicts; nothing here depends on the layer class
 and no framework is imported until a function that needs it is called.
 
-The native layout (DESIGN.md section 2), per layer ``k`` and direction:
+The native layout (README, "The native layout"), per layer ``k`` and direction:
 
 * ``W_l{k}`` of shape ``(I_k + H_out, 4H)``: rows ``0..I_k-1`` multiply
   ``x_t``, the rest multiply ``h_{t-1}``; columns are the gates i, f, g, o.

@@ -1,6 +1,6 @@
 """Drop-in functional API: ``lstm_forward`` and ``lstm_backward``.
 
-Time-major, one layer, one direction, native layout (DESIGN.md section 2):
+Time-major, one layer, one direction, native layout (README, "The native layout"):
 ``x (T, B, I)``, ``W (I + P, 4H)`` with rows for x first then h, gate order
 i, f, g, o, one bias ``b (4H,)``; P = H unless a projection ``W_hr (H, P)`` is
 given.  These functions validate, pack, allocate and call the Numba kernels in

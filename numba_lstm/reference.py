@@ -1,7 +1,7 @@
 """Plain NumPy reference: the oracle every kernel is tested against.
 
 Same signatures and results as ``numba_lstm.functional``; written as the
-equations of DESIGN.md section 2, one sequence and one time step at a time,
+equations of the README ("The native layout"), one sequence and one time step at a time,
 for clarity rather than speed.  With ``z = [x_t, h_{t-1}] @ W + b`` split into
 ``z_i, z_f, z_g, z_o``::
 
