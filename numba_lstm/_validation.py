@@ -31,6 +31,17 @@ def as_float_array(name, value, dtype=None):
     and read-only inputs are copied into a fresh C-contiguous array (the
     caller's array is never written).
     """
+    check_float_array(name, value, dtype)
+    if not c_writeable(value):
+        # Kernels are compiled for writeable C-contiguous arrays; copying keeps
+        # one compiled variant per dtype and never touches the caller's array.
+        value = np.array(value, order="C", copy=True)
+    return value
+
+
+def check_float_array(name, value, dtype=None):
+    """``as_float_array``'s checks, without its copy: a float32/float64
+    array, of ``dtype`` if given (any layout)."""
     if not isinstance(value, np.ndarray):
         if isinstance(value, (list, tuple)):
             raise TypeError(
@@ -48,11 +59,6 @@ def as_float_array(name, value, dtype=None):
             f"{name} has dtype {value.dtype} but the other arrays are {np.dtype(dtype)}; "
             "pass every array in one dtype"
         )
-    if not c_writeable(value):
-        # Kernels are compiled for writeable C-contiguous arrays; copying keeps
-        # one compiled variant per dtype and never touches the caller's array.
-        value = np.array(value, order="C", copy=True)
-    return value
 
 
 def check_bool(name, value):

@@ -12,6 +12,7 @@ from numba_lstm._validation import (
     as_float_array,
     c_writeable,
     check_bool,
+    check_float_array,
     check_float_dtype,
     check_integer,
     check_lengths,
@@ -307,13 +308,10 @@ class LSTM:
                 if self.proj_size:
                     shapes[f"W_hr_l{k}{suffix}"] = (H, P)
                 for name, shape in shapes.items():
-                    value = self.params.get(name)
-                    if value is None:
-                        raise KeyError(
-                            f"params[{name!r}] is missing: the layer's parameters are {list(shapes)}"
-                        )
-                    as_float_array(f"params[{name!r}]", value, self.dtype)
-                    check_shape(f"params[{name!r}]", value, shape)
+                    if name not in self.params:
+                        raise KeyError(f"params[{name!r}] is missing")
+                    check_float_array(f"params[{name!r}]", self.params[name], self.dtype)
+                    check_shape(f"params[{name!r}]", self.params[name], shape)
 
     def _time_major(self, a):
         return np.ascontiguousarray(a.transpose(1, 0, 2)) if self.batch_first else a
