@@ -316,6 +316,13 @@ def _check_cache(cache):
     sizes = pk.batch_sizes
     if sizes.shape != (T,) or int(sizes.sum()) != N or (T > 0 and not 0 <= sizes.min() <= sizes.max() <= B):
         wrong.append("packing.batch_sizes")
+    rows = pk.packed_row  # the jitted pack and unpack write by it
+    if rows is not None and (
+        rows.shape != (T, B) or (rows.size > 0 and not -1 <= rows.min() <= rows.max() < N)
+    ):
+        wrong.append("packing.packed_row")
+    if rows is not None and not np.array_equal(np.sort(pk.order), np.arange(B)):  # unsort's scatter
+        wrong.append("packing.order")
     if wrong:
         raise ValueError(
             f"cache is not one that lstm_forward returned: {', '.join(wrong)} do not fit its "

@@ -300,6 +300,18 @@ def test_backward_refuses_a_cache_whose_arrays_do_not_fit(dtype):
         )
     with pytest.raises(ValueError, match=r"cache is not one .*: its arrays differ in kind, dtype or rank"):
         numba_lstm.lstm_backward(y, cache._replace(c=cache.c.astype(np.float16)))
+    p["lengths"] = np.array([4, 1, 3])
+    y, _, _, cache = numba_lstm.lstm_forward(**p)
+    past = cache.packing.packed_row.copy()
+    past[0, 0] = 8  # N = 8 rows: a write past the packed arrays
+    with pytest.raises(
+        ValueError, match=r"packing.packed_row do not fit its packing \(T = 4, B = 3, N = 8 rows\)"
+    ):
+        numba_lstm.lstm_backward(y, cache._replace(packing=cache.packing._replace(packed_row=past)))
+    twice = np.zeros_like(cache.packing.order)  # row 0 three times: rows 1 and 2 left unwritten
+    with pytest.raises(ValueError, match=r"packing.order do not fit"):
+        numba_lstm.lstm_backward(y, cache._replace(packing=cache.packing._replace(order=twice)))
+    y, _, _, cache = numba_lstm.lstm_forward(**{k: v for k, v in p.items() if k != "lengths"})
     short = cache.packing._replace(batch_sizes=cache.packing.batch_sizes[:-1])
     with pytest.raises(
         ValueError, match=r"packing.batch_sizes do not fit its packing \(T = 4, B = 3, N = 12 rows\)"
