@@ -222,10 +222,7 @@ def _npy_array(path, name, data):
     """The array held by the ``.npy`` bytes ``data``, a read-only view of them; never a pickle."""
     f = BytesIO(data)
     try:
-        if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
-            raise ValueError("it is not a .npy array")
-        f.seek(0)
-        version = np.lib.format.read_magic(f)
+        version = np.lib.format.read_magic(f)  # ValueError unless the .npy magic string
         if version not in _NPY_HEADERS:
             raise ValueError(f"its .npy format version is {version}, not 1.0 or 2.0")
         shape, fortran_order, dtype = _NPY_HEADERS[version](f)

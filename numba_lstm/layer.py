@@ -19,6 +19,7 @@ from numba_lstm._validation import (
     check_ndim,
     check_shape,
 )
+from numba_lstm.convert import parameter_shapes
 from numba_lstm.functional import lstm_backward, lstm_forward
 
 
@@ -102,16 +103,12 @@ class LSTM:
         self.dtype = dtype
         self.training = True
         self._rng = np.random.default_rng(seed)
-        self.params = {}
         H, P = self.hidden_size, self.output_size
         bound = 1.0 / np.sqrt(H)
-        for k in range(self.num_layers):
-            I_k = self.input_size if k == 0 else P * self.num_directions
-            for suffix in self._suffixes():
-                self.params[f"W_l{k}{suffix}"] = self._uniform(bound, (I_k + P, 4 * H))
-                self.params[f"b_l{k}{suffix}"] = self._uniform(bound, (4 * H,))
-                if self.proj_size:
-                    self.params[f"W_hr_l{k}{suffix}"] = self._uniform(bound, (H, P))
+        # The shapes of convert's native layout, kept: forward checks the
+        # parameters against them at every call (_check_params).
+        self._param_shapes = parameter_shapes(self.config)
+        self.params = {name: self._uniform(bound, shape) for name, shape in self._param_shapes.items()}
         self.grads = {}
         self._caches = None
         self._forward_without_cache = False
@@ -300,18 +297,11 @@ class LSTM:
         """Refuse, by its name, a parameter replaced in ``self.params`` with
         another dtype or shape (the kernels' own messages would name their
         arguments, W or b or x, not the parameter)."""
-        H, P = self.hidden_size, self.output_size
-        for k in range(self.num_layers):
-            I_k = self.input_size if k == 0 else P * self.num_directions
-            for suffix in self._suffixes():
-                shapes = {f"W_l{k}{suffix}": (I_k + P, 4 * H), f"b_l{k}{suffix}": (4 * H,)}
-                if self.proj_size:
-                    shapes[f"W_hr_l{k}{suffix}"] = (H, P)
-                for name, shape in shapes.items():
-                    if name not in self.params:
-                        raise KeyError(f"params[{name!r}] is missing")
-                    check_float_array(f"params[{name!r}]", self.params[name], self.dtype)
-                    check_shape(f"params[{name!r}]", self.params[name], shape)
+        for name, shape in self._param_shapes.items():
+            if name not in self.params:
+                raise KeyError(f"params[{name!r}] is missing")
+            check_float_array(f"params[{name!r}]", self.params[name], self.dtype)
+            check_shape(f"params[{name!r}]", self.params[name], shape)
 
     def _time_major(self, a):
         return np.ascontiguousarray(a.transpose(1, 0, 2)) if self.batch_first else a
