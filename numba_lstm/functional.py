@@ -220,6 +220,19 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     cache : LSTMCache, or None with ``cache=False``
         What ``lstm_backward`` needs.
     """
+    return _forward(x, W, b, h0, c0, W_hr, lengths, reverse, cache, private_x=False, private_y=False)
+
+
+def _forward(x, W, b, h0, c0, W_hr, lengths, reverse, cache, *, private_x, private_y):
+    """``lstm_forward``, for a caller inside numba_lstm that may skip the cache's copies.
+
+    private_x: ``x`` is the caller's own array, which nothing changes before
+    the backward: the cache keeps it as it is.  private_y: the returned
+    ``y`` goes only to code that never changes it (the next layer of a
+    stack, or a concatenation): it may be the cache's own array.  A stacked
+    ``LSTM`` passes both for its inner layers, which otherwise copied each
+    layer's output twice (once as y, once as the next layer's x).
+    """
     cache, reverse = check_bool("cache", cache), check_bool("reverse", reverse)
     W, b, W_hr, I, H, P = check_weights(W, b, W_hr=W_hr)
     dtype = W.dtype
@@ -242,10 +255,11 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     h0_sorted, c0_sorted = packing.sort(h0), packing.sort(c0)
     # The cache keeps arrays of its own: without reordering, the packed x
     # and the sorted states are the caller's arrays, and y (below) is the
-    # cache's, so they are copied (x unless as_float_array made a copy).
+    # cache's, so they are copied (x unless as_float_array made a copy, or
+    # the caller keeps it private; y unless the caller keeps it private).
     copies = cache and packing.packed_row is None
     if copies:
-        if x is given_x:
+        if x is given_x and not private_x:
             x_packed = _aligned_copy(x_packed)
         h0_sorted, c0_sorted = h0_sorted.copy(), c0_sorted.copy()
     saved_rows = N if cache else B  # without a cache, one step's work
@@ -279,7 +293,7 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     W_hrT = pack_panels(W_hr.T) if W_hr is not None else None
     saved = LSTMCache(x_packed, W_xT, W_hT, W_hrT, h0_sorted, c0_sorted, y, m, c, gates, tanh_c, packing)
     y_out = packing.unpack(y)
-    return _aligned_copy(y_out) if copies else y_out, h_n, c_n, saved
+    return _aligned_copy(y_out) if copies and not private_y else y_out, h_n, c_n, saved
 
 
 def _unpad_gate_columns(a, H):

@@ -20,7 +20,7 @@ from numba_lstm._validation import (
     check_shape,
 )
 from numba_lstm.convert import parameter_shapes
-from numba_lstm.functional import lstm_backward, lstm_forward
+from numba_lstm.functional import _forward, lstm_backward
 
 
 def _step_shares(rows, H, P, dtype):
@@ -345,6 +345,7 @@ class LSTM:
         (h_n, c_n) : ndarrays (L * D, B, P) and (L * D, B, H)
             From each sequence's last valid step.
         """
+        given_x = x
         x = as_float_array("x", x, self.dtype)
         check_ndim("x", x, 3, "(B, T, I)" if self.batch_first else "(T, B, I)")
         if x.shape[2] != self.input_size:
@@ -360,21 +361,21 @@ class LSTM:
         caches, masks = [], []
         layer_input = x
         for k in range(self.num_layers):
+            # The layer never changes a layer's input (its own copy of the
+            # caller's x, or the layer below's y) nor the y of an inner layer
+            # or of a direction (concatenated into a new array), so their
+            # caches keep them without copies; only the y returned to the
+            # caller is copied from the cache.
+            private_x = k > 0 or x is not given_x
+            private_y = k < self.num_layers - 1 or self.num_directions > 1
             outputs = []
             for d, suffix in enumerate(self._suffixes()):
                 idx = k * self.num_directions + d
                 W, b, W_hr = self._layer_params(k, suffix)
-                y, h_n[idx], c_n[idx], saved = lstm_forward(
-                    layer_input,
-                    W,
-                    b,
-                    h0[idx],
-                    c0[idx],
-                    W_hr=W_hr,
-                    lengths=lengths,
-                    reverse=d == 1,
-                    cache=cache,
-                )
+                y, h_n[idx], c_n[idx], saved = _forward(
+                    layer_input, W, b, h0[idx], c0[idx], W_hr, lengths, d == 1, cache,
+                    private_x=private_x, private_y=private_y,
+                )  # fmt: skip
                 outputs.append(y)
                 caches.append(saved)
             layer_input = outputs[0] if len(outputs) == 1 else np.concatenate(outputs, axis=2)

@@ -274,18 +274,45 @@ def test_functional_gradients_are_the_forwards_after_inputs_and_y_change_in_plac
         _same(g, e, name)
 
 
-def test_layer_gradients_are_the_forwards_after_x_and_y_change_in_place(dtype):
-    layer = numba_lstm.LSTM(4, 6, num_layers=2, dtype=dtype, seed=0)
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_layer_gradients_are_the_forwards_after_x_and_y_change_in_place(dtype, bidirectional, batch_first):
+    layer = numba_lstm.LSTM(
+        4, 6, num_layers=2, bidirectional=bidirectional, batch_first=batch_first, dtype=dtype, seed=0
+    )
     x = make_problem(5, 3, 4, 6, dtype)["x"]
-    dy = np.random.default_rng(2).standard_normal((5, 3, 6)).astype(dtype)
-    layer(x.copy())
+    x = x.transpose(1, 0, 2).copy() if batch_first else x
+    rng = np.random.default_rng(2)
+    D = 2 if bidirectional else 1
+    state = tuple(rng.standard_normal((2 * D, 3, 6)).astype(dtype) for _ in range(2))
+    dy = rng.standard_normal(x.shape[:2] + (D * 6,)).astype(dtype)
+    layer(x.copy(), tuple(s.copy() for s in state))
     expected = layer.backward(dy), dict(layer.grads)
-    y, (h_n, c_n) = layer(x)
-    _changed_in_place([x, y, h_n, c_n])
+    y, (h_n, c_n) = layer(x, state)
+    _changed_in_place([x, y, h_n, c_n, *state])
     got = layer.backward(dy), layer.grads
     _same(got[0], expected[0], "dx")
     for name in expected[1]:
         _same(got[1][name], expected[1][name], name)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_stacked_layer_caches_inner_outputs_without_copies(dtype, batch_first):
+    """A layer's output is the next layer's input, and the stack never changes
+    either: the caches keep one array for both (before, each inner output was
+    copied twice).  The caller's x and the returned y stay apart from every
+    cache (the test above checks what that protects)."""
+    layer = numba_lstm.LSTM(4, 6, num_layers=3, batch_first=batch_first, dtype=dtype, seed=0)
+    x = make_problem(5, 3, 4, 6, dtype)["x"]
+    y, _ = layer(x)
+    caches = layer._caches[0]
+    for k in range(2):
+        assert np.shares_memory(caches[k].y, caches[k + 1].x), (
+            f"layer {k}'s y was copied as layer {k + 1}'s x"
+        )
+    for k, saved in enumerate(caches):
+        assert not np.shares_memory(x, saved.x), f"layer {k}'s cache keeps the caller's x"
+        assert not np.shares_memory(y, saved.y), f"layer {k}'s cache keeps the returned y"
 
 
 def test_backward_refuses_a_cache_whose_arrays_do_not_fit(dtype):
