@@ -589,6 +589,28 @@ def _forget_bias(forget_bias, dtype):
     return value
 
 
+def _shift_forget_block(b, forget_bias, sign, name, f_offset):
+    """Add ``sign * forget_bias`` to the f block of the native bias ``b`` (in place).
+
+    A finite bias entry that the sum takes past the dtype's range is refused
+    (it would run as an infinite pre-activation); NaN and Inf already in the
+    bias pass through, as in every other conversion.  ``name`` and
+    ``f_offset`` locate the f block in the caller's argument, for the message.
+    """
+    H = b.shape[0] // 4
+    block = b[H : 2 * H]
+    with np.errstate(over="ignore"):
+        shifted = block + sign * _forget_bias(forget_bias, b.dtype)
+    overflow = np.flatnonzero(np.isfinite(block) & ~np.isfinite(shifted))
+    if overflow.size > 0:
+        k = int(overflow[0])
+        raise ValueError(
+            f"forget_bias = {forget_bias!r} {'added to' if sign > 0 else 'subtracted from'} "
+            f"{name}[{f_offset + k}] = {block[k]!s} overflows {b.dtype}, the weights' dtype"
+        )
+    block[...] = shifted
+
+
 def from_tf1(kernel, bias, forget_bias=1.0):
     """TF1 ``BasicLSTMCell`` / ``LSTMCell`` weights -> native ``(W, b)``.
 
@@ -622,8 +644,7 @@ def from_tf1(kernel, bias, forget_bias=1.0):
     W, b = _cell_arrays("kernel", kernel, "bias", bias)
     W = _permute_blocks(W, _TF1_FROM_NATIVE, axis=1)
     b = _permute_blocks(b, _TF1_FROM_NATIVE, axis=0)
-    H = b.shape[0] // 4
-    b[H : 2 * H] += _forget_bias(forget_bias, b.dtype)
+    _shift_forget_block(b, forget_bias, 1, "bias", 2 * (b.shape[0] // 4))  # TF1's f block: i, j, f, o
     return _aligned_copy(W), _aligned_copy(b)
 
 
@@ -635,9 +656,8 @@ def to_tf1(W, b, forget_bias=1.0):
     ``(c, h)``, not ``(h, c)``.
     """
     W, b = _cell_arrays("W", W, "b", b)
-    H = b.shape[0] // 4
     b = b.copy()
-    b[H : 2 * H] -= _forget_bias(forget_bias, b.dtype)
+    _shift_forget_block(b, forget_bias, -1, "b", b.shape[0] // 4)
     return _permute_blocks(W, _TF1_FROM_NATIVE, axis=1), _permute_blocks(b, _TF1_FROM_NATIVE, axis=0)
 
 

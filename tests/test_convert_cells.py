@@ -117,6 +117,31 @@ def test_tf1_refusals_name_the_argument():
         convert.to_tf1(kernel, bias, forget_bias=-1e40)
 
 
+def test_tf1_forget_bias_that_takes_the_bias_out_of_range_is_refused():
+    # Each value is finite in float32, the sum is not: before, the f block held
+    # inf (from_tf1) or -inf (to_tf1) without an error.
+    kernel, bias = np.zeros((I + H, 4 * H), np.float32), np.zeros(4 * H, np.float32)
+    bias[2 * H + 3] = 3e38  # TF1's f block (i, j, f, o), unit 3
+    with pytest.raises(
+        ValueError, match=rf"forget_bias = 1e\+38 added to bias\[{2 * H + 3}\] = 3e\+38 overflows float32"
+    ):
+        convert.from_tf1(kernel, bias, forget_bias=1e38)
+    W, b = np.zeros((I + H, 4 * H), np.float32), np.zeros(4 * H, np.float32)
+    b[H + 1] = -3e38  # the native f block (i, f, g, o), unit 1
+    with pytest.raises(
+        ValueError, match=rf"forget_bias = 1e\+38 subtracted from b\[{H + 1}\] = -3e\+38 overflows float32"
+    ):
+        convert.to_tf1(W, b, forget_bias=1e38)
+    # The same values fit in float64, and a NaN or Inf already in the bias
+    # is the bias's own (it passes through like any other weight).
+    bias64 = bias.astype(np.float64)
+    _, b64 = convert.from_tf1(kernel.astype(np.float64), bias64, forget_bias=1e38)
+    assert b64[H + 3] == bias64[2 * H + 3] + 1e38
+    bias[2 * H + 3], bias[2 * H + 4] = np.nan, np.inf
+    _, b_odd = convert.from_tf1(kernel, bias, forget_bias=1e38)
+    assert np.isnan(b_odd[H + 3]) and b_odd[H + 4] == np.inf
+
+
 # --------------------------------------------------------------------------
 # Flax
 
