@@ -17,6 +17,10 @@ either the old file or the new one under ``path``, never a half-written one.
 ``load`` refuses (``ValueError``) a truncated or corrupted archive, another
 format or version, a configuration it cannot build, and arrays whose names,
 shapes or dtypes do not match that configuration; nothing is ever cast.
+It reads only the members that the format names, each after checking its
+declared size against what its array needs, so an archive compressed by
+another tool loads too, while a member that would expand past its array's
+size is refused before it is read.
 """
 
 import json
@@ -24,6 +28,7 @@ import math
 import os
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from io import BytesIO
 
 import numpy as np
@@ -44,6 +49,12 @@ CONFIG_KEYS = (
 _PARAM_PREFIX = "param/"
 _META_KEYS = ("__format__", "__version__", "__config__")
 _NPY_MAGIC = b"\x93NUMPY"
+#: Bytes that a metadata member (format, version, configuration) may declare:
+#: ``save`` writes a few hundred.
+_META_MAX_BYTES = 64 * 1024
+#: Bytes of a ``.npy`` member beyond its array's data that ``load`` accepts:
+#: a version 1.0 header has at most 65535 + 10 (``save`` writes 128).
+_NPY_HEADER_MAX_BYTES = 65545
 _NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
@@ -116,31 +127,8 @@ def load(path):
     from numba_lstm.layer import LSTM
 
     path = os.fspath(path)
-    arrays = _read_arrays(path)
-    missing = [k for k in _META_KEYS if k not in arrays]
-    if missing:
-        raise ValueError(f"{path} is not a numba_lstm layer file: it has no {', '.join(missing)}")
-    fmt = _scalar(path, arrays, "__format__", "U")
-    if fmt != FORMAT_NAME:
-        raise ValueError(f"{path} is not a numba_lstm layer file: format {fmt!r}, expected {FORMAT_NAME!r}")
-    version = _scalar(path, arrays, "__version__", "iu")
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has format version {version}; this numba_lstm reads version {FORMAT_VERSION} only"
-        )
-    config, dtype = _parse_config(path, _scalar(path, arrays, "__config__", "U"))
-    stored = {k[len(_PARAM_PREFIX) :]: v for k, v in arrays.items() if k.startswith(_PARAM_PREFIX)}
-    unknown = sorted(k for k in arrays if k not in _META_KEYS and not k.startswith(_PARAM_PREFIX))
-    if unknown:
-        raise ValueError(f"{path} has unexpected arrays {_some(unknown)}")
-    # The stored arrays are checked against the configuration before the layer
-    # is built, so that a configuration of absurd sizes allocates nothing.
-    for name, shape in _expected_shapes(path, config, stored).items():
-        value = stored[name]
-        if value.dtype != dtype:
-            raise ValueError(f"{path}: parameter {name} has dtype {value.dtype}, expected {dtype}")
-        if value.shape != shape:
-            raise ValueError(f"{path}: parameter {name} has shape {value.shape}, expected {shape}")
+    with _read_errors(path):
+        config, dtype, stored = _read_layer_file(path)
     try:
         layer = LSTM(**config, dtype=dtype)
     except (TypeError, ValueError) as error:
@@ -148,6 +136,54 @@ def load(path):
     for name, target in layer.params.items():
         target[...] = stored[name]
     return layer
+
+
+def _read_layer_file(path):
+    """The configuration, dtype and parameters (name -> array) of the layer file at ``path``, all checked.
+
+    The parameters are checked against the configuration before anything
+    is built, and each member's declared size before it is read (a
+    compressed member's size is known only once expanded), so that absurd
+    sizes allocate nothing.
+    """
+    with open(path, "rb") as f:
+        if f.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+            raise ValueError(f"{path} is a single .npy array, not a numba_lstm layer file (.npz)")
+    with zipfile.ZipFile(path) as archive:
+        members = _members(path, archive)
+        missing = [k for k in _META_KEYS if k not in members]
+        if missing:
+            raise ValueError(f"{path} is not a numba_lstm layer file: it has no {', '.join(missing)}")
+        meta = {
+            k: _read_array(path, archive, k, members[k], _META_MAX_BYTES, "a metadata entry")
+            for k in _META_KEYS
+        }
+        fmt = _scalar(path, meta, "__format__", "U")
+        if fmt != FORMAT_NAME:
+            raise ValueError(
+                f"{path} is not a numba_lstm layer file: format {fmt!r}, expected {FORMAT_NAME!r}"
+            )
+        version = _scalar(path, meta, "__version__", "iu")
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"{path} has format version {version}; this numba_lstm reads version {FORMAT_VERSION} only"
+            )
+        config, dtype = _parse_config(path, _scalar(path, meta, "__config__", "U"))
+        unknown = sorted(k for k in members if k not in _META_KEYS and not k.startswith(_PARAM_PREFIX))
+        if unknown:
+            raise ValueError(f"{path} has unexpected arrays {_some(unknown)}")
+        names = [k[len(_PARAM_PREFIX) :] for k in members if k.startswith(_PARAM_PREFIX)]
+        stored = {}
+        for name, shape in _expected_shapes(path, config, names).items():
+            key = _PARAM_PREFIX + name
+            limit = math.prod(shape) * dtype.itemsize + _NPY_HEADER_MAX_BYTES
+            value = _read_array(path, archive, key, members[key], limit, f"a {shape} array of {dtype}")
+            if value.dtype != dtype:
+                raise ValueError(f"{path}: parameter {name} has dtype {value.dtype}, expected {dtype}")
+            if value.shape != shape:
+                raise ValueError(f"{path}: parameter {name} has shape {value.shape}, expected {shape}")
+            stored[name] = value
+    return config, dtype, stored
 
 
 def _some(names, shown=5):
@@ -160,8 +196,8 @@ def _some(names, shown=5):
 def _expected_shapes(path, config, stored):
     """The parameter shapes of ``config`` (name -> shape); ValueError unless ``stored`` has exactly those names.
 
-    Only as many layers as ``stored`` can hold are listed, so that a huge
-    ``num_layers`` costs no more than the file's own arrays.
+    Only as many layers as the names in ``stored`` can hold are listed, so
+    that a huge ``num_layers`` costs no more than the file's own arrays.
     """
     try:
         sizes = convert.check_config(config)
@@ -189,33 +225,42 @@ def _describe(value):
     return type(value).__name__
 
 
-def _read_arrays(path):
-    """Every array of the archive, read fully (so that CRC errors surface here).
-
-    Each ``.npy`` header is checked against the bytes that follow it before
-    the array is made, so a header that declares more data than the file
-    holds is refused rather than allocated.
-    """
+@contextmanager
+def _read_errors(path):
+    """Errors of reading the archive, as ValueError "truncated or corrupted" (FileNotFoundError as it is)."""
     try:
-        with open(path, "rb") as f:
-            npy = f.read(len(_NPY_MAGIC)) == _NPY_MAGIC
-        if npy:
-            raise ValueError(f"{path} is a single .npy array, not a numba_lstm layer file (.npz)")
-        with zipfile.ZipFile(path) as archive:
-            size = os.path.getsize(path)
-            data = {}
-            for info in archive.infolist():
-                if info.compress_size > size:
-                    raise zipfile.BadZipFile(
-                        f"{info.filename} declares {info.compress_size} bytes in a file of {size}"
-                    )
-                name = info.filename[: -len(".npy")] if info.filename.endswith(".npy") else info.filename
-                data[name] = archive.read(info)
+        yield
     except FileNotFoundError:
         raise
     except (OSError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, NotImplementedError) as error:
         raise ValueError(f"{path} is truncated or corrupted: {type(error).__name__}: {error}") from error
-    return {name: _npy_array(path, name, raw) for name, raw in data.items()}
+
+
+def _members(path, archive):
+    """The archive's members by array name (``.npy`` dropped), each declaring no more compressed bytes than the file has."""
+    size = os.path.getsize(path)
+    members = {}
+    for info in archive.infolist():
+        if info.compress_size > size:
+            raise zipfile.BadZipFile(
+                f"{info.filename} declares {info.compress_size} bytes in a file of {size}"
+            )
+        members[info.filename[: -len(".npy")] if info.filename.endswith(".npy") else info.filename] = info
+    return members
+
+
+def _read_array(path, archive, name, info, limit, what):
+    """The array of member ``info`` (array ``name``), read fully (so that CRC errors surface here).
+
+    A member that declares more than ``limit`` bytes (what ``what`` needs,
+    with its ``.npy`` header) is refused before it is read.
+    """
+    if info.file_size > limit:
+        raise ValueError(
+            f"{path} is truncated or corrupted: {name!r} declares {info.file_size} bytes, "
+            f"more than the {limit} that {what} takes"
+        )
+    return _npy_array(path, name, archive.read(info))
 
 
 def _npy_array(path, name, data):

@@ -153,8 +153,18 @@ def test_other_files_are_refused(tmp_path):
         io.load(other)
     pickled = tmp_path / "c.npz"
     np.savez(pickled, obj=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(ValueError, match="pickle"):
+    with pytest.raises(ValueError, match="not a numba_lstm layer file"):
         io.load(pickled)
+
+
+def test_pickled_objects_are_never_loaded(saved):
+    path, arrays = saved
+    arrays["__config__"] = np.array([{"a": 1}], dtype=object)
+    _rewrite(path, arrays)
+    with pytest.raises(
+        ValueError, match="holds pickled objects in '__config__'; numba_lstm never loads pickles"
+    ):
+        io.load(path)
 
 
 @pytest.mark.parametrize(
@@ -226,15 +236,45 @@ def test_huge_configs_are_refused_before_the_layer_is_built(saved, key, value):
 
 def test_npy_header_declaring_more_data_than_the_file_holds_is_refused(saved):
     path, arrays = saved
+    del arrays["param/W_l0"]
     _rewrite(path, arrays)
     header = b"{'descr': '<f8', 'fortran_order': False, 'shape': (100000000000,), }"
     npy = b"\x93NUMPY\x01\x00" + (len(header) + 1).to_bytes(2, "little") + header + b"\n" + bytes(16)
     with zipfile.ZipFile(path, "a") as z:
-        z.writestr("param/W_l9.npy", npy)
+        z.writestr("param/W_l0.npy", npy)
     with pytest.raises(
-        ValueError, match=r"truncated or corrupted: 'param/W_l9' declares shape \(100000000000,\)"
+        ValueError, match=r"truncated or corrupted: 'param/W_l0' declares shape \(100000000000,\)"
     ):
         io.load(path)
     path.write_bytes(npy)  # the same as a lone .npy file
     with pytest.raises(ValueError, match="a single .npy array, not a numba_lstm layer file"):
+        io.load(path)
+
+
+def test_compressed_archive_loads(saved):
+    # save writes stored members; a file compressed by other tools loads the same.
+    path, arrays = saved
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    loaded = io.load(path)
+    for name, value in loaded.params.items():
+        assert _bits(value) == _bits(arrays["param/" + name]), name
+
+
+def test_compressed_member_declaring_more_than_its_array_is_refused_before_it_is_read(saved):
+    # 24 MB of zeros deflate to about 24 KB: the member's declared size is
+    # checked against what its array needs (W_l0 of this layer is (3 + 2, 16)
+    # float64, 640 bytes) before anything is expanded.  Before, the whole
+    # member was read into memory first.
+    path, arrays = saved
+    del arrays["param/W_l0"]
+    _rewrite(path, arrays)
+    big = np.zeros(3_000_000)
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("param/W_l0.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array(member, big)
+    with pytest.raises(
+        ValueError,
+        match=r"'param/W_l0' declares 24000128 bytes, more than the \d+ that a \(5, 16\) array of float64",
+    ):
         io.load(path)
