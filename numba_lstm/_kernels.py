@@ -73,6 +73,14 @@ and compiles the callee once more for it.  Constant arguments are int64
 values (``np.int64(0)``, ``_PHASES``), and ``tests/test_cache.py`` fails on
 a literal signature.  Arrays copied by columns go through ``_copy_columns``,
 not slice assignment, whose error path compiles string formatting.
+
+Per-step calls: the functions that the walk through the steps calls once a
+share and a step (``_forward_share``, ``_forward_step``, ``_backward_share``)
+take the step's arrays one by one, not in tuples, and Numba inlines them
+(``inline="always"``) into the walk.  Called with tuples, they cost about
+0.25 us a step at B = 1 (I = H = 128, float32): the two-thread forward took
+2.79 ms against 2.55 for the same products and gate passes called from the
+walk directly (bench/NOTES.md, "Session 31").
 """
 
 import numba
@@ -672,7 +680,7 @@ def _forward_input_block(z_chunk, x_chunk, chunk_sizes, W_x, b, q, unit_shares, 
         _forward_input(z_chunk[run_lo:run_hi], x_chunk[run_lo:run_hi], W_x, b, run_u_lo, run_u_hi)
 
 
-@numba.njit(**SERIAL)
+@numba.njit(**SERIAL, inline="always")  # see "Per-step calls" above
 def _forward_step(gates, c, tanh_c, m, z, h_prev, c_prev, W_h, u_lo, u_hi, r_lo, r_hi):
     """One step for the unit panels u_lo..u_hi and the rows r_lo..r_hi: z += h_{t-1} @ W_h, then the gates."""
     NR = W_h.shape[2]
@@ -684,23 +692,25 @@ def _forward_step(gates, c, tanh_c, m, z, h_prev, c_prev, W_h, u_lo, u_hi, r_lo,
     )  # fmt: skip
 
 
-@numba.njit(**SERIAL)
-def _forward_share(chunk, step, W_x, b, W_h, q, unit_shares, row_shares, workers):
+@numba.njit(**SERIAL, inline="always")  # see "Per-step calls" above
+def _forward_share(
+    gates, c, tanh_c, m, z, h_prev, c_prev, z_chunk, x_chunk, chunk_sizes, W_x, b, W_h, q, unit_shares,
+    row_shares, workers,
+):  # fmt: skip
     """Share q of a step's work (``_share_rects``).
 
-    ``chunk``: ``(z_chunk, x_chunk, chunk_sizes)``, the steps whose input
+    gates .. c_prev: the step's rows of the arrays of ``_forward_step``;
+    ``z_chunk``, ``x_chunk``, ``chunk_sizes``: the steps whose input
     projection is due before this one (none but at the first step of a
-    chunk); ``step``: the arguments of ``_forward_step`` before the unit
-    range.  The projection of a share's rectangles is needed only by the
+    chunk).  The projection of a share's rectangles is needed only by the
     same share of the chunk's steps, so both run in one parallel region.
     """
-    z_chunk, x_chunk, chunk_sizes = chunk
     if x_chunk.shape[0] > 0:
         _forward_input_block(z_chunk, x_chunk, chunk_sizes, W_x, b, q, unit_shares, row_shares, workers)
-    rects = _share_rects(q, step[1].shape[0], W_h.shape[0] // 4, unit_shares, row_shares, workers)
+    rects = _share_rects(q, c.shape[0], W_h.shape[0] // 4, unit_shares, row_shares, workers)
     for u_lo, u_hi, r_lo, r_hi in rects:
         if u_hi > u_lo and r_hi > r_lo:
-            _forward_step(*step, W_h, u_lo, u_hi, r_lo, r_hi)
+            _forward_step(gates, c, tanh_c, m, z, h_prev, c_prev, W_h, u_lo, u_hi, r_lo, r_hi)
 
 
 @numba.njit(**SERIAL)
@@ -755,20 +765,17 @@ def _forward_steps(
         g_lo = lo if saved else 0
         c_lo = lo if c_saved else t % 2 * half
         m_t = m[lo:hi] if m.shape[0] == N else m[:Bt]
-        step = (
-            gates[g_lo : g_lo + Bt],
-            c[c_lo : c_lo + Bt],
-            tanh_c[g_lo : g_lo + Bt],
-            m_t,
-            z[lo - z_base : hi - z_base],
-            h_prev,
-            c_prev,
-        )
-        chunk = (z[:rows], x[z_base : z_base + rows], batch_sizes[t : chunk_end if rows > 0 else t])
+        gates_t, c_t, tanh_c_t = gates[g_lo : g_lo + Bt], c[c_lo : c_lo + Bt], tanh_c[g_lo : g_lo + Bt]
+        z_t = z[lo - z_base : hi - z_base]
+        z_chunk, x_chunk = z[:rows], x[z_base : z_base + rows]
+        chunk_sizes = batch_sizes[t : chunk_end if rows > 0 else t]
         units, projection = 2 * t, 2 * t + 1  # the step's phases in sync
         q = claim(sync, units, shares, unit_home)
         while q >= 0:
-            _forward_share(chunk, step, W_x, b, W_h, q, unit_shares, row_shares, workers)
+            _forward_share(
+                gates_t, c_t, tanh_c_t, m_t, z_t, h_prev, c_prev, z_chunk, x_chunk, chunk_sizes, W_x, b, W_h, q,
+                unit_shares, row_shares, workers,
+            )  # fmt: skip
             finish(sync, units)
             q = claim(sync, units, shares, unit_home)
         wait_for(sync, units, shares)
@@ -1051,15 +1058,17 @@ def _backward_shares(n_h, B, workers, weight_bytes, projected):
     return _share_count(n_h, np.int64(1), workers), 1
 
 
-@numba.njit(**SERIAL)
-def _backward_share(step, dh_all_t, dgates_next, dy_t, W_hT, gates_too, p_lo, p_hi, r_lo, r_hi):
+@numba.njit(**SERIAL, inline="always")  # see "Per-step calls" above
+def _backward_share(
+    dgates_t, dc_t, dm_t, dh_t, W_hrT, gates_t, tanh_c_t, c_prev, NR, dh_all_t, dgates_next, dy_t, W_hT, gates_too,
+    p_lo, p_hi, r_lo, r_hi,
+):  # fmt: skip
     """dL/dh_t and (``gates_too``) the gate gradients of one step, for panels p_lo..p_hi and rows r_lo..r_hi.
 
-    ``step``: the step's arrays, as ``_backward_gates`` takes them; its
-    ``dh_pad`` has the rows of the step or of the next one, whichever has
+    dgates_t .. NR: the step's arrays, as ``_backward_gates`` takes them;
+    its ``dh_t`` has the rows of the step or of the next one, whichever has
     more (t = -1: only the next).  Every slice stops at its array's rows.
     """
-    dgates_t, dc_t, dm_t, dh_t, W_hrT, gates_t, tanh_c_t, c_prev, NR = step
     _backward_dh(
         dh_t[r_lo:r_hi], dh_all_t[r_lo:r_hi], dgates_next[r_lo:r_hi], dy_t[r_lo:r_hi], W_hT, p_lo, p_hi
     )
@@ -1380,7 +1389,7 @@ def _backward_steps(
         # One step's arrays, the same for every share; dh_pad has the rows
         # that dL/dh_t reaches (B_next <= Bt but at t = -1).
         rows = max(Bt, B_next)
-        step = (dgates_t, dc[:Bt], dm_pad[:Bt], dh_pad[:rows], W_hrT, gates[lo:hi], tanh_c[lo:hi], c_prev, NR)
+        dc_t, dm_t, dh_t, gates_t, tanh_c_t = dc[:Bt], dm_pad[:Bt], dh_pad[:rows], gates[lo:hi], tanh_c[lo:hi]
         gates_too = Bt > 0 and not projected
         h_phase, m_phase = 2 * (t + 1), 2 * (t + 1) + 1  # the step's phases in sync
         q = claim(sync, h_phase, shares, h_home)
@@ -1388,8 +1397,9 @@ def _backward_steps(
             for p_lo, p_hi, r_lo, r_hi in _share_rects(q, rows, n_h, h_shares, row_shares, workers):
                 if p_hi > p_lo and r_hi > r_lo:
                     _backward_share(
-                        step, dh_all_t, dgates_next, dy_t, W_hT, gates_too, p_lo, p_hi, r_lo, r_hi
-                    )
+                        dgates_t, dc_t, dm_t, dh_t, W_hrT, gates_t, tanh_c_t, c_prev, NR, dh_all_t, dgates_next,
+                        dy_t, W_hT, gates_too, p_lo, p_hi, r_lo, r_hi,
+                    )  # fmt: skip
             finish(sync, h_phase)
             q = claim(sync, h_phase, shares, h_home)
         wait_for(sync, h_phase, shares)
@@ -1397,7 +1407,7 @@ def _backward_steps(
             q = claim(sync, m_phase, m_shares, m_home)
             while q >= 0:
                 p_lo, p_hi = _share(n_m, q, m_shares)
-                _backward_gates(*step, p_lo, p_hi)
+                _backward_gates(dgates_t, dc_t, dm_t, dh_t, W_hrT, gates_t, tanh_c_t, c_prev, NR, p_lo, p_hi)
                 finish(sync, m_phase)
                 q = claim(sync, m_phase, m_shares, m_home)
             wait_for(sync, m_phase, m_shares)
