@@ -193,23 +193,24 @@ def _some(names, shown=5):
     return f"{len(names)} names ({', '.join(names[:shown])}, ...)"
 
 
-def _expected_shapes(path, config, stored):
-    """The parameter shapes of ``config`` (name -> shape); ValueError unless ``stored`` has exactly those names.
+def _expected_shapes(path, config, names):
+    """The parameter shapes of ``config`` (name -> shape); ValueError unless the file's ``names`` are exactly those.
 
-    Only as many layers as the names in ``stored`` can hold are listed, so
-    that a huge ``num_layers`` costs no more than the file's own arrays.
+    Only as many layers as ``names`` can hold are listed, so that a huge
+    ``num_layers`` costs no more than the file's own arrays.
     """
+    names = set(names)
     try:
         sizes = convert.check_config(config)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path} has an invalid configuration {config}: {error}") from error
     per_layer = (2 if sizes["bidirectional"] else 1) * (3 if sizes["proj_size"] else 2)
     num_layers = sizes["num_layers"]
-    listed = min(num_layers, len(stored) // per_layer + 1)
+    listed = min(num_layers, len(names) // per_layer + 1)
     shapes = convert.parameter_shapes({**sizes, "num_layers": listed})
-    missing = [name for name in shapes if name not in stored]
+    missing = [name for name in shapes if name not in names]
     missing_count = len(missing) + (num_layers - listed) * per_layer
-    unexpected = sorted(set(stored) - set(shapes))
+    unexpected = sorted(names - set(shapes))
     if missing_count or unexpected:
         more = f" (and {missing_count - len(missing)} more)" if missing_count > len(missing) else ""
         raise ValueError(
@@ -257,8 +258,8 @@ def _read_array(path, archive, name, info, limit, what):
     """
     if info.file_size > limit:
         raise ValueError(
-            f"{path} is truncated or corrupted: {name!r} declares {info.file_size} bytes, "
-            f"more than the {limit} that {what} takes"
+            f"{path}: {name!r} declares {info.file_size} bytes, more than the {limit} that {what} "
+            "takes with its .npy header"
         )
     return _npy_array(path, name, archive.read(info))
 
