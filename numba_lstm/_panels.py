@@ -636,6 +636,13 @@ def aligned_zeros(shape, dtype):
     return _aligned(shape, dtype, zeroed=True)
 
 
+def aligned_copy(a):
+    """A C-contiguous copy of ``a`` whose data starts on a cache line (see ``aligned_empty``)."""
+    out = aligned_empty(a.shape, a.dtype)
+    np.copyto(out, a)
+    return out
+
+
 def _aligned(shape, dtype, zeroed):
     """``aligned_empty`` (``zeroed`` False) or ``aligned_zeros`` (True)."""
     size, dtype = math.prod(shape), np.dtype(dtype)

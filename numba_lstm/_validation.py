@@ -61,6 +61,11 @@ def check_float_array(name, value, dtype=None):
         )
 
 
+def is_real(value):
+    """Whether ``value`` is a real number (Python or NumPy), not a bool nor a string."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+
+
 def check_bool(name, value):
     """Return ``value`` as a bool; TypeError unless it is True or False (a
     NumPy bool too): a string such as ``"False"`` is refused, not read as true."""

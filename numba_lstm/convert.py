@@ -44,8 +44,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from numba_lstm._panels import aligned_empty
-from numba_lstm._validation import FLOAT_DTYPES, check_integer
+from numba_lstm._panels import aligned_copy
+from numba_lstm._validation import FLOAT_DTYPES, check_integer, is_real
 
 CONFIG_KEYS = ("input_size", "hidden_size", "num_layers", "bidirectional", "proj_size")
 _IGNORED_CONFIG_KEYS = ("dropout", "batch_first")
@@ -91,26 +91,19 @@ def _to_numpy(name, value):
     return value
 
 
-def _aligned_copy(value):
-    """A C-contiguous copy of ``value`` whose data starts on a 64-byte cache line.
-
-    Every ``from_*`` returns its native arrays this way: new arrays, never
-    views of the caller's tensors, laid out as an ``LSTM`` layer's
-    parameters are.  ``jit.step_into`` reads ``W`` in place, row by row:
-    ``from_torch`` and ``from_onnx`` once returned the concatenated
-    transposes in Fortran order, on which a step took 3.1 instead of 0.81 us
-    at H = 32 and 56 instead of 8.9 us at H = 128 (bench/NOTES.md, "Session
-    24"); a ``W`` 16 or 48 bytes past a line made a step 4-19% slower
-    ("Session 19").
-    """
-    out = aligned_empty(value.shape, value.dtype)
-    np.copyto(out, value)
-    return out
+# Every ``from_*`` returns its native arrays through ``aligned_copy``: new
+# C-contiguous arrays on a cache line, never views of the caller's tensors,
+# laid out as an ``LSTM`` layer's parameters are.  ``jit.step_into`` reads
+# ``W`` in place, row by row: ``from_torch`` and ``from_onnx`` once returned
+# the concatenated transposes in Fortran order, on which a step took 3.1
+# instead of 0.81 us at H = 32 and 56 instead of 8.9 us at H = 128
+# (bench/NOTES.md, "Session 24"); a ``W`` 16 or 48 bytes past a line made a
+# step 4-19% slower ("Session 19").
 
 
 def _aligned_params(params):
-    """``params`` (name -> array) with every array an ``_aligned_copy``."""
-    return {name: _aligned_copy(value) for name, value in params.items()}
+    """``params`` (name -> array) with every array an ``aligned_copy``."""
+    return {name: aligned_copy(value) for name, value in params.items()}
 
 
 def _expect_shape(name, value, shape, meaning):
@@ -409,7 +402,7 @@ def _keras_direction(arrays, what):
         _expect_shape(f"{what} bias", arrays["bias"], (4 * H,), "(4H,)")
     dtype = _same_dtype(arrays)
     b = arrays["bias"] if "bias" in arrays else np.zeros(4 * H, dtype)
-    return kernel.shape[0], H, _aligned_copy(np.concatenate([kernel, recurrent], axis=0)), _aligned_copy(b)
+    return kernel.shape[0], H, aligned_copy(np.concatenate([kernel, recurrent], axis=0)), aligned_copy(b)
 
 
 def _check_keras_lstm(layer, what, go_backwards):
@@ -580,7 +573,7 @@ def _permute_blocks(a, perm, axis):
 
 
 def _forget_bias(forget_bias, dtype):
-    if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float, np.integer, np.floating)):
+    if not is_real(forget_bias):
         raise TypeError(f"forget_bias must be a real number, got {_describe(forget_bias)}")
     with np.errstate(over="ignore"):
         value = dtype.type(forget_bias)
@@ -645,7 +638,7 @@ def from_tf1(kernel, bias, forget_bias=1.0):
     W = _permute_blocks(W, _TF1_FROM_NATIVE, axis=1)
     b = _permute_blocks(b, _TF1_FROM_NATIVE, axis=0)
     _shift_forget_block(b, forget_bias, 1, "bias", 2 * (b.shape[0] // 4))  # TF1's f block: i, j, f, o
-    return _aligned_copy(W), _aligned_copy(b)
+    return aligned_copy(W), aligned_copy(b)
 
 
 def to_tf1(W, b, forget_bias=1.0):
@@ -730,7 +723,7 @@ def from_flax(params):
         axis=0,
     )
     b = np.concatenate([arrays[f"h{g}.bias"] for g in _FLAX_GATES])
-    return _aligned_copy(W), _aligned_copy(b)
+    return aligned_copy(W), aligned_copy(b)
 
 
 def to_flax(W, b, input_size):

@@ -31,7 +31,15 @@ from numba_lstm._kernels import (
     _use_threads,
     _z_rows,
 )
-from numba_lstm._panels import aligned_empty, aligned_zeros, pack_panels, pad_columns, padded, panel_width
+from numba_lstm._panels import (
+    aligned_copy,
+    aligned_empty,
+    aligned_zeros,
+    pack_panels,
+    pad_columns,
+    padded,
+    panel_width,
+)
 from numba_lstm._sync import counters
 from numba_lstm._validation import (
     as_float_array,
@@ -169,13 +177,6 @@ def _threads(threaded):
     return numba.get_num_threads() if threaded else 1
 
 
-def _aligned_copy(a):
-    """A copy of ``a`` that starts on a cache line, as the arrays the kernels allocate."""
-    out = aligned_empty(a.shape, a.dtype)
-    np.copyto(out, a)
-    return out
-
-
 def _state(name, value, B, size, dtype):
     if value is None:
         return np.zeros((B, size), dtype)
@@ -260,7 +261,7 @@ def _forward(x, W, b, h0, c0, W_hr, lengths, reverse, cache, *, private_x, priva
     copies = cache and packing.packed_row is None
     if copies:
         if x is given_x and not private_x:
-            x_packed = _aligned_copy(x_packed)
+            x_packed = aligned_copy(x_packed)
         h0_sorted, c0_sorted = h0_sorted.copy(), c0_sorted.copy()
     saved_rows = N if cache else B  # without a cache, one step's work
     # Without a cache, c_t of even and odd steps go to two slots of B rows:
@@ -293,7 +294,7 @@ def _forward(x, W, b, h0, c0, W_hr, lengths, reverse, cache, *, private_x, priva
     W_hrT = pack_panels(W_hr.T) if W_hr is not None else None
     saved = LSTMCache(x_packed, W_xT, W_hT, W_hrT, h0_sorted, c0_sorted, y, m, c, gates, tanh_c, packing)
     y_out = packing.unpack(y)
-    return _aligned_copy(y_out) if copies and not private_y else y_out, h_n, c_n, saved
+    return aligned_copy(y_out) if copies and not private_y else y_out, h_n, c_n, saved
 
 
 def _unpad_gate_columns(a, H):

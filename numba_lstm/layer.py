@@ -18,6 +18,7 @@ from numba_lstm._validation import (
     check_lengths,
     check_ndim,
     check_shape,
+    is_real,
 )
 from numba_lstm.convert import parameter_shapes
 from numba_lstm.functional import _forward, lstm_backward
@@ -90,9 +91,7 @@ class LSTM:
         self.proj_size = check_integer("proj_size", proj_size, minimum=0)
         if self.proj_size >= self.hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size, got {proj_size} >= {hidden_size}")
-        if isinstance(dropout, (bool, np.bool_)) or not isinstance(
-            dropout, (int, float, np.integer, np.floating)
-        ):
+        if not is_real(dropout):
             raise TypeError(f"dropout must be a number in [0, 1), got {dropout!r:.200}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")

@@ -18,7 +18,7 @@ from collections import Counter
 
 import numpy as np
 
-from numba_lstm._validation import FLOAT_DTYPES
+from numba_lstm._validation import FLOAT_DTYPES, is_real
 
 __all__ = ["SGD", "Adam", "AdamW", "clip_grad_norm", "merge"]
 
@@ -72,7 +72,7 @@ def _refuse_shared(what, arrays):
 
 
 def _check_number(name, value, low=0.0, low_inclusive=True, high=None):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_real(value):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     value = float(value)
     below = value < low if low_inclusive else value <= low
