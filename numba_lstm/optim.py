@@ -18,6 +18,11 @@ from collections import Counter
 
 import numpy as np
 
+try:
+    from numpy.lib.array_utils import byte_bounds  # NumPy >= 2.0
+except ImportError:  # NumPy 1.x
+    from numpy import byte_bounds
+
 from numba_lstm._validation import FLOAT_DTYPES, is_real
 
 __all__ = ["SGD", "Adam", "AdamW", "clip_grad_norm", "merge"]
@@ -59,16 +64,25 @@ def _refuse_shared(what, arrays):
     """Raise ValueError if two entries of ``arrays`` (name -> ndarray) share memory.
 
     Updating such entries in place would change the memory twice (an
-    optimizer step or a clip applied twice).
+    optimizer step or a clip applied twice).  The arrays are taken in the
+    order of their first byte, and each is compared only with the earlier
+    ones whose memory reaches past that byte: for arrays apart that is a
+    sort, where comparing every pair took 0.1 s for 1000 arrays at every
+    ``clip_grad_norm`` call.
     """
-    items = list(arrays.items())
-    for i, (name, a) in enumerate(items):
-        for other, b in items[:i]:
-            if np.may_share_memory(a, b) and np.shares_memory(a, b):
+    names = list(arrays)
+    spans = sorted((*byte_bounds(a), i) for i, a in enumerate(arrays.values()) if a.size)
+    reaching = []  # (end, index) of the arrays taken so far that may reach the next one
+    for start, end, i in spans:
+        reaching = [(e, j) for e, j in reaching if e > start]
+        for _, j in reaching:
+            if np.shares_memory(arrays[names[i]], arrays[names[j]]):
+                first, second = names[min(i, j)], names[max(i, j)]
                 raise ValueError(
-                    f"{what}[{other!r}] and {what}[{name!r}] are the same array (or share memory): "
+                    f"{what}[{first!r}] and {what}[{second!r}] are the same array (or share memory): "
                     "it would be updated twice; pass each array under one name only"
                 )
+        reaching.append((end, i))
 
 
 def _check_number(name, value, low=0.0, low_inclusive=True, high=None):

@@ -155,6 +155,26 @@ def test_optimizers_refuse_one_array_under_two_names(make):
     np.testing.assert_array_equal(p, np.ones(3, np.float32))
 
 
+def test_shared_memory_is_found_past_arrays_between_in_memory():
+    """The overlap check takes the arrays in order of address: a share with an
+    array that starts earlier is found even when another array starts
+    between the two, and the message names the pair in the dict's order."""
+    buf = np.zeros(100)
+    # Every array reaches past where ``tail`` starts; only ``evens`` shares an element with it.
+    evens, odds, tail = buf[0:100:2], buf[1:100:2], buf[50:51]
+    grads = {"tail": tail, "odds": odds, "evens": evens}
+    with pytest.raises(ValueError, match=r"grads\['tail'\] and grads\['evens'\] are the same array"):
+        clip_grad_norm(grads, 1.0)
+    np.testing.assert_array_equal(buf, np.zeros(100))
+    many = {f"p{i}": np.ones(3) for i in range(300)}  # apart in memory, then one view of p7
+    many["also_p7"] = many["p7"][1:]
+    with pytest.raises(ValueError, match=r"params\['p7'\] and params\['also_p7'\] are the same array"):
+        SGD(many, lr=0.1)
+    del many["also_p7"]
+    many["odds"], many["evens"] = buf[1::2], buf[::2]  # interleaved, no element in common
+    SGD(many, lr=0.1)
+
+
 def test_none_gradient_skips_the_parameter_and_its_state():
     params = {"a": np.ones(2), "b": np.ones(2)}
     opt = Adam(params, lr=0.1)
