@@ -96,6 +96,15 @@ def save(layer, path):
                 "refusing to save a converted copy"
             )
         arrays[_PARAM_PREFIX + name] = value
+    # What load checks, checked before writing: a file that load refuses
+    # must not replace a good one.
+    layer._check_params()  # each parameter present, with its shape
+    extra = sorted(set(layer.params) - set(layer._param_shapes))
+    if extra:
+        raise ValueError(
+            f"layer.params has entries {extra} that are not parameters of this layer (it has "
+            f"{list(layer._param_shapes)}); load would refuse the file, so it is not written"
+        )
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
     try:

@@ -100,6 +100,26 @@ def test_save_refuses_non_layers_and_converted_parameters(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (lambda p: p.update(W_l0=np.zeros((2, 2), np.float32)), ValueError, r"params\['W_l0'\] must have shape \(5, 12\)"),
+        (lambda p: p.pop("b_l0"), KeyError, r"params\['b_l0'\] is missing"),
+        (lambda p: p.update(h0=np.zeros(3, np.float32)), ValueError, r"entries \['h0'\] that are not parameters"),
+    ],
+)  # fmt: skip
+def test_save_refuses_what_load_would_refuse_and_keeps_the_old_file(tmp_path, change, error, message):
+    path = tmp_path / "model.npz"
+    layer = numba_lstm.LSTM(2, 3, seed=0)
+    io.save(layer, path)
+    before = path.read_bytes()
+    change(layer.params)
+    with pytest.raises(error, match=message):
+        io.save(layer, path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["model.npz"]
+
+
 @pytest.fixture
 def saved(tmp_path):
     layer = numba_lstm.LSTM(3, 4, num_layers=2, proj_size=2, dtype=np.float64, seed=3)
