@@ -844,14 +844,12 @@ def to_onnx(config, params, path=None, *, sequence_lens=False, opset=17):
         helper.make_tensor_value_info("Y_h", elem, [L * D, "B", H]),
         helper.make_tensor_value_info("Y_c", elem, [L * D, "B", H]),
     ]
-    graph = helper.make_graph(nodes, "numba_lstm", inputs, outputs, initializers)
     opsets = [helper.make_opsetid("", int(opset))]
-    model = helper.make_model(
-        graph,
-        opset_imports=opsets,
-        producer_name="numba_lstm",
-        ir_version=helper.find_min_ir_version_for(opsets),
-    )
+    ir_version = helper.find_min_ir_version_for(opsets)
+    if ir_version < 4:  # opsets 7 and 8: IR 3 lists every initializer among the graph's inputs too
+        inputs += [helper.make_tensor_value_info(t.name, t.data_type, t.dims) for t in initializers]
+    graph = helper.make_graph(nodes, "numba_lstm", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="numba_lstm", ir_version=ir_version)
     onnx.checker.check_model(model)
     if path is not None:
         onnx.save(model, path)

@@ -326,6 +326,22 @@ def test_onnxruntime_runs_the_export_like_native(onnx, ort, name, with_lengths):
     _assert_outputs_close(got, native_forward(config, params, x, lengths), np.float32)
 
 
+@pytest.mark.parametrize("opset", [7, 8, 9, 13, 21])
+def test_every_opset_from_7_exports_a_model_that_onnxruntime_runs(onnx, ort, opset):
+    # Opsets 7 and 8 need IR version 3, which lists every initializer among the graph's inputs.
+    config = CONFIGS["2layers_bidir"]
+    params = random_params(config, np.float32, seed=9)
+    model = convert.to_onnx(config, params, opset=opset)
+    assert model.opset_import[0].version == opset
+    x = np.random.default_rng(10).standard_normal((5, 2, config["input_size"])).astype(np.float32)
+    got = _session(ort, model).run(["Y", "Y_h", "Y_c"], {"X": x})
+    _assert_outputs_close(got, native_forward(config, params, x, None), np.float32)
+    back_config, back = convert.from_onnx(model)
+    assert back_config == config
+    for key in params:
+        np.testing.assert_array_equal(back[key], params[key], err_msg=key)
+
+
 def test_onnx_export_has_the_layout_of_the_operator(onnx):
     # Gate order i, o, f, c; W (D, 4H, I); B = [Wb, Rb] with Rb = 0 (ONNX operator spec).
     from onnx import numpy_helper
