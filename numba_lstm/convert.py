@@ -223,6 +223,24 @@ def check_params(config, params):
 _TORCH_KEY = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh|weight_hr)_l(\d+)(_reverse)?$")
 
 
+def _from_package(obj, package):
+    """Whether the class of ``obj``, or a class it derives from, comes from
+    ``package`` (asked before importing the package)."""
+    return any(c.__module__.split(".")[0] == package for c in type(obj).__mro__)
+
+
+def _refuse_overrides(obj, base, base_name, methods, what, remedy):
+    """Refuse an instance of a subclass of ``base`` that overrides one of
+    ``methods``: it may compute something else than ``base``."""
+    changed = [m for m in methods if getattr(type(obj), m) is not getattr(base, m)]
+    if changed:
+        raise TypeError(
+            f"{what} is a {type(obj).__name__}, a subclass of {base_name} that overrides {', '.join(changed)}: "
+            f"numba_lstm cannot tell whether it still computes {base_name}'s equations; if it does, "
+            f"convert its {remedy}"
+        )
+
+
 def from_torch(module_or_state_dict):
     """Convert a ``torch.nn.LSTM`` (or its state dict) to native ``(config, params)``.
 
@@ -246,11 +264,12 @@ def from_torch(module_or_state_dict):
 
     Notes
     -----
-    ``dropout`` and ``batch_first`` are not parameters and are not carried.
+    ``dropout`` and ``batch_first`` are not parameters and are not returned;
+    ``LSTM.from_torch`` carries a module's over to the layer.
     """
     obj = module_or_state_dict
     if not isinstance(obj, Mapping):
-        if type(obj).__module__.split(".")[0] != "torch":
+        if not _from_package(obj, "torch"):
             raise TypeError(
                 f"module_or_state_dict must be a torch.nn.LSTM or its state dict, got {type(obj).__name__}"
             )
@@ -260,6 +279,9 @@ def from_torch(module_or_state_dict):
             raise TypeError(
                 f"module_or_state_dict must be a torch.nn.LSTM (not {type(obj).__name__}) or its state dict"
             )
+        _refuse_overrides(
+            obj, torch.nn.LSTM, "torch.nn.LSTM", ["forward"], "module_or_state_dict", "state_dict()"
+        )
         obj = obj.state_dict()
 
     tensors = {}
@@ -411,15 +433,31 @@ def _check_keras_lstm(layer, what, go_backwards):
 
     if not isinstance(layer, keras.layers.LSTM):
         raise TypeError(f"{what} must be a keras.layers.LSTM, got {type(layer).__name__}")
+    _refuse_overrides(
+        layer, keras.layers.LSTM, "keras.layers.LSTM", ["call", "inner_loop"], what, "get_weights()"
+    )
+    if not isinstance(layer.cell, keras.layers.LSTMCell):
+        raise TypeError(f"{what} has a cell of type {type(layer.cell).__name__}, not a keras.layers.LSTMCell")
+    _refuse_overrides(
+        layer.cell,
+        keras.layers.LSTMCell,
+        "keras.layers.LSTMCell",
+        ["call"],
+        f"{what}'s cell",
+        "layer's get_weights()",
+    )
     if not layer.built:
         raise ValueError(f"{what} is not built: call it on an input (or layer.build(input_shape)) first")
     for setting, expected in (("activation", "tanh"), ("recurrent_activation", "sigmoid")):
         fn = getattr(layer, setting)
-        if fn is not keras.activations.get(expected):
+        # The activation by its name, or the same function from keras.ops.
+        if fn is not keras.activations.get(expected) and fn is not getattr(keras.ops, expected):
             name = getattr(fn, "__name__", repr(fn))
+            where = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', name)}"
             raise ValueError(
-                f"{what} has {setting}={name!r}; numba_lstm computes {setting}={expected!r} only "
-                f"(gates use an exact sigmoid, the candidate and cell output tanh)"
+                f"{what} has {setting}={name!r} ({where}); numba_lstm computes {setting}={expected!r} only "
+                f"(keras.activations.{expected} or keras.ops.{expected}: gates use an exact sigmoid, the "
+                "candidate and cell output tanh)"
             )
     if bool(layer.go_backwards) != go_backwards:
         if go_backwards:
@@ -484,7 +522,7 @@ def from_keras(layer_or_weights):
             "layer_or_weights as a list must hold [kernel, recurrent_kernel, bias] (2 or 3 arrays), "
             f"or a Bidirectional's 4 or 6, got {n} arrays"
         )
-    if type(obj).__module__.split(".")[0] != "keras":
+    if not _from_package(obj, "keras"):
         raise TypeError(
             "layer_or_weights must be a keras.layers.LSTM, a keras.layers.Bidirectional or a list of "
             f"arrays, got {type(obj).__name__}"

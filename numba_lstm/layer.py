@@ -202,10 +202,19 @@ class LSTM:
 
     @classmethod
     def from_torch(cls, module_or_state_dict, **options):
-        """Build from a ``torch.nn.LSTM`` or its state dict (the two biases are summed)."""
+        """Build from a ``torch.nn.LSTM`` or its state dict (the two biases are summed).
+
+        A module's ``batch_first`` and ``dropout`` carry over, so the layer
+        reads the inputs the module reads, unless ``options`` give them
+        (a state dict has neither: the defaults, time-major and no dropout).
+        """
         from numba_lstm import convert
 
-        return cls.from_params(*convert.from_torch(module_or_state_dict), **options)
+        config, params = convert.from_torch(module_or_state_dict)
+        if not isinstance(module_or_state_dict, Mapping):  # an nn.LSTM: convert checked it
+            module = module_or_state_dict
+            options = {"batch_first": bool(module.batch_first), "dropout": float(module.dropout), **options}
+        return cls.from_params(config, params, **options)
 
     def to_torch_state_dict(self):
         """A state dict that ``torch.nn.LSTM(...).load_state_dict(..., strict=True)`` accepts."""
@@ -215,10 +224,18 @@ class LSTM:
 
     @classmethod
     def from_keras(cls, layer_or_weights, **options):
-        """Build from a Keras 3 ``LSTM`` / ``Bidirectional`` layer or its ``get_weights()`` list."""
+        """Build from a Keras 3 ``LSTM`` / ``Bidirectional`` layer or its ``get_weights()`` list.
+
+        Built from a layer, it reads batch-major input (B, T, I) as Keras
+        layers do (``batch_first=True``), unless ``options`` say otherwise;
+        built from a list of weights, the default time-major (T, B, I).
+        """
         from numba_lstm import convert
 
-        return cls.from_params(*convert.from_keras(layer_or_weights), **options)
+        config, params = convert.from_keras(layer_or_weights)
+        if not isinstance(layer_or_weights, (list, tuple)):  # a Keras layer: convert checked it
+            options = {"batch_first": True, **options}
+        return cls.from_params(config, params, **options)
 
     def to_keras_weights(self, **kwargs):
         """The list for Keras ``layer.set_weights`` (see ``numba_lstm.convert.to_keras_weights``)."""

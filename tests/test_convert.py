@@ -261,6 +261,28 @@ def test_from_torch_refusals_name_the_problem(torch):
         convert.from_torch({**state, "weight_hr_l0": torch.zeros(0, 4)})
 
 
+def test_from_torch_takes_subclasses_that_keep_forward(torch):
+    class Named(torch.nn.LSTM):  # a subclass for a name or a helper, same computation
+        def describe(self):
+            return "encoder"
+
+    class Doubled(torch.nn.LSTM):  # another computation on the same weights
+        def forward(self, x, hx=None):
+            return super().forward(2 * x, hx)
+
+    torch.manual_seed(0)
+    module = Named(3, 4, num_layers=2)
+    config, params = convert.from_torch(module)
+    want_config, want = convert.from_torch(module.state_dict())
+    assert config == want_config and sorted(params) == sorted(want)
+    for key in want:
+        np.testing.assert_array_equal(params[key], want[key], err_msg=key)
+    with pytest.raises(
+        TypeError, match=r"Doubled, a subclass of torch.nn.LSTM that overrides forward.*state_dict\(\)"
+    ):
+        convert.from_torch(Doubled(3, 4))
+
+
 def test_from_torch_refuses_a_gap_in_the_layers_quickly(torch):
     # The layer indices are compared with the keys present before anything is
     # built for num_layers layers: a key of layer 10**6 took seconds and gave a

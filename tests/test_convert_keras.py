@@ -167,6 +167,42 @@ def test_from_keras_refuses_what_it_cannot_represent(kwargs, match):
         convert.from_keras(_lstm(**kwargs))
 
 
+def test_activations_from_keras_ops_are_the_same_activations():
+    # keras.ops.tanh is another function object than keras.activations.tanh,
+    # which the check once refused with "activation='tanh' ... 'tanh' only".
+    layer = _lstm(activation=keras.ops.tanh, recurrent_activation=keras.ops.sigmoid)
+    layer.set_weights(_random_keras_weights(1))
+    _, params = convert.from_keras(layer)
+    x = _x()
+    y_k, h_k, c_k = (_numpy(a) for a in layer(x))
+    y, h, c = _native(params, x)
+    assert_close(y, y_k, np.float32, "y")
+    assert_close(h, h_k, np.float32, "h")
+    assert_close(c, c_k, np.float32, "c")
+    with pytest.raises(ValueError, match=r"activation='relu' \(keras\..*relu\); .*'tanh' only"):
+        convert.from_keras(_lstm(activation=keras.ops.relu))
+
+
+def test_from_keras_takes_subclasses_that_keep_the_computation():
+    class Named(keras.layers.LSTM):
+        pass
+
+    class Scaled(keras.layers.LSTM):
+        def call(self, sequences, *args, **kwargs):
+            return super().call(2 * sequences, *args, **kwargs)
+
+    layer = Named(H)
+    layer.build((None, T, I))
+    config, params = convert.from_keras(layer)
+    _, want = convert.from_keras(layer.get_weights())
+    for key in want:
+        np.testing.assert_array_equal(params[key], want[key], err_msg=key)
+    scaled = Scaled(H)
+    scaled.build((None, T, I))
+    with pytest.raises(TypeError, match=r"Scaled, a subclass of keras.layers.LSTM that overrides call"):
+        convert.from_keras(scaled)
+
+
 def test_from_keras_refuses_other_layers_and_settings():
     with pytest.raises(ValueError, match="merge_mode='sum'"):
         layer = keras.layers.Bidirectional(keras.layers.LSTM(H), merge_mode="sum")

@@ -46,6 +46,27 @@ def test_torch_round_trip_and_outputs(dtype):
     assert_close(c, c_t.numpy(), dtype, "c_n")
 
 
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_from_torch_module_carries_batch_first_and_dropout(batch_first):
+    # Before, a batch_first module gave a time-major layer: same output shape, wrong values.
+    torch = import_or_skip("torch")
+    torch.manual_seed(0)
+    module = torch.nn.LSTM(3, 4, num_layers=2, batch_first=batch_first, dropout=0.25).eval()
+    layer = numba_lstm.LSTM.from_torch(module).eval()
+    assert layer.batch_first is batch_first and layer.dropout == 0.25
+    x = np.random.default_rng(1).standard_normal((2, 5, 3)).astype(np.float32)  # B = 2, T = 5 if batch_first
+    with torch.no_grad():
+        y_t, (h_t, c_t) = module(torch.from_numpy(x))
+    y, (h, c) = layer(x)
+    assert_close(y, y_t.numpy(), np.float32, "y")
+    assert_close(h, h_t.numpy(), np.float32, "h_n")
+    assert_close(c, c_t.numpy(), np.float32, "c_n")
+    # The options win; a state dict carries neither setting.
+    assert numba_lstm.LSTM.from_torch(module, batch_first=not batch_first).batch_first is not batch_first
+    from_state = numba_lstm.LSTM.from_torch(module.state_dict())
+    assert from_state.batch_first is False and from_state.dropout == 0.0
+
+
 def test_from_torch_refuses_an_empty_projection():
     # A weight_hr of P = 0 rows once came back as proj_size=0 plus a stray
     # W_hr_l0, which from_params refused as "unexpected ['W_hr_l0']".
@@ -61,13 +82,17 @@ def test_keras_layer_round_trip_and_outputs():
     x = np.random.default_rng(0).standard_normal((2, 7, 4)).astype(np.float32)
     k_layer = keras.layers.LSTM(6, return_sequences=True, return_state=True)
     y_k, h_k, c_k = (np.asarray(keras.ops.convert_to_numpy(a)) for a in k_layer(x))
-    layer = numba_lstm.LSTM.from_keras(k_layer, batch_first=True)
+    layer = numba_lstm.LSTM.from_keras(k_layer)  # batch-major, as the Keras layer
+    assert layer.batch_first
     y, (h, c) = layer(x)
     assert_close(y, y_k, np.float32, "y")
     assert_close(h[0], h_k, np.float32, "h")
     assert_close(c[0], c_k, np.float32, "c")
     for got, want in zip(layer.to_keras_weights(), k_layer.get_weights(), strict=True):
         np.testing.assert_array_equal(got, want)
+    # A list of weights says nothing about the layout: the default, time-major.
+    assert not numba_lstm.LSTM.from_keras(k_layer.get_weights()).batch_first
+    assert not numba_lstm.LSTM.from_keras(k_layer, batch_first=False).batch_first
 
 
 def test_onnx_round_trip_runs_in_onnxruntime(tmp_path):
