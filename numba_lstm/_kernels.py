@@ -29,7 +29,7 @@ replaced BLAS because it ran the per-step shapes 1.4-3x faster than
 panels"; OpenBLAS packs both operands again at every call, and here runs
 forced AVX2 kernels).  ``jit.step`` / ``jit.step_into`` (one step, weights not
 packed) use BLAS, or for at most ``SMALL_ROWS`` rows ``_add_matmul_rows``:
-the same tiles reading W in place, or row updates for one row.
+the same tiles reading W in place (bench/NOTES.md, "Session 32").
 
 Threads: a step with at least ``SPLIT_STEP_MIN_FLOP`` in its product is
 split between Numba's threads by rows when it has a tile of rows per thread
@@ -197,34 +197,37 @@ SMALL_ROWS = 8
 def _add_matmul_rows(out, a, w):
     """out += a @ w for a few rows: out (M, N), a (M, K), w (K, N).
 
-    From two rows, the columns of whole panels go through the register tiles
-    of the packed product, reading w in place (``_unpacked_product``: 1.3x
-    to 3x faster at 2 to 8 rows, H = 32 and 128, float32), and the last
-    N % NR columns through ``_add_row_updates``.  One row, and operands
-    whose rows are not contiguous (strided views from a user's jitted code),
-    go through ``_add_row_updates`` alone: for one row it reads w in order,
-    row after row, at 110-125 GB/s against the tiles' 105 from L2.
+    Each element of out is one chain of FMAs over k = 0, 1, ..., from its
+    value in out: the order of the packed product's tiles, so a step gives
+    the bits of the same step of the sequence kernels, whatever the number
+    of rows or the layout of the operands.  Whole panels of NR columns go
+    through those tiles reading w in place (``_unpacked_product``); the last
+    N % NR columns, and operands whose rows are not contiguous (strided
+    views from a user's jitted code), through ``_add_row_fmas``.  For one
+    row the tiles also read w faster than row updates did while w fits in
+    L2 (float32, K x N = 64 x 128: 0.19 against 0.32 us; 256 x 512: 4.68
+    against 4.91), and about as fast past it (512 x 1024: 25.2 against
+    24.2; bench/NOTES.md, "Session 32").
     """
     N = out.shape[1]
     NR = _panel_width_of(w)
     lo = N - N % NR
-    if a.shape[0] > 1 and lo > 0 and _contiguous_rows(out) and _contiguous_rows(a) and _contiguous_rows(w):
+    if lo > 0 and _contiguous_rows(out) and _contiguous_rows(a) and _contiguous_rows(w):
         _unpacked_product(out, a, w, lo // NR)
         if lo < N:
-            _add_row_updates(out[:, lo:], a, w[:, lo:])
+            _add_row_fmas(out[:, lo:], a, w[:, lo:])
     else:
-        _add_row_updates(out, a, w)
+        _add_row_fmas(out, a, w)
 
 
 @numba.njit(**SERIAL)
-def _add_row_updates(out, a, w):
-    """out += a @ w as row updates: out (M, N), a (M, K), w (K, N).
-
-    Four rows of w at a time, each used for every row of out before the next
-    four: w is read once, the few rows of out stay in L1, and each store of
-    out carries four multiply-adds (about 1.3x faster than one row of w at a
-    time at M = 4 to 8, 2x at H = 32, bench/NOTES.md).
-    """
+def _add_row_fmas(out, a, w):
+    """out += a @ w as row updates, ``out[r, j] = fma(a[r, k], w[k, j], out[r, j])``
+    for k = 0, 1, ...: the tiles' chains, for out (M, N), a (M, K), w (K, N) of
+    any strides.  Four rows of w at a time, each used for every row of out
+    before the next four: each pass over out carries four FMAs (a W in Fortran
+    order, read across its rows, took 3.1x the time one row at a time at
+    H = 128; bench/NOTES.md, "Session 32")."""
     M, K = a.shape
     N = out.shape[1]
     K4 = K - K % 4
@@ -234,13 +237,13 @@ def _add_row_updates(out, a, w):
             out_r, a_r = out[r], a[r]
             a_0, a_1, a_2, a_3 = a_r[k], a_r[k + 1], a_r[k + 2], a_r[k + 3]
             for j in range(N):
-                out_r[j] += a_0 * w_0[j] + a_1 * w_1[j] + a_2 * w_2[j] + a_3 * w_3[j]
+                out_r[j] = fma(a_3, w_3[j], fma(a_2, w_2[j], fma(a_1, w_1[j], fma(a_0, w_0[j], out_r[j]))))
     for k in range(K4, K):
         w_k = w[k]
         for r in range(M):
             out_r, a_rk = out[r], a[r, k]
             for j in range(N):
-                out_r[j] += a_rk * w_k[j]
+                out_r[j] = fma(a_rk, w_k[j], out_r[j])
 
 
 @numba.njit(**SERIAL)

@@ -282,9 +282,10 @@ def step_into(x_t, h, c, W, b, h_out, c_out, work):
     64-byte line, as NumPy may place a large array, made a step 15-17%
     slower at H = 32 and 4-19% at H = 128 (bench/NOTES.md, "Session 19").
     An ``LSTM`` layer's parameters start on a line, as do the arrays of
-    ``convert``'s ``from_*``.  A W in Fortran order gives the same result
-    but is read across its rows: 3.1 against 0.81 us a step at H = 32
-    (bench/NOTES.md, "Session 24").
+    ``convert``'s ``from_*``.  A W in Fortran order gives the same bits
+    but is read across its rows: 1.9 against 0.57 us a step at H = 32
+    (bench/NOTES.md, "Session 32").  Up to ``SMALL_ROWS`` rows, a loop of
+    steps gives the bits of ``lstm_forward`` over the sequence.
     """
     _check_step_into_args(x_t, h, c, W, b, h_out, c_out, work)
     # The shapes are compared here and the messages built only on failure,

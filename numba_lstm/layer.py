@@ -481,7 +481,9 @@ class LSTM:
         (h, c) : the new state, new arrays
 
         A loop of ``step`` equals one ``forward`` over the sequence (in eval
-        mode).  ``step`` applies no dropout and keeps nothing for
+        mode): bit for bit up to 8 rows, unless the step is split (below);
+        with more rows the products go through BLAS, a few ulp apart.
+        ``step`` applies no dropout and keeps nothing for
         ``backward``.  Bidirectional layers cannot stream (the reverse
         direction needs the future) and are refused.
 

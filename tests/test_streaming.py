@@ -7,26 +7,39 @@ from conftest import as64, assert_close, make_problem, numba_threads
 
 import numba_lstm
 from numba_lstm import jit, reference
-from numba_lstm._kernels import STEP_SPLIT_MIN_BYTES, _split_step
+from numba_lstm._kernels import SMALL_ROWS, STEP_SPLIT_MIN_BYTES, _split_step
 from numba_lstm._sync import counters
 
 
-def assert_step_loop_equals_forward(layer, x, state=None):
-    """``layer.step`` over x, from ``state``, against one ``layer(x, state)``; returns the layer."""
+def _assert_equal(got, want, dtype, what):
+    np.testing.assert_array_equal(got, want, err_msg=what)
+
+
+def assert_step_loop_equals_forward(layer, x, state=None, exact=False):
+    """``layer.step`` over x, from ``state``, against one ``layer(x, state)``; returns the layer.
+
+    exact: bit for bit.  A step of at most SMALL_ROWS rows in one call sums
+    each product in the order of the sequence kernels' tiles; with more rows
+    it calls BLAS, and a split step adds partial products: a few ulp.
+    """
     dtype = layer.dtype
+    check = _assert_equal if exact else assert_close
     y, (h_n, c_n) = layer(x, state)
     for t in range(x.shape[0]):
         y_t, state = layer.step(x[t], state)
-        assert_close(y_t, y[t], dtype, f"y[{t}]")
-    assert_close(state[0], h_n, dtype, "h_n")
-    assert_close(state[1], c_n, dtype, "c_n")
+        check(y_t, y[t], dtype, f"y[{t}]")
+    check(state[0], h_n, dtype, "h_n")
+    check(state[1], c_n, dtype, "c_n")
     return layer
 
 
+@pytest.mark.parametrize("B", [1, 3, 8])
 @pytest.mark.parametrize("config", [dict(), dict(num_layers=3), dict(num_layers=2, proj_size=2)], ids=str)
-def test_step_loop_equals_forward(config, dtype):
-    layer = numba_lstm.LSTM(4, 5, **config, dtype=dtype, seed=0).eval()
-    assert_step_loop_equals_forward(layer, np.random.default_rng(0).standard_normal((6, 3, 4)).astype(dtype))
+def test_step_loop_gives_the_bits_of_forward(config, B, dtype):
+    # H = 37: whole panels and a rest of columns, in both dtypes.
+    layer = numba_lstm.LSTM(4, 37, **config, dtype=dtype, seed=0).eval()
+    x = np.random.default_rng(0).standard_normal((6, B, 4)).astype(dtype)
+    assert_step_loop_equals_forward(layer, x, exact=True)
 
 
 # A projection: each layer's step in one jitted call (jit._layer_step_projected).
@@ -39,7 +52,7 @@ def test_projected_step_loop_equals_forward(B, dtype):
         np.random.default_rng(5).standard_normal((2, B, 9)).astype(dtype),
         np.random.default_rng(6).standard_normal((2, B, 40)).astype(dtype),
     )
-    assert_step_loop_equals_forward(layer, x, state)
+    assert_step_loop_equals_forward(layer, x, state, exact=B <= SMALL_ROWS)
 
 
 # A small layer (one jitted call per layer) and a split one (_split_step):
@@ -135,25 +148,29 @@ def test_jit_step_into_in_place_matches_reference(B, H, dtype):
 # Numba warns, compiling step_into for views, that BLAS (the branch for B >
 # SMALL_ROWS) is faster on contiguous arrays: true, and not what is tested.
 @pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaPerformanceWarning")
-@pytest.mark.parametrize("B", [2, 3])
-@pytest.mark.parametrize("W_order", ["C", "F"])
-def test_jit_step_into_reads_strided_views(B, W_order, dtype):
+@pytest.mark.parametrize("B", [1, 2, 3, 8])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_jit_step_loop_gives_the_bits_of_lstm_forward_for_any_layout(B, order, dtype):
     # Views a user's jitted code may pass: x_t = x[:, t] of a batch-major
-    # (B, T, I) array (rows I * T apart: the tiles follow the row stride) and
-    # W in Fortran order (rows not contiguous: the row updates take every
-    # column, summing in another order: a few ulp); the result is that of
-    # contiguous copies.
+    # (B, T, I) array (rows I * T apart: the tiles follow the row stride), and
+    # with "F" W and the state in Fortran order (rows not contiguous: the row
+    # updates, whose chains of FMAs are the tiles'). Every element of every
+    # product is one chain of FMAs over k in the order of lstm_forward's
+    # tiles, so the results are its bits (before, 2 to 8 rows in Fortran
+    # order differed by an ulp or two).
     T, I, H = 3, 6, 40
     p = make_problem(T, B, I, H, dtype)
+    y, h_n, c_n, _ = numba_lstm.lstm_forward(p["x"], p["W"], p["b"], p["h0"], p["c0"], cache=False)
     x_bm = np.ascontiguousarray(p["x"].transpose(1, 0, 2))
-    W_f = np.asarray(p["W"], order=W_order)
+    W = np.asarray(p["W"], order=order)
+    h, c = np.asarray(p["h0"].copy(), order=order), np.asarray(p["c0"].copy(), order=order)
     work = np.empty(jit.work_size(B, H), dtype)
     for t in range(T):
-        h_out, c_out = np.empty((B, H), dtype), np.empty((B, H), dtype)
-        jit.step_into(x_bm[:, t], p["h0"], p["c0"], W_f, p["b"], h_out, c_out, work)
-        h_ref, c_ref = jit.step(np.ascontiguousarray(x_bm[:, t]), p["h0"], p["c0"], p["W"], p["b"])
-        np.testing.assert_allclose(h_out, h_ref, rtol=0, atol=4 * np.finfo(dtype).eps)
-        np.testing.assert_allclose(c_out, c_ref, rtol=0, atol=8 * np.finfo(dtype).eps)
+        jit.step_into(x_bm[:, t], h, c, W, p["b"], h, c, work)
+        np.testing.assert_array_equal(h, y[t], err_msg=f"h after step {t}")
+    np.testing.assert_array_equal(c, c_n)
+    h_new, c_new = jit.step(p["x"][0], p["h0"], p["c0"], W, p["b"])
+    np.testing.assert_array_equal(h_new, y[0])
 
 
 def _read_only(a):
