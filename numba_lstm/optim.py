@@ -23,7 +23,7 @@ try:
 except ImportError:  # NumPy 1.x
     from numpy import byte_bounds
 
-from numba_lstm._validation import FLOAT_DTYPES, is_real
+from numba_lstm._validation import FLOAT_DTYPES, check_bool, is_real
 
 __all__ = ["SGD", "Adam", "AdamW", "clip_grad_norm", "merge"]
 
@@ -185,7 +185,7 @@ class SGD(Optimizer):
         self.momentum = _check_number("momentum", momentum)
         self.dampening = _check_number("dampening", dampening)
         self.weight_decay = _check_number("weight_decay", weight_decay)
-        self.nesterov = bool(nesterov)
+        self.nesterov = check_bool("nesterov", nesterov)  # bool("False") would be True
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError(
                 "nesterov=True needs momentum > 0 and dampening == 0, "

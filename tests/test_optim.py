@@ -254,6 +254,11 @@ def test_float32_norm_does_not_overflow():
         (lambda: SGD({"W": np.zeros(2, int)}, lr=0.1), TypeError, r"params\['W'\] must have dtype"),
         (lambda: SGD({"W": np.zeros(2)}, lr=-1), ValueError, "lr must be finite and >= 0"),
         (lambda: SGD({"W": np.zeros(2)}, lr=0.1, nesterov=True), ValueError, "nesterov=True needs momentum"),
+        (
+            lambda: SGD({"W": np.zeros(2)}, lr=0.1, momentum=0.9, nesterov="False"),
+            TypeError,
+            "nesterov must be True or False, got 'False'",
+        ),
         (lambda: Adam({"W": np.zeros(2)}, betas=(0.9, 1.0)), ValueError, r"betas\[1\] must be finite"),
         (lambda: Adam({"W": np.zeros(2)}, betas=0.9), TypeError, "betas must be a pair"),
         (lambda: clip_grad_norm({"W": np.zeros(2)}, "1"), TypeError, "max_norm must be a real number"),
