@@ -714,7 +714,9 @@ def from_flax(params):
         Flax computes ``i = sigmoid(x @ ii.kernel + h @ hi.kernel + hi.bias)``
         and likewise f, o, with ``g = tanh(...)``, ``c' = f*c + i*g``,
         ``h' = o*tanh(c')``; the carry is ``(c, h)``.  Arrays may be JAX
-        arrays (their dtype is kept).
+        arrays (their dtype is kept).  A cell built with another ``gate_fn``
+        or ``activation_fn`` has the same parameters: that is not seen here,
+        and is yours to rule out.
 
     Returns
     -------
@@ -907,6 +909,108 @@ def _onnx_constants(graph):
     return {name: numpy_helper.to_array(t) for name, t in values.items()}
 
 
+#: ONNX operators that only rearrange the values of their first input.
+_ONNX_LAYOUT_OPS = ("Identity", "Squeeze", "Transpose", "Reshape")
+#: ... and those that may also repeat them (an initial state broadcast to B rows).
+_ONNX_REPEAT_OPS = _ONNX_LAYOUT_OPS + ("Expand", "Tile", "Unsqueeze", "Slice", "Cast")
+
+
+def _onnx_rearrange(node, a, constants):
+    """``a`` through the layout operator ``node`` (ONNX semantics), or None
+    where its parameters are not constants this can follow."""
+    from onnx import helper
+
+    attrs = {at.name: helper.get_attribute_value(at) for at in node.attribute}
+    if node.op_type == "Identity":
+        return a
+    if node.op_type == "Transpose":
+        perm = attrs.get("perm", list(range(a.ndim))[::-1])
+        return np.transpose(a, perm) if sorted(perm) == list(range(a.ndim)) else None
+    if node.op_type == "Squeeze":
+        axes = attrs.get("axes")
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            axes = constants.get(node.input[1])
+            if axes is None:
+                return None
+        axes = None if axes is None else tuple(int(i) % a.ndim for i in np.ravel(axes))
+        if axes is not None and any(a.shape[i] != 1 for i in axes):
+            return None
+        return np.squeeze(a, axis=axes)
+    if node.op_type == "Reshape":
+        shape = constants.get(node.input[1])
+        if shape is None or attrs.get("allowzero", 0):
+            return None
+        shape = [a.shape[i] if d == 0 else int(d) for i, d in enumerate(np.ravel(shape))]
+        try:
+            return np.reshape(a, shape)
+        except ValueError:
+            return None
+    return None
+
+
+def _check_onnx_stack(nodes, wheres, D, H, graph, constants):
+    """Refuse LSTM nodes (of D directions and H units each, described by
+    ``wheres``) that are not one stacked LSTM: layer k > 0 must read layer
+    k - 1's output Y, (T, D, B, H), rearranged into (T, B, D * H) by layout
+    operators alone; and no node may start from a constant state other than
+    zero (the native parameters hold no initial state)."""
+    producers = {out: node for node in graph.node for out in node.output if out}
+
+    def source(name, ops):
+        """The nodes from ``name`` back through ``ops``, and the name they start from."""
+        path = []
+        while name in producers and producers[name].op_type in ops:
+            path.append(producers[name])
+            name = producers[name].input[0]
+        return path, name
+
+    for k, (node, where) in enumerate(zip(nodes, wheres, strict=True)):
+        for index, label in ((5, "initial_h"), (6, "initial_c")):
+            name = node.input[index] if len(node.input) > index else ""
+            _, start = source(name, _ONNX_REPEAT_OPS)
+            start_node = producers.get(start)
+            value = constants.get(start)
+            if start_node is not None and start_node.op_type == "ConstantOfShape":
+                value = np.array([0.0])  # the default value
+                for at in start_node.attribute:
+                    if at.name == "value":
+                        from onnx import numpy_helper
+
+                        value = numpy_helper.to_array(at.t)
+            if name and value is not None and np.any(np.asarray(value) != 0):
+                raise ValueError(
+                    f"{where} starts from a constant {label} that is not zero: the native parameters hold "
+                    "no initial state (pass it to forward as state=(h0, c0))"
+                )
+        if k == 0:
+            continue
+        previous, Y = wheres[k - 1], nodes[k - 1].output[0] if nodes[k - 1].output else ""
+        path, start = source(node.input[0], _ONNX_LAYOUT_OPS)
+        if not Y or start != Y:
+            found = producers.get(start)
+            what = f"the {found.op_type} node {found.name!r}" if found is not None else f"{start!r}"
+            raise ValueError(
+                f"{where} does not read the output Y of {previous}: its input X comes from {what}, "
+                "so the model computes something between its LSTM nodes that a stacked LSTM cannot hold"
+            )
+        T, B = 3, 5  # a probe (T, D, B, H) of distinct values through the operators
+        probe = np.arange(T * D * B * H).reshape(T, D, B, H)
+        got = probe
+        for op in reversed(path):
+            got = _onnx_rearrange(op, got, constants)
+            if got is None:
+                raise ValueError(
+                    f"{where} reads the output Y of {previous} through the {op.op_type} node {op.name!r}, "
+                    "whose parameters numba_lstm cannot follow"
+                )
+        want = probe.transpose(0, 2, 1, 3).reshape(T, B, D * H)
+        if got.shape != want.shape or not np.array_equal(got, want):
+            raise ValueError(
+                f"{where} reads the output Y (T, {D}, B, {H}) of {previous} rearranged otherwise than into "
+                f"(T, B, {D * H}) with the directions side by side, as a stacked LSTM reads it"
+            )
+
+
 def from_onnx(path_or_model):
     """Read the ``LSTM`` nodes of an ONNX model into native ``(config, params)``.
 
@@ -916,11 +1020,14 @@ def from_onnx(path_or_model):
         A model whose ``LSTM`` nodes, in graph order, are the layers of one
         stacked LSTM (as ``to_onnx`` and ``torch.onnx.export(nn.LSTM(...))``
         write them): the same ``hidden_size`` and ``direction`` in each, layer
-        ``k > 0`` reading ``D * H`` inputs.  ``W``, ``R`` and ``B`` must be
-        initializers or ``Constant`` outputs; ``B = [Wb, Rb]`` is summed.  The
-        wiring between the nodes is not checked; ``layout``, ``sequence_lens``,
-        ``initial_h`` and ``initial_c`` concern the inputs, not the weights,
-        and are ignored.
+        ``k > 0`` reading the output ``Y`` of layer ``k - 1`` rearranged into
+        ``(T, B, D * H)`` by ``Transpose``, ``Reshape``, ``Squeeze`` or
+        ``Identity`` nodes alone.  ``W``, ``R`` and ``B`` must be initializers
+        or ``Constant`` outputs; ``B = [Wb, Rb]`` is summed.  What comes before
+        the first node and after the last is not part of the stack.
+        ``layout``, ``sequence_lens``, ``initial_h`` and ``initial_c`` concern
+        the inputs, not the weights, and are not read, but a constant initial
+        state must be zero.
 
     Returns
     -------
@@ -932,7 +1039,9 @@ def from_onnx(path_or_model):
         Naming what cannot be represented: peepholes (a non-zero ``P``
         input), ``clip``, ``input_forget=1``, ``activations`` other than
         Sigmoid, Tanh, Tanh (or any ``activation_alpha`` / ``activation_beta``),
-        ``direction='reverse'`` alone, or nodes that do not stack.
+        ``direction='reverse'`` alone, nodes that do not stack (other sizes,
+        or other operators between them), or a constant initial state other
+        than zero.
     """
     import onnx
 
@@ -1027,4 +1136,5 @@ def from_onnx(path_or_model):
                 b = B[d, : 4 * H] + B[d, 4 * H :]
                 params[f"b_l{k}{sfx}"] = _permute_blocks(b, _NATIVE_FROM_ONNX, axis=0)
     _same_dtype(params)
+    _check_onnx_stack(lstm_nodes, [where for where, *_ in layers], D, H, graph, constants)
     return config, _aligned_params(params)

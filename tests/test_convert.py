@@ -389,7 +389,7 @@ def test_onnx_export_has_the_layout_of_the_operator(onnx):
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
-@pytest.mark.parametrize("name", ["1layer", "2layers_bidir"])
+@pytest.mark.parametrize("name", ["1layer", "2layers", "2layers_bidir"])
 def test_from_onnx_reads_torch_onnx_export(torch, onnx, ort, name, tmp_path):
     # dynamo=False: the TorchScript exporter writes one LSTM node per layer and
     # needs no extra package (the dynamo exporter needs onnxscript).
@@ -490,6 +490,94 @@ def test_from_onnx_refuses_a_model_without_lstm_and_unstackable_nodes(onnx):
     a.graph.node.append(node)
     with pytest.raises(ValueError, match="does not stack.*input size 3; expected 1, 4 and 4"):
         convert.from_onnx(a)
+
+
+def _torch_onnx(torch, onnx, module, *inputs):
+    import io
+
+    buffer = io.BytesIO()
+    torch.onnx.export(module.eval(), inputs, buffer, dynamo=False)
+    return onnx.load_from_string(buffer.getvalue())
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_from_onnx_refuses_operators_between_its_lstm_nodes(torch, onnx):
+    # Read as a plain 2-layer stack, these gave outputs 0.09 away from onnxruntime's.
+    class Linear(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.lin, self.b = torch.nn.LSTM(6, 6), torch.nn.Linear(6, 6), torch.nn.LSTM(6, 6)
+
+        def forward(self, x):
+            return self.b(self.lin(self.a(x)[0]))[0]
+
+    class Residual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.LSTM(6, 6), torch.nn.LSTM(6, 6)
+
+        def forward(self, x):
+            return self.b(self.a(x)[0] + x)[0]
+
+    class Swapped(Residual):  # time and batch axes swapped between the layers
+        def forward(self, x):
+            return self.b(self.a(x)[0].transpose(0, 1))[0]
+
+    x = torch.randn(5, 2, 6)
+    for module, message in (
+        (Linear(), "does not read the output Y of .*: its input X comes from the Add node"),
+        (Residual(), "does not read the output Y of .*: its input X comes from the Add node"),
+        (Swapped(), r"rearranged otherwise than into \(T, B, 6\)"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            convert.from_onnx(_torch_onnx(torch, onnx, module, x))
+    # Layers that do stack, around the operators of batch_first and of given states.
+    stack = torch.nn.LSTM(6, 4, num_layers=2, batch_first=True)
+    state = (torch.zeros(2, 2, 4), torch.zeros(2, 2, 4))
+    for inputs in ((torch.randn(2, 5, 6),), (torch.randn(2, 5, 6), state)):
+        config, params = convert.from_onnx(_torch_onnx(torch, onnx, stack, *inputs))
+        _, want = convert.from_torch(stack)
+        for key in want:
+            np.testing.assert_array_equal(params[key], want[key], err_msg=key)
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5])
+@pytest.mark.parametrize("index, label", [(5, "initial_h"), (6, "initial_c")])
+def test_from_onnx_refuses_a_constant_initial_state_other_than_zero(onnx, index, label, value):
+    from onnx import numpy_helper
+
+    config = CONFIGS["2layers"]
+    params = random_params(config, np.float32)
+    model = convert.to_onnx(config, params)
+    node = [n for n in model.graph.node if n.op_type == "LSTM"][1]
+    node.input.extend([""] * (index + 1 - len(node.input)))
+    node.input[index] = f"{label}_l1"
+    state = np.full((1, 1, config["hidden_size"]), value, np.float32)
+    model.graph.initializer.append(numpy_helper.from_array(state, f"{label}_l1"))
+    if value == 0.0:
+        _, back = convert.from_onnx(model)
+        np.testing.assert_array_equal(back["W_l1"], params["W_l1"])
+    else:
+        with pytest.raises(ValueError, match=f"lstm_l1' starts from a constant {label} that is not zero"):
+            convert.from_onnx(model)
+
+
+def test_from_onnx_refuses_a_rearrangement_it_cannot_follow(onnx):
+    config = CONFIGS["2layers_bidir"]
+    model = convert.to_onnx(config, random_params(config, np.float32))
+    transpose = next(n for n in model.graph.node if n.op_type == "Transpose")
+    del transpose.attribute[:]
+    transpose.attribute.append(onnx.helper.make_attribute("perm", [2, 1, 0, 3]))  # B and T swapped
+    with pytest.raises(ValueError, match="rearranged otherwise than into"):
+        convert.from_onnx(model)
+    model = convert.to_onnx(config, random_params(config, np.float32))
+    reshape = next(n for n in model.graph.node if n.op_type == "Reshape")
+    reshape.input[1] = "X"  # a shape that is not a constant
+    with pytest.raises(
+        ValueError, match="through the Reshape node .* whose parameters numba_lstm cannot follow"
+    ):
+        convert.from_onnx(model)
 
 
 def test_to_onnx_refuses_projection_and_bad_opset(onnx):
