@@ -670,7 +670,8 @@ def from_tf1(kernel, bias, forget_bias=1.0):
     native equivalent; a cell using them cannot be converted.  Folding the
     forget bias in and out is one float addition/subtraction, so
     ``to_tf1(*from_tf1(k, b, fb), fb)`` returns the f block of ``b`` to within
-    rounding (exactly when ``forget_bias = 0``); weights move exactly.
+    rounding (exactly when ``forget_bias = 0``, but for the sign of a zero:
+    ``-0.0 + 0`` is ``+0.0``); weights move exactly.
     """
     W, b = _cell_arrays("kernel", kernel, "bias", bias)
     W = _permute_blocks(W, _TF1_FROM_NATIVE, axis=1)

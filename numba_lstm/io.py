@@ -126,8 +126,8 @@ def load(path):
 
     Raises
     ------
-    FileNotFoundError
-        ``path`` does not exist.
+    FileNotFoundError, IsADirectoryError, PermissionError
+        ``path`` does not exist, is a directory, or cannot be read.
     ValueError
         The file is truncated or corrupted, is not a numba_lstm layer file,
         has an unsupported format version, or its arrays do not match its
@@ -237,10 +237,11 @@ def _describe(value):
 
 @contextmanager
 def _read_errors(path):
-    """Errors of reading the archive, as ValueError "truncated or corrupted" (FileNotFoundError as it is)."""
+    """Errors of reading the archive, as ValueError "truncated or corrupted"; those
+    of opening the path (missing, a directory, no permission) as they are."""
     try:
         yield
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
         raise
     except (OSError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, NotImplementedError) as error:
         raise ValueError(f"{path} is truncated or corrupted: {type(error).__name__}: {error}") from error

@@ -157,9 +157,11 @@ def test_corrupted_array_bytes_are_refused(saved):
         io.load(path)
 
 
-def test_missing_file_raises_file_not_found(tmp_path):
+def test_a_path_that_cannot_be_opened_raises_the_error_of_opening_it(tmp_path):
     with pytest.raises(FileNotFoundError):
         io.load(tmp_path / "nope.npz")
+    with pytest.raises(IsADirectoryError):  # not "truncated or corrupted"
+        io.load(tmp_path)
 
 
 def test_other_files_are_refused(tmp_path):
