@@ -126,6 +126,10 @@ def check_weights(W, b, input_size=None, W_hr=None):
             raise ValueError(f"W_hr must have shape (H, P) with H = {H} from W, got {W_hr.shape}")
         P = W_hr.shape[1]
     if input_size is None:
+        if W.shape[0] <= P:  # no row left for the inputs
+            raise ValueError(
+                f"W must have shape (I + P, 4H) with I >= 1 inputs, so more than P = {P} rows, got {W.shape}"
+            )
         input_size = W.shape[0] - P
     if input_size < 1 or W.shape[0] != input_size + P:
         raise ValueError(f"W must have shape (I + P, 4H) = ({input_size} + {P}, {G}), got {W.shape}")

@@ -105,6 +105,9 @@ def test_step_rejects_bad_parameters(key, value, error, message):
         layer.step(x, state)
     layer.params[key] = original
     np.testing.assert_array_equal(layer.step(x)[0], y_t)  # the layer still steps
+    del layer.params[key]  # removed: named as forward names it, not a bare KeyError
+    with pytest.raises(KeyError, match=rf"params\['{key}'\] is missing"):
+        layer.step(x, state)
 
 
 def test_step_refuses_bidirectional():
