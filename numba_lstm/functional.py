@@ -201,7 +201,7 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     W_hr : ndarray, shape (H, P), optional
         Recurrent projection: ``h_t = (o * tanh(c_t)) @ W_hr`` (PyTorch's
         ``proj_size``, TF1's ``num_proj``).
-    lengths : integer ndarray, shape (B,), optional
+    lengths : integer ndarray (or a list of ints), shape (B,), optional
         Valid steps of each sequence, 0..T.  Outputs past a sequence's length
         are zero and its final state is the one after its last valid step.
     reverse : bool

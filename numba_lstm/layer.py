@@ -346,7 +346,7 @@ class LSTM:
         state : tuple (h0, c0), optional
             h0 (L * D, B, P) and c0 (L * D, B, H), L layers, D directions, in
             PyTorch's order (layer by layer, forward before reverse).
-        lengths : integer ndarray, shape (B,), optional
+        lengths : integer ndarray (or a list of ints), shape (B,), optional
             Valid steps of each sequence (PyTorch's packed sequences).
         cache : bool
             Keep what ``backward`` needs (the default).  False is inference
