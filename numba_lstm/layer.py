@@ -556,7 +556,7 @@ class LSTM:
                         self._check_params()
                         jit._refuse_layer_step(x_t, h, c, W, b, h_new, k, W_hr)
                 y_t = h_new[-1].copy()
-        except (TypeError, KeyError):  # a parameter of another dtype (Numba's typing names W or b), or removed
+        except (TypeError, KeyError):  # a parameter of another dtype (Numba names W or b), or removed
             self._check_params()
             raise
         self._last_step_state = (h_new, c_new)
