@@ -941,7 +941,10 @@ def _onnx_rearrange(node, a, constants):
         shape = constants.get(node.input[1])
         if shape is None or attrs.get("allowzero", 0):
             return None
-        shape = [a.shape[i] if d == 0 else int(d) for i, d in enumerate(np.ravel(shape))]
+        shape = [int(d) for d in np.ravel(shape)]
+        if any(d == 0 and i >= a.ndim for i, d in enumerate(shape)):
+            return None
+        shape = [a.shape[i] if d == 0 else d for i, d in enumerate(shape)]
         try:
             return np.reshape(a, shape)
         except ValueError:
@@ -953,9 +956,16 @@ def _check_onnx_stack(nodes, wheres, D, H, graph, constants):
     """Refuse LSTM nodes (of D directions and H units each, described by
     ``wheres``) that are not one stacked LSTM: layer k > 0 must read layer
     k - 1's output Y, (T, D, B, H), rearranged into (T, B, D * H) by layout
-    operators alone; and no node may start from a constant state other than
-    zero (the native parameters hold no initial state)."""
+    operators alone (both batch-major with the attribute ``layout = 1``);
+    and no node may start from a constant state other than zero (the native
+    parameters hold no initial state)."""
+    from onnx import helper
+
     producers = {out: node for node in graph.node for out in node.output if out}
+    layouts = [
+        next((helper.get_attribute_value(a) for a in node.attribute if a.name == "layout"), 0)
+        for node in nodes
+    ]
 
     def source(name, ops):
         """The nodes from ``name`` back through ``ops``, and the name they start from."""
@@ -996,7 +1006,7 @@ def _check_onnx_stack(nodes, wheres, D, H, graph, constants):
             )
         T, B = 3, 5  # a probe (T, D, B, H) of distinct values through the operators
         probe = np.arange(T * D * B * H).reshape(T, D, B, H)
-        got = probe
+        got = probe.transpose(2, 0, 1, 3) if layouts[k - 1] == 1 else probe  # Y (B, T, D, H)
         for op in reversed(path):
             got = _onnx_rearrange(op, got, constants)
             if got is None:
@@ -1005,6 +1015,7 @@ def _check_onnx_stack(nodes, wheres, D, H, graph, constants):
                     "whose parameters numba_lstm cannot follow"
                 )
         want = probe.transpose(0, 2, 1, 3).reshape(T, B, D * H)
+        want = want.transpose(1, 0, 2) if layouts[k] == 1 else want  # X (B, T, D * H)
         if got.shape != want.shape or not np.array_equal(got, want):
             raise ValueError(
                 f"{where} reads the output Y (T, {D}, B, {H}) of {previous} rearranged otherwise than into "

@@ -563,6 +563,29 @@ def test_from_onnx_refuses_a_constant_initial_state_other_than_zero(onnx, index,
             convert.from_onnx(model)
 
 
+def test_from_onnx_follows_batch_major_nodes(onnx):
+    # layout = 1 (opset 14): Y (B, T, D, H) reshaped into the next node's X
+    # (B, T, D * H), with no Transpose; onnxruntime cannot run such nodes
+    # ("layout == 1 ... not supported"), so the spec is the reference here.
+    config = CONFIGS["2layers_bidir"]
+    params = random_params(config, np.float32)
+    model = convert.to_onnx(config, params, opset=14)
+    graph = model.graph
+    for node in graph.node:
+        if node.op_type == "LSTM":
+            node.attribute.append(onnx.helper.make_attribute("layout", 1))
+    transpose = next(n for n in graph.node if n.op_type == "Transpose")
+    reshape = next(n for n in graph.node if n.op_type == "Reshape" and n.input[0] == transpose.output[0])
+    reshape.input[0] = transpose.input[0]
+    graph.node.remove(transpose)
+    _, back = convert.from_onnx(model)
+    np.testing.assert_array_equal(back["W_l1_reverse"], params["W_l1_reverse"])
+    second = [n for n in graph.node if n.op_type == "LSTM"][1]
+    next(a for a in second.attribute if a.name == "layout").i = 0  # now it reads (B, T, D * H) as (T, B, ...)
+    with pytest.raises(ValueError, match=r"rearranged otherwise than into \(T, B, 8\)"):
+        convert.from_onnx(model)
+
+
 def test_from_onnx_refuses_a_rearrangement_it_cannot_follow(onnx):
     config = CONFIGS["2layers_bidir"]
     model = convert.to_onnx(config, random_params(config, np.float32))
