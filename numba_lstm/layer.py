@@ -213,6 +213,11 @@ class LSTM:
         config, params = convert.from_torch(module_or_state_dict)
         if not isinstance(module_or_state_dict, Mapping):  # an nn.LSTM: convert checked it
             module = module_or_state_dict
+            if "dropout" not in options and not 0.0 <= module.dropout < 1.0:  # torch takes 1.0 too
+                raise ValueError(
+                    f"the module has dropout={module.dropout!r}; the layer takes a dropout in [0, 1): "
+                    "pass dropout=... to from_torch"
+                )
             options = {"batch_first": bool(module.batch_first), "dropout": float(module.dropout), **options}
         return cls.from_params(config, params, **options)
 

@@ -65,6 +65,12 @@ def test_from_torch_module_carries_batch_first_and_dropout(batch_first):
     assert numba_lstm.LSTM.from_torch(module, batch_first=not batch_first).batch_first is not batch_first
     from_state = numba_lstm.LSTM.from_torch(module.state_dict())
     assert from_state.batch_first is False and from_state.dropout == 0.0
+    # torch takes dropout = 1; the layer does not, and says where it came from.
+    with pytest.raises(ValueError, match=r"the module has dropout=1.0; .*pass dropout=\.\.\. to from_torch"):
+        numba_lstm.LSTM.from_torch(torch.nn.LSTM(3, 4, num_layers=2, dropout=1.0))
+    assert (
+        numba_lstm.LSTM.from_torch(torch.nn.LSTM(3, 4, num_layers=2, dropout=1.0), dropout=0.5).dropout == 0.5
+    )
 
 
 def test_from_torch_refuses_an_empty_projection():
