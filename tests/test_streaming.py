@@ -159,8 +159,8 @@ def test_jit_step_loop_gives_the_bits_of_lstm_forward_for_any_layout(B, order, d
     # with "F" W and the state in Fortran order (rows not contiguous: the row
     # updates, whose chains of FMAs are the tiles'). Every element of every
     # product is one chain of FMAs over k in the order of lstm_forward's
-    # tiles, so the results are its bits (before, 2 to 8 rows in Fortran
-    # order differed by an ulp or two).
+    # tiles, so the results are its bits (before, one row, and 2 to 8 rows
+    # in Fortran order, differed by an ulp or two).
     T, I, H = 3, 6, 40
     p = make_problem(T, B, I, H, dtype)
     y, h_n, c_n, _ = numba_lstm.lstm_forward(p["x"], p["W"], p["b"], p["h0"], p["c0"], cache=False)
