@@ -910,6 +910,13 @@ def _onnx_constants(graph):
     return {name: numpy_helper.to_array(t) for name, t in values.items()}
 
 
+def _onnx_attributes(node):
+    """The attributes of an ONNX node, by name, as Python values."""
+    from onnx import helper
+
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
 #: ONNX operators that only rearrange the values of their first input.
 _ONNX_LAYOUT_OPS = ("Identity", "Squeeze", "Transpose", "Reshape")
 #: ... and those that may also repeat them (an initial state broadcast to B rows).
@@ -919,9 +926,7 @@ _ONNX_REPEAT_OPS = _ONNX_LAYOUT_OPS + ("Expand", "Tile", "Unsqueeze", "Slice", "
 def _onnx_rearrange(node, a, constants):
     """``a`` through the layout operator ``node`` (ONNX semantics), or None
     where its parameters are not constants this can follow."""
-    from onnx import helper
-
-    attrs = {at.name: helper.get_attribute_value(at) for at in node.attribute}
+    attrs = _onnx_attributes(node)
     if node.op_type == "Identity":
         return a
     if node.op_type == "Transpose":
@@ -959,13 +964,10 @@ def _check_onnx_stack(nodes, wheres, D, H, graph, constants):
     operators alone (both batch-major with the attribute ``layout = 1``);
     and no node may start from a constant state other than zero (the native
     parameters hold no initial state)."""
-    from onnx import helper
+    from onnx import numpy_helper
 
     producers = {out: node for node in graph.node for out in node.output if out}
-    layouts = [
-        next((helper.get_attribute_value(a) for a in node.attribute if a.name == "layout"), 0)
-        for node in nodes
-    ]
+    layouts = [_onnx_attributes(node).get("layout", 0) for node in nodes]
 
     def source(name, ops):
         """The nodes from ``name`` back through ``ops``, and the name they start from."""
@@ -982,12 +984,8 @@ def _check_onnx_stack(nodes, wheres, D, H, graph, constants):
             start_node = producers.get(start)
             value = constants.get(start)
             if start_node is not None and start_node.op_type == "ConstantOfShape":
-                value = np.array([0.0])  # the default value
-                for at in start_node.attribute:
-                    if at.name == "value":
-                        from onnx import numpy_helper
-
-                        value = numpy_helper.to_array(at.t)
+                fill = _onnx_attributes(start_node).get("value")
+                value = 0.0 if fill is None else numpy_helper.to_array(fill)  # 0.0: ONNX's default
             if name and value is not None and np.any(np.asarray(value) != 0):
                 raise ValueError(
                     f"{where} starts from a constant {label} that is not zero: the native parameters hold "
@@ -1066,7 +1064,7 @@ def from_onnx(path_or_model):
     layers = []
     for k, node in enumerate(lstm_nodes):
         where = f"LSTM node {node.name or k!r}"
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        attrs = _onnx_attributes(node)
         if "clip" in attrs:
             raise ValueError(f"{where} has clip={attrs['clip']}: cell clipping has no native equivalent")
         if attrs.get("input_forget", 0):

@@ -89,22 +89,18 @@ def save(layer, path):
         "__version__": np.array(FORMAT_VERSION, np.int64),
         "__config__": np.array(json.dumps(config, sort_keys=True)),
     }
-    for name, value in layer.params.items():
-        if not isinstance(value, np.ndarray) or value.dtype != layer.dtype:
-            raise TypeError(
-                f"layer.params[{name!r}] must be a {layer.dtype} array, got {_describe(value)}; "
-                "refusing to save a converted copy"
-            )
-        arrays[_PARAM_PREFIX + name] = value
-    # What load checks, checked before writing: a file that load refuses
-    # must not replace a good one.
-    layer._check_params()  # each parameter present, with its shape
+    # What load checks, checked before writing, so that a file load refuses
+    # never replaces a good one: each parameter present, of the layer's dtype
+    # (never a converted copy) and shape, and nothing else.
+    layer._check_params()
     extra = sorted(set(layer.params) - set(layer._param_shapes))
     if extra:
         raise ValueError(
             f"layer.params has entries {extra} that are not parameters of this layer (it has "
             f"{list(layer._param_shapes)}); load would refuse the file, so it is not written"
         )
+    for name, value in layer.params.items():
+        arrays[_PARAM_PREFIX + name] = value
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
     try:

@@ -542,10 +542,11 @@ def test_from_onnx_refuses_operators_between_its_lstm_nodes(torch, onnx):
             np.testing.assert_array_equal(params[key], want[key], err_msg=key)
 
 
+@pytest.mark.parametrize("source", ["initializer", "ConstantOfShape"])
 @pytest.mark.parametrize("value", [0.0, 0.5])
 @pytest.mark.parametrize("index, label", [(5, "initial_h"), (6, "initial_c")])
-def test_from_onnx_refuses_a_constant_initial_state_other_than_zero(onnx, index, label, value):
-    from onnx import numpy_helper
+def test_from_onnx_refuses_a_constant_initial_state_other_than_zero(onnx, index, label, value, source):
+    from onnx import helper, numpy_helper
 
     config = CONFIGS["2layers"]
     params = random_params(config, np.float32)
@@ -553,8 +554,17 @@ def test_from_onnx_refuses_a_constant_initial_state_other_than_zero(onnx, index,
     node = [n for n in model.graph.node if n.op_type == "LSTM"][1]
     node.input.extend([""] * (index + 1 - len(node.input)))
     node.input[index] = f"{label}_l1"
-    state = np.full((1, 1, config["hidden_size"]), value, np.float32)
-    model.graph.initializer.append(numpy_helper.from_array(state, f"{label}_l1"))
+    H = config["hidden_size"]
+    if source == "initializer":
+        state = np.full((1, 1, H), value, np.float32)
+        model.graph.initializer.append(numpy_helper.from_array(state, f"{label}_l1"))
+    else:  # a state filled at run time to the batch's size, through Expand
+        model.graph.initializer.append(numpy_helper.from_array(np.array([1, 1, H], np.int64), "shape_1_1_H"))
+        fill = numpy_helper.from_array(np.array([value], np.float32))
+        model.graph.node.insert(
+            0, helper.make_node("ConstantOfShape", ["shape_1_1_H"], ["filled"], value=fill)
+        )
+        model.graph.node.insert(1, helper.make_node("Expand", ["filled", "shape_1_1_H"], [f"{label}_l1"]))
     if value == 0.0:
         _, back = convert.from_onnx(model)
         np.testing.assert_array_equal(back["W_l1"], params["W_l1"])
