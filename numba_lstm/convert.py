@@ -45,7 +45,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from numba_lstm._panels import aligned_copy
-from numba_lstm._validation import FLOAT_DTYPES, check_integer, is_real
+from numba_lstm._validation import FLOAT_DTYPES, check_bool, check_integer, is_real
 
 CONFIG_KEYS = ("input_size", "hidden_size", "num_layers", "bidirectional", "proj_size")
 _IGNORED_CONFIG_KEYS = ("dropout", "batch_first")
@@ -799,7 +799,9 @@ _ONNX_DTYPES = {np.dtype(np.float32): 1, np.dtype(np.float64): 11}  # TensorProt
 _ONNX_DEFAULT_ACTIVATIONS = ("sigmoid", "tanh", "tanh")
 
 
-def to_onnx(config, params, path=None, *, sequence_lens=False, opset=17):
+def to_onnx(
+    config, params, path=None, *, batch_first=False, initial_state=False, sequence_lens=False, opset=17
+):
     """Native ``(config, params)`` -> an ONNX model with one ``LSTM`` node per layer.
 
     Parameters
@@ -807,6 +809,15 @@ def to_onnx(config, params, path=None, *, sequence_lens=False, opset=17):
     config, params : native; ``proj_size`` must be 0 (ONNX's LSTM has no projection).
     path : str or os.PathLike, optional
         Where to save the model (it is returned either way).
+    batch_first : bool, default False
+        ``X`` is ``(B, T, I)`` and ``Y`` is ``(B, T, D*H)`` (``Transpose``
+        nodes around the stack, as torch exports a ``batch_first`` module);
+        ``Y_h`` and ``Y_c`` keep their shape.  ``LSTM.to_onnx`` passes the
+        layer's own.
+    initial_state : bool, default False
+        Add inputs ``initial_h`` and ``initial_c`` of shape
+        ``(num_layers * D, B, H)`` (the layer's ``state=(h0, c0)``, in
+        torch's order); without them every sequence starts from zeros.
     sequence_lens : bool, default False
         Add an ``int32`` input ``sequence_lens`` of shape (B,) (ONNX semantics:
         steps past a sequence's length give zeros in ``Y`` and do not change
@@ -817,7 +828,8 @@ def to_onnx(config, params, path=None, *, sequence_lens=False, opset=17):
     Returns
     -------
     onnx.ModelProto
-        Inputs ``X (T, B, I)`` (and ``sequence_lens``); outputs ``Y (T, B, D*H)``
+        Inputs ``X (T, B, I)`` (and ``initial_h``, ``initial_c``,
+        ``sequence_lens``); outputs ``Y (T, B, D*H)``
         (directions concatenated on the last axis, as torch's output),
         ``Y_h`` and ``Y_c`` of shape ``(num_layers * D, B, H)`` (as torch's
         ``h_n``, ``c_n``).  Each node holds ``W (D, 4H, I_k)``, ``R (D, 4H, H)``,
@@ -835,18 +847,28 @@ def to_onnx(config, params, path=None, *, sequence_lens=False, opset=17):
         )
     if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or opset < 7:
         raise ValueError(f"opset must be an integer >= 7 (the LSTM operator's version 7), got {opset!r}")
+    batch_first = check_bool("batch_first", batch_first)
+    initial_state = check_bool("initial_state", initial_state)
+    sequence_lens = check_bool("sequence_lens", sequence_lens)
     dtype = params["W_l0"].dtype
     elem = _ONNX_DTYPES[dtype]
     L, H = config["num_layers"], config["hidden_size"]
     D = 2 if config["bidirectional"] else 1
     direction = "bidirectional" if D == 2 else "forward"
 
-    inputs = [helper.make_tensor_value_info("X", elem, ["T", "B", config["input_size"]])]
+    leading_axes = ["B", "T"] if batch_first else ["T", "B"]
+    inputs = [helper.make_tensor_value_info("X", elem, [*leading_axes, config["input_size"]])]
+    if initial_state:
+        for name in ("initial_h", "initial_c"):
+            inputs.append(helper.make_tensor_value_info(name, elem, [L * D, "B", H]))
     if sequence_lens:
         inputs.append(helper.make_tensor_value_info("sequence_lens", onnx.TensorProto.INT32, ["B"]))
     initializers = [numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape_T_B_DH")]
     nodes = []
     layer_input = "X"
+    if batch_first:
+        nodes.append(helper.make_node("Transpose", ["X"], ["X_TBI"], perm=[1, 0, 2]))
+        layer_input = "X_TBI"
     for k in range(L):
         I_k = _layer_sizes(config, k)[0]
         Ws, Rs, Bs = [], [], []
@@ -858,9 +880,20 @@ def to_onnx(config, params, path=None, *, sequence_lens=False, opset=17):
         names = [f"W_l{k}", f"R_l{k}", f"B_l{k}"]
         for name, arrays in zip(names, (Ws, Rs, Bs), strict=True):
             initializers.append(numpy_helper.from_array(np.ascontiguousarray(np.stack(arrays)), name))
-        lstm_inputs = [layer_input, *names]
-        if sequence_lens:
-            lstm_inputs.append("sequence_lens")
+        lstm_inputs = [layer_input, *names, "sequence_lens" if sequence_lens else ""]
+        if initial_state:
+            if L == 1:
+                lstm_inputs += ["initial_h", "initial_c"]
+            else:  # this layer's D rows of (L * D, B, H)
+                rows = f"rows_l{k}"
+                initializers.append(
+                    numpy_helper.from_array(np.arange(k * D, (k + 1) * D, dtype=np.int64), rows)
+                )
+                for name in ("initial_h", "initial_c"):
+                    nodes.append(helper.make_node("Gather", [name, rows], [f"{name}_l{k}"], axis=0))
+                lstm_inputs += [f"initial_h_l{k}", f"initial_c_l{k}"]
+        while not lstm_inputs[-1]:  # optional inputs left out at the end
+            lstm_inputs.pop()
         y_h = "Y_h" if L == 1 else f"Y_h_l{k}"
         y_c = "Y_c" if L == 1 else f"Y_c_l{k}"
         nodes.append(
@@ -874,14 +907,16 @@ def to_onnx(config, params, path=None, *, sequence_lens=False, opset=17):
             )
         )
         nodes.append(helper.make_node("Transpose", [f"Y_l{k}"], [f"Y_l{k}_TBDH"], perm=[0, 2, 1, 3]))
-        out = "Y" if k == L - 1 else f"X_l{k + 1}"
+        out = f"X_l{k + 1}" if k < L - 1 else "Y_TBDH" if batch_first else "Y"
         nodes.append(helper.make_node("Reshape", [f"Y_l{k}_TBDH", "shape_T_B_DH"], [out]))
         layer_input = out
+    if batch_first:
+        nodes.append(helper.make_node("Transpose", ["Y_TBDH"], ["Y"], perm=[1, 0, 2]))
     if L > 1:
         nodes.append(helper.make_node("Concat", [f"Y_h_l{k}" for k in range(L)], ["Y_h"], axis=0))
         nodes.append(helper.make_node("Concat", [f"Y_c_l{k}" for k in range(L)], ["Y_c"], axis=0))
     outputs = [
-        helper.make_tensor_value_info("Y", elem, ["T", "B", D * H]),
+        helper.make_tensor_value_info("Y", elem, [*leading_axes, D * H]),
         helper.make_tensor_value_info("Y_h", elem, [L * D, "B", H]),
         helper.make_tensor_value_info("Y_c", elem, [L * D, "B", H]),
     ]
@@ -957,6 +992,46 @@ def _onnx_rearrange(node, a, constants):
     return None
 
 
+def _onnx_producers(graph):
+    """The node that writes each value of ``graph``, by the value's name."""
+    return {out: node for node in graph.node for out in node.output if out}
+
+
+def _onnx_source(name, ops, producers):
+    """The nodes from the value ``name`` back through operators ``ops`` (each
+    reading its first input), and the name of the value they start from."""
+    path = []
+    while name in producers and producers[name].op_type in ops:
+        path.append(producers[name])
+        name = producers[name].input[0]
+    return path, name
+
+
+def _onnx_batch_first(model, input_size):
+    """Whether the first ``LSTM`` node of ``model`` reads a graph input of
+    shape (B, T, I): True or False where it reads one through layout
+    operators alone (a torch export of a ``batch_first`` module transposes
+    it; a node of ``layout = 1`` reads it as it is), None where it reads
+    anything else."""
+    graph = model.graph
+    node = next(n for n in graph.node if n.op_type == "LSTM")
+    constants = _onnx_constants(graph)
+    path, start = _onnx_source(node.input[0], _ONNX_LAYOUT_OPS, _onnx_producers(graph))
+    if start not in {i.name for i in graph.input} - set(constants):
+        return None
+    T, B = 3, 5  # a probe (T, B, I) of distinct values, read as X by the node
+    probe = np.arange(T * B * input_size).reshape(T, B, input_size)
+    want = probe.transpose(1, 0, 2) if _onnx_attributes(node).get("layout", 0) == 1 else probe
+    for batch_first, given in ((False, probe), (True, probe.transpose(1, 0, 2))):
+        for op in reversed(path):
+            given = _onnx_rearrange(op, given, constants)
+            if given is None:
+                return None
+        if given.shape == want.shape and np.array_equal(given, want):
+            return batch_first
+    return None
+
+
 def _check_onnx_stack(nodes, wheres, D, H, graph, constants):
     """Refuse LSTM nodes (of D directions and H units each, described by
     ``wheres``) that are not one stacked LSTM: layer k > 0 must read layer
@@ -966,21 +1041,13 @@ def _check_onnx_stack(nodes, wheres, D, H, graph, constants):
     parameters hold no initial state)."""
     from onnx import numpy_helper
 
-    producers = {out: node for node in graph.node for out in node.output if out}
+    producers = _onnx_producers(graph)
     layouts = [_onnx_attributes(node).get("layout", 0) for node in nodes]
-
-    def source(name, ops):
-        """The nodes from ``name`` back through ``ops``, and the name they start from."""
-        path = []
-        while name in producers and producers[name].op_type in ops:
-            path.append(producers[name])
-            name = producers[name].input[0]
-        return path, name
 
     for k, (node, where) in enumerate(zip(nodes, wheres, strict=True)):
         for index, label in ((5, "initial_h"), (6, "initial_c")):
             name = node.input[index] if len(node.input) > index else ""
-            _, start = source(name, _ONNX_REPEAT_OPS)
+            _, start = _onnx_source(name, _ONNX_REPEAT_OPS, producers)
             start_node = producers.get(start)
             value = constants.get(start)
             if start_node is not None and start_node.op_type == "ConstantOfShape":
@@ -994,7 +1061,7 @@ def _check_onnx_stack(nodes, wheres, D, H, graph, constants):
         if k == 0:
             continue
         previous, Y = wheres[k - 1], nodes[k - 1].output[0] if nodes[k - 1].output else ""
-        path, start = source(node.input[0], _ONNX_LAYOUT_OPS)
+        path, start = _onnx_source(node.input[0], _ONNX_LAYOUT_OPS, producers)
         if not Y or start != Y:
             found = producers.get(start)
             what = f"the {found.op_type} node {found.name!r}" if found is not None else f"{start!r}"

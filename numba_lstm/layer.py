@@ -248,18 +248,36 @@ class LSTM:
 
         return convert.to_keras_weights(self.config, self.params, **kwargs)
 
-    def to_onnx(self, path=None, **kwargs):
-        """Write (and return) an ONNX model with one ``LSTM`` node per layer."""
+    def to_onnx(self, path=None, **options):
+        """Write (and return) an ONNX model with one ``LSTM`` node per layer.
+
+        ``options`` are those of ``convert.to_onnx``; ``batch_first`` is the
+        layer's own unless given, so the model reads the inputs the layer reads.
+        """
         from numba_lstm import convert
 
-        return convert.to_onnx(self.config, self.params, path, **kwargs)
+        options = {"batch_first": self.batch_first, **options}
+        return convert.to_onnx(self.config, self.params, path, **options)
 
     @classmethod
     def from_onnx(cls, path_or_model, **options):
-        """Build from the ``LSTM`` nodes of an ONNX model (file path or ``ModelProto``)."""
+        """Build from the ``LSTM`` nodes of an ONNX model (file path or ``ModelProto``).
+
+        Where the first node reads a graph input through layout operators
+        alone, the layer reads what the model reads: ``batch_first=True`` for
+        an input (B, T, I) (a torch export of a ``batch_first`` module, a
+        node of ``layout = 1``), unless ``options`` say otherwise; otherwise
+        the default time-major (T, B, I).
+        """
+        import onnx
+
         from numba_lstm import convert
 
-        return cls.from_params(*convert.from_onnx(path_or_model), **options)
+        model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(path_or_model)
+        config, params = convert.from_onnx(model)
+        if convert._onnx_batch_first(model, config["input_size"]):
+            options = {"batch_first": True, **options}
+        return cls.from_params(config, params, **options)
 
     def save(self, path):
         """Save configuration, dtype and parameters to an ``.npz`` (atomic; no pickle)."""

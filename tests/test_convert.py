@@ -46,14 +46,18 @@ def _projected_forward(x, W, b, W_hr):
     return y, h, c
 
 
-def native_forward(config, params, x, lengths=None):
+def native_forward(config, params, x, lengths=None, state=None):
     """The native model in float64: ``y (T, B, D*H_out)``, ``h_n``, ``c_n`` ``(L*D, B, ...)``.
 
     With ``lengths`` each batch element b only runs its first ``lengths[b]``
-    steps (y is zero after them), as ONNX's ``sequence_lens``.
+    steps (y is zero after them), as ONNX's ``sequence_lens``.  ``state``
+    ``(h0, c0)``, each ``(L*D, B, H)``, without projection: zeros if None.
     """
     if lengths is not None:
-        parts = [native_forward(config, params, x[:n, b : b + 1]) for b, n in enumerate(lengths)]
+        parts = []
+        for b, n in enumerate(lengths):
+            state_b = None if state is None else [s[:, b : b + 1] for s in state]
+            parts.append(native_forward(config, params, x[:n, b : b + 1], None, state_b))
         y = np.zeros(x.shape[:2] + parts[0][0].shape[2:])
         for b, (n, part) in enumerate(zip(lengths, parts, strict=True)):
             y[:n, b] = part[0][:, 0]
@@ -62,6 +66,7 @@ def native_forward(config, params, x, lengths=None):
     dirs = ["", "_reverse"] if config["bidirectional"] else [""]
     inp = x.astype(np.float64)
     hs, cs = [], []
+    assert state is None or not config["proj_size"]
     for k in range(config["num_layers"]):
         outs = []
         for sfx in dirs:
@@ -70,7 +75,8 @@ def native_forward(config, params, x, lengths=None):
             if config["proj_size"]:
                 y, h, c = _projected_forward(xs, W, b, p64[f"W_hr_l{k}{sfx}"])
             else:
-                y, h, c, _ = reference.lstm_forward(xs, W, b)
+                h0, c0 = (None, None) if state is None else (s[len(hs)].astype(np.float64) for s in state)
+                y, h, c, _ = reference.lstm_forward(xs, W, b, h0, c0)
             outs.append(y[::-1] if sfx else y)
             hs.append(h)
             cs.append(c)
@@ -408,6 +414,56 @@ def test_from_onnx_reads_torch_onnx_export(torch, onnx, ort, name, tmp_path):
     y_torch = _run_torch(torch, module, x)
     got_ort = _session(ort, convert.to_onnx(got_config, got)).run(["Y", "Y_h", "Y_c"], {"X": x})
     _assert_outputs_close(got_ort, y_torch, np.float32)
+
+
+@pytest.mark.parametrize("opset", [7, 9, 13, 17])
+@pytest.mark.parametrize("name", ["1layer", "2layers", "2layers_bidir"])
+def test_onnx_export_with_batch_first_and_initial_states_runs_like_native(onnx, ort, name, opset):
+    # Before, a layer's batch_first was not exported (a batch_first layer's
+    # model read (B, T, I) as (T, B, I): 0.21 off) and states could not be given.
+    config = CONFIGS[name]
+    L, H = config["num_layers"], config["hidden_size"]
+    LD = L * (2 if config["bidirectional"] else 1)
+    params = random_params(config, np.float32, seed=13)
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((6, 3, config["input_size"])).astype(np.float32)
+    state = [rng.standard_normal((LD, 3, H)).astype(np.float32) for _ in range(2)]
+    lengths = [6, 2, 4]
+    model = convert.to_onnx(
+        config, params, batch_first=True, initial_state=True, sequence_lens=True, opset=opset
+    )
+    assert [i.name for i in model.graph.input][:4] == ["X", "initial_h", "initial_c", "sequence_lens"]
+    feeds = {
+        "X": np.ascontiguousarray(x.transpose(1, 0, 2)),
+        "initial_h": state[0],
+        "initial_c": state[1],
+        "sequence_lens": np.array(lengths, np.int32),
+    }
+    y, h_n, c_n = _session(ort, model).run(["Y", "Y_h", "Y_c"], feeds)
+    assert y.shape == (3, 6, LD // L * H)
+    want = native_forward(config, params, x, lengths, state)
+    _assert_outputs_close((y.transpose(1, 0, 2), h_n, c_n), want, np.float32)
+    # Each option alone: the other inputs keep their defaults.
+    y, h_n, c_n = _session(ort, convert.to_onnx(config, params, initial_state=True, opset=opset)).run(
+        ["Y", "Y_h", "Y_c"], {"X": x, "initial_h": state[0], "initial_c": state[1]}
+    )
+    _assert_outputs_close((y, h_n, c_n), native_forward(config, params, x, None, state), np.float32)
+    y, h_n, c_n = _session(ort, convert.to_onnx(config, params, batch_first=True, opset=opset)).run(
+        ["Y", "Y_h", "Y_c"], {"X": feeds["X"]}
+    )
+    _assert_outputs_close((y.transpose(1, 0, 2), h_n, c_n), native_forward(config, params, x), np.float32)
+    # What the export writes, from_onnx reads back bit for bit.
+    back_config, back = convert.from_onnx(model)
+    assert back_config == config
+    for key in params:
+        np.testing.assert_array_equal(back[key], params[key], err_msg=key)
+
+
+@pytest.mark.parametrize("option", ["batch_first", "initial_state", "sequence_lens"])
+def test_to_onnx_refuses_options_that_are_not_bools(onnx, option):
+    config = CONFIGS["1layer"]
+    with pytest.raises(TypeError, match=f"{option} must be True or False, got 'False'"):
+        convert.to_onnx(config, random_params(config, np.float32), **{option: "False"})
 
 
 def _edit_lstm_node(onnx, model, **attrs):

@@ -116,3 +116,59 @@ def test_onnx_round_trip_runs_in_onnxruntime(tmp_path):
     assert_close(outputs[0], y, np.float32, "y")
     assert_close(outputs[1], h, np.float32, "h_n")
     assert_close(outputs[2], c, np.float32, "c_n")
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_onnx_export_reads_what_the_layer_reads(batch_first):
+    # Before, a batch_first layer exported a model reading (T, B, I): given
+    # the layer's own (B, T, I) input, onnxruntime's y was 0.21 off.
+    ort = import_or_skip("onnxruntime")
+    layer = numba_lstm.LSTM(4, 8, num_layers=2, bidirectional=True, batch_first=batch_first, seed=2).eval()
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 5, 4)).astype(np.float32)  # B = 3, T = 5 if batch_first
+    B = 3 if batch_first else 5
+    state = tuple(rng.standard_normal((4, B, 8)).astype(np.float32) for _ in range(2))
+    y, (h, c) = layer(x, state)
+    session = ort.InferenceSession(layer.to_onnx(initial_state=True).SerializeToString())
+    got = session.run(["Y", "Y_h", "Y_c"], {"X": x, "initial_h": state[0], "initial_c": state[1]})
+    for name, g, want in zip(("y", "h_n", "c_n"), got, (y, h, c), strict=True):
+        assert_close(g, want, np.float32, name)
+    # The option wins over the layer's own; the model reads it back.
+    other = layer.to_onnx(batch_first=not batch_first)
+    assert numba_lstm.LSTM.from_onnx(other).batch_first is not batch_first
+    assert numba_lstm.LSTM.from_onnx(layer.to_onnx()).batch_first is batch_first
+    assert numba_lstm.LSTM.from_onnx(layer.to_onnx(), batch_first=False).batch_first is False
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_from_onnx_reads_a_torch_export_with_its_layout(batch_first):
+    # torch exports a batch_first module with a Transpose of X before the first node.
+    import io
+
+    torch = import_or_skip("torch")
+    onnx = import_or_skip("onnx")
+    torch.manual_seed(4)
+    module = torch.nn.LSTM(3, 6, num_layers=2, bidirectional=True, batch_first=batch_first).eval()
+    x = np.random.default_rng(5).standard_normal((2, 5, 3)).astype(np.float32)
+    buffer = io.BytesIO()
+    torch.onnx.export(module, (torch.from_numpy(x),), buffer, dynamo=False)
+    layer = numba_lstm.LSTM.from_onnx(onnx.load_from_string(buffer.getvalue()))
+    assert layer.batch_first is batch_first
+    with torch.no_grad():
+        want = module(torch.from_numpy(x))[0].numpy()
+    assert_close(layer(x)[0], want, np.float32, "y")
+
+
+def test_from_onnx_takes_the_layout_of_a_node_reading_the_input_as_it_is():
+    # A node of layout = 1 reads X (B, T, I) as it is: batch_first.  What it
+    # reads through other operators it cannot tell apart: the default.
+    onnx = import_or_skip("onnx")
+    model = numba_lstm.LSTM(3, 4, seed=0).to_onnx(opset=14)
+    node = next(n for n in model.graph.node if n.op_type == "LSTM")
+    node.attribute.append(onnx.helper.make_attribute("layout", 1))
+    assert numba_lstm.LSTM.from_onnx(model).batch_first is True
+    model.graph.node.insert(0, onnx.helper.make_node("Relu", ["X"], ["X_relu"]))
+    node.input[0] = "X_relu"
+    assert numba_lstm.LSTM.from_onnx(model).batch_first is False
