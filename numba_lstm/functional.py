@@ -242,10 +242,12 @@ def _forward(x, W, b, h0, c0, W_hr, lengths, reverse, cache, *, private_x, priva
     check_ndim("x", x, 3, "(T, B, I)")
     T, B = x.shape[:2]
     if x.shape[2] != I:  # the message is built only for the error
-        source = f"W (I + P, 4H) = {W.shape}"
-        if W_hr is not None:  # P, and so I, comes from W_hr
-            source += f" and P = {P} from W_hr (H, P) = {W_hr.shape}"
-        check_shape("x", x, (T, B, I), f"(T, B, I) with I = {I} from {source}")
+        if W_hr is None:
+            check_shape("x", x, (T, B, I), f"(T, B, I) with I = {I} from W (I + H, 4H) = {W.shape}")
+        raise ValueError(  # any of the three may be the wrong one
+            f"x, W and W_hr do not agree: x (T, B, I) = {x.shape} has I = {x.shape[2]} and W_hr (H, P) = "
+            f"{W_hr.shape} has P = {P}, so W (I + P, 4H) must have {x.shape[2] + P} rows; got {W.shape}"
+        )
     h0 = _state("h0", h0, B, P, dtype)
     c0 = _state("c0", c0, B, H, dtype)
     lengths = check_lengths(lengths, T, B)

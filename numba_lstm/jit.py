@@ -227,17 +227,25 @@ def _shape(a):
 
 @numba.njit(**SERIAL)
 def _check_step(x_t, h, c, W, b):
-    B, I = x_t.shape
+    _check_shapes(x_t, x_t.shape[0], x_t.shape[1], h, c, W, b, ("x_t (B, I)", "x_t.shape[0]", "h", "c"))
+
+
+@numba.njit(**SERIAL)
+def _check_shapes(x, B, I, h, c, W, b, names):
+    """Refuse a state (h, c) or weights (W, b) that do not fit an input x of
+    B rows and I features; ``names``: x with its axes, where B is in x, and
+    the names of h and c, as the caller's arguments are called."""
+    x_axes, B_axis, h_name, c_name = names
     H = h.shape[1]
     if h.shape[0] != B or c.shape[0] != B or c.shape[1] != H:
         raise ValueError(
-            "h and c must both have shape (B, H) with B = x_t.shape[0] = " + str(B)
-            + "; got h " + _shape(h) + ", c " + _shape(c)
+            h_name + " and " + c_name + " must both have shape (B, H) with B = " + B_axis + " = " + str(B)
+            + "; got " + h_name + " " + _shape(h) + ", " + c_name + " " + _shape(c)
         )  # fmt: skip
     if W.shape[0] != I + H or W.shape[1] != 4 * H:
         raise ValueError(
-            "W must have shape (I + H, 4H) = (" + str(I + H) + ", " + str(4 * H) + ") for x_t (B, I) = "
-            + _shape(x_t) + " and h (B, H) = " + _shape(h) + "; got " + _shape(W)
+            "W must have shape (I + H, 4H) = (" + str(I + H) + ", " + str(4 * H) + ") for " + x_axes + " = "
+            + _shape(x) + " and " + h_name + " (B, H) = " + _shape(h) + "; got " + _shape(W)
         )  # fmt: skip
     if b.shape[0] != 4 * H:
         raise ValueError("b must have shape (4H,) = (" + str(4 * H) + ",); got " + _shape(b))
@@ -538,7 +546,7 @@ def forward(x, W, b, h0, c0):
     # as they are: one specialisation of the kernel serves them all.
     x, h0, c0 = np.ascontiguousarray(x), np.ascontiguousarray(h0), np.ascontiguousarray(c0)
     T, B, I = x.shape
-    _check_step(x[0] if T > 0 else np.empty((B, I), x.dtype), h0, c0, W, b)
+    _check_shapes(x, B, I, h0, c0, W, b, ("x (T, B, I)", "x.shape[1]", "h0", "c0"))
     H = h0.shape[1]
     N = T * B
     if N == 0:

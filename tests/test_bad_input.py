@@ -50,7 +50,7 @@ FORWARD_CASES = [
     (lambda p: p.update(W_hr=np.zeros((5, 3), np.float64)), TypeError, r"W_hr has dtype float64"),
     (lambda p: p.update(W_hr=np.zeros((4, 3), np.float32)), ValueError, r"W_hr must have shape \(H, P\) with H = 5 from W, got \(4, 3\)"),
     (lambda p: p.update(W_hr=np.zeros(5, np.float32)), ValueError, r"W_hr must be 2-D \(H, P\), got 1-D"),
-    (lambda p: p.update(W_hr=np.zeros((5, 3), np.float32)), ValueError, r"x must have shape \(3, 2, 6\) .* and P = 3 from W_hr \(H, P\) = \(5, 3\), got \(3, 2, 4\)"),
+    (lambda p: p.update(W_hr=np.zeros((5, 3), np.float32)), ValueError, r"x, W and W_hr do not agree: x \(T, B, I\) = \(3, 2, 4\) has I = 4 and W_hr \(H, P\) = \(5, 3\) has P = 3, so W \(I \+ P, 4H\) must have 7 rows; got \(9, 20\)"),
     (lambda p: p.update(cache="no"), TypeError, r"cache must be True or False, got 'no'"),
     (lambda p: p.update(cache=None), TypeError, r"cache must be True or False, got None"),
     # A string was read as true: reverse="False" ran the sequences backwards.
@@ -297,36 +297,45 @@ def j():
     return dict(x_t=q["x"][0], h=q["h0"], c=q["c0"], W=q["W"], b=q["b"])
 
 
+# Each case with its message from jit.step, then from jit.forward, which names
+# its own arguments (x (T, B, I), h0, c0).
 @pytest.mark.parametrize(
-    ("change", "message"),
+    ("change", "step_message", "forward_message"),
     [
         (
             lambda a: a.update(W=a["W"][:-1]),
-            rf"W must have shape \(I \+ H, 4H\) = \({I + H}, {4 * H}\) .*; got \({I + H - 1}, {4 * H}\)",
+            rf"W must have shape \(I \+ H, 4H\) = \({I + H}, {4 * H}\) for x_t \(B, I\) = \({B}, {I}\) "
+            rf"and h \(B, H\) = \({B}, {H}\); got \({I + H - 1}, {4 * H}\)",
+            rf"W must have shape \(I \+ H, 4H\) = \({I + H}, {4 * H}\) for x \(T, B, I\) = \(1, {B}, {I}\) "
+            rf"and h0 \(B, H\) = \({B}, {H}\); got \({I + H - 1}, {4 * H}\)",
         ),
         (
             lambda a: a.update(W=np.ascontiguousarray(a["W"][:, :-4])),
+            rf"W must have shape \(I \+ H, 4H\) = \({I + H}, {4 * H}\) .*; got \({I + H}, {4 * H - 4}\)",
             rf"W must have shape \(I \+ H, 4H\) = \({I + H}, {4 * H}\) .*; got \({I + H}, {4 * H - 4}\)",
         ),
         (
             lambda a: a.update(b=a["b"][:-1].copy()),
             rf"b must have shape \(4H,\) = \({4 * H},\); got \({4 * H - 1},\)",
+            rf"b must have shape \(4H,\) = \({4 * H},\); got \({4 * H - 1},\)",
         ),
         (
             lambda a: a.update(h=a["h"][:1].copy()),
             rf"h and c must both have shape \(B, H\) with B = x_t.shape\[0\] = {B}; got h \(1, {H}\), c \({B}, {H}\)",
+            rf"h0 and c0 must both have shape \(B, H\) with B = x.shape\[1\] = {B}; got h0 \(1, {H}\), c0 \({B}, {H}\)",
         ),
         (
             lambda a: a.update(c=a["c"][:, :-1].copy()),
             rf"h and c must both have shape \(B, H\) .*; got h \({B}, {H}\), c \({B}, {H - 1}\)",
+            rf"h0 and c0 must both have shape \(B, H\) .*; got h0 \({B}, {H}\), c0 \({B}, {H - 1}\)",
         ),
     ],
 )
-def test_jit_step_rejects_bad_shapes(j, change, message):
+def test_jit_step_rejects_bad_shapes(j, change, step_message, forward_message):
     change(j)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=step_message):
         jit.step(**j)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=forward_message):
         jit.forward(j["x_t"][None], j["W"], j["b"], j["h"], j["c"])
 
 
