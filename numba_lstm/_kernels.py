@@ -85,6 +85,7 @@ walk directly (bench/NOTES.md, "Session 31").
 
 import numba
 import numpy as np
+from numba.extending import overload
 
 from numba_lstm._math import fma, sigmoid, tanh
 from numba_lstm._options import PARALLEL, SERIAL
@@ -249,11 +250,30 @@ def _add_row_fmas(out, a, w):
 @numba.njit(**SERIAL)
 def _add_blas_matmul(out, a, w, work):
     """out += a @ w through BLAS: ``np.dot`` into ``work`` (like ``out``), then one pass adding it."""
-    np.dot(a, w, work)
+    np.dot(_blas_operand(a), _blas_operand(w), work)
     for r in range(out.shape[0]):
         out_r, work_r = out[r], work[r]
         for j in range(out.shape[1]):
             out_r[j] += work_r[j]
+
+
+def _blas_operand(a):
+    """``a`` as ``np.dot`` takes it to BLAS: as it is in C or Fortran order,
+    else (layout "A": rows or columns apart) through ``np.ascontiguousarray``.
+
+    ``np.dot`` copies an "A" array itself, even one that is contiguous, and
+    warns at compile time that it "is faster on contiguous arrays" (a
+    NumbaPerformanceWarning for a strided ``x_t`` or a W in Fortran order
+    given to ``jit.step_into``, whose rows past ``SMALL_ROWS`` take BLAS).
+    ``np.ascontiguousarray`` copies only an array that is not contiguous.
+    """
+
+
+@overload(_blas_operand)
+def _blas_operand_overload(a):
+    if a.layout in "CF":
+        return lambda a: a
+    return lambda a: np.ascontiguousarray(a)
 
 
 @numba.njit(**SERIAL)
