@@ -829,8 +829,8 @@ def to_onnx(
     -------
     onnx.ModelProto
         Inputs ``X (T, B, I)`` (and ``initial_h``, ``initial_c``,
-        ``sequence_lens``); outputs ``Y (T, B, D*H)``
-        (directions concatenated on the last axis, as torch's output),
+        ``sequence_lens``); outputs ``Y (T, B, D*H)`` (``(B, ...)`` with
+        ``batch_first``; directions concatenated on the last axis, as torch's output),
         ``Y_h`` and ``Y_c`` of shape ``(num_layers * D, B, H)`` (as torch's
         ``h_n``, ``c_n``).  Each node holds ``W (D, 4H, I_k)``, ``R (D, 4H, H)``,
         ``B (D, 8H) = [b, 0]`` in ONNX's gate order i, o, f, c; between layers
