@@ -863,7 +863,8 @@ def to_onnx(
             inputs.append(helper.make_tensor_value_info(name, elem, [L * D, "B", H]))
     if sequence_lens:
         inputs.append(helper.make_tensor_value_info("sequence_lens", onnx.TensorProto.INT32, ["B"]))
-    initializers = [numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape_T_B_DH")]
+    # (T, B, D * H) with D * H written out: -1 cannot be inferred from an empty Y (T = 0).
+    initializers = [numpy_helper.from_array(np.array([0, 0, D * H], np.int64), "shape_T_B_DH")]
     nodes = []
     layer_input = "X"
     if batch_first:
@@ -932,17 +933,62 @@ def to_onnx(
     return model
 
 
+#: A ``Constant`` node's attributes other than a tensor ``value``, and their dtypes.
+_ONNX_CONSTANT_LISTS = {
+    "value_float": np.float32,
+    "value_floats": np.float32,
+    "value_int": np.int64,
+    "value_ints": np.int64,
+}
+
+
 def _onnx_constants(graph):
     """Initializers and ``Constant`` node values of ``graph``, by name."""
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
-    values = {t.name: t for t in graph.initializer}
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
     for node in graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    values[node.output[0]] = helper.get_attribute_value(attr)
-    return {name: numpy_helper.to_array(t) for name, t in values.items()}
+        if node.op_type == "Constant" and node.output:
+            for name, value in _onnx_attributes(node).items():
+                if name == "value":
+                    values[node.output[0]] = numpy_helper.to_array(value)
+                elif name in _ONNX_CONSTANT_LISTS:
+                    values[node.output[0]] = np.array(value, _ONNX_CONSTANT_LISTS[name])
+    return values
+
+
+def _onnx_dynamic(graph, constants):
+    """The names of the values of ``graph`` that depend on its inputs (those
+    that no initializer sets); the others are computed from constants alone."""
+    dynamic = {i.name for i in graph.input} - set(constants)
+    for node in graph.node:  # in topological order, as ONNX requires
+        if any(name in dynamic for name in node.input):
+            dynamic.update(node.output)
+    return dynamic
+
+
+def _onnx_evaluate(model, name):
+    """The value ``name`` of ``model``, which depends on no graph input:
+    onnx's reference evaluator runs the nodes that lead to it."""
+    from onnx import ValueInfoProto, helper, reference
+
+    graph = model.graph
+    producers = _onnx_producers(graph)
+    initializers = {t.name: t for t in graph.initializer}
+    needed, used, todo = set(), [], [name]
+    while todo:
+        value = todo.pop()
+        if not value or value in needed:
+            continue
+        needed.add(value)
+        if value in initializers:
+            used.append(initializers[value])
+        else:
+            todo.extend(producers[value].input)
+    nodes = [node for node in graph.node if any(out in needed for out in node.output)]
+    subgraph = helper.make_graph(nodes, "constant", [], [ValueInfoProto(name=name)], used)
+    submodel = helper.make_model(subgraph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    return reference.ReferenceEvaluator(submodel).run(None, {})[0]
 
 
 def _onnx_attributes(node):
@@ -1032,7 +1078,7 @@ def _onnx_batch_first(model, input_size):
     return None
 
 
-def _check_onnx_stack(nodes, wheres, D, H, graph, constants):
+def _check_onnx_stack(nodes, wheres, D, H, model, constants):
     """Refuse LSTM nodes (of D directions and H units each, described by
     ``wheres``) that are not one stacked LSTM: layer k > 0 must read layer
     k - 1's output Y, (T, D, B, H), rearranged into (T, B, D * H) by layout
@@ -1041,19 +1087,29 @@ def _check_onnx_stack(nodes, wheres, D, H, graph, constants):
     parameters hold no initial state)."""
     from onnx import numpy_helper
 
+    graph = model.graph
     producers = _onnx_producers(graph)
+    dynamic = _onnx_dynamic(graph, constants)
     layouts = [_onnx_attributes(node).get("layout", 0) for node in nodes]
 
     for k, (node, where) in enumerate(zip(nodes, wheres, strict=True)):
         for index, label in ((5, "initial_h"), (6, "initial_c")):
             name = node.input[index] if len(node.input) > index else ""
-            _, start = _onnx_source(name, _ONNX_REPEAT_OPS, producers)
+            if not name:
+                continue
+            # A state computed from constants alone is evaluated; one filled
+            # or repeated to the batch's size at run time (Expand, Tile, ...
+            # to a shape taken from X) is traced back to what it repeats.
+            start = name if name not in dynamic else _onnx_source(name, _ONNX_REPEAT_OPS, producers)[1]
             start_node = producers.get(start)
-            value = constants.get(start)
-            if start_node is not None and start_node.op_type == "ConstantOfShape":
+            if start not in dynamic:
+                value = constants[start] if start in constants else _onnx_evaluate(model, start)
+            elif start_node is not None and start_node.op_type == "ConstantOfShape":
                 fill = _onnx_attributes(start_node).get("value")
                 value = 0.0 if fill is None else numpy_helper.to_array(fill)  # 0.0: ONNX's default
-            if name and value is not None and np.any(np.asarray(value) != 0):
+            else:  # an input of the model, or computed from one
+                continue
+            if np.any(np.asarray(value) != 0):
                 raise ValueError(
                     f"{where} starts from a constant {label} that is not zero: the native parameters hold "
                     "no initial state (pass it to forward as state=(h0, c0))"
@@ -1213,5 +1269,5 @@ def from_onnx(path_or_model):
                 b = B[d, : 4 * H] + B[d, 4 * H :]
                 params[f"b_l{k}{sfx}"] = _permute_blocks(b, _NATIVE_FROM_ONNX, axis=0)
     _same_dtype(params)
-    _check_onnx_stack(lstm_nodes, [where for where, *_ in layers], D, H, graph, constants)
+    _check_onnx_stack(lstm_nodes, [where for where, *_ in layers], D, H, model, constants)
     return config, _aligned_params(params)
