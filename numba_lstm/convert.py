@@ -823,7 +823,9 @@ def to_onnx(
         steps past a sequence's length give zeros in ``Y`` and do not change
         its state; the reverse direction starts at each sequence's last step).
     opset : int, default 17
-        ONNX opset (7 or later).
+        ONNX opset, from 7 to the newest the installed ``onnx`` knows.  The
+        model holds the parameters' dtype; onnxruntime runs float32 models
+        only ("LSTM operator does not support double yet").
 
     Returns
     -------
@@ -845,8 +847,14 @@ def to_onnx(
             f"config has proj_size={config['proj_size']}: the ONNX LSTM operator has no projection, "
             "so this model cannot be exported"
         )
-    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) or opset < 7:
-        raise ValueError(f"opset must be an integer >= 7 (the LSTM operator's version 7), got {opset!r}")
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+        raise TypeError(f"opset must be an integer, got {opset!r}")
+    newest = onnx.defs.onnx_opset_version()
+    if not 7 <= opset <= newest:
+        raise ValueError(
+            f"opset must be from 7 (the LSTM operator's version 7) to {newest} (the newest that onnx "
+            f"{onnx.__version__} knows), got {opset}"
+        )
     batch_first = check_bool("batch_first", batch_first)
     initial_state = check_bool("initial_state", initial_state)
     sequence_lens = check_bool("sequence_lens", sequence_lens)

@@ -182,7 +182,9 @@ class LSTM:
         ``options`` are the constructor's keyword options (``dropout``,
         ``batch_first``, ``seed``); the dtype is the parameters' own.  A
         ``dropout`` or ``batch_first`` in ``config`` is used as well, unless
-        ``options`` gives another value (an error).
+        ``options`` gives another value (an error).  ``layer.config`` holds
+        the architecture alone: a copy of a ``batch_first`` layer is
+        ``from_params(layer.config, layer.params, batch_first=True)``.
         """
         from numba_lstm.convert import check_params
 
@@ -345,16 +347,18 @@ class LSTM:
     def _time_major(self, a):
         return np.ascontiguousarray(a.transpose(1, 0, 2)) if self.batch_first else a
 
-    def _initial_state(self, state, B):
+    def _initial_state(self, state, B, names=("h0", "c0")):
+        """``state`` checked (zeros if None); ``names``: h and c as the caller calls them."""
         LD, H, P = self.num_layers * self.num_directions, self.hidden_size, self.output_size
+        h_name, c_name = names
         if state is None:
             return np.zeros((LD, B, P), self.dtype), np.zeros((LD, B, H), self.dtype)
         if not isinstance(state, tuple) or len(state) != 2:
-            raise TypeError(f"state must be a tuple (h0, c0), got {type(state).__name__}")
-        h0 = as_float_array("h0", state[0], self.dtype)
-        c0 = as_float_array("c0", state[1], self.dtype)
-        check_shape("h0", h0, (LD, B, P), "(num_layers * num_directions, B, P)")
-        check_shape("c0", c0, (LD, B, H), "(num_layers * num_directions, B, H)")
+            raise TypeError(f"state must be a tuple ({h_name}, {c_name}), got {type(state).__name__}")
+        h0 = as_float_array(h_name, state[0], self.dtype)
+        c0 = as_float_array(c_name, state[1], self.dtype)
+        check_shape(h_name, h0, (LD, B, P), "(num_layers * num_directions, B, P)")
+        check_shape(c_name, c0, (LD, B, H), "(num_layers * num_directions, B, H)")
         return h0, c0
 
     def __call__(self, x, state=None, lengths=None, *, cache=True):
@@ -545,7 +549,10 @@ class LSTM:
             if self.proj_size == 0:
                 # h and c of every layer in one array (2, L, B, H): the state
                 # returned is its two halves.
-                stacked = self._last_step_stacked if returned else np.stack(self._initial_state(state, B))
+                if returned:
+                    stacked = self._last_step_stacked
+                else:
+                    stacked = np.stack(self._initial_state(state, B, ("h", "c")))
                 new_stacked = np.empty_like(stacked)
                 layer_step_into = jit._layer_step_into
                 k = 0
@@ -564,7 +571,7 @@ class LSTM:
                 y_t = h_new[k - 1].copy()
                 self._last_step_stacked = new_stacked
             else:
-                h, c = state if returned else self._initial_state(state, B)
+                h, c = state if returned else self._initial_state(state, B, ("h", "c"))
                 h_new, c_new = np.empty_like(h), np.empty_like(c)
                 for k, (W_key, b_key, W_hr_key, shares) in enumerate(self._step_keys):
                     W, b, W_hr = params[W_key], params[b_key], params[W_hr_key]

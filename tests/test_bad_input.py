@@ -219,8 +219,9 @@ def test_layer_backward_rejects(layer, kwargs, error, message):
         (dict(x_t=_x(B, I + 2)), ValueError, r"x_t must have shape \(2, 4\).*got \(2, 6\)"),
         (dict(x_t=_x(B, I, dtype=np.float64)), TypeError, r"x_t has dtype float64 but the other arrays are float32"),
         (dict(x_t=_x(B, I).astype(np.uint8)), TypeError, r"x_t must have dtype .*got uint8"),
-        (dict(state=(np.zeros((2, B + 1, H), np.float32), np.zeros((2, B + 1, H), np.float32))), ValueError, r"h0 must have shape \(2, 2, 5\).*got \(2, 3, 5\)"),
-        (dict(state=(np.zeros((2, B, H), np.float32), np.zeros((2, B, H + 1), np.float32))), ValueError, r"c0 must have shape \(2, 2, 5\).*got \(2, 2, 6\)"),
+        (dict(state=(np.zeros((2, B + 1, H), np.float32), np.zeros((2, B + 1, H), np.float32))), ValueError, r"^h must have shape \(2, 2, 5\).*got \(2, 3, 5\)"),
+        (dict(state=(np.zeros((2, B, H), np.float32), np.zeros((2, B, H + 1), np.float32))), ValueError, r"^c must have shape \(2, 2, 5\).*got \(2, 2, 6\)"),
+        (dict(state=[np.zeros((2, B, H), np.float32)] * 2), TypeError, r"state must be a tuple \(h, c\), got list"),
     ],
 )  # fmt: skip
 def test_layer_step_rejects(layer, kwargs, error, message):
@@ -233,7 +234,7 @@ def test_layer_step_state_from_another_batch_size_after_streaming(layer):
     """Carrying a state from a batch of 2 into a batch of 3 is refused."""
     layer.eval()
     _, state = layer.step(_x(B, I))
-    with pytest.raises(ValueError, match=r"h0 must have shape \(2, 3, 5\).*got \(2, 2, 5\)"):
+    with pytest.raises(ValueError, match=r"^h must have shape \(2, 3, 5\).*got \(2, 2, 5\)"):
         layer.step(_x(B + 1, I), state)
     _, (h_n, c_n) = layer.forward(_x(T, B, I))
     with pytest.raises(ValueError, match=r"h0 must have shape \(2, 3, 5\).*got \(2, 2, 5\)"):

@@ -738,8 +738,16 @@ def test_to_onnx_refuses_projection_and_bad_opset(onnx):
     with pytest.raises(ValueError, match="proj_size=3.*no projection"):
         convert.to_onnx(config, random_params(config, np.float32))
     config = CONFIGS["1layer"]
-    with pytest.raises(ValueError, match="opset"):
-        convert.to_onnx(config, random_params(config, np.float32), opset=5)
+    params = random_params(config, np.float32)
+    with pytest.raises(ValueError, match="opset must be from 7 .* got 5"):
+        convert.to_onnx(config, params, opset=5)
+    newest = onnx.defs.onnx_opset_version()
+    convert.to_onnx(config, params, opset=newest)
+    with pytest.raises(ValueError, match=f"opset must be from 7 .* to {newest} .* got {newest + 1}"):
+        convert.to_onnx(config, params, opset=newest + 1)  # failed inside onnx, naming no argument
+    for opset in (17.0, "17", True):  # a ValueError before
+        with pytest.raises(TypeError, match=f"opset must be an integer, got {opset!r}"):
+            convert.to_onnx(config, params, opset=opset)
 
 
 # --------------------------------------------------------------------------
