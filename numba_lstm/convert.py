@@ -971,7 +971,7 @@ def _onnx_dynamic(graph, constants):
     dynamic = {i.name for i in graph.input} - set(constants)
     for node in graph.node:  # in topological order, as ONNX requires
         if any(name in dynamic for name in node.input):
-            dynamic.update(node.output)
+            dynamic.update(name for name in node.output if name)  # "": an optional output left out
     return dynamic
 
 

@@ -667,6 +667,24 @@ def test_from_onnx_refuses_a_constant_initial_state_other_than_zero(onnx, index,
             convert.from_onnx(model)
 
 
+def test_from_onnx_tells_constants_from_inputs_past_empty_names(onnx):
+    # A node whose optional output is left out ("") reads the input X; the
+    # state is Clip(0.5, "", ""), whose optional inputs are "" too: "" is no
+    # value computed from X, and the state is a constant.
+    from onnx import helper, numpy_helper
+
+    config = CONFIGS["1layer"]
+    model = convert.to_onnx(config, random_params(config, np.float32))
+    node = next(n for n in model.graph.node if n.op_type == "LSTM")
+    node.input.extend(["", "initial_h"])
+    H = config["hidden_size"]
+    model.graph.initializer.append(numpy_helper.from_array(np.full((1, 1, H), 0.5, np.float32), "half"))
+    model.graph.node.insert(0, helper.make_node("Dropout", ["X"], ["X_dropped", ""]))
+    model.graph.node.insert(1, helper.make_node("Clip", ["half", "", ""], ["initial_h"]))
+    with pytest.raises(ValueError, match="starts from a constant initial_h that is not zero"):
+        convert.from_onnx(model)
+
+
 @pytest.mark.parametrize("value", [0.0, 0.5])
 def test_from_onnx_refuses_the_frozen_state_of_its_own_export(onnx, ort, value):
     # to_onnx(initial_state=True) with the state made initializers: each
