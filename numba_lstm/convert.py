@@ -965,38 +965,87 @@ def _onnx_constants(graph):
     return values
 
 
+#: ONNX operators whose outputs depend on their input's shape alone, not its values.
+_ONNX_SHAPE_OPS = ("Shape", "Size")
+
+
 def _onnx_dynamic(graph, constants):
-    """The names of the values of ``graph`` that depend on its inputs (those
-    that no initializer sets); the others are computed from constants alone."""
+    """The names of the values of ``graph`` that depend on the values of its
+    inputs (those that no initializer sets).  The others come from constants
+    and the inputs' shapes alone (through ``Shape`` and ``Size``).  A node
+    holding subgraphs (``If``, ``Loop``, ``Scan``) counts as reading the
+    inputs: its subgraphs may."""
+    from onnx import AttributeProto
+
+    holds_graphs = (AttributeProto.GRAPH, AttributeProto.GRAPHS)
     dynamic = {i.name for i in graph.input} - set(constants)
     for node in graph.node:  # in topological order, as ONNX requires
-        if any(name in dynamic for name in node.input):
+        if node.op_type in _ONNX_SHAPE_OPS:
+            continue
+        if any(a.type in holds_graphs for a in node.attribute) or any(n in dynamic for n in node.input):
             dynamic.update(name for name in node.output if name)  # "": an optional output left out
     return dynamic
 
 
-def _onnx_evaluate(model, name):
-    """The value ``name`` of ``model``, which depends on no graph input:
-    onnx's reference evaluator runs the nodes that lead to it."""
-    from onnx import ValueInfoProto, helper, reference
+def _onnx_shapes(model):
+    """The shape of each value of ``model`` whose rank onnx's shape inference
+    knows, by name: its dimensions where they are numbers, else 2."""
+    from onnx import shape_inference
+
+    try:
+        graph = shape_inference.infer_shapes(model).graph
+    except Exception:  # a model it cannot infer: the graph's own declarations
+        graph = model.graph
+    shapes = {}
+    for info in (*graph.input, *graph.value_info, *graph.output):
+        tensor = info.type.tensor_type
+        if tensor.HasField("shape"):
+            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else 2 for d in tensor.shape.dim]
+    return shapes
+
+
+def _onnx_evaluate(model, name, dynamic):
+    """The value ``name`` of ``model``, which ``dynamic`` does not hold, or
+    None where it cannot be computed.  onnx's reference evaluator runs the
+    nodes that lead to it; the ``Shape`` (or ``Size``) of a value computed
+    from the inputs is given from its declared or inferred shape (2 for a
+    dimension that is not a number)."""
+    from onnx import TensorProto, ValueInfoProto, helper, reference
 
     graph = model.graph
     producers = _onnx_producers(graph)
     initializers = {t.name: t for t in graph.initializer}
-    needed, used, todo = set(), [], [name]
+    shapes = None
+    needed, used, feeds, todo = set(), [], {}, [name]
     while todo:
         value = todo.pop()
         if not value or value in needed:
             continue
         needed.add(value)
+        node = producers.get(value)
         if value in initializers:
             used.append(initializers[value])
+        elif node is None:  # an input of a subgraph's scope, or of nothing
+            return None
+        elif node.op_type in _ONNX_SHAPE_OPS and node.input[0] in dynamic:
+            shapes = _onnx_shapes(model) if shapes is None else shapes
+            if node.input[0] not in shapes:
+                return None
+            shape = np.array(shapes[node.input[0]], np.int64)
+            attrs = _onnx_attributes(node)
+            feeds[value] = (
+                shape[attrs.get("start", 0) : attrs.get("end")] if node.op_type == "Shape" else np.prod(shape)
+            )
         else:
-            todo.extend(producers[value].input)
-    nodes = [node for node in graph.node if any(out in needed for out in node.output)]
-    subgraph = helper.make_graph(nodes, "constant", [], [ValueInfoProto(name=name)], used)
+            todo.extend(node.input)
+    nodes = [n for n in graph.node if any(out in needed and out not in feeds for out in n.output)]
+    inputs = [helper.make_tensor_value_info(v, TensorProto.INT64, list(a.shape)) for v, a in feeds.items()]
+    subgraph = helper.make_graph(nodes, "constant", inputs, [ValueInfoProto(name=name)], used)
     submodel = helper.make_model(subgraph, opset_imports=model.opset_import, ir_version=model.ir_version)
-    return reference.ReferenceEvaluator(submodel).run(None, {})[0]
+    try:
+        return reference.ReferenceEvaluator(submodel).run(None, feeds)[0]
+    except Exception:  # an operator it does not know (another domain), or cannot run here
+        return None
 
 
 def _onnx_attributes(node):
@@ -1046,6 +1095,17 @@ def _onnx_rearrange(node, a, constants):
     return None
 
 
+def _onnx_follow(path, a, constants):
+    """``a`` through the layout operators of ``path`` (from ``_onnx_source``,
+    the last first): the result and None, or None and the node whose
+    parameters cannot be followed."""
+    for node in reversed(path):
+        a = _onnx_rearrange(node, a, constants)
+        if a is None:
+            return None, node
+    return a, None
+
+
 def _onnx_producers(graph):
     """The node that writes each value of ``graph``, by the value's name."""
     return {out: node for node in graph.node for out in node.output if out}
@@ -1061,7 +1121,7 @@ def _onnx_source(name, ops, producers):
     return path, name
 
 
-def _onnx_batch_first(model, input_size):
+def _onnx_batch_first(model, input_size, constants):
     """Whether the first ``LSTM`` node of ``model`` reads a graph input of
     shape (B, T, I): True or False where it reads one through layout
     operators alone (a torch export of a ``batch_first`` module transposes
@@ -1069,7 +1129,6 @@ def _onnx_batch_first(model, input_size):
     anything else."""
     graph = model.graph
     node = next(n for n in graph.node if n.op_type == "LSTM")
-    constants = _onnx_constants(graph)
     path, start = _onnx_source(node.input[0], _ONNX_LAYOUT_OPS, _onnx_producers(graph))
     if start not in {i.name for i in graph.input} - set(constants):
         return None
@@ -1077,16 +1136,13 @@ def _onnx_batch_first(model, input_size):
     probe = np.arange(T * B * input_size).reshape(T, B, input_size)
     want = probe.transpose(1, 0, 2) if _onnx_attributes(node).get("layout", 0) == 1 else probe
     for batch_first, given in ((False, probe), (True, probe.transpose(1, 0, 2))):
-        for op in reversed(path):
-            given = _onnx_rearrange(op, given, constants)
-            if given is None:
-                return None
-        if given.shape == want.shape and np.array_equal(given, want):
+        got, _ = _onnx_follow(path, given, constants)
+        if got is not None and got.shape == want.shape and np.array_equal(got, want):
             return batch_first
     return None
 
 
-def _check_onnx_stack(nodes, wheres, D, H, model, constants):
+def _check_onnx_stack(nodes, wheres, D, H, model, constants, dynamic):
     """Refuse LSTM nodes (of D directions and H units each, described by
     ``wheres``) that are not one stacked LSTM: layer k > 0 must read layer
     k - 1's output Y, (T, D, B, H), rearranged into (T, B, D * H) by layout
@@ -1097,7 +1153,6 @@ def _check_onnx_stack(nodes, wheres, D, H, model, constants):
 
     graph = model.graph
     producers = _onnx_producers(graph)
-    dynamic = _onnx_dynamic(graph, constants)
     layouts = [_onnx_attributes(node).get("layout", 0) for node in nodes]
 
     for k, (node, where) in enumerate(zip(nodes, wheres, strict=True)):
@@ -1105,13 +1160,20 @@ def _check_onnx_stack(nodes, wheres, D, H, model, constants):
             name = node.input[index] if len(node.input) > index else ""
             if not name:
                 continue
-            # A state computed from constants alone is evaluated; one filled
-            # or repeated to the batch's size at run time (Expand, Tile, ...
-            # to a shape taken from X) is traced back to what it repeats.
+            # A state computed from constants and the inputs' shapes (a state
+            # of B rows, B taken from X) is evaluated; one that depends on the
+            # values of the inputs is traced back through the operators that
+            # repeat values (Expand, Tile, ...) to what they repeat.
             start = name if name not in dynamic else _onnx_source(name, _ONNX_REPEAT_OPS, producers)[1]
             start_node = producers.get(start)
             if start not in dynamic:
-                value = constants[start] if start in constants else _onnx_evaluate(model, start)
+                value = constants[start] if start in constants else _onnx_evaluate(model, start, dynamic)
+                if value is None:
+                    raise ValueError(
+                        f"{where} starts from an {label} computed from constants by operators that numba_lstm "
+                        "cannot evaluate (onnx's reference evaluator failed), so it may not be zero, and the "
+                        "native parameters hold no initial state"
+                    )
             elif start_node is not None and start_node.op_type == "ConstantOfShape":
                 fill = _onnx_attributes(start_node).get("value")
                 value = 0.0 if fill is None else numpy_helper.to_array(fill)  # 0.0: ONNX's default
@@ -1135,14 +1197,13 @@ def _check_onnx_stack(nodes, wheres, D, H, model, constants):
             )
         T, B = 3, 5  # a probe (T, D, B, H) of distinct values through the operators
         probe = np.arange(T * D * B * H).reshape(T, D, B, H)
-        got = probe.transpose(2, 0, 1, 3) if layouts[k - 1] == 1 else probe  # Y (B, T, D, H)
-        for op in reversed(path):
-            got = _onnx_rearrange(op, got, constants)
-            if got is None:
-                raise ValueError(
-                    f"{where} reads the output Y of {previous} through the {op.op_type} node {op.name!r}, "
-                    "whose parameters numba_lstm cannot follow"
-                )
+        y_probe = probe.transpose(2, 0, 1, 3) if layouts[k - 1] == 1 else probe  # Y (B, T, D, H)
+        got, stuck = _onnx_follow(path, y_probe, constants)
+        if stuck is not None:
+            raise ValueError(
+                f"{where} reads the output Y of {previous} through the {stuck.op_type} node {stuck.name!r}, "
+                "whose parameters numba_lstm cannot follow"
+            )
         want = probe.transpose(0, 2, 1, 3).reshape(T, B, D * H)
         want = want.transpose(1, 0, 2) if layouts[k] == 1 else want  # X (B, T, D * H)
         if got.shape != want.shape or not np.array_equal(got, want):
@@ -1163,12 +1224,15 @@ def from_onnx(path_or_model):
         write them): the same ``hidden_size`` and ``direction`` in each, layer
         ``k > 0`` reading the output ``Y`` of layer ``k - 1`` rearranged into
         ``(T, B, D * H)`` by ``Transpose``, ``Reshape``, ``Squeeze`` or
-        ``Identity`` nodes alone.  ``W``, ``R`` and ``B`` must be initializers
-        or ``Constant`` outputs; ``B = [Wb, Rb]`` is summed.  What comes before
+        ``Identity`` nodes alone.  ``W``, ``R`` and ``B`` must be constants
+        (initializers, ``Constant`` outputs, or computed from them alone: onnx's
+        reference evaluator computes them); ``B = [Wb, Rb]`` is summed.  What comes before
         the first node and after the last is not part of the stack.
         ``layout``, ``sequence_lens``, ``initial_h`` and ``initial_c`` concern
         the inputs, not the weights, and are not read, but a constant initial
-        state must be zero.
+        state must be zero (one computed from constants and the inputs'
+        shapes, such as zeros of B rows, is evaluated; an initializer counts
+        as the state's value even where the graph also lists it as an input).
 
     Returns
     -------
@@ -1184,14 +1248,26 @@ def from_onnx(path_or_model):
         or other operators between them), or a constant initial state other
         than zero.
     """
+    config, params, _ = _read_onnx(_onnx_model(path_or_model))
+    return config, params
+
+
+def _onnx_model(path_or_model):
+    """``path_or_model`` as an ``onnx.ModelProto`` (loaded from a path)."""
     import onnx
 
-    model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(path_or_model)
+    return path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(path_or_model)
+
+
+def _read_onnx(model):
+    """``from_onnx`` of an ``onnx.ModelProto``: ``config``, ``params`` and
+    the layout of its input (``_onnx_batch_first``)."""
     graph = model.graph
     lstm_nodes = [n for n in graph.node if n.op_type == "LSTM"]
     if not lstm_nodes:
         raise ValueError("the ONNX model has no LSTM node")
     constants = _onnx_constants(graph)
+    dynamic = _onnx_dynamic(graph, constants)
     layers = []
     for k, node in enumerate(lstm_nodes):
         where = f"LSTM node {node.name or k!r}"
@@ -1227,9 +1303,15 @@ def from_onnx(path_or_model):
             name = ins[index]
             if not name:
                 return None
-            if name not in constants:
-                raise ValueError(f"{where}: its {label} input {name!r} is not an initializer or Constant")
-            return _to_numpy(f"{where} {label}", constants[name])
+            value = constants.get(name)
+            if value is None and name not in dynamic:  # computed from constants (no constant folding)
+                value = _onnx_evaluate(model, name, dynamic)
+            if value is None:
+                raise ValueError(
+                    f"{where}: its {label} input {name!r} is not a constant (an initializer, a Constant, "
+                    "or computed from them alone)"
+                )
+            return _to_numpy(f"{where} {label}", value)
 
         W, R, B, P = tensor(1, "W"), tensor(2, "R"), tensor(3, "B"), tensor(7, "P")
         for label, value in (("W", W), ("R", R)):
@@ -1277,5 +1359,5 @@ def from_onnx(path_or_model):
                 b = B[d, : 4 * H] + B[d, 4 * H :]
                 params[f"b_l{k}{sfx}"] = _permute_blocks(b, _NATIVE_FROM_ONNX, axis=0)
     _same_dtype(params)
-    _check_onnx_stack(lstm_nodes, [where for where, *_ in layers], D, H, model, constants)
-    return config, _aligned_params(params)
+    _check_onnx_stack(lstm_nodes, [where for where, *_ in layers], D, H, model, constants, dynamic)
+    return config, _aligned_params(params), _onnx_batch_first(model, config["input_size"], constants)

@@ -271,13 +271,10 @@ class LSTM:
         node of ``layout = 1``), unless ``options`` say otherwise; otherwise
         the default time-major (T, B, I).
         """
-        import onnx
-
         from numba_lstm import convert
 
-        model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(path_or_model)
-        config, params = convert.from_onnx(model)
-        if convert._onnx_batch_first(model, config["input_size"]):
+        config, params, batch_first = convert._read_onnx(convert._onnx_model(path_or_model))
+        if batch_first:
             options = {"batch_first": True, **options}
         return cls.from_params(config, params, **options)
 

@@ -667,6 +667,92 @@ def test_from_onnx_refuses_a_constant_initial_state_other_than_zero(onnx, index,
             convert.from_onnx(model)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("fill", [0.0, 0.5])
+@pytest.mark.parametrize("batch_axis", [False, True], ids=["fixed B", "dynamic B"])
+def test_from_onnx_evaluates_a_state_of_b_rows_from_the_input_shape(torch, onnx, fill, batch_axis):
+    # h0 = ones(1, B, H) * fill, B from x: ConstantOfShape then Mul, which the
+    # old check took for a value computed from x (accepted: 0.149 off torch).
+    import io
+
+    class Filled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(3, 4, batch_first=True)
+
+        def forward(self, x):
+            h0 = torch.ones(1, x.size(0), 4) * fill
+            return self.lstm(x, (h0, h0))[0]
+
+    buffer = io.BytesIO()
+    axes = {"x": {0: "B"}} if batch_axis else None
+    x = torch.zeros(2, 5, 3)
+    torch.onnx.export(Filled().eval(), (x,), buffer, dynamo=False, input_names=["x"], dynamic_axes=axes)
+    model = onnx.load_from_string(buffer.getvalue())
+    if batch_axis:  # with a fixed B, torch folds the product into a constant
+        assert "Mul" in [n.op_type for n in model.graph.node]
+    if fill == 0.0:
+        convert.from_onnx(model)
+    else:
+        with pytest.raises(ValueError, match="starts from a constant initial_h that is not zero"):
+            convert.from_onnx(model)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_from_onnx_reads_weights_computed_from_constants(torch, onnx):
+    # Without constant folding, torch's export computes W, R and B from its
+    # initializers (Slice, Concat, Unsqueeze): they were refused as "not an
+    # initializer or Constant".
+    import io
+
+    module = _torch_module(torch, CONFIGS["2layers_bidir"], np.float32, seed=3)
+    buffer = io.BytesIO()
+    x = torch.zeros(5, 2, CONFIGS["2layers_bidir"]["input_size"])
+    torch.onnx.export(module.eval(), (x,), buffer, dynamo=False, do_constant_folding=False)
+    got_config, got = convert.from_onnx(onnx.load_from_string(buffer.getvalue()))
+    want_config, want = convert.from_torch(module)
+    assert got_config == want_config
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+
+
+def test_from_onnx_with_a_state_it_cannot_evaluate(onnx):
+    # A state of constants through an operator of another domain: onnx's
+    # reference evaluator does not know it, so the state may not be zero:
+    # refused by name (it raised the evaluator's NotImplementedError).
+    from onnx import helper, numpy_helper
+
+    config = CONFIGS["1layer"]
+    H = config["hidden_size"]
+    model = convert.to_onnx(config, random_params(config, np.float32))
+    node = next(n for n in model.graph.node if n.op_type == "LSTM")
+    node.input.extend(["", "initial_h"])
+    model.graph.initializer.append(numpy_helper.from_array(np.zeros((1, 1, H), np.float32), "zeros"))
+    model.graph.node.insert(0, helper.make_node("Gelu", ["zeros"], ["initial_h"], domain="com.microsoft"))
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    with pytest.raises(
+        ValueError, match="initial_h computed from constants by operators that numba_lstm cannot"
+    ):
+        convert.from_onnx(model)
+    # A state from an If node: its branches may read X (they are not
+    # followed), so it is taken for a value computed from the inputs, as
+    # before the evaluator (which failed on the branches' outer names).
+    branch = helper.make_graph(
+        [helper.make_node("Identity", ["zeros"], ["out"])],
+        "branch",
+        [],
+        [helper.make_tensor_value_info("out", 1, None)],
+    )
+    model.graph.node[0].CopyFrom(
+        helper.make_node("If", ["cond"], ["initial_h"], then_branch=branch, else_branch=branch)
+    )
+    model.graph.initializer.append(numpy_helper.from_array(np.array(True), "cond"))
+    _, params = convert.from_onnx(model)
+    assert sorted(params) == ["W_l0", "b_l0"]
+
+
 def test_from_onnx_tells_constants_from_inputs_past_empty_names(onnx):
     # A node whose optional output is left out ("") reads the input X; the
     # state is Clip(0.5, "", ""), whose optional inputs are "" too: "" is no
