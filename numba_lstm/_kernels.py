@@ -265,7 +265,7 @@ def _blas_operand(a):
     warns at compile time that it "is faster on contiguous arrays" (a
     NumbaPerformanceWarning for a strided ``x_t`` or a W in Fortran order
     given to ``jit.step_into``, whose rows past ``SMALL_ROWS`` take BLAS).
-    ``np.ascontiguousarray`` copies only an array that is not contiguous.
+    ``np.ascontiguousarray`` copies only an array that is not C-contiguous.
     """
 
 
