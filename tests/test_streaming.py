@@ -153,7 +153,7 @@ def test_jit_step_into_in_place_matches_reference(B, H, dtype):
 # SMALL_ROWS, "is faster on contiguous arrays" (see also the test below).
 @pytest.mark.parametrize("B", [1, 2, 3, 8, 12])
 @pytest.mark.parametrize("order", ["C", "F"])
-def test_jit_step_loop_gives_the_bits_of_lstm_forward_for_any_layout(B, order, dtype):
+def test_jit_step_loop_gives_lstm_forward_for_any_layout(B, order, dtype):
     # Views a user's jitted code may pass: x_t = x[:, t] of a batch-major
     # (B, T, I) array (rows I * T apart: the tiles follow the row stride), and
     # with "F" W and the state in Fortran order (rows not contiguous: the row
