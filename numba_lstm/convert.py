@@ -1004,18 +1004,18 @@ def _onnx_shapes(model):
     return shapes
 
 
-def _onnx_evaluate(model, name, dynamic):
+def _onnx_evaluate(model, name, dynamic, shapes):
     """The value ``name`` of ``model``, which ``dynamic`` does not hold, or
     None where it cannot be computed.  onnx's reference evaluator runs the
     nodes that lead to it; the ``Shape`` (or ``Size``) of a value computed
     from the inputs is given from its declared or inferred shape (2 for a
-    dimension that is not a number)."""
+    dimension that is not a number): ``shapes()``, ``_onnx_shapes`` of the
+    model, inferred once for all the values evaluated."""
     from onnx import TensorProto, ValueInfoProto, helper, reference
 
     graph = model.graph
     producers = _onnx_producers(graph)
     initializers = {t.name: t for t in graph.initializer}
-    shapes = None
     needed, used, feeds, todo = set(), [], {}, [name]
     while todo:
         value = todo.pop()
@@ -1028,10 +1028,9 @@ def _onnx_evaluate(model, name, dynamic):
         elif node is None:  # an input of a subgraph's scope, or of nothing
             return None
         elif node.op_type in _ONNX_SHAPE_OPS and node.input[0] in dynamic:
-            shapes = _onnx_shapes(model) if shapes is None else shapes
-            if node.input[0] not in shapes:
+            if node.input[0] not in shapes():
                 return None
-            shape = np.array(shapes[node.input[0]], np.int64)
+            shape = np.array(shapes()[node.input[0]], np.int64)
             attrs = _onnx_attributes(node)
             feeds[value] = (
                 shape[attrs.get("start", 0) : attrs.get("end")] if node.op_type == "Shape" else np.prod(shape)
@@ -1142,16 +1141,16 @@ def _onnx_batch_first(model, input_size, constants):
     return None
 
 
-def _check_onnx_stack(nodes, wheres, D, H, model, constants, dynamic):
+def _check_onnx_stack(nodes, wheres, D, H, graph, constants, dynamic, value_of):
     """Refuse LSTM nodes (of D directions and H units each, described by
     ``wheres``) that are not one stacked LSTM: layer k > 0 must read layer
     k - 1's output Y, (T, D, B, H), rearranged into (T, B, D * H) by layout
     operators alone (both batch-major with the attribute ``layout = 1``);
     and no node may start from a constant state other than zero (the native
-    parameters hold no initial state)."""
+    parameters hold no initial state).  ``value_of``: a value of the graph
+    computed from constants (and the inputs' shapes), or None."""
     from onnx import numpy_helper
 
-    graph = model.graph
     producers = _onnx_producers(graph)
     layouts = [_onnx_attributes(node).get("layout", 0) for node in nodes]
 
@@ -1167,7 +1166,7 @@ def _check_onnx_stack(nodes, wheres, D, H, model, constants, dynamic):
             start = name if name not in dynamic else _onnx_source(name, _ONNX_REPEAT_OPS, producers)[1]
             start_node = producers.get(start)
             if start not in dynamic:
-                value = constants[start] if start in constants else _onnx_evaluate(model, start, dynamic)
+                value = value_of(start)
                 if value is None:
                     raise ValueError(
                         f"{where} starts from an {label} computed from constants by operators that numba_lstm "
@@ -1248,26 +1247,31 @@ def from_onnx(path_or_model):
         or other operators between them), or a constant initial state other
         than zero.
     """
-    config, params, _ = _read_onnx(_onnx_model(path_or_model))
+    config, params, _ = _read_onnx(path_or_model)
     return config, params
 
 
-def _onnx_model(path_or_model):
-    """``path_or_model`` as an ``onnx.ModelProto`` (loaded from a path)."""
+def _read_onnx(path_or_model):
+    """``from_onnx``'s ``config`` and ``params``, and the layout of the
+    model's input (``_onnx_batch_first``)."""
+    import functools
+
     import onnx
 
-    return path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(path_or_model)
-
-
-def _read_onnx(model):
-    """``from_onnx`` of an ``onnx.ModelProto``: ``config``, ``params`` and
-    the layout of its input (``_onnx_batch_first``)."""
+    model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(path_or_model)
     graph = model.graph
     lstm_nodes = [n for n in graph.node if n.op_type == "LSTM"]
     if not lstm_nodes:
         raise ValueError("the ONNX model has no LSTM node")
     constants = _onnx_constants(graph)
     dynamic = _onnx_dynamic(graph, constants)
+    shapes = functools.cache(lambda: _onnx_shapes(model))  # inference copies the model: once
+
+    def value_of(name):
+        if name in constants:
+            return constants[name]
+        return None if name in dynamic else _onnx_evaluate(model, name, dynamic, shapes)
+
     layers = []
     for k, node in enumerate(lstm_nodes):
         where = f"LSTM node {node.name or k!r}"
@@ -1303,9 +1307,7 @@ def _read_onnx(model):
             name = ins[index]
             if not name:
                 return None
-            value = constants.get(name)
-            if value is None and name not in dynamic:  # computed from constants (no constant folding)
-                value = _onnx_evaluate(model, name, dynamic)
+            value = value_of(name)  # computed from constants too (an export without constant folding)
             if value is None:
                 raise ValueError(
                     f"{where}: its {label} input {name!r} is not a constant (an initializer, a Constant, "
@@ -1359,5 +1361,5 @@ def _read_onnx(model):
                 b = B[d, : 4 * H] + B[d, 4 * H :]
                 params[f"b_l{k}{sfx}"] = _permute_blocks(b, _NATIVE_FROM_ONNX, axis=0)
     _same_dtype(params)
-    _check_onnx_stack(lstm_nodes, [where for where, *_ in layers], D, H, model, constants, dynamic)
+    _check_onnx_stack(lstm_nodes, [where for where, *_ in layers], D, H, graph, constants, dynamic, value_of)
     return config, _aligned_params(params), _onnx_batch_first(model, config["input_size"], constants)

@@ -273,7 +273,7 @@ class LSTM:
         """
         from numba_lstm import convert
 
-        config, params, batch_first = convert._read_onnx(convert._onnx_model(path_or_model))
+        config, params, batch_first = convert._read_onnx(path_or_model)
         if batch_first:
             options = {"batch_first": True, **options}
         return cls.from_params(config, params, **options)
