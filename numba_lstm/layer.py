@@ -405,8 +405,10 @@ class LSTM:
             # caller's x, or the layer below's y) nor the y of an inner layer
             # or of a direction (concatenated into a new array), so their
             # caches keep them without copies; only the y returned to the
-            # caller is copied from the cache.
-            private_x = k > 0 or x is not given_x
+            # caller is copied from the cache.  (A batch_first x of one
+            # sequence or one step is time-major as it is: ``_time_major``
+            # returns a view of the caller's array, which must be copied.)
+            private_x = k > 0 or not np.may_share_memory(x, given_x)
             private_y = k < self.num_layers - 1 or self.num_directions > 1
             outputs = []
             for d, suffix in enumerate(self._suffixes()):

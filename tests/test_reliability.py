@@ -276,15 +276,20 @@ def test_functional_gradients_are_the_forwards_after_inputs_and_y_change_in_plac
 
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_layer_gradients_are_the_forwards_after_x_and_y_change_in_place(dtype, bidirectional, batch_first):
+@pytest.mark.parametrize("T, B", [(5, 3), (5, 1), (1, 3)])
+def test_layer_gradients_are_the_forwards_after_x_and_y_change_in_place(
+    dtype, bidirectional, batch_first, T, B
+):
+    """One sequence or one step: a batch_first x is then time-major as it is
+    (its transpose is a view), and the cache kept the caller's array."""
     layer = numba_lstm.LSTM(
         4, 6, num_layers=2, bidirectional=bidirectional, batch_first=batch_first, dtype=dtype, seed=0
     )
-    x = make_problem(5, 3, 4, 6, dtype)["x"]
+    x = make_problem(T, B, 4, 6, dtype)["x"]
     x = x.transpose(1, 0, 2).copy() if batch_first else x
     rng = np.random.default_rng(2)
     D = 2 if bidirectional else 1
-    state = tuple(rng.standard_normal((2 * D, 3, 6)).astype(dtype) for _ in range(2))
+    state = tuple(rng.standard_normal((2 * D, B, 6)).astype(dtype) for _ in range(2))
     dy = rng.standard_normal(x.shape[:2] + (D * 6,)).astype(dtype)
     layer(x.copy(), tuple(s.copy() for s in state))
     expected = layer.backward(dy), dict(layer.grads)
