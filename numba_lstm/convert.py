@@ -378,25 +378,27 @@ def to_torch_state_dict(config, params, *, bias=True):
     -------
     dict of name -> torch.Tensor, in the order of ``nn.LSTM.state_dict()``.
     """
+    config, params = check_params(config, params)
+    bias = check_bool("bias", bias)
     import torch
 
-    config, params = check_params(config, params)
     out = {}
     for k in range(config["num_layers"]):
         I_k = _layer_sizes(config, k)[0]
         for sfx in _directions(config):
             W, b = params[f"W_l{k}{sfx}"], params[f"b_l{k}{sfx}"]
-            out[f"weight_ih_l{k}{sfx}"] = torch.from_numpy(np.ascontiguousarray(W[:I_k].T))
-            out[f"weight_hh_l{k}{sfx}"] = torch.from_numpy(np.ascontiguousarray(W[I_k:].T))
+            # Copies, always: the transpose of a one-row block (I, H or P of
+            # 1) is C-contiguous already, and a tensor from it would share
+            # the caller's memory.
+            out[f"weight_ih_l{k}{sfx}"] = torch.from_numpy(W[:I_k].T.copy())
+            out[f"weight_hh_l{k}{sfx}"] = torch.from_numpy(W[I_k:].T.copy())
             if bias:
                 out[f"bias_ih_l{k}{sfx}"] = torch.from_numpy(b.copy())
                 out[f"bias_hh_l{k}{sfx}"] = torch.from_numpy(np.zeros_like(b))
             elif np.any(b != 0):
                 raise ValueError(f"bias=False but params['b_l{k}{sfx}'] is not zero; pass bias=True")
             if config["proj_size"]:
-                out[f"weight_hr_l{k}{sfx}"] = torch.from_numpy(
-                    np.ascontiguousarray(params[f"W_hr_l{k}{sfx}"].T)
-                )
+                out[f"weight_hr_l{k}{sfx}"] = torch.from_numpy(params[f"W_hr_l{k}{sfx}"].T.copy())
     return out
 
 
@@ -562,6 +564,7 @@ def to_keras_weights(config, params, *, layer=None, use_bias=True):
         followed by the backward one, for ``Bidirectional.set_weights``.
     """
     config, params = check_params(config, params)
+    use_bias = check_bool("use_bias", use_bias)
     if config["proj_size"]:
         raise ValueError(
             f"config has proj_size={config['proj_size']}: a Keras LSTM has no projection, so it cannot hold it"

@@ -905,5 +905,39 @@ def test_from_functions_return_new_arrays_on_cache_lines(onnx, dtype):
         np.testing.assert_array_equal(params[name], value, err_msg=name)
 
 
+@pytest.mark.parametrize(
+    "sizes", [dict(input_size=1, hidden_size=4, proj_size=1), dict(input_size=3, hidden_size=1)]
+)
+def test_to_functions_share_no_memory_with_the_parameters(torch, sizes):
+    """With I, H or P of 1 a weight block's transpose is C-contiguous already:
+    ``to_torch_state_dict`` returned tensors on the caller's memory for them
+    (zeroing one zeroed the layer's W)."""
+    config = convert.check_config(dict(sizes, num_layers=2, bidirectional=True))
+    params = random_params(config, np.float32)
+    for name, tensor in convert.to_torch_state_dict(config, params).items():
+        for given in params.values():
+            assert not np.shares_memory(tensor.numpy(), given), f"{name} is a view of a parameter"
+    if config["proj_size"]:
+        return  # Keras, TF1 and Flax have no projection
+    outputs = convert.to_keras_weights(config, params, layer=1)
+    outputs += convert.to_tf1(params["W_l0"], params["b_l0"])
+    outputs += [
+        a for gate in convert.to_flax(params["W_l0"], params["b_l0"], 3).values() for a in gate.values()
+    ]
+    for a in outputs:
+        for given in params.values():
+            assert not np.shares_memory(a, given)
+
+
+@pytest.mark.parametrize(
+    "to_function, option", [("to_torch_state_dict", "bias"), ("to_keras_weights", "use_bias")]
+)
+def test_to_functions_refuse_options_that_are_not_bools(to_function, option):
+    """``bias="False"`` was read as true: the bias went out, no error."""
+    config = CONFIGS["1layer"]
+    with pytest.raises(TypeError, match=f"{option} must be True or False, got 'False'"):
+        getattr(convert, to_function)(config, random_params(config, np.float32), **{option: "False"})
+
+
 def _random(rng, shape, dtype):
     return rng.standard_normal(shape).astype(dtype)
