@@ -6,6 +6,8 @@ expected and what was given.  Nothing here casts a dtype: float32 and float64
 are the only accepted dtypes and mixing them is an error.
 """
 
+import os
+
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -72,6 +74,15 @@ def check_bool(name, value):
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r:.200}")
     return bool(value)
+
+
+def check_path(name, value):
+    """Return the file path ``value`` (str, bytes or os.PathLike) as a str;
+    TypeError otherwise: an int given to ``open`` is a file descriptor, which
+    would be read or written and then closed."""
+    if not isinstance(value, (str, bytes, os.PathLike)):
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {_describe(value)}")
+    return os.fsdecode(value)
 
 
 def check_integer(name, value, minimum=1):

@@ -45,7 +45,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from numba_lstm._panels import aligned_copy
-from numba_lstm._validation import FLOAT_DTYPES, check_bool, check_integer, is_real
+from numba_lstm._validation import FLOAT_DTYPES, check_bool, check_integer, check_path, is_real
 
 CONFIG_KEYS = ("input_size", "hidden_size", "num_layers", "bidirectional", "proj_size")
 _IGNORED_CONFIG_KEYS = ("dropout", "batch_first")
@@ -810,7 +810,7 @@ def to_onnx(
     Parameters
     ----------
     config, params : native; ``proj_size`` must be 0 (ONNX's LSTM has no projection).
-    path : str or os.PathLike, optional
+    path : str, bytes or os.PathLike, optional
         Where to save the model (it is returned either way).
     batch_first : bool, default False
         ``X`` is ``(B, T, I)`` and ``Y`` is ``(B, T, D*H)`` (``Transpose``
@@ -861,6 +861,7 @@ def to_onnx(
     batch_first = check_bool("batch_first", batch_first)
     initial_state = check_bool("initial_state", initial_state)
     sequence_lens = check_bool("sequence_lens", sequence_lens)
+    path = None if path is None else check_path("path", path)
     dtype = params["W_l0"].dtype
     elem = _ONNX_DTYPES[dtype]
     L, H = config["num_layers"], config["hidden_size"]
@@ -1220,7 +1221,7 @@ def from_onnx(path_or_model):
 
     Parameters
     ----------
-    path_or_model : str, os.PathLike or onnx.ModelProto
+    path_or_model : str, bytes, os.PathLike or onnx.ModelProto
         A model whose ``LSTM`` nodes, in graph order, are the layers of one
         stacked LSTM (as ``to_onnx`` and ``torch.onnx.export(nn.LSTM(...))``
         write them): the same ``hidden_size`` and ``direction`` in each, layer
@@ -1248,7 +1249,9 @@ def from_onnx(path_or_model):
         Sigmoid, Tanh, Tanh (or any ``activation_alpha`` / ``activation_beta``),
         ``direction='reverse'`` alone, nodes that do not stack (other sizes,
         or other operators between them), or a constant initial state other
-        than zero.
+        than zero; a file that is not an ONNX model.
+    TypeError
+        ``path_or_model`` is neither a path nor a ``ModelProto``.
     """
     config, params, _ = _read_onnx(path_or_model)
     return config, params
@@ -1261,7 +1264,16 @@ def _read_onnx(path_or_model):
 
     import onnx
 
-    model = path_or_model if isinstance(path_or_model, onnx.ModelProto) else onnx.load(path_or_model)
+    if isinstance(path_or_model, onnx.ModelProto):
+        model = path_or_model
+    else:
+        from google.protobuf.message import DecodeError
+
+        path = check_path("path_or_model", path_or_model)
+        try:
+            model = onnx.load(path)
+        except DecodeError as error:
+            raise ValueError(f"{path} is not an ONNX model, or is truncated: {error}") from error
     graph = model.graph
     lstm_nodes = [n for n in graph.node if n.op_type == "LSTM"]
     if not lstm_nodes:

@@ -14,6 +14,9 @@ with ``allow_pickle=False`` (it never holds a pickled object) containing
 ``save`` writes a temporary file in the destination folder, flushes it to
 disk and renames it over ``path`` with ``os.replace``, so a crash leaves
 either the old file or the new one under ``path``, never a half-written one.
+The new file has the mode of the file it replaces, else that of any new file
+(0o666 less the umask); a symbolic link at ``path`` stays, and its target is
+replaced.
 ``load`` refuses (``ValueError``) a truncated or corrupted archive, another
 format or version, a configuration it cannot build, and arrays whose names,
 shapes or dtypes do not match that configuration; nothing is ever cast.
@@ -24,16 +27,20 @@ size is refused before it is read.
 """
 
 import json
+import lzma
 import math
 import os
-import tempfile
+import secrets
+import stat
 import zipfile
+import zlib
 from contextlib import contextmanager
 from io import BytesIO
 
 import numpy as np
 
 from numba_lstm import convert
+from numba_lstm._validation import check_path
 
 FORMAT_NAME = "numba_lstm.LSTM"
 FORMAT_VERSION = 1
@@ -81,7 +88,7 @@ def save(layer, path):
 
     if not isinstance(layer, LSTM):
         raise TypeError(f"layer must be a numba_lstm.LSTM, got {type(layer).__name__}")
-    path = os.fspath(path)
+    path = check_path("path", path)
     config = layer_config(layer)
     config["dtype"] = np.dtype(layer.dtype).name
     arrays = {
@@ -101,20 +108,39 @@ def save(layer, path):
         )
     for name, value in layer.params.items():
         arrays[_PARAM_PREFIX + name] = value
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    target = os.path.realpath(path)
+    fd, tmp = _new_file_beside(target)
     try:
+        try:
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+        except FileNotFoundError:
+            pass
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
+
+
+def _new_file_beside(target):
+    """A new temporary file in ``target``'s folder, open for writing: ``(fd, path)``.
+
+    Created with mode 0o666 less the umask, as ``open`` creates a file
+    (``tempfile.mkstemp`` gives 0o600, which other users could not read).
+    """
+    folder = os.path.dirname(target)
+    while True:
+        tmp = os.path.join(folder, f".tmp-{secrets.token_hex(8)}.npz")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def load(path):
@@ -131,7 +157,7 @@ def load(path):
     """
     from numba_lstm.layer import LSTM
 
-    path = os.fspath(path)
+    path = check_path("path", path)
     with _read_errors(path):
         config, dtype, stored = _read_layer_file(path)
     try:
@@ -239,7 +265,16 @@ def _read_errors(path):
         yield
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
         raise
-    except (OSError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, NotImplementedError) as error:
+    except (
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        UnicodeDecodeError,
+        NotImplementedError,
+        zlib.error,  # a corrupted deflated member (an archive of another tool)
+        lzma.LZMAError,
+        RuntimeError,  # zipfile: a member flagged as encrypted
+    ) as error:
         raise ValueError(f"{path} is truncated or corrupted: {type(error).__name__}: {error}") from error
 
 

@@ -5,6 +5,9 @@ LSTM of the native contract evaluated in float64 NumPy, built from
 ``numba_lstm.reference.lstm_forward`` (and a small loop for projections).
 """
 
+import os
+import re
+
 import numpy as np
 import pytest
 from conftest import assert_close, import_or_skip
@@ -478,6 +481,34 @@ def test_to_onnx_refuses_options_that_are_not_bools(onnx, option):
     config = CONFIGS["1layer"]
     with pytest.raises(TypeError, match=f"{option} must be True or False, got 'False'"):
         convert.to_onnx(config, random_params(config, np.float32), **{option: "False"})
+
+
+def test_onnx_paths_may_be_bytes_but_not_integers(onnx, tmp_path):
+    """An int given to onnx.load or onnx.save is a file descriptor: it was
+    read or written, then closed."""
+    config = CONFIGS["1layer"]
+    params = random_params(config, np.float32)
+    path = os.fsencode(tmp_path / "model.onnx")
+    convert.to_onnx(config, params, path)
+    assert convert.from_onnx(path)[0] == config
+    with open(tmp_path / "model.onnx", "rb") as f:
+        for bad in (f.fileno(), True):
+            with pytest.raises(TypeError, match="path_or_model must be a file path .*, got (int|bool)"):
+                convert.from_onnx(bad)
+            with pytest.raises(TypeError, match="path must be a file path .*, got (int|bool)"):
+                convert.to_onnx(config, params, bad)
+        os.fstat(f.fileno())  # still open
+
+
+def test_from_onnx_refuses_a_file_that_is_not_onnx_naming_it(onnx, tmp_path):
+    """protobuf's DecodeError came out as it was, naming no file."""
+    config = CONFIGS["1layer"]
+    data = convert.to_onnx(config, random_params(config, np.float32)).SerializeToString()
+    path = tmp_path / "model.onnx"
+    for content in (data[: len(data) // 2], b"\0" * 100):
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=re.escape(f"{path} is not an ONNX model, or is truncated")):
+            convert.from_onnx(path)
 
 
 def _edit_lstm_node(onnx, model, **attrs):

@@ -300,3 +300,79 @@ def test_compressed_member_declaring_more_than_its_array_is_refused_before_it_is
         match=r"'param/W_l0' declares 24000128 bytes, more than the \d+ that a \(5, 16\) array of float64",
     ):
         io.load(path)
+
+
+@pytest.mark.parametrize(
+    "compression",
+    [zipfile.ZIP_DEFLATED, zipfile.ZIP_LZMA, zipfile.ZIP_BZIP2],
+    ids=["deflate", "lzma", "bzip2"],
+)
+def test_corrupted_compressed_member_is_refused(saved, compression):
+    """Before, zlib.error and lzma.LZMAError came out as they were."""
+    path, _ = saved
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(path.with_suffix(".z"), "w", compression) as out:
+        for info in source.infolist():
+            out.writestr(info.filename, source.read(info))
+    data = bytearray(path.with_suffix(".z").read_bytes())
+    with zipfile.ZipFile(path.with_suffix(".z")) as z:
+        info = z.getinfo("param/W_l1.npy")
+    start = info.header_offset + 30 + len(info.filename)  # the member's compressed bytes
+    for i in range(start + 5, start + 25):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        io.load(path)
+
+
+def test_member_flagged_as_encrypted_is_refused(saved):
+    """zipfile raises RuntimeError ("password required") for it."""
+    path, _ = saved
+    data = bytearray(path.read_bytes())
+    entry = data.index(b"PK\x01\x02")  # the first central directory entry
+    entry = data.index(b"param/W_l1.npy", entry) - 46  # W_l1's entry: 46 bytes, then its name
+    assert data[entry : entry + 4] == b"PK\x01\x02"
+    data[entry + 8] |= 0x01  # general purpose flag bit 0: encrypted
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        io.load(path)
+
+
+def test_saved_file_has_the_mode_of_a_new_file_or_of_the_file_it_replaces(tmp_path):
+    """tempfile.mkstemp made every saved file 0o600, unreadable by other users."""
+    layer = numba_lstm.LSTM(2, 3)
+    old_umask = os.umask(0o022)
+    try:
+        io.save(layer, tmp_path / "new.npz")
+        (tmp_path / "old.npz").write_bytes(b"")
+        os.chmod(tmp_path / "old.npz", 0o640)
+        io.save(layer, tmp_path / "old.npz")
+    finally:
+        os.umask(old_umask)
+    assert oct(os.stat(tmp_path / "new.npz").st_mode & 0o777) == oct(0o644)
+    assert oct(os.stat(tmp_path / "old.npz").st_mode & 0o777) == oct(0o640)
+
+
+def test_save_through_a_symbolic_link_replaces_its_target(tmp_path):
+    layer = numba_lstm.LSTM(2, 3, seed=0)
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real" / "model.npz", tmp_path / "link.npz")
+    io.save(layer, tmp_path / "link.npz")
+    assert os.path.islink(tmp_path / "link.npz")
+    assert sorted(os.listdir(tmp_path / "real")) == ["model.npz"]
+    assert _bits(io.load(tmp_path / "real" / "model.npz").params["W_l0"]) == _bits(layer.params["W_l0"])
+
+
+def test_paths_may_be_bytes_but_not_integers(tmp_path):
+    """An int is a file descriptor to ``open``: it was read and closed.  bytes
+    paths failed inside tempfile and zipfile."""
+    layer = numba_lstm.LSTM(2, 3, seed=0)
+    path = os.fsencode(tmp_path / "model.npz")
+    io.save(layer, path)
+    assert _bits(io.load(path).params["W_l0"]) == _bits(layer.params["W_l0"])
+    with open(tmp_path / "model.npz", "rb") as f:
+        for bad in (f.fileno(), True):
+            with pytest.raises(TypeError, match="path must be a file path .*, got (int|bool)"):
+                io.load(bad)
+            with pytest.raises(TypeError, match="path must be a file path .*, got (int|bool)"):
+                io.save(layer, bad)
+        os.fstat(f.fileno())  # still open
