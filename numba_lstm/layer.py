@@ -3,6 +3,7 @@
 from collections.abc import Mapping
 
 import numpy as np
+from numba.core.errors import TypingError
 
 from numba_lstm import jit
 from numba_lstm._kernels import SMALL_ROWS, STEP_SPLIT_MIN_BYTES, STEP_SPLIT_MIN_ROWS, STEP_SPLIT_SHARES
@@ -585,7 +586,10 @@ class LSTM:
                         self._check_params()
                         jit._refuse_layer_step(x_t, h, c, W, b, h_new, k, W_hr)
                 y_t = h_new[-1].copy()
-        except (TypeError, KeyError):  # a parameter of another dtype (Numba names W or b), or removed
+        except (TypeError, ValueError, KeyError, TypingError):
+            # A parameter replaced with another dtype, rank or byte order (the
+            # jitted step's messages name its own arguments, W or b; a
+            # non-native array fails Numba's typing), or removed.
             self._check_params()
             raise
         self._last_step_state = (h_new, c_new)

@@ -7,6 +7,10 @@ rest of the functional API, the layer (forward, backward, step) and
 is covered in tests/test_io.py.)
 """
 
+import subprocess
+import sys
+import textwrap
+
 import numba
 import numpy as np
 import pytest
@@ -571,6 +575,8 @@ def test_jit_inside_njit_still_compiles_after_refusing(j):
         ("W_l0", lambda a: a.astype(np.float64), TypeError, r"params\['W_l0'\] has dtype float64 but the other arrays are float32"),
         ("W_l0", lambda a: np.zeros((a.shape[0] + 1, a.shape[1]), np.float32), ValueError, r"params\['W_l0'\] must have shape \(9, 20\), got \(10, 20\)"),
         ("b_l1", lambda a: np.zeros(a.size + 4, np.float32), ValueError, r"params\['b_l1'\] must have shape \(20,\), got \(24,\)"),
+        # step: "numba_lstm.jit.step: b must be 1-D" (the jitted step's argument).
+        ("b_l0", lambda a: a[None].copy(), ValueError, r"params\['b_l0'\] must have shape \(20,\), got \(1, 20\)"),
     ],
 )  # fmt: skip
 def test_layer_names_a_replaced_parameter(call, name, replace, error, message):
@@ -578,3 +584,29 @@ def test_layer_names_a_replaced_parameter(call, name, replace, error, message):
     layer.params[name] = replace(layer.params[name])
     with pytest.raises(error, match=message):
         layer(_x(T, B, I)) if call == "forward" else layer.step(_x(B, I))
+
+
+def test_layer_step_names_a_parameter_of_the_other_byte_order():
+    """Run in a new process: once any Numba function in a process has seen
+    an unaligned array, Numba's dispatcher reads an array of the other byte
+    order as native (README, "Bad input ..."), so the step cannot see it.  In
+    a new process the step's typing refuses it; that came out as Numba's
+    TypingError ("non-precise type pyobject"), naming no parameter."""
+    script = textwrap.dedent(
+        """
+        import numpy as np
+        import numba_lstm
+
+        layer = numba_lstm.LSTM(3, 5, seed=0)
+        layer.params["W_l0"] = layer.params["W_l0"].astype(">f4")
+        try:
+            layer.step(np.zeros((2, 3), np.float32))
+        except TypeError as error:
+            print(error)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "params['W_l0'] must have dtype float32 or float64, got >f4" in out.stdout, out.stdout
