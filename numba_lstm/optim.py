@@ -7,7 +7,10 @@ gradients, such as ``"h0"`` and ``"c0"``, are ignored.  The update rules and
 their order of operations follow ``torch.optim`` (``SGD``, ``Adam``,
 ``AdamW``), so a model trained here follows the same trajectory as the same
 model in PyTorch, and ``clip_grad_norm`` follows
-``torch.nn.utils.clip_grad_norm_``.
+``torch.nn.utils.clip_grad_norm_``.  For an LSTM that holds for a torch module
+with one trainable bias per gate (``bias_hh`` frozen at zero, say): numba_lstm
+holds one bias ``b = bias_ih + bias_hh``, while torch updates its two biases
+each with the same gradient, so their sum moves twice as far a step.
 
 Every update runs in the parameters' dtype: float32 parameters stay float32
 and so does the optimizer's state.
@@ -85,14 +88,16 @@ def _refuse_shared(what, arrays):
         reaching.append((end, i))
 
 
-def _check_number(name, value, low=0.0, low_inclusive=True, high=None):
+def _check_number(name, value, low=0.0, low_inclusive=True, high=None, infinite=False):
+    """``value`` as a float; ``infinite``: +inf is accepted too (never NaN)."""
     if not is_real(value):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     value = float(value)
     below = value < low if low_inclusive else value <= low
-    if not math.isfinite(value) or below or (high is not None and value >= high):
+    finite = math.isfinite(value) or (infinite and value == math.inf)
+    if not finite or below or (high is not None and value >= high):
         bound = f"{'>=' if low_inclusive else '>'} {low}" + (f" and < {high}" if high is not None else "")
-        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+        raise ValueError(f"{name} must be {'a number' if infinite else 'finite'} and {bound}, got {value!r}")
     return value
 
 
@@ -286,6 +291,8 @@ def clip_grad_norm(grads, max_norm, names=None):
     ----------
     grads : dict of name -> ndarray
     max_norm : float
+        ``inf`` measures the norm and scales nothing (unless the norm is
+        ``inf`` or ``nan``, below), as PyTorch.
     names : collection of str, optional
         Only these entries (each named once) are measured and scaled (for example
         ``layer.params``, to leave ``"h0"`` / ``"c0"`` out).  All entries by
@@ -300,7 +307,7 @@ def clip_grad_norm(grads, max_norm, names=None):
     """
     if not isinstance(grads, dict):
         raise TypeError(f"grads must be a dict of name -> gradient array, got {type(grads).__name__}")
-    max_norm = _check_number("max_norm", max_norm)
+    max_norm = _check_number("max_norm", max_norm, infinite=True)
     if names is None:
         names = list(grads)
     else:

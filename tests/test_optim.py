@@ -183,7 +183,7 @@ def test_none_gradient_skips_the_parameter_and_its_state():
     assert opt.state["b"] == {} and opt.state["a"]["step"] == 1
 
 
-@pytest.mark.parametrize("max_norm", [0.5, 3.0, 1e6])
+@pytest.mark.parametrize("max_norm", [0.5, 3.0, 1e6, np.inf])  # inf: measure only (it was refused)
 def test_clip_grad_norm_matches_torch(max_norm, dtype):
     torch = import_or_skip("torch")
     grads = make_grads(dtype, steps=1)[0]
@@ -262,6 +262,16 @@ def test_float32_norm_does_not_overflow():
         (lambda: Adam({"W": np.zeros(2)}, betas=(0.9, 1.0)), ValueError, r"betas\[1\] must be finite"),
         (lambda: Adam({"W": np.zeros(2)}, betas=0.9), TypeError, "betas must be a pair"),
         (lambda: clip_grad_norm({"W": np.zeros(2)}, "1"), TypeError, "max_norm must be a real number"),
+        (
+            lambda: clip_grad_norm({"W": np.zeros(2)}, np.nan),
+            ValueError,
+            "max_norm must be a number and >= 0",
+        ),
+        (
+            lambda: clip_grad_norm({"W": np.zeros(2)}, -np.inf),
+            ValueError,
+            "max_norm must be a number and >= 0",
+        ),
         (lambda: clip_grad_norm({"W": np.zeros(2)}, 1.0, names=["V"]), KeyError, "no entry for"),
     ],
 )
