@@ -51,6 +51,11 @@ def check_float_array(name, value, dtype=None):
                 f"{type(value).__name__}; convert it with numpy.asarray(..., dtype=...) first"
             )
         raise TypeError(f"{name} must be a numpy array of float32 or float64, got {_describe(value)}")
+    if isinstance(value, np.ma.MaskedArray):  # its mask would be ignored
+        raise TypeError(
+            f"{name} is a masked array: numba_lstm would ignore its mask; pass {name}.filled(value), "
+            "or lengths for sequences of different lengths"
+        )
     if value.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{name} must have dtype float32 or float64, got {value.dtype}; "
@@ -94,11 +99,26 @@ def check_integer(name, value, minimum=1):
 
 
 def check_float_dtype(name, dtype):
-    """Return ``np.dtype(dtype)``; TypeError unless it is float32 or float64."""
-    dtype = np.dtype(dtype)
-    if dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64, got {dtype}")
-    return dtype
+    """Return ``np.dtype(dtype)``; TypeError unless it is float32 or float64
+    (``None``, which NumPy reads as float64, too)."""
+    try:
+        given = None if dtype is None else np.dtype(dtype)
+    except TypeError:  # not a dtype at all
+        given = None
+    if given is None or given not in FLOAT_DTYPES:  # (np.dtype("float64") == None is True)
+        shown = repr(dtype)[:200] if given is None else given
+        raise TypeError(f"{name} must be float32 or float64, got {shown}")
+    return given
+
+
+def make_rng(seed):
+    """``numpy.random.default_rng(seed)``; its TypeError or ValueError, naming ``seed``, if it refuses it."""
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as error:
+        raise type(error)(
+            f"seed must be None, a non-negative integer, a numpy SeedSequence or Generator, got {seed!r:.200} ({error})"
+        ) from error
 
 
 def check_shape(name, value, expected, meaning=""):
@@ -152,7 +172,12 @@ def check_lengths(lengths, T, B):
     if lengths is None:
         return None
     if not isinstance(lengths, np.ndarray):
-        lengths = np.asarray(lengths)
+        try:
+            lengths = np.asarray(lengths)
+        except ValueError as error:  # a ragged list
+            raise ValueError(
+                f"lengths must be an integer array of shape (B,), got {lengths!r:.200}"
+            ) from error
     if lengths.dtype.kind not in "iu":
         raise TypeError(f"lengths must be an integer array of shape (B,), got dtype {lengths.dtype}")
     check_shape("lengths", lengths, (B,), "(B,), one length per sequence")

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from numba_lstm._validation import as_float_array, check_float_dtype, check_integer, check_shape
+from numba_lstm._validation import as_float_array, check_float_dtype, check_integer, check_shape, make_rng
 from numba_lstm.layer import NotReadyError
 
 
@@ -38,7 +38,7 @@ class Dense:
         self.out_features = check_integer("out_features", out_features)
         dtype = check_float_dtype("dtype", dtype)
         self.dtype = dtype
-        rng = np.random.default_rng(seed)
+        rng = make_rng(seed)
         bound = 1.0 / np.sqrt(self.in_features)
         self.params = {
             "W": rng.uniform(-bound, bound, (self.in_features, self.out_features)).astype(dtype),

@@ -9,8 +9,12 @@ except ``work``, and read-only except ``h_out``, ``c_out`` and ``work``;
 
 ``step_into`` allocates nothing: use it in tight loops.  Its ``work`` buffer is
 a C-contiguous 1-D array of ``work_size(B, H) = 10 * B * H`` elements of the
-same dtype (a whole array, not a strided view);
-``h_out``/``c_out`` may be the same arrays as ``h``/``c`` (update in place).
+same dtype (a whole array, not a strided view), which shares memory with no
+other argument (not checked: the check cost 5-13% of a step at H = 32);
+``h_out``/``c_out`` may be the same arrays as ``h``/``c`` (update in place),
+but never share memory with each other (refused).  Above ``SMALL_ROWS`` = 8
+rows the products go through BLAS, and a strided ``x_t``, ``h`` or ``c``, or
+a ``W`` in Fortran order, is copied at every step (an allocation).
 
 Bad arguments are refused, never cast: a non-array, a dtype other than
 float32/float64 or mixed dtypes raise ``TypeError``, a wrong rank or shape
@@ -210,10 +214,47 @@ def _rows(typingctx, a, start, n_rows, n_cols):
     return view(a, types.intp, types.intp, types.intp), codegen
 
 
+@intrinsic
+def _address(typingctx, a):
+    """The address of array ``a``'s first element, as an integer.
+
+    ``a.ctypes.data`` builds a ctypes object that holds a reference to the
+    array: an NRT incref and decref each time.
+    """
+    if not isinstance(a, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.ptrtoint(array.data, context.get_value_type(types.intp))
+
+    return types.intp(a), codegen
+
+
+@numba.njit(**SERIAL)
+def _work_elements(B, H):
+    return 10 * B * H
+
+
+def _check_sizes(B, H):
+    """A no-op for jitted code whose overload refuses a ``B`` or ``H`` that is not an integer."""
+
+
+@overload(_check_sizes)
+def _check_sizes_overload(B, H):
+    for name, given in (("B", B), ("H", H)):
+        if not isinstance(given, types.Integer):
+            raise TypeError(f"numba_lstm.jit.work_size: {name} must be an integer, got Numba type {given}")
+    return lambda B, H: None
+
+
 @numba.njit(**SERIAL)
 def work_size(B, H):
     """Length of the ``work`` buffer of ``step_into`` for batch B and H units."""
-    return 10 * B * H
+    _check_sizes(B, H)
+    if B < 0 or H < 0:
+        raise ValueError("numba_lstm.jit.work_size: B and H must be >= 0")
+    return _work_elements(B, H)
 
 
 @numba.njit(**SERIAL)
@@ -266,16 +307,31 @@ def _check_step_into(x_t, h, c, W, b, h_out, c_out, work):
             "work must have at least work_size(B, H) = 10 * B * H = " + str(10 * B * H)
             + " elements; got " + str(work.size)
         )  # fmt: skip
-    if not _distinct_outputs(h_out, c_out):
-        raise ValueError(
-            "h_out and c_out must be two arrays: both start at the same address, and c_t would be lost"
-        )
+    if not _apart(h_out, c_out):
+        raise ValueError("h_out and c_out must not share memory: the step writes both, element by element")
 
 
 @numba.njit(**SERIAL, inline="always")
-def _distinct_outputs(h_out, c_out):
-    """Whether h_out and c_out are not one array passed twice (they may be h and c)."""
-    return h_out.size == 0 or h_out.ctypes.data != c_out.ctypes.data
+def _extent(a):
+    """The addresses [low, high) of the bytes that array ``a`` spans, for any strides ((0, 0) if empty)."""
+    if a.size == 0:
+        return 0, 0
+    low = high = _address(a)
+    for k in range(a.ndim):
+        span = (a.shape[k] - 1) * a.strides[k]
+        if span < 0:
+            low += span
+        else:
+            high += span
+    return low, high + a.itemsize
+
+
+@numba.njit(**SERIAL, inline="always")
+def _apart(a, b):
+    """Whether arrays ``a`` and ``b`` span no common byte."""
+    a_low, a_high = _extent(a)
+    b_low, b_high = _extent(b)
+    return a_high <= b_low or b_high <= a_low
 
 
 @_entry_point
@@ -283,8 +339,8 @@ def step_into(x_t, h, c, W, b, h_out, c_out, work):
     """One LSTM step without allocating.
 
     x_t (B, I), h (B, H), c (B, H), W (I + H, 4H), b (4H,) in;
-    h_out (B, H), c_out (B, H) out (may be ``h`` and ``c`` themselves);
-    work (10 * B * H,) scratch.
+    h_out (B, H), c_out (B, H) out (may be ``h`` and ``c`` themselves, not
+    each other's memory); work (10 * B * H,) scratch, apart from the others.
 
     W is read in place, row by row: a W that starts 16 or 48 bytes past a
     64-byte line, as NumPy may place a large array, made a step 15-17%
@@ -301,7 +357,7 @@ def step_into(x_t, h, c, W, b, h_out, c_out, work):
     # here, cost 0.1-0.2 us of a 0.6-0.8 us step (H = 32, float32).
     if not (
         _unprojected_step_fits(x_t, h, c, W, b, work) and h_out.shape == h.shape and c_out.shape == c.shape
-        and _distinct_outputs(h_out, c_out)
+        and _apart(h_out, c_out)
     ):  # fmt: skip
         _check_step_into(x_t, h, c, W, b, h_out, c_out, work)
     _step_body(x_t, h, c, W, b, h_out, c_out, work)
@@ -355,7 +411,7 @@ def _step_fits(x, h, c, W, b, work):
     P, H = h.shape[1], c.shape[1]
     return (
         h.shape[0] == B and c.shape[0] == B and W.shape == (I + P, 4 * H) and b.shape[0] == 4 * H
-        and work.size >= work_size(B, H)
+        and work.size >= _work_elements(B, H)
     )  # fmt: skip
 
 
@@ -458,7 +514,7 @@ def _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, work, k):
     B, H = c_k.shape
     fits = (
         W_hr.shape == (H, h_k.shape[1]) and _step_fits(x, h_k, c_k, W, b, work)
-        and work.size >= work_size(B, H) + B * H
+        and work.size >= _work_elements(B, H) + B * H
     )  # fmt: skip
     return x, h_k, c_k, fits
 
@@ -478,7 +534,7 @@ def _layer_step_projected(x_t, h, c, W, b, W_hr, h_new, c_new, work, k):
         return False
     B, H = c_k.shape
     h_out = h_new[k]
-    m = _rows(work, work_size(B, H), B, H)
+    m = _rows(work, _work_elements(B, H), B, H)
     _step_body(x, h_k, c_k, W, b, m, c_new[k], work)
     if B <= SMALL_ROWS:
         h_out[:, :] = 0
@@ -522,7 +578,7 @@ def _layer_step_projected_split(x_t, h, c, W, b, W_hr, h_new, c_new, z_parts, h_
     sync[:] = 0
     _split_step(
         h_new[k], c_new[k], z_parts, _rows(work, 0, B, 4 * H), _rows(work, 4 * B * H, B, H),
-        _rows(work, 5 * B * H, B, H), x, h_k, c_k, W, b, _rows(work, work_size(B, H), B, H), W_hr, h_parts, sync,
+        _rows(work, 5 * B * H, B, H), x, h_k, c_k, W, b, _rows(work, _work_elements(B, H), B, H), W_hr, h_parts, sync,
     )  # fmt: skip
     return True
 
@@ -533,7 +589,7 @@ def step(x_t, h, c, W, b):
     _check_step_args(x_t, h, c, W, b)
     h_new = np.empty_like(h)
     c_new = np.empty_like(c)
-    step_into(x_t, h, c, W, b, h_new, c_new, np.empty(work_size(h.shape[0], h.shape[1]), h.dtype))
+    step_into(x_t, h, c, W, b, h_new, c_new, np.empty(_work_elements(h.shape[0], h.shape[1]), h.dtype))
     return h_new, c_new
 
 

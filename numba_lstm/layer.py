@@ -20,6 +20,7 @@ from numba_lstm._validation import (
     check_ndim,
     check_shape,
     is_real,
+    make_rng,
 )
 from numba_lstm.convert import parameter_shapes
 from numba_lstm.functional import _forward, lstm_backward
@@ -102,7 +103,7 @@ class LSTM:
         self.batch_first = check_bool("batch_first", batch_first)
         self.dtype = dtype
         self.training = True
-        self._rng = np.random.default_rng(seed)
+        self._rng = make_rng(seed)
         H, P = self.hidden_size, self.output_size
         bound = 1.0 / np.sqrt(H)
         # The shapes of convert's native layout, kept: forward checks the
@@ -181,7 +182,8 @@ class LSTM:
         """A layer holding copies of native ``params`` for ``config``.
 
         ``options`` are the constructor's keyword options (``dropout``,
-        ``batch_first``, ``seed``); the dtype is the parameters' own.  A
+        ``batch_first``, ``seed``); the dtype is the parameters' own (a
+        ``dtype`` option must be the same).  A
         ``dropout`` or ``batch_first`` in ``config`` is used as well, unless
         ``options`` gives another value (an error).  ``layer.config`` holds
         the architecture alone: a copy of a ``batch_first`` layer is
@@ -198,6 +200,13 @@ class LSTM:
                 options[key] = config[key]
         config, params = check_params(config, params)
         dtype = next(iter(params.values())).dtype
+        if "dtype" in options:  # the constructor's option, given twice
+            wanted = check_float_dtype("dtype", options.pop("dtype"))
+            if wanted != dtype:
+                raise TypeError(
+                    f"dtype {wanted} was given but the parameters are {dtype}: numba_lstm never casts "
+                    f"them; convert the source first (torch: module.to(torch.{wanted}))"
+                )
         layer = cls(**config, dtype=dtype, **options)
         for name, value in params.items():
             layer.params[name][...] = value

@@ -455,14 +455,42 @@ def test_jit_step_into_refuses_one_array_for_both_outputs(j):
     # Before, the array ended up holding h_t and c_t was lost, with no error.
     # h_out and c_out may still be h and c (an update in place).
     out = np.empty_like(j["h"])
-    with pytest.raises(
-        ValueError, match=r"h_out and c_out must be two arrays: both start at the same address"
-    ):
+    with pytest.raises(ValueError, match=r"h_out and c_out must not share memory"):
         jit.step_into(**j, h_out=out, c_out=out, work=jit_buffers(j)["work"])
     x = make_problem(T, B, I, H, np.float32)["x"]
     h = j["h"].copy()
-    with pytest.raises(ValueError, match=r"h_out and c_out must be two arrays"):
+    with pytest.raises(ValueError, match=r"h_out and c_out must not share memory"):
         user_loop(x, j["W"], j["b"], h, h, jit_buffers(j)["work"])
+
+
+@pytest.mark.parametrize(
+    "outputs",
+    [
+        lambda buf: (buf[:B], buf[1:]),  # c_out starts one row into h_out
+        lambda buf: (buf[1:], buf[:B]),
+        lambda buf: (buf[:B, :H], buf[:B, 1:]),  # one column apart
+        lambda buf: (buf[::-1][1:], buf[:B]),  # a reversed view
+    ],
+)
+def test_jit_step_into_refuses_outputs_that_overlap(j, outputs):
+    """Only the same start address was refused: overlapping outputs gave a
+    wrong h or c, with no error."""
+    buf = np.zeros((B + 1, H + 1), np.float32)
+    h_out, c_out = outputs(buf)
+    h_out, c_out = h_out[:B, :H], c_out[:B, :H]
+    with pytest.raises(ValueError, match=r"h_out and c_out must not share memory"):
+        jit.step_into(**j, h_out=h_out, c_out=c_out, work=jit_buffers(j)["work"])
+
+
+def test_jit_step_into_writes_outputs_over_its_inputs(j):
+    """The step reads x_t, h and c before it writes: h_out and c_out may be
+    any of them, swapped too (the README says so)."""
+    h_ref, c_ref = jit.step(**j)
+    for h_name, c_name in [("h", "c"), ("c", "h")]:
+        k = {**j, "h": j["h"].copy(), "c": j["c"].copy()}
+        jit.step_into(**k, h_out=k[h_name], c_out=k[c_name], work=jit_buffers(j)["work"])
+        np.testing.assert_array_equal(k[h_name], h_ref)
+        np.testing.assert_array_equal(k[c_name], c_ref)
 
 
 @pytest.mark.parametrize("name", ["h_out", "c_out", "work"])
@@ -610,3 +638,67 @@ def test_layer_step_names_a_parameter_of_the_other_byte_order():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "params['W_l0'] must have dtype float32 or float64, got >f4" in out.stdout, out.stdout
+
+
+def _masked(*shape):
+    return np.ma.masked_array(_x(*shape), mask=np.zeros(shape, bool))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        # NumPy reads dtype=None as float64: the layer was float64, silently.
+        (lambda: numba_lstm.LSTM(I, H, dtype=None), TypeError, "dtype must be float32 or float64, got None"),
+        (lambda: numba_lstm.Dense(I, H, dtype=None), TypeError, "dtype must be float32 or float64, got None"),
+        # NumPy's messages, naming neither argument:
+        (
+            lambda: numba_lstm.LSTM(I, H, dtype="foo"),
+            TypeError,
+            "dtype must be float32 or float64, got 'foo'",
+        ),
+        (
+            lambda: numba_lstm.LSTM(I, H, seed=-1),
+            ValueError,
+            "seed must be None, a non-negative integer.*got -1",
+        ),
+        (
+            lambda: numba_lstm.Dense(I, H, seed="a"),
+            TypeError,
+            "seed must be None, a non-negative integer.*got 'a'",
+        ),
+        (
+            lambda: numba_lstm.LSTM(I, H)(_x(T, B, I), lengths=[[1, 2], [3]]),
+            ValueError,
+            r"lengths must be an integer array of shape \(B,\), got \[\[1, 2\], \[3\]\]",
+        ),
+        # The mask was ignored.
+        (lambda: numba_lstm.LSTM(I, H)(_masked(T, B, I)), TypeError, "x is a masked array"),
+        (lambda: numba_lstm.LSTM(I, H).step(_masked(B, I)), TypeError, "x_t is a masked array"),
+        (
+            lambda: numba_lstm.lstm_forward(_masked(T, B, I), _x(I + H, 4 * H), _x(4 * H)),
+            TypeError,
+            "x is a masked array",
+        ),
+        # work_size(1.5, 3) was 45.0, and work_size(-1, 3) -30.
+        (lambda: jit.work_size(1.5, 3), TypeError, "work_size: B must be an integer, got Numba type float64"),
+        (lambda: jit.work_size(2, -1), ValueError, "work_size: B and H must be >= 0"),
+        # from_params: "got multiple values for keyword argument 'dtype'".
+        (
+            lambda: numba_lstm.LSTM.from_params(
+                numba_lstm.LSTM(I, H).config, numba_lstm.LSTM(I, H).params, dtype=np.float64
+            ),
+            TypeError,
+            "dtype float64 was given but the parameters are float32: numba_lstm never casts",
+        ),
+    ],
+)
+def test_arguments_numpy_would_read_or_refuse_are_refused_by_name(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_from_params_takes_a_dtype_option_that_agrees():
+    layer = numba_lstm.LSTM(I, H, dtype=np.float64, seed=0)
+    copy = numba_lstm.LSTM.from_params(layer.config, layer.params, dtype="float64")
+    assert copy.dtype == np.float64
+    np.testing.assert_array_equal(copy.params["W_l0"], layer.params["W_l0"])
