@@ -825,6 +825,9 @@ def to_onnx(
         Add an ``int32`` input ``sequence_lens`` of shape (B,) (ONNX semantics:
         steps past a sequence's length give zeros in ``Y`` and do not change
         its state; the reverse direction starts at each sequence's last step).
+        With ``initial_state`` too, ``Where`` nodes give ``Y_h`` and ``Y_c``
+        the initial state of a sequence of length 0, as the layer does (the
+        ``LSTM`` operator of onnxruntime gives zeros); that needs opset 9.
     opset : int, default 17
         ONNX opset, from 7 to the newest the installed ``onnx`` knows.  The
         model holds the parameters' dtype; onnxruntime runs float32 models
@@ -862,6 +865,14 @@ def to_onnx(
     initial_state = check_bool("initial_state", initial_state)
     sequence_lens = check_bool("sequence_lens", sequence_lens)
     path = None if path is None else check_path("path", path)
+    # onnxruntime's LSTM gives zeros as the final state of a sequence of
+    # length 0: Where nodes put the initial state there (opset 9 and later).
+    keep_empty_states = initial_state and sequence_lens
+    if keep_empty_states and opset < 9:
+        raise ValueError(
+            f"initial_state=True with sequence_lens=True needs opset 9 or later (the Where operator that "
+            f"keeps the initial state of sequences of length 0), got opset {opset}"
+        )
     dtype = params["W_l0"].dtype
     elem = _ONNX_DTYPES[dtype]
     L, H = config["num_layers"], config["hidden_size"]
@@ -907,8 +918,8 @@ def to_onnx(
                 lstm_inputs += [f"initial_h_l{k}", f"initial_c_l{k}"]
         while not lstm_inputs[-1]:  # optional inputs left out at the end
             lstm_inputs.pop()
-        y_h = "Y_h" if L == 1 else f"Y_h_l{k}"
-        y_c = "Y_c" if L == 1 else f"Y_c_l{k}"
+        y_h = f"Y_h_l{k}" if L > 1 else "Y_h_stack" if keep_empty_states else "Y_h"
+        y_c = f"Y_c_l{k}" if L > 1 else "Y_c_stack" if keep_empty_states else "Y_c"
         nodes.append(
             helper.make_node(
                 "LSTM",
@@ -926,8 +937,16 @@ def to_onnx(
     if batch_first:
         nodes.append(helper.make_node("Transpose", ["Y_TBDH"], ["Y"], perm=[1, 0, 2]))
     if L > 1:
-        nodes.append(helper.make_node("Concat", [f"Y_h_l{k}" for k in range(L)], ["Y_h"], axis=0))
-        nodes.append(helper.make_node("Concat", [f"Y_c_l{k}" for k in range(L)], ["Y_c"], axis=0))
+        for name in ("Y_h", "Y_c"):
+            stacked = f"{name}_stack" if keep_empty_states else name
+            nodes.append(helper.make_node("Concat", [f"{name}_l{k}" for k in range(L)], [stacked], axis=0))
+    if keep_empty_states:
+        initializers.append(numpy_helper.from_array(np.zeros((), np.int32), "zero_length"))
+        initializers.append(numpy_helper.from_array(np.array([1, -1, 1], np.int64), "shape_1_B_1"))
+        nodes.append(helper.make_node("Equal", ["sequence_lens", "zero_length"], ["empty"]))
+        nodes.append(helper.make_node("Reshape", ["empty", "shape_1_B_1"], ["empty_1_B_1"]))
+        for name, initial in (("Y_h", "initial_h"), ("Y_c", "initial_c")):
+            nodes.append(helper.make_node("Where", ["empty_1_B_1", initial, f"{name}_stack"], [name]))
     outputs = [
         helper.make_tensor_value_info("Y", elem, [*leading_axes, D * H]),
         helper.make_tensor_value_info("Y_h", elem, [L * D, "B", H]),

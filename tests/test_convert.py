@@ -445,21 +445,24 @@ def test_onnx_export_with_batch_first_and_initial_states_runs_like_native(onnx, 
     rng = np.random.default_rng(14)
     x = rng.standard_normal((6, 3, config["input_size"])).astype(np.float32)
     state = [rng.standard_normal((LD, 3, H)).astype(np.float32) for _ in range(2)]
-    lengths = [6, 2, 4]
-    model = convert.to_onnx(
-        config, params, batch_first=True, initial_state=True, sequence_lens=True, opset=opset
-    )
-    assert [i.name for i in model.graph.input][:4] == ["X", "initial_h", "initial_c", "sequence_lens"]
-    feeds = {
-        "X": np.ascontiguousarray(x.transpose(1, 0, 2)),
-        "initial_h": state[0],
-        "initial_c": state[1],
-        "sequence_lens": np.array(lengths, np.int32),
-    }
-    y, h_n, c_n = _session(ort, model).run(["Y", "Y_h", "Y_c"], feeds)
-    assert y.shape == (3, 6, LD // L * H)
-    want = native_forward(config, params, x, lengths, state)
-    _assert_outputs_close((y.transpose(1, 0, 2), h_n, c_n), want, np.float32)
+    # A sequence of length 0: onnxruntime's LSTM gives zeros as its final
+    # state, the layer its initial state; the export keeps the initial state
+    # (before, Y_h and Y_c were 0 there), with Where, from opset 9.
+    lengths = [6, 0, 4]
+    options = dict(batch_first=True, initial_state=True, sequence_lens=True, opset=opset)
+    if opset < 9:
+        with pytest.raises(ValueError, match="sequence_lens=True needs opset 9 or later"):
+            convert.to_onnx(config, params, **options)
+        options.update(initial_state=False, sequence_lens=False)
+    model = convert.to_onnx(config, params, **options)
+    feeds = {"X": np.ascontiguousarray(x.transpose(1, 0, 2))}
+    if opset >= 9:
+        assert [i.name for i in model.graph.input][:4] == ["X", "initial_h", "initial_c", "sequence_lens"]
+        feeds.update(initial_h=state[0], initial_c=state[1], sequence_lens=np.array(lengths, np.int32))
+        y, h_n, c_n = _session(ort, model).run(["Y", "Y_h", "Y_c"], feeds)
+        assert y.shape == (3, 6, LD // L * H)
+        want = native_forward(config, params, x, lengths, state)
+        _assert_outputs_close((y.transpose(1, 0, 2), h_n, c_n), want, np.float32)
     # Each option alone: the other inputs keep their defaults.
     y, h_n, c_n = _session(ort, convert.to_onnx(config, params, initial_state=True, opset=opset)).run(
         ["Y", "Y_h", "Y_c"], {"X": x, "initial_h": state[0], "initial_c": state[1]}
