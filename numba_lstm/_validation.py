@@ -53,8 +53,7 @@ def check_float_array(name, value, dtype=None):
         raise TypeError(f"{name} must be a numpy array of float32 or float64, got {_describe(value)}")
     if isinstance(value, np.ma.MaskedArray):  # its mask would be ignored
         raise TypeError(
-            f"{name} is a masked array: numba_lstm would ignore its mask; pass {name}.filled(value), "
-            "or lengths for sequences of different lengths"
+            f"{name} is a masked array, whose mask numba_lstm would ignore; pass {name}.filled(value)"
         )
     if value.dtype not in FLOAT_DTYPES:
         raise TypeError(
@@ -86,7 +85,7 @@ def check_path(name, value):
     TypeError otherwise: an int given to ``open`` is a file descriptor, which
     would be read or written and then closed."""
     if not isinstance(value, (str, bytes, os.PathLike)):
-        raise TypeError(f"{name} must be a file path (str or os.PathLike), got {_describe(value)}")
+        raise TypeError(f"{name} must be a file path (str, bytes or os.PathLike), got {_describe(value)}")
     return os.fsdecode(value)
 
 
@@ -103,7 +102,7 @@ def check_float_dtype(name, dtype):
     (``None``, which NumPy reads as float64, too)."""
     try:
         given = None if dtype is None else np.dtype(dtype)
-    except TypeError:  # not a dtype at all
+    except (TypeError, ValueError):  # not a dtype at all
         given = None
     if given is None or given not in FLOAT_DTYPES:  # (np.dtype("float64") == None is True)
         shown = repr(dtype)[:200] if given is None else given
@@ -171,6 +170,10 @@ def check_lengths(lengths, T, B):
     """Validate per-sequence lengths: integers in 0..T, shape (B,); None stays None."""
     if lengths is None:
         return None
+    if isinstance(lengths, np.ma.MaskedArray):
+        raise TypeError(
+            "lengths is a masked array, whose mask numba_lstm would ignore; pass lengths.filled(value)"
+        )
     if not isinstance(lengths, np.ndarray):
         try:
             lengths = np.asarray(lengths)

@@ -83,6 +83,10 @@ def _to_numpy(name, value):
         if isinstance(value, (list, tuple)) or not hasattr(value, "__array__"):
             raise TypeError(f"{name} must be an array of float32 or float64, got {_describe(value)}")
         value = np.asarray(value)  # JAX / TF arrays: keeps their dtype
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array, whose mask numba_lstm would ignore; pass {name}.filled(value)"
+        )
     if value.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{name} must have dtype float32 or float64, got {value.dtype}; "
@@ -810,7 +814,7 @@ def to_onnx(
     Parameters
     ----------
     config, params : native; ``proj_size`` must be 0 (ONNX's LSTM has no projection).
-    path : str, bytes or os.PathLike, optional
+    path : str, bytes, os.PathLike or a binary file object, optional
         Where to save the model (it is returned either way).
     batch_first : bool, default False
         ``X`` is ``(B, T, I)`` and ``Y`` is ``(B, T, D*H)`` (``Transpose``
@@ -843,6 +847,8 @@ def to_onnx(
         ``h_n``, ``c_n``).  Each node holds ``W (D, 4H, I_k)``, ``R (D, 4H, H)``,
         ``B (D, 8H) = [b, 0]`` in ONNX's gate order i, o, f, c; between layers
         a ``Transpose`` and a ``Reshape`` turn ``(T, D, B, H)`` into ``(T, B, D*H)``.
+        With ``initial_state`` and ``sequence_lens``, ``Equal``, ``Reshape``
+        and two ``Where`` nodes follow the stack (above).
     """
     import onnx
     from onnx import helper, numpy_helper
@@ -864,7 +870,8 @@ def to_onnx(
     batch_first = check_bool("batch_first", batch_first)
     initial_state = check_bool("initial_state", initial_state)
     sequence_lens = check_bool("sequence_lens", sequence_lens)
-    path = None if path is None else check_path("path", path)
+    if path is not None and not hasattr(path, "write"):  # onnx.save takes a file object too
+        path = check_path("path", path)
     # onnxruntime's LSTM gives zeros as the final state of a sequence of
     # length 0: Where nodes put the initial state there (opset 9 and later).
     keep_empty_states = initial_state and sequence_lens
@@ -1240,7 +1247,7 @@ def from_onnx(path_or_model):
 
     Parameters
     ----------
-    path_or_model : str, bytes, os.PathLike or onnx.ModelProto
+    path_or_model : str, bytes, os.PathLike, a binary file object or onnx.ModelProto
         A model whose ``LSTM`` nodes, in graph order, are the layers of one
         stacked LSTM (as ``to_onnx`` and ``torch.onnx.export(nn.LSTM(...))``
         write them): the same ``hidden_size`` and ``direction`` in each, layer
@@ -1270,7 +1277,7 @@ def from_onnx(path_or_model):
         or other operators between them), or a constant initial state other
         than zero; a file that is not an ONNX model.
     TypeError
-        ``path_or_model`` is neither a path nor a ``ModelProto``.
+        ``path_or_model`` is neither a path, a file object nor a ``ModelProto``.
     """
     config, params, _ = _read_onnx(path_or_model)
     return config, params
@@ -1288,7 +1295,8 @@ def _read_onnx(path_or_model):
     else:
         from google.protobuf.message import DecodeError
 
-        path = check_path("path_or_model", path_or_model)
+        # onnx.load takes a file object too
+        path = path_or_model if hasattr(path_or_model, "read") else check_path("path_or_model", path_or_model)
         try:
             model = onnx.load(path)
         except DecodeError as error:

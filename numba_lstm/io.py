@@ -108,17 +108,16 @@ def save(layer, path):
         )
     for name, value in layer.params.items():
         arrays[_PARAM_PREFIX + name] = value
-    target = os.path.realpath(path)
+    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
+        raise IsADirectoryError(f"path {path!r} names a directory; save writes a file")
+    target = os.path.realpath(path)  # a symbolic link stays; its target is replaced
     fd, tmp = _new_file_beside(target)
     try:
-        try:
-            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
-        except FileNotFoundError:
-            pass
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
+        _copy_mode(target, tmp)
         os.replace(tmp, target)
     except BaseException:
         try:
@@ -126,6 +125,15 @@ def save(layer, path):
         except FileNotFoundError:
             pass
         raise
+
+
+def _copy_mode(target, tmp):
+    """Give ``tmp`` the permission bits of the file ``target``, if there is
+    one; best effort, as ``shutil.copymode`` (some file systems refuse chmod)."""
+    try:
+        os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+    except OSError:
+        pass
 
 
 def _new_file_beside(target):

@@ -205,7 +205,7 @@ class LSTM:
             if wanted != dtype:
                 raise TypeError(
                     f"dtype {wanted} was given but the parameters are {dtype}: numba_lstm never casts "
-                    f"them; convert the source first (torch: module.to(torch.{wanted}))"
+                    f"them; convert them first (a torch module: module.to(torch.{wanted}))"
                 )
         layer = cls(**config, dtype=dtype, **options)
         for name, value in params.items():

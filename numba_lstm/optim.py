@@ -302,8 +302,9 @@ def clip_grad_norm(grads, max_norm, names=None):
     -------
     float
         The total norm before clipping.  If it is ``nan`` the gradients are
-        scaled by ``nan``, if it is ``inf`` by 0, as PyTorch does (which
-        raises only with ``error_if_nonfinite=True``).
+        scaled by ``nan``, if it is ``inf`` by 0 (by ``nan`` when ``max_norm``
+        is ``inf`` too), as PyTorch does (which raises only with
+        ``error_if_nonfinite=True``).
     """
     if not isinstance(grads, dict):
         raise TypeError(f"grads must be a dict of name -> gradient array, got {type(grads).__name__}")

@@ -482,6 +482,24 @@ def test_jit_step_into_refuses_outputs_that_overlap(j, outputs):
         jit.step_into(**j, h_out=h_out, c_out=c_out, work=jit_buffers(j)["work"])
 
 
+@pytest.mark.parametrize(
+    "outputs",
+    [
+        lambda: (lambda buf: (buf[:, :H], buf[:, H:]))(np.zeros((B, 2 * H), np.float32)),  # side by side
+        lambda: (lambda hc: (hc[..., 0], hc[..., 1]))(np.zeros((B, H, 2), np.float32)),  # interleaved
+        lambda: (lambda buf: (buf[:, ::2], buf[:, 1::2]))(np.zeros((B, 2 * H), np.float32)[::-1]),
+    ],
+)
+def test_jit_step_into_takes_outputs_that_share_a_buffer_but_no_element(j, outputs):
+    """Their byte ranges overlap, their elements do not: refused by a first
+    version of the check above, which compared ranges alone."""
+    h_out, c_out = outputs()
+    jit.step_into(**j, h_out=h_out, c_out=c_out, work=jit_buffers(j)["work"])
+    h_ref, c_ref = jit.step(**j)
+    np.testing.assert_array_equal(h_out, h_ref)
+    np.testing.assert_array_equal(c_out, c_ref)
+
+
 def test_jit_step_into_writes_outputs_over_its_inputs(j):
     """The step reads x_t, h and c before it writes: h_out and c_out may be
     any of them, swapped too (the README says so)."""
@@ -679,9 +697,23 @@ def _masked(*shape):
             TypeError,
             "x is a masked array",
         ),
-        # work_size(1.5, 3) was 45.0, and work_size(-1, 3) -30.
+        # work_size(1.5, 3) was 45.0, work_size(-1, 3) -30, work_size(2**62, 1) negative.
         (lambda: jit.work_size(1.5, 3), TypeError, "work_size: B must be an integer, got Numba type float64"),
         (lambda: jit.work_size(2, -1), ValueError, "work_size: B and H must be >= 0"),
+        (lambda: jit.work_size(2**62, 1), ValueError, "work_size: 10 \\* B \\* H is past the largest int64"),
+        (
+            lambda: numba_lstm.LSTM(I, H)(_x(T, B, I), lengths=np.ma.masked_array([1, 2])),
+            TypeError,
+            "lengths is a masked array",
+        ),
+        (
+            lambda: numba_lstm.LSTM.from_params(
+                numba_lstm.LSTM(I, H).config,
+                {k: np.ma.masked_array(v) for k, v in numba_lstm.LSTM(I, H).params.items()},
+            ),
+            TypeError,
+            r"params\['W_l0'\] is a masked array",
+        ),
         # from_params: "got multiple values for keyword argument 'dtype'".
         (
             lambda: numba_lstm.LSTM.from_params(

@@ -7,6 +7,7 @@ LSTM of the native contract evaluated in float64 NumPy, built from
 
 import os
 import re
+from io import BytesIO
 
 import numpy as np
 import pytest
@@ -433,7 +434,7 @@ def test_from_onnx_reads_torch_onnx_export(torch, onnx, ort, name, tmp_path):
     _assert_outputs_close(got_ort, y_torch, np.float32)
 
 
-@pytest.mark.parametrize("opset", [7, 9, 13, 17])
+@pytest.mark.parametrize("opset", [7, 8, 9, 13, 17])
 @pytest.mark.parametrize("name", ["1layer", "2layers", "2layers_bidir"])
 def test_onnx_export_with_batch_first_and_initial_states_runs_like_native(onnx, ort, name, opset):
     # Before, a layer's batch_first was not exported (a batch_first layer's
@@ -453,16 +454,24 @@ def test_onnx_export_with_batch_first_and_initial_states_runs_like_native(onnx, 
     if opset < 9:
         with pytest.raises(ValueError, match="sequence_lens=True needs opset 9 or later"):
             convert.to_onnx(config, params, **options)
-        options.update(initial_state=False, sequence_lens=False)
+        options.update(initial_state=False)
+        state = None  # sequence_lens alone: zeros, the final state of a sequence of length 0
     model = convert.to_onnx(config, params, **options)
-    feeds = {"X": np.ascontiguousarray(x.transpose(1, 0, 2))}
-    if opset >= 9:
+    feeds = {"X": np.ascontiguousarray(x.transpose(1, 0, 2)), "sequence_lens": np.array(lengths, np.int32)}
+    if state is not None:
         assert [i.name for i in model.graph.input][:4] == ["X", "initial_h", "initial_c", "sequence_lens"]
-        feeds.update(initial_h=state[0], initial_c=state[1], sequence_lens=np.array(lengths, np.int32))
-        y, h_n, c_n = _session(ort, model).run(["Y", "Y_h", "Y_c"], feeds)
-        assert y.shape == (3, 6, LD // L * H)
-        want = native_forward(config, params, x, lengths, state)
-        _assert_outputs_close((y.transpose(1, 0, 2), h_n, c_n), want, np.float32)
+        feeds.update(initial_h=state[0], initial_c=state[1])
+    y, h_n, c_n = _session(ort, model).run(["Y", "Y_h", "Y_c"], feeds)
+    assert y.shape == (3, 6, LD // L * H)
+    want = native_forward(config, params, x, lengths, state)
+    _assert_outputs_close((y.transpose(1, 0, 2), h_n, c_n), want, np.float32)
+    if state is None:
+        state = [rng.standard_normal((LD, 3, H)).astype(np.float32) for _ in range(2)]
+    else:  # the pair, time-major
+        y, h_n, c_n = _session(ort, convert.to_onnx(config, params, **{**options, "batch_first": False})).run(
+            ["Y", "Y_h", "Y_c"], {**feeds, "X": x}
+        )
+        _assert_outputs_close((y, h_n, c_n), want, np.float32)
     # Each option alone: the other inputs keep their defaults.
     y, h_n, c_n = _session(ort, convert.to_onnx(config, params, initial_state=True, opset=opset)).run(
         ["Y", "Y_h", "Y_c"], {"X": x, "initial_h": state[0], "initial_c": state[1]}
@@ -501,6 +510,11 @@ def test_onnx_paths_may_be_bytes_but_not_integers(onnx, tmp_path):
             with pytest.raises(TypeError, match="path must be a file path .*, got (int|bool)"):
                 convert.to_onnx(config, params, bad)
         os.fstat(f.fileno())  # still open
+    # File objects, as onnx.save and onnx.load take them.
+    buffer = BytesIO()
+    convert.to_onnx(config, params, buffer)
+    buffer.seek(0)
+    assert convert.from_onnx(buffer)[0] == config
 
 
 def test_from_onnx_refuses_a_file_that_is_not_onnx_naming_it(onnx, tmp_path):

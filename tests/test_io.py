@@ -356,10 +356,40 @@ def test_save_through_a_symbolic_link_replaces_its_target(tmp_path):
     layer = numba_lstm.LSTM(2, 3, seed=0)
     (tmp_path / "real").mkdir()
     os.symlink(tmp_path / "real" / "model.npz", tmp_path / "link.npz")
-    io.save(layer, tmp_path / "link.npz")
-    assert os.path.islink(tmp_path / "link.npz")
-    assert sorted(os.listdir(tmp_path / "real")) == ["model.npz"]
-    assert _bits(io.load(tmp_path / "real" / "model.npz").params["W_l0"]) == _bits(layer.params["W_l0"])
+    for _ in range(2):  # a dangling link, then one to the file the first save wrote
+        io.save(layer, tmp_path / "link.npz")
+        assert os.path.islink(tmp_path / "link.npz")
+        assert sorted(os.listdir(tmp_path / "real")) == ["model.npz"]
+        assert _bits(io.load(tmp_path / "real" / "model.npz").params["W_l0"]) == _bits(layer.params["W_l0"])
+        os.chmod(tmp_path / "real" / "model.npz", 0o604)
+    assert oct(os.stat(tmp_path / "real" / "model.npz").st_mode & 0o777) == oct(0o604)
+
+
+def test_save_to_a_path_ending_in_a_separator_is_refused(tmp_path):
+    """os.path.realpath drops the separator: "m.npz/" replaced the file m.npz."""
+    layer = numba_lstm.LSTM(2, 3, seed=0)
+    io.save(layer, tmp_path / "m.npz")
+    before = (tmp_path / "m.npz").read_bytes()
+    with pytest.raises(IsADirectoryError, match="names a directory"):
+        io.save(numba_lstm.LSTM(2, 3, seed=1), str(tmp_path / "m.npz") + os.sep)
+    assert (tmp_path / "m.npz").read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["m.npz"]
+
+
+def test_save_where_chmod_is_refused_still_saves(tmp_path, monkeypatch):
+    """Some file systems refuse chmod: the mode is copied on a best-effort basis."""
+    layer = numba_lstm.LSTM(2, 3, seed=0)
+    io.save(layer, tmp_path / "m.npz")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("chmod refused")
+
+    monkeypatch.setattr(io.os, "chmod", refuse)
+    io.save(numba_lstm.LSTM(2, 3, seed=1), tmp_path / "m.npz")
+    assert _bits(io.load(tmp_path / "m.npz").params["W_l0"]) == _bits(
+        numba_lstm.LSTM(2, 3, seed=1).params["W_l0"]
+    )
+    assert sorted(os.listdir(tmp_path)) == ["m.npz"]
 
 
 def test_paths_may_be_bytes_but_not_integers(tmp_path):
