@@ -10,7 +10,7 @@ except ``work``, and read-only except ``h_out``, ``c_out`` and ``work``;
 ``step_into`` allocates nothing: use it in tight loops.  Its ``work`` buffer is
 a C-contiguous 1-D array of ``work_size(B, H) = 10 * B * H`` elements of the
 same dtype (a whole array, not a strided view), which shares memory with no
-other argument (not checked: the check cost 5-13% of a step at H = 32);
+other argument (not checked: the check cost 4-15% of a step at H = 32);
 ``h_out``/``c_out`` may be the same arrays as ``h``/``c`` (update in place),
 but never share memory with each other (refused).  Above ``SMALL_ROWS`` = 8
 rows the products go through BLAS, and a strided ``x_t``, ``h`` or ``c``, or
