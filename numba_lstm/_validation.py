@@ -51,10 +51,7 @@ def check_float_array(name, value, dtype=None):
                 f"{type(value).__name__}; convert it with numpy.asarray(..., dtype=...) first"
             )
         raise TypeError(f"{name} must be a numpy array of float32 or float64, got {_describe(value)}")
-    if isinstance(value, np.ma.MaskedArray):  # its mask would be ignored
-        raise TypeError(
-            f"{name} is a masked array, whose mask numba_lstm would ignore; pass {name}.filled(value)"
-        )
+    refuse_masked(name, value)
     if value.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{name} must have dtype float32 or float64, got {value.dtype}; "
@@ -64,6 +61,14 @@ def check_float_array(name, value, dtype=None):
         raise TypeError(
             f"{name} has dtype {value.dtype} but the other arrays are {np.dtype(dtype)}; "
             "pass every array in one dtype"
+        )
+
+
+def refuse_masked(name, value):
+    """TypeError if ``value`` is a NumPy masked array: numba_lstm would ignore its mask."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a masked array, whose mask numba_lstm would ignore; pass {name}.filled(value)"
         )
 
 
@@ -170,10 +175,7 @@ def check_lengths(lengths, T, B):
     """Validate per-sequence lengths: integers in 0..T, shape (B,); None stays None."""
     if lengths is None:
         return None
-    if isinstance(lengths, np.ma.MaskedArray):
-        raise TypeError(
-            "lengths is a masked array, whose mask numba_lstm would ignore; pass lengths.filled(value)"
-        )
+    refuse_masked("lengths", lengths)
     if not isinstance(lengths, np.ndarray):
         try:
             lengths = np.asarray(lengths)

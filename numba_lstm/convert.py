@@ -45,7 +45,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from numba_lstm._panels import aligned_copy
-from numba_lstm._validation import FLOAT_DTYPES, check_bool, check_integer, check_path, is_real
+from numba_lstm._validation import FLOAT_DTYPES, check_bool, check_integer, check_path, is_real, refuse_masked
 
 CONFIG_KEYS = ("input_size", "hidden_size", "num_layers", "bidirectional", "proj_size")
 _IGNORED_CONFIG_KEYS = ("dropout", "batch_first")
@@ -83,10 +83,7 @@ def _to_numpy(name, value):
         if isinstance(value, (list, tuple)) or not hasattr(value, "__array__"):
             raise TypeError(f"{name} must be an array of float32 or float64, got {_describe(value)}")
         value = np.asarray(value)  # JAX / TF arrays: keeps their dtype
-    if isinstance(value, np.ma.MaskedArray):
-        raise TypeError(
-            f"{name} is a masked array, whose mask numba_lstm would ignore; pass {name}.filled(value)"
-        )
+    refuse_masked(name, value)
     if value.dtype not in FLOAT_DTYPES:
         raise TypeError(
             f"{name} must have dtype float32 or float64, got {value.dtype}; "
@@ -880,6 +877,7 @@ def to_onnx(
             f"initial_state=True with sequence_lens=True needs opset 9 or later (the Where operator that "
             f"keeps the initial state of sequences of length 0), got opset {opset}"
         )
+    stack = "_stack" if keep_empty_states else ""  # the stack's final states, before the Where nodes
     dtype = params["W_l0"].dtype
     elem = _ONNX_DTYPES[dtype]
     L, H = config["num_layers"], config["hidden_size"]
@@ -925,8 +923,7 @@ def to_onnx(
                 lstm_inputs += [f"initial_h_l{k}", f"initial_c_l{k}"]
         while not lstm_inputs[-1]:  # optional inputs left out at the end
             lstm_inputs.pop()
-        y_h = f"Y_h_l{k}" if L > 1 else "Y_h_stack" if keep_empty_states else "Y_h"
-        y_c = f"Y_c_l{k}" if L > 1 else "Y_c_stack" if keep_empty_states else "Y_c"
+        y_h, y_c = (f"Y_h_l{k}", f"Y_c_l{k}") if L > 1 else (f"Y_h{stack}", f"Y_c{stack}")
         nodes.append(
             helper.make_node(
                 "LSTM",
@@ -945,15 +942,16 @@ def to_onnx(
         nodes.append(helper.make_node("Transpose", ["Y_TBDH"], ["Y"], perm=[1, 0, 2]))
     if L > 1:
         for name in ("Y_h", "Y_c"):
-            stacked = f"{name}_stack" if keep_empty_states else name
-            nodes.append(helper.make_node("Concat", [f"{name}_l{k}" for k in range(L)], [stacked], axis=0))
+            nodes.append(
+                helper.make_node("Concat", [f"{name}_l{k}" for k in range(L)], [name + stack], axis=0)
+            )
     if keep_empty_states:
         initializers.append(numpy_helper.from_array(np.zeros((), np.int32), "zero_length"))
         initializers.append(numpy_helper.from_array(np.array([1, -1, 1], np.int64), "shape_1_B_1"))
         nodes.append(helper.make_node("Equal", ["sequence_lens", "zero_length"], ["empty"]))
         nodes.append(helper.make_node("Reshape", ["empty", "shape_1_B_1"], ["empty_1_B_1"]))
         for name, initial in (("Y_h", "initial_h"), ("Y_c", "initial_c")):
-            nodes.append(helper.make_node("Where", ["empty_1_B_1", initial, f"{name}_stack"], [name]))
+            nodes.append(helper.make_node("Where", ["empty_1_B_1", initial, name + stack], [name]))
     outputs = [
         helper.make_tensor_value_info("Y", elem, [*leading_axes, D * H]),
         helper.make_tensor_value_info("Y_h", elem, [L * D, "B", H]),

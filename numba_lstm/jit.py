@@ -304,7 +304,7 @@ def _check_step_into(x_t, h, c, W, b, h_out, c_out, work):
             "h_out and c_out must have the shapes of h and c, " + _shape(h) + " and " + _shape(c)
             + "; got " + _shape(h_out) + " and " + _shape(c_out)
         )  # fmt: skip
-    if work.size < 10 * B * H:
+    if work.size < _work_elements(B, H):
         raise ValueError(
             "work must have at least work_size(B, H) = 10 * B * H = " + str(_work_elements(B, H))
             + " elements; got " + str(work.size)
