@@ -110,7 +110,10 @@ def check_float_dtype(name, dtype):
     except (TypeError, ValueError):  # not a dtype at all
         given = None
     if given is None or given not in FLOAT_DTYPES:  # (np.dtype("float64") == None is True)
-        shown = repr(dtype)[:200] if given is None else given
+        if given is None:  # e.g. torch.float32: say what is accepted
+            shown = f"{repr(dtype)[:200]}, which is not a NumPy dtype (pass np.float32 or 'float32')"
+        else:
+            shown = given
         raise TypeError(f"{name} must be float32 or float64, got {shown}")
     return given
 

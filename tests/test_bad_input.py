@@ -672,7 +672,13 @@ def _masked(*shape):
         (
             lambda: numba_lstm.LSTM(I, H, dtype="foo"),
             TypeError,
-            "dtype must be float32 or float64, got 'foo'",
+            "dtype must be float32 or float64, got 'foo', which is not a NumPy dtype",
+        ),
+        # A framework's dtype object: the message says what to pass instead.
+        (
+            lambda: numba_lstm.LSTM(I, H, dtype=__import__("torch").float32),
+            TypeError,
+            r"dtype must be float32 or float64, got torch.float32, which is not a NumPy dtype \(pass np.float32",
         ),
         (
             lambda: numba_lstm.LSTM(I, H, seed=-1),
