@@ -50,6 +50,13 @@ class Case(NamedTuple):
         return f"{self.workload} B={B} T={T} I={I} H={H} {self.dtype}"
 
     @property
+    def position(self):
+        """The implementation's place in the registry (the GEMM ceiling last): the tables' row order."""
+        return next(
+            (k for k, impl in enumerate(registry.REGISTRY) if impl is self.impl), len(registry.REGISTRY)
+        )
+
+    @property
     def id(self):
         return f"{self.group.replace(' ', '-')}-r{self.repeat}-{self.impl.name.replace(' ', '_')}"
 
@@ -109,7 +116,7 @@ def pytest_generate_tests(metafunc):
 def record_skip(config, case, reason):
     config.stash[SKIPPED][(case.group, case.impl.name)] = {
         "workload": case.workload, "shape": list(case.shape), "dtype": case.dtype,
-        "implementation": case.impl.name, "reason": reason,
+        "implementation": case.impl.name, "position": case.position, "reason": reason,
     }  # fmt: skip
 
 

@@ -164,7 +164,11 @@ def configure_threads(n=None):
     The default is PyTorch's own default (the physical cores), so PyTorch runs
     exactly as a user gets it; without torch, ``os.cpu_count()``.  BLAS (the
     OpenBLAS that Numba calls, and NumPy's) gets the same count through
-    threadpoolctl, Numba's pool and onnxruntime's intra-op pool too.
+    threadpoolctl, Numba's pool and onnxruntime's intra-op pool too.  Numba's
+    pool cannot grow past ``NUMBA_NUM_THREADS`` (fixed when Numba starts, the
+    logical CPUs unless set), so the count is at most that for everyone: with
+    ``NUMBA_NUM_THREADS=1`` every implementation runs on one thread, and
+    ``--threads`` above the CPUs does not oversubscribe the others alone.
     """
     import numba
     import scipy.linalg  # noqa: F401  (loads the BLAS that Numba calls, so threadpoolctl sees it)
@@ -173,9 +177,10 @@ def configure_threads(n=None):
     torch = _import("torch")
     if n is None:
         n = torch.get_num_threads() if torch is not None else os.cpu_count()
+    n = min(n, numba.config.NUMBA_NUM_THREADS)
     if torch is not None:
         torch.set_num_threads(n)
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
     _THREADS["limits"] = threadpool_limits(n, user_api="blas")
     _THREADS["n"] = n
     return n

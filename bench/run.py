@@ -153,7 +153,12 @@ def summarise(raw):
     for row in rows:
         times = sorted(row["times"])
         row["median_s"] = statistics.median(times)
-        q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
+        # "inclusive": quartiles interpolated within the data.  The default
+        # ("exclusive") extrapolates past it with few repeats: with 5 it gave
+        # the min and max half weight, with 2 it gave 1.5x the range.
+        q1, _, q3 = (
+            statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (times[0],) * 3
+        )
         row["iqr_percent"] = 100 * (q3 - q1) / row["median_s"]
         row["gflops"] = row["flops"] / row["median_s"] / 1e9
         row["steps_per_s"] = row["sequence_steps"] / row["median_s"]
@@ -166,8 +171,9 @@ def summarise(raw):
     return rows, gemm
 
 
-def _fmt(value, spec, missing="n/a"):
-    return missing if value is None else format(value, spec)
+def _fmt(value, spec, unit="", missing="n/a"):
+    """``value`` formatted with its unit, or ``missing`` alone (no unit) where there is no value."""
+    return missing if value is None else format(value, spec) + unit
 
 
 def _blas_line(info):
@@ -215,6 +221,8 @@ def render_tables(rows, skipped, gemm, machine, startup):
                       and rs[0]["shape"] == entry["shape"] and rs[0]["dtype"] == entry["dtype"]), None)  # fmt: skip
         if group is not None:
             order[group].append(entry | {"skipped": True})
+    for group_rows in order.values():  # skipped entries among the others, by registry position
+        group_rows.sort(key=lambda row: row.get("position", 0))
     for workload, title in TITLES.items():
         groups = [g for g, rs in order.items() if rs[0]["workload"] == workload]
         if not groups:
@@ -236,7 +244,7 @@ def render_tables(rows, skipped, gemm, machine, startup):
                 lines.append(
                     f"| {shape} | {row['dtype']} | {row['implementation']} | {t:.3g} | "
                     f"{row['iqr_percent']:.0f}% | {row['steps_per_s']:.3g} | {row['gflops']:.3g} | "
-                    f"{_fmt(row['vs_pytorch'], '.2f')}x | {_fmt(row['gemm_percent'], '.0f')}% |"
+                    f"{_fmt(row['vs_pytorch'], '.2f', 'x')} | {_fmt(row['gemm_percent'], '.0f', '%')} |"
                 )
     return "\n".join(lines) + "\n"
 

@@ -66,7 +66,7 @@ def test_lstm(benchmark, case, request):
     steps, flops = registry.work(case.workload, _PREPARED["problem"])
     _extra_info(
         benchmark, group=case.group, workload=case.workload, shape=list(case.shape), dtype=case.dtype,
-        implementation=case.impl.name, baseline=case.impl.baseline, repeat=case.repeat,
+        implementation=case.impl.name, position=case.position, baseline=case.impl.baseline, repeat=case.repeat,
         flops=flops, sequence_steps=steps, iterations=iterations,
     )  # fmt: skip
     _lead_in(request.config, run)
@@ -106,8 +106,8 @@ def _gemm_round(benchmark, case, config):
     operands = _gemm_operands(n, case.dtype)
     _extra_info(
         benchmark, group=f"gemm {case.dtype}", workload="gemm", shape=[n, n, n], dtype=case.dtype,
-        implementation=GEMM.name, baseline=False, repeat=case.repeat, flops=2 * n**3, sequence_steps=0,
-        iterations=1,
+        implementation=GEMM.name, position=case.position, baseline=False, repeat=case.repeat, flops=2 * n**3,
+        sequence_steps=0, iterations=1,
     )  # fmt: skip
     _lead_in(config, _gemm, *operands)
     benchmark.pedantic(_gemm, operands, rounds=1, iterations=1)

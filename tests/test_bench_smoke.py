@@ -6,6 +6,7 @@ A peer that is not installed, or an entry whose numba_lstm API does not exist
 yet, is skipped with the reason the benchmark table prints.
 """
 
+import os
 import pathlib
 import sys
 
@@ -104,3 +105,85 @@ def test_make_bench_pipeline_end_to_end(tmp_path):
         "BLAS under numba_lstm",
     ):
         assert title in tables
+
+
+def _raw(times_by_implementation, workload="inference", baseline=None):
+    """pytest-benchmark's JSON as ``bench/run.py`` reads it: one record per timed round."""
+    return {
+        "benchmarks": [
+            {
+                "stats": {"median": t},
+                "extra_info": {
+                    "group": f"{workload} B=2 T=5 I=4 H=4 float32",
+                    "workload": workload,
+                    "shape": [2, 5, 4, 4],
+                    "dtype": "float32",
+                    "implementation": name,
+                    "position": position,
+                    "baseline": name == baseline,
+                    "repeat": repeat,
+                    "flops": 1e9,
+                    "sequence_steps": 10,
+                    "iterations": 1,
+                },
+            }  # fmt: skip
+            for position, (name, times) in enumerate(times_by_implementation.items())
+            for repeat, t in enumerate(times)
+        ]
+    }
+
+
+def test_summary_spread_is_the_interquartile_range_within_the_repeats():
+    from bench import run
+
+    (row,) = run.summarise(_raw({"numba_lstm": [5.0, 1.0, 4.0, 2.0, 3.0]}))[0]
+    # Quartiles 2 and 4 of 1..5, median 3: (4 - 2) / 3.  The default of
+    # statistics.quantiles extrapolates past the data: (4.5 - 1.5) / 3.
+    assert row["median_s"] == 3.0
+    assert row["iqr_percent"] == pytest.approx(100 * 2 / 3)
+    (row,) = run.summarise(_raw({"numba_lstm": [1.0, 2.0]}))[0]
+    assert row["iqr_percent"] == pytest.approx(100 * 0.5 / 1.5)  # half the range, not 1.5x it
+
+
+def test_tables_without_a_baseline_or_gemm_row():
+    """No PyTorch (so no 'vs PyTorch') and no GEMM row: the cells read n/a, and a
+    skipped entry keeps its registry place among the others."""
+    from bench import run
+
+    rows, gemm = run.summarise(_raw({"numba_lstm": [1.0], "numpy reference": [2.0]}))
+    skipped = [{"workload": "inference", "shape": [2, 5, 4, 4], "dtype": "float32",
+                "implementation": "torch.nn.LSTM", "position": 1, "reason": "torch is not installed"}]  # fmt: skip
+    rows[1]["position"] = 2  # the reference after torch's place in the registry
+    machine = {"numba_lstm_bench": {"cpu_model": "cpu", "logical_cpus": 2, "threads_per_implementation": 2,
+                                    "numba_threading_layer": "tbb", "threadpools": []}}  # fmt: skip
+    tables = run.render_tables(rows, skipped, gemm, machine, {"warm_s": 0.5, "cold_s": 20.0})
+    lines = [line for line in tables.splitlines() if line.startswith("| 2×5×4×4")]
+    assert [line.split(" | ")[2] for line in lines] == ["numba_lstm", "torch.nn.LSTM", "numpy reference"]
+    assert lines[0].endswith("| n/a | n/a |") and lines[2].endswith("| n/a | n/a |")
+    assert "n/ax" not in tables and "n/a%" not in tables
+
+
+def test_bench_threads_are_capped_by_numba_num_threads():
+    """Numba's pool cannot grow past NUMBA_NUM_THREADS: the others get no more than it."""
+    import subprocess
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    script = (
+        "import sys, torch, numba; sys.path.insert(0, '.'); from bench import implementations as r\n"
+        "n = r.configure_threads(2)\n"
+        "from threadpoolctl import threadpool_info\n"
+        "blas = {p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'}\n"
+        "print(n, numba.get_num_threads(), torch.get_num_threads(), r._threads(), sorted(blas))\n"
+    )
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["1", "1", "1", "1", "[1]"]
