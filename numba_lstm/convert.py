@@ -1183,6 +1183,13 @@ def _check_onnx_stack(nodes, wheres, D, H, graph, constants, dynamic, value_of):
     layouts = [_onnx_attributes(node).get("layout", 0) for node in nodes]
 
     for k, (node, where) in enumerate(zip(nodes, wheres, strict=True)):
+        lengths = node.input[4] if len(node.input) > 4 else ""
+        if lengths and lengths not in dynamic:
+            raise ValueError(
+                f"{where} reads a sequence_lens built into the model (computed from constants and the inputs' "
+                "shapes, not from an input's values): the native parameters hold no lengths. Make it an input "
+                "of the model, and pass the lengths to forward as lengths="
+            )
         for index, label in ((5, "initial_h"), (6, "initial_c")):
             name = node.input[index] if len(node.input) > index else ""
             if not name:
@@ -1256,10 +1263,12 @@ def from_onnx(path_or_model):
         reference evaluator computes them); ``B = [Wb, Rb]`` is summed.  What comes before
         the first node and after the last is not part of the stack.
         ``layout``, ``sequence_lens``, ``initial_h`` and ``initial_c`` concern
-        the inputs, not the weights, and are not read, but a constant initial
-        state must be zero (one computed from constants and the inputs'
-        shapes, such as zeros of B rows, is evaluated; an initializer counts
-        as the state's value even where the graph also lists it as an input).
+        the inputs, not the weights, and are not read, but a ``sequence_lens``
+        must come from the model's inputs (pass the lengths to ``forward``),
+        and a constant initial state must be zero (one computed from constants
+        and the inputs' shapes, such as zeros of B rows, is evaluated; an
+        initializer counts as the state's value even where the graph also
+        lists it as an input).
 
     Returns
     -------
@@ -1272,8 +1281,9 @@ def from_onnx(path_or_model):
         input), ``clip``, ``input_forget=1``, ``activations`` other than
         Sigmoid, Tanh, Tanh (or any ``activation_alpha`` / ``activation_beta``),
         ``direction='reverse'`` alone, nodes that do not stack (other sizes,
-        or other operators between them), or a constant initial state other
-        than zero; a file that is not an ONNX model.
+        or other operators between them), a ``sequence_lens`` built into the
+        model, or a constant initial state other than zero; a file that is
+        not an ONNX model.
     TypeError
         ``path_or_model`` is neither a path, a file object nor a ``ModelProto``.
     """

@@ -835,6 +835,48 @@ def test_from_onnx_refuses_the_frozen_state_of_its_own_export(onnx, ort, value):
             convert.from_onnx(model)
 
 
+@pytest.mark.parametrize("source", ["input", "initializer", "from the input's shape"])
+def test_from_onnx_refuses_sequence_lens_built_into_the_model(onnx, source):
+    # Lengths that the model fixes (an initializer, or T for every row from
+    # X's shape) were accepted and dropped: 0.16 off from onnxruntime's
+    # outputs with lengths [2, 2].  Lengths that are an input are the caller's.
+    from onnx import helper, numpy_helper
+
+    config = CONFIGS["2layers"]
+    params = random_params(config, np.float32)
+    model = convert.to_onnx(config, params, sequence_lens=True)
+    graph = model.graph
+    if source != "input":
+        kept = [i for i in graph.input if i.name != "sequence_lens"]
+        del graph.input[:]
+        graph.input.extend(kept)
+    if source == "initializer":
+        graph.initializer.append(numpy_helper.from_array(np.array([2, 2], np.int32), "sequence_lens"))
+    elif source == "from the input's shape":  # Expand(Cast(Shape(X)[0]), [B])
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array([0], np.int64), "zero_i"),
+                numpy_helper.from_array(np.array([2], np.int64), "B_i"),
+            ]
+        )
+        nodes = [
+            helper.make_node("Shape", ["X"], ["shape_X"]),
+            helper.make_node("Gather", ["shape_X", "zero_i"], ["T_i"]),
+            helper.make_node("Cast", ["T_i"], ["T_32"], to=onnx.TensorProto.INT32),
+            helper.make_node("Expand", ["T_32", "B_i"], ["sequence_lens"]),
+        ]
+        for position, node in enumerate(nodes):
+            graph.node.insert(position, node)
+    if source == "input":
+        got_config, got = convert.from_onnx(model)
+        assert got_config == convert.check_config(config)
+        for key, value in params.items():
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+    else:
+        with pytest.raises(ValueError, match="'lstm_l0' reads a sequence_lens built into the model"):
+            convert.from_onnx(model)
+
+
 def test_from_onnx_follows_batch_major_nodes(onnx):
     # layout = 1 (opset 14): Y (B, T, D, H) reshaped into the next node's X
     # (B, T, D * H), with no Transpose; onnxruntime cannot run such nodes
