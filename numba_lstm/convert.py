@@ -481,7 +481,8 @@ def from_keras(layer_or_weights):
         A built layer, or its ``get_weights()``: ``[kernel (I, 4H),
         recurrent_kernel (H, 4H), bias (4H,)]`` (2 arrays when
         ``use_bias=False``: the bias is then zero); 6 (or 4) arrays are a
-        ``Bidirectional``'s forward then backward weights.  Gate order i, f,
+        ``Bidirectional``'s forward then backward weights (a ``Bidirectional``
+        whose directions differ in ``use_bias``: pass the layer).  Gate order i, f,
         c, o, the native order, so ``W = [kernel; recurrent_kernel]``.
 
     Returns
@@ -512,18 +513,13 @@ def from_keras(layer_or_weights):
             return _single_config(I, H), {"W_l0": W, "b_l0": b}
         if n in (4, 6):
             half = n // 2
-            I, H, W, b = _keras_direction(obj[:half], "keras forward weights")
-            I_r, H_r, W_r, b_r = _keras_direction(obj[half:], "keras backward weights")
-            if (I_r, H_r) != (I, H):
-                raise ValueError(
-                    f"the backward weights have input size {I_r} and {H_r} units, the forward ones {I} and {H}"
-                )
-            _same_dtype({"forward": W, "backward": W_r})
-            config = _single_config(I, H, bidirectional=True)
-            return config, {"W_l0": W, "b_l0": b, "W_l0_reverse": W_r, "b_l0_reverse": b_r}
+            return _keras_bidirectional(
+                obj[:half], obj[half:], "keras forward weights", "keras backward weights"
+            )
         raise ValueError(
             "layer_or_weights as a list must hold [kernel, recurrent_kernel, bias] (2 or 3 arrays), "
-            f"or a Bidirectional's 4 or 6, got {n} arrays"
+            f"or a Bidirectional's 4 or 6, got {n} arrays (a Bidirectional whose directions differ in "
+            "use_bias: pass the layer, or each direction's list)"
         )
     if not _from_package(obj, "keras"):
         raise TypeError(
@@ -540,9 +536,26 @@ def from_keras(layer_or_weights):
             )
         _check_keras_lstm(obj.forward_layer, "the Bidirectional's forward_layer", go_backwards=False)
         _check_keras_lstm(obj.backward_layer, "the Bidirectional's backward_layer", go_backwards=True)
-        return from_keras(obj.forward_layer.get_weights() + obj.backward_layer.get_weights())
+        return _keras_bidirectional(
+            obj.forward_layer.get_weights(),
+            obj.backward_layer.get_weights(),
+            "the Bidirectional's forward_layer weights",
+            "the Bidirectional's backward_layer weights",
+        )
     _check_keras_lstm(obj, "the keras layer", go_backwards=False)
     return from_keras(obj.get_weights())
+
+
+def _keras_bidirectional(forward, backward, forward_name, backward_name):
+    """``from_keras`` of a ``Bidirectional``: each direction's weights apart
+    (2 or 3 arrays each: either may lack its bias)."""
+    I, H, W, b = _keras_direction(forward, forward_name)
+    I_r, H_r, W_r, b_r = _keras_direction(backward, backward_name)
+    if (I_r, H_r) != (I, H):
+        raise ValueError(f"{backward_name} have input size {I_r} and {H_r} units, {forward_name} {I} and {H}")
+    _same_dtype({forward_name: W, backward_name: W_r})
+    config = _single_config(I, H, bidirectional=True)
+    return config, {"W_l0": W, "b_l0": b, "W_l0_reverse": W_r, "b_l0_reverse": b_r}
 
 
 def to_keras_weights(config, params, *, layer=None, use_bias=True):

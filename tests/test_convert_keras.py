@@ -140,6 +140,29 @@ def test_bidirectional_without_bias_from_a_list():
     assert len(convert.to_keras_weights(config, params, use_bias=False)) == 4
 
 
+@pytest.mark.parametrize("biased", ["forward", "backward"])
+def test_bidirectional_whose_directions_differ_in_use_bias(biased):
+    # Keras accepts a backward_layer with another use_bias; its weights were
+    # joined into one list of 5 arrays and refused as a list.
+    layer = keras.layers.Bidirectional(
+        keras.layers.LSTM(H, return_sequences=True, use_bias=biased == "forward"),
+        backward_layer=keras.layers.LSTM(
+            H, return_sequences=True, go_backwards=True, use_bias=biased == "backward"
+        ),
+    )
+    layer.build((None, T, I))
+    forward, backward = _random_keras_weights(1, seed=6), _random_keras_weights(1, seed=7)
+    weights = forward + backward[:2] if biased == "forward" else forward[:2] + backward
+    layer.set_weights(weights)
+    config, params = convert.from_keras(layer)
+    assert config["bidirectional"] is True
+    unbiased = "b_l0_reverse" if biased == "forward" else "b_l0"
+    np.testing.assert_array_equal(params[unbiased], np.zeros(4 * H, np.float32))
+    x = _x(4)
+    y = np.concatenate([_native(params, x)[0], _native(params, x, "_reverse")[0]], axis=2)
+    assert_close(y, _numpy(layer(x)), np.float32, "y")
+
+
 def test_to_keras_weights_stacked_layers_and_refusals():
     config = {"input_size": I, "hidden_size": H, "num_layers": 2, "bidirectional": False, "proj_size": 0}
     params = {k: np.ones(s, np.float32) for k, s in convert.parameter_shapes(config).items()}
