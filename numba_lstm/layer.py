@@ -218,7 +218,9 @@ class LSTM:
 
         A module's ``batch_first`` and ``dropout`` carry over, so the layer
         reads the inputs the module reads, unless ``options`` give them
-        (a state dict has neither: the defaults, time-major and no dropout).
+        (a state dict has neither: the defaults, time-major and no dropout),
+        and so does its mode: a module in ``eval()`` gives a layer in
+        ``eval()`` (no dropout), as it gives a new layer in training mode.
         """
         from numba_lstm import convert
 
@@ -231,13 +233,18 @@ class LSTM:
                     "pass dropout=... to from_torch"
                 )
             options = {"batch_first": bool(module.batch_first), "dropout": float(module.dropout), **options}
+            return cls.from_params(config, params, **options).train(bool(module.training))
         return cls.from_params(config, params, **options)
 
-    def to_torch_state_dict(self):
-        """A state dict that ``torch.nn.LSTM(...).load_state_dict(..., strict=True)`` accepts."""
+    def to_torch_state_dict(self, *, bias=True):
+        """A state dict that ``torch.nn.LSTM(...).load_state_dict(..., strict=True)`` accepts.
+
+        ``bias=False`` for a module built with ``bias=False`` (the layer's
+        biases must then be zero), as ``convert.to_torch_state_dict``.
+        """
         from numba_lstm import convert
 
-        return convert.to_torch_state_dict(self.config, self.params)
+        return convert.to_torch_state_dict(self.config, self.params, bias=bias)
 
     @classmethod
     def from_keras(cls, layer_or_weights, **options):

@@ -47,13 +47,17 @@ def test_torch_round_trip_and_outputs(dtype):
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_from_torch_module_carries_batch_first_and_dropout(batch_first):
-    # Before, a batch_first module gave a time-major layer: same output shape, wrong values.
+def test_from_torch_module_carries_batch_first_dropout_and_mode(batch_first):
+    # Before, a batch_first module gave a time-major layer: same output shape,
+    # wrong values; and a module in eval() gave a layer in training mode,
+    # whose dropout changed the outputs (0.037 off at dropout 0.5).
     torch = import_or_skip("torch")
     torch.manual_seed(0)
     module = torch.nn.LSTM(3, 4, num_layers=2, batch_first=batch_first, dropout=0.25).eval()
-    layer = numba_lstm.LSTM.from_torch(module).eval()
-    assert layer.batch_first is batch_first and layer.dropout == 0.25
+    layer = numba_lstm.LSTM.from_torch(module)
+    assert layer.batch_first is batch_first and layer.dropout == 0.25 and layer.training is False
+    assert numba_lstm.LSTM.from_torch(module.train()).training is True
+    module.eval()
     x = np.random.default_rng(1).standard_normal((2, 5, 3)).astype(np.float32)  # B = 2, T = 5 if batch_first
     with torch.no_grad():
         y_t, (h_t, c_t) = module(torch.from_numpy(x))
@@ -71,6 +75,21 @@ def test_from_torch_module_carries_batch_first_and_dropout(batch_first):
     assert (
         numba_lstm.LSTM.from_torch(torch.nn.LSTM(3, 4, num_layers=2, dropout=1.0), dropout=0.5).dropout == 0.5
     )
+
+
+def test_torch_round_trip_without_bias():
+    # The layer's to_torch_state_dict took no bias option: a bias=False module
+    # could not load it (unexpected keys bias_ih_l0, bias_hh_l0).
+    torch = import_or_skip("torch")
+    module = torch.nn.LSTM(3, 4, num_layers=2, bias=False)
+    layer = numba_lstm.LSTM.from_torch(module)
+    twin = torch.nn.LSTM(3, 4, num_layers=2, bias=False)
+    twin.load_state_dict(layer.to_torch_state_dict(bias=False), strict=True)
+    for name, value in module.state_dict().items():
+        np.testing.assert_array_equal(twin.state_dict()[name].numpy(), value.numpy(), err_msg=name)
+    layer.params["b_l1"][0] = 1.0
+    with pytest.raises(ValueError, match="b_l1"):
+        layer.to_torch_state_dict(bias=False)
 
 
 def test_from_torch_refuses_an_empty_projection():
