@@ -613,8 +613,8 @@ def to_keras_weights(config, params, *, layer=None, use_bias=True):
 
 def _cell_arrays(W_name, W, b_name, b):
     W = _to_numpy(W_name, W)
-    if W.ndim != 2 or W.shape[1] == 0 or W.shape[1] % 4:
-        raise ValueError(f"{W_name} must have shape (I + H, 4H), got {W.shape}")
+    if W.ndim != 2 or W.shape[1] == 0 or W.shape[1] % 4 or W.shape[0] < 2:  # I >= 1, H (or P) >= 1
+        raise ValueError(f"{W_name} must have shape (I + H, 4H) with I and H at least 1, got {W.shape}")
     b = _to_numpy(b_name, b)
     _expect_shape(b_name, b, (W.shape[1],), f"(4H,) to match {W_name} {W.shape}")
     _same_dtype({W_name: W, b_name: b})
@@ -630,10 +630,15 @@ def _permute_blocks(a, perm, axis):
 def _forget_bias(forget_bias, dtype):
     if not is_real(forget_bias):
         raise TypeError(f"forget_bias must be a real number, got {_describe(forget_bias)}")
-    with np.errstate(over="ignore"):
-        value = dtype.type(forget_bias)
+    try:
+        with np.errstate(over="ignore"):
+            value = dtype.type(forget_bias)
+    except OverflowError:  # an int past every float: Python's own conversion fails
+        value = dtype.type(np.inf)
     if not np.isfinite(value):
-        raise ValueError(f"forget_bias must be finite in {dtype} (the weights' dtype), got {forget_bias!r}")
+        raise ValueError(
+            f"forget_bias must be finite in {dtype} (the weights' dtype), got {forget_bias!r:.200}"
+        )
     return value
 
 

@@ -98,8 +98,17 @@ def test_tf1_refusals_name_the_argument():
     kernel, bias = np.zeros((I + H, 4 * H), np.float32), np.zeros(4 * H, np.float32)
     with pytest.raises(ValueError, match=r"bias must have shape \(20,\).*got \(16,\)"):
         convert.from_tf1(kernel, bias[:16])
-    with pytest.raises(ValueError, match=r"kernel must have shape \(I \+ H, 4H\), got \(9, 18\)"):
+    with pytest.raises(
+        ValueError, match=r"kernel must have shape \(I \+ H, 4H\) with I and H at least 1, got \(9, 18\)"
+    ):
         convert.from_tf1(kernel[:, :18], bias)
+    # No cell has fewer than two rows (I >= 1, H or P >= 1): the error came
+    # later, naming params['W_l0'], not the kernel.
+    for rows in (0, 1):
+        with pytest.raises(ValueError, match=rf"kernel must have shape .* got \({rows}, 20\)"):
+            convert.from_tf1(kernel[:rows], bias)
+        with pytest.raises(ValueError, match=rf"W must have shape .* got \({rows}, 20\)"):
+            convert.to_tf1(kernel[:rows], bias)
     with pytest.raises(TypeError, match="one dtype"):
         convert.from_tf1(kernel, bias.astype(np.float64))
     with pytest.raises(TypeError, match="kernel must have dtype float32 or float64, got int64"):
@@ -115,6 +124,9 @@ def test_tf1_refusals_name_the_argument():
         convert.from_tf1(kernel, bias, forget_bias=1e40)
     with pytest.raises(ValueError, match="forget_bias must be finite in float32"):
         convert.to_tf1(kernel, bias, forget_bias=-1e40)
+    # An int past every float: Python's conversion raised a bare OverflowError.
+    with pytest.raises(ValueError, match=r"forget_bias must be finite in float64 .*got 1000000000"):
+        convert.from_tf1(kernel.astype(np.float64), bias.astype(np.float64), forget_bias=10**400)
 
 
 def test_tf1_forget_bias_that_takes_the_bias_out_of_range_is_refused():
