@@ -25,15 +25,16 @@ def c_writeable(a):
     return flags.c_contiguous and flags.writeable
 
 
-def as_float_array(name, value, dtype=None):
+def as_float_array(name, value, dtype=None, source=None):
     """Return ``value`` as a C-contiguous float32/float64 array, never cast.
 
-    ``dtype`` (if given) is the dtype every other argument of the call has;
-    a different float dtype is refused rather than converted.  Non-contiguous
+    ``dtype`` (if given) is the dtype every other argument of the call has,
+    set by ``source`` (``"W"``, ``"the layer"``: named in the message); a
+    different float dtype is refused rather than converted.  Non-contiguous
     and read-only inputs are copied into a fresh C-contiguous array (the
     caller's array is never written).
     """
-    check_float_array(name, value, dtype)
+    check_float_array(name, value, dtype, source)
     if not c_writeable(value):
         # Kernels are compiled for writeable C-contiguous arrays; copying keeps
         # one compiled variant per dtype and never touches the caller's array.
@@ -41,9 +42,9 @@ def as_float_array(name, value, dtype=None):
     return value
 
 
-def check_float_array(name, value, dtype=None):
+def check_float_array(name, value, dtype=None, source=None):
     """``as_float_array``'s checks, without its copy: a float32/float64
-    array, of ``dtype`` if given (any layout)."""
+    array, of ``dtype`` (set by ``source``) if given (any layout)."""
     if not isinstance(value, np.ndarray):
         if isinstance(value, (list, tuple)):
             raise TypeError(
@@ -58,9 +59,9 @@ def check_float_array(name, value, dtype=None):
             "numba_lstm never casts arrays silently"
         )
     if dtype is not None and value.dtype != dtype:
+        held = "the other arrays are" if source is None else f"{source} has dtype"
         raise TypeError(
-            f"{name} has dtype {value.dtype} but the other arrays are {np.dtype(dtype)}; "
-            "pass every array in one dtype"
+            f"{name} has dtype {value.dtype} but {held} {np.dtype(dtype)}; pass every array in one dtype"
         )
 
 
@@ -154,11 +155,11 @@ def check_weights(W, b, input_size=None, W_hr=None):
     if G == 0 or G % 4:
         raise ValueError(f"W must have shape (I + H, 4H) with 4H a positive multiple of 4, got {W.shape}")
     H = G // 4
-    b = as_float_array("b", b, W.dtype)
+    b = as_float_array("b", b, W.dtype, "W")
     check_shape("b", b, (G,), "(4H,) to match W")
     P = H
     if W_hr is not None:
-        W_hr = as_float_array("W_hr", W_hr, W.dtype)
+        W_hr = as_float_array("W_hr", W_hr, W.dtype, "W")
         check_ndim("W_hr", W_hr, 2, "(H, P)")
         if W_hr.shape[0] != H or W_hr.shape[1] < 1:
             raise ValueError(f"W_hr must have shape (H, P) with H = {H} from W, got {W_hr.shape}")

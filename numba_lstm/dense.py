@@ -80,7 +80,7 @@ class Dense:
         y : ndarray, shape (..., K)
         """
         given = x
-        x = as_float_array("x", x, self.dtype)
+        x = as_float_array("x", x, self.dtype, "the layer")
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"x must have {self.in_features} features on its last axis (in_features), got shape {x.shape}"
@@ -96,9 +96,9 @@ class Dense:
         """W and b, checked: a parameter replaced with another dtype or shape
         is refused by its name (it would change y's dtype or fail in NumPy)."""
         F, K = self.in_features, self.out_features
-        W = as_float_array("params['W']", self.params["W"], self.dtype)
+        W = as_float_array("params['W']", self.params["W"], self.dtype, "the layer")
         check_shape("params['W']", W, (F, K), "(in_features, out_features)")
-        b = as_float_array("params['b']", self.params["b"], self.dtype)
+        b = as_float_array("params['b']", self.params["b"], self.dtype, "the layer")
         check_shape("params['b']", b, (K,), "(out_features,)")
         return W, b
 
@@ -117,7 +117,7 @@ class Dense:
         if self._x is None:
             raise NotReadyError("backward called before forward: run dense.forward(x) first")
         x = self._x
-        dy = as_float_array("dy", dy, self.dtype)
+        dy = as_float_array("dy", dy, self.dtype, "the layer")
         check_shape("dy", dy, x.shape[:-1] + (self.out_features,), "the shape of y from the last forward")
         x2 = x.reshape(-1, self.in_features)  # (N, F)
         dy2 = dy.reshape(-1, self.out_features)  # (N, K)

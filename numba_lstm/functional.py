@@ -177,10 +177,10 @@ def _threads(threaded):
     return numba.get_num_threads() if threaded else 1
 
 
-def _state(name, value, B, size, dtype):
+def _state(name, value, B, size, dtype, source):
     if value is None:
         return np.zeros((B, size), dtype)
-    value = as_float_array(name, value, dtype)
+    value = as_float_array(name, value, dtype, source)
     check_shape(name, value, (B, size), f"(B, {'P' if name.startswith(('h', 'dh')) else 'H'})")
     return value
 
@@ -238,7 +238,7 @@ def _forward(x, W, b, h0, c0, W_hr, lengths, reverse, cache, *, private_x, priva
     W, b, W_hr, I, H, P = check_weights(W, b, W_hr=W_hr)
     dtype = W.dtype
     given_x = x
-    x = as_float_array("x", x, dtype)
+    x = as_float_array("x", x, dtype, "W")
     check_ndim("x", x, 3, "(T, B, I)")
     T, B = x.shape[:2]
     if x.shape[2] != I:  # the message is built only for the error
@@ -248,8 +248,8 @@ def _forward(x, W, b, h0, c0, W_hr, lengths, reverse, cache, *, private_x, priva
             f"x, W and W_hr do not agree: x (T, B, I) = {x.shape} has I = {x.shape[2]} and W_hr (H, P) = "
             f"{W_hr.shape} has P = {P}, so W (I + P, 4H) must have {x.shape[2] + P} rows; got {W.shape}"
         )
-    h0 = _state("h0", h0, B, P, dtype)
-    c0 = _state("c0", c0, B, H, dtype)
+    h0 = _state("h0", h0, B, P, dtype, "W")
+    c0 = _state("c0", c0, B, H, dtype, "W")
     lengths = check_lengths(lengths, T, B)
     packing = Packing.build(T, B, lengths, reverse)
     N = packing.N
@@ -380,11 +380,11 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
     if dy is None:
         dy_packed = np.zeros((N, P), dtype)
     else:
-        dy = as_float_array("dy", dy, dtype)
+        dy = as_float_array("dy", dy, dtype, "the forward's x")
         check_shape("dy", dy, (T, B, P), "(T, B, P), the shape of y")
         dy_packed = pk.pack(dy)
-    dh_n = _state("dh_n", dh_n, B, P, dtype)
-    dc_n = _state("dc_n", dc_n, B, H, dtype)
+    dh_n = _state("dh_n", dh_n, B, P, dtype, "the forward's x")
+    dc_n = _state("dc_n", dc_n, B, H, dtype, "the forward's x")
 
     dW_hr = np.zeros((H, P), dtype) if projected else np.empty((0, 0), dtype)
     if N == 0:

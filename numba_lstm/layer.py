@@ -355,7 +355,7 @@ class LSTM:
         for name, shape in self._param_shapes.items():
             if name not in self.params:
                 raise KeyError(f"params[{name!r}] is missing")
-            check_float_array(f"params[{name!r}]", self.params[name], self.dtype)
+            check_float_array(f"params[{name!r}]", self.params[name], self.dtype, "the layer")
             check_shape(f"params[{name!r}]", self.params[name], shape)
 
     def _time_major(self, a):
@@ -369,8 +369,8 @@ class LSTM:
             return np.zeros((LD, B, P), self.dtype), np.zeros((LD, B, H), self.dtype)
         if not isinstance(state, tuple) or len(state) != 2:
             raise TypeError(f"state must be a tuple ({h_name}, {c_name}), got {type(state).__name__}")
-        h0 = as_float_array(h_name, state[0], self.dtype)
-        c0 = as_float_array(c_name, state[1], self.dtype)
+        h0 = as_float_array(h_name, state[0], self.dtype, "the layer")
+        c0 = as_float_array(c_name, state[1], self.dtype, "the layer")
         check_shape(h_name, h0, (LD, B, P), "(num_layers * num_directions, B, P)")
         check_shape(c_name, c0, (LD, B, H), "(num_layers * num_directions, B, H)")
         return h0, c0
@@ -403,7 +403,7 @@ class LSTM:
             From each sequence's last valid step.
         """
         given_x = x
-        x = as_float_array("x", x, self.dtype)
+        x = as_float_array("x", x, self.dtype, "the layer")
         check_ndim("x", x, 3, "(B, T, I)" if self.batch_first else "(T, B, I)")
         if x.shape[2] != self.input_size:
             raise ValueError(
@@ -475,12 +475,20 @@ class LSTM:
         if dy is None:
             d_out = np.zeros((T, B, D * P), self.dtype)
         else:
-            dy = as_float_array("dy", dy, self.dtype)
+            dy = as_float_array("dy", dy, self.dtype, "the layer")
             expected = (B, T, D * P) if self.batch_first else (T, B, D * P)
             check_shape("dy", dy, expected, "the shape of y from the last forward")
             d_out = self._time_major(dy)
-        dh_n = np.zeros((LD, B, P), self.dtype) if dh_n is None else as_float_array("dh_n", dh_n, self.dtype)
-        dc_n = np.zeros((LD, B, H), self.dtype) if dc_n is None else as_float_array("dc_n", dc_n, self.dtype)
+        dh_n = (
+            np.zeros((LD, B, P), self.dtype)
+            if dh_n is None
+            else as_float_array("dh_n", dh_n, self.dtype, "the layer")
+        )
+        dc_n = (
+            np.zeros((LD, B, H), self.dtype)
+            if dc_n is None
+            else as_float_array("dc_n", dc_n, self.dtype, "the layer")
+        )
         check_shape("dh_n", dh_n, (LD, B, P), "the shape of h_n")
         check_shape("dc_n", dc_n, (LD, B, H), "the shape of c_n")
         grads = {"h0": np.empty((LD, B, P), self.dtype), "c0": np.empty((LD, B, H), self.dtype)}
@@ -546,7 +554,7 @@ class LSTM:
         # cheap (one shape comparison); the messages come from the usual ones.
         dtype = self.dtype
         if type(x_t) is not np.ndarray or x_t.dtype is not dtype or not c_writeable(x_t):
-            x_t = as_float_array("x_t", x_t, dtype)
+            x_t = as_float_array("x_t", x_t, dtype, "the layer")
         shape = x_t.shape
         if len(shape) != 2 or shape[1] != self.input_size:
             check_ndim("x_t", x_t, 2, "(B, I)")

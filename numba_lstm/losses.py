@@ -30,7 +30,7 @@ __all__ = [
 
 def _check_pair(pred, target):
     pred = as_float_array("pred", pred)
-    target = as_float_array("target", target, pred.dtype)
+    target = as_float_array("target", target, pred.dtype, "pred")
     check_shape("target", target, pred.shape, "(the shape of pred)")
     if pred.size == 0:
         raise ValueError(f"pred must not be empty, got shape {pred.shape}")

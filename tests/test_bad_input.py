@@ -47,7 +47,9 @@ FORWARD_CASES = [
     (lambda p: p.update(W=p["W"][:3]), ValueError, r"more than P = 5 rows, got \(3, 20\)"),  # not "(-2 + 5, 20)"
     (lambda p: p.update(b=p["b"][None]), ValueError, r"b must have shape \(20,\).*got \(1, 20\)"),
     (lambda p: p.update(b=p["b"].astype(np.int32)), TypeError, r"b must have dtype float32 or float64, got int32"),
-    (lambda p: p.update(h0=p["h0"].astype(np.float64)), TypeError, r"h0 has dtype float64 but the other arrays are float32"),
+    (lambda p: p.update(h0=p["h0"].astype(np.float64)), TypeError, r"h0 has dtype float64 but W has dtype float32"),
+    # W sets the dtype: the message said "b ... but the other arrays are float64" with x float32 too.
+    (lambda p: p.update(W=p["W"].astype(np.float64)), TypeError, r"b has dtype float32 but W has dtype float64"),
     (lambda p: p.update(h0=p["h0"][None]), ValueError, r"h0 must have shape \(2, 5\).*got \(1, 2, 5\)"),
     (lambda p: p.update(c0=p["c0"][:, :4]), ValueError, r"c0 must have shape \(2, 5\) \(B, H\), got \(2, 4\)"),
     (lambda p: p.update(c0=[[0.0] * 5] * 2), TypeError, r"c0 must be a numpy array .* got a list"),
@@ -101,7 +103,7 @@ def test_functional_forward_rejects(p, change, error, message):
         (
             dict(dc_n=np.zeros((B, H), np.float64)),
             TypeError,
-            r"dc_n has dtype float64 but the other arrays are float32",
+            r"dc_n has dtype float64 but the forward's x has dtype float32",
         ),
         (
             dict(dc_n=np.zeros((B + 1, H), np.float32)),
@@ -122,7 +124,7 @@ def test_functional_backward_rejects(p, kwargs, error, message):
 def test_functional_backward_refuses_a_cache_of_another_dtype(p):
     """The cache fixes the dtype: float64 gradients into a float32 cache are refused."""
     _, _, _, cache = numba_lstm.lstm_forward(**p)
-    with pytest.raises(TypeError, match="dy has dtype float64 but the other arrays are float32"):
+    with pytest.raises(TypeError, match="dy has dtype float64 but the forward's x has dtype float32"):
         numba_lstm.lstm_backward(np.zeros((T, B, H)), cache)
 
 
@@ -139,7 +141,7 @@ def _x(*shape, dtype=np.float32):
 
 
 LAYER_FORWARD_CASES = [
-    (dict(x=_x(T, B, I, dtype=np.float64)), TypeError, r"x has dtype float64 but the other arrays are float32"),
+    (dict(x=_x(T, B, I, dtype=np.float64)), TypeError, r"x has dtype float64 but the layer has dtype float32"),
     (dict(x=_x(T, B, I).astype(np.int32)), TypeError, r"x must have dtype float32 or float64, got int32"),
     (dict(x=_x(T, B, I).astype(np.complex64)), TypeError, r"x must have dtype .*got complex64"),
     (dict(x=_x(T, B, I).astype(object)), TypeError, r"x must have dtype .*got object"),
@@ -202,7 +204,7 @@ def test_layer_backward_after_a_forward_without_cache(layer):
     [
         (dict(dy=np.zeros((T, B, H + 1), np.float32)), ValueError, r"dy must have shape \(3, 2, 5\).*got \(3, 2, 6\)"),
         (dict(dy=np.zeros((T + 1, B, H), np.float32)), ValueError, r"dy must have shape \(3, 2, 5\).*got \(4, 2, 5\)"),
-        (dict(dy=np.zeros((T, B, H))), TypeError, r"dy has dtype float64 but the other arrays are float32"),
+        (dict(dy=np.zeros((T, B, H))), TypeError, r"dy has dtype float64 but the layer has dtype float32"),
         (dict(dy=np.zeros((T, B, H), np.int64)), TypeError, r"dy must have dtype .*got int64"),
         (dict(dh_n=np.zeros((1, B, H), np.float32)), ValueError, r"dh_n must have shape \(2, 2, 5\).*got \(1, 2, 5\)"),
         (dict(dc_n=np.zeros((2, B + 1, H), np.float32)), ValueError, r"dc_n must have shape \(2, 2, 5\).*got \(2, 3, 5\)"),
@@ -221,7 +223,7 @@ def test_layer_backward_rejects(layer, kwargs, error, message):
     [
         (dict(x_t=_x(T, B, I)), ValueError, r"x_t must be 2-D \(B, I\), got 3-D shape \(3, 2, 4\)"),
         (dict(x_t=_x(B, I + 2)), ValueError, r"x_t must have shape \(2, 4\).*got \(2, 6\)"),
-        (dict(x_t=_x(B, I, dtype=np.float64)), TypeError, r"x_t has dtype float64 but the other arrays are float32"),
+        (dict(x_t=_x(B, I, dtype=np.float64)), TypeError, r"x_t has dtype float64 but the layer has dtype float32"),
         (dict(x_t=_x(B, I).astype(np.uint8)), TypeError, r"x_t must have dtype .*got uint8"),
         (dict(state=(np.zeros((2, B + 1, H), np.float32), np.zeros((2, B + 1, H), np.float32))), ValueError, r"^h must have shape \(2, 2, 5\).*got \(2, 3, 5\)"),
         (dict(state=(np.zeros((2, B, H), np.float32), np.zeros((2, B, H + 1), np.float32))), ValueError, r"^c must have shape \(2, 2, 5\).*got \(2, 2, 6\)"),
@@ -618,7 +620,7 @@ def test_jit_inside_njit_still_compiles_after_refusing(j):
     [
         # The kernels' messages named their own arguments: "b has dtype
         # float32 but the other arrays are float64", "x must have shape ...".
-        ("W_l0", lambda a: a.astype(np.float64), TypeError, r"params\['W_l0'\] has dtype float64 but the other arrays are float32"),
+        ("W_l0", lambda a: a.astype(np.float64), TypeError, r"params\['W_l0'\] has dtype float64 but the layer has dtype float32"),
         ("W_l0", lambda a: np.zeros((a.shape[0] + 1, a.shape[1]), np.float32), ValueError, r"params\['W_l0'\] must have shape \(9, 20\), got \(10, 20\)"),
         ("b_l1", lambda a: np.zeros(a.size + 4, np.float32), ValueError, r"params\['b_l1'\] must have shape \(20,\), got \(24,\)"),
         # step: "numba_lstm.jit.step: b must be 1-D" (the jitted step's argument).

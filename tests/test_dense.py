@@ -86,7 +86,7 @@ def test_dense_initialisation_is_seeded_and_bounded():
         (
             lambda: Dense(3, 2)(np.zeros((4, 3))),
             TypeError,
-            "x has dtype float64 but the other arrays are float32",
+            "x has dtype float64 but the layer has dtype float32",
         ),
         (lambda: Dense(3, 2).backward(np.zeros((4, 2), np.float32)), NotReadyError, "before forward"),
     ],
@@ -108,7 +108,7 @@ def test_dense_backward_checks_dy_shape():
     [
         # A float64 W made a float32 x's output float64; a W of another shape
         # failed in NumPy's matmul, naming no parameter.
-        ("W", np.zeros((3, 2), np.float64), TypeError, r"params\['W'\] has dtype float64 but the other arrays are float32"),
+        ("W", np.zeros((3, 2), np.float64), TypeError, r"params\['W'\] has dtype float64 but the layer has dtype float32"),
         ("W", np.zeros((2, 3), np.float32), ValueError, r"params\['W'\] must have shape \(3, 2\) \(in_features, out_features\), got \(2, 3\)"),
         ("b", np.zeros(3, np.float32), ValueError, r"params\['b'\] must have shape \(2,\) \(out_features,\), got \(3,\)"),
     ],

@@ -61,11 +61,11 @@ def test_projected_step_loop_equals_forward(B, dtype):
     ("split", "key", "value", "error", "message"),
     [
         (False, "W_hr_l1", np.zeros((9, 40), np.float32), ValueError, r"params\['W_hr_l1'\] must have shape \(40, 9\), got \(9, 40\)"),
-        (False, "W_hr_l0", np.zeros((40, 9), np.float64), TypeError, r"params\['W_hr_l0'\] has dtype float64 but the other arrays are float32"),
+        (False, "W_hr_l0", np.zeros((40, 9), np.float64), TypeError, r"params\['W_hr_l0'\] has dtype float64 but the layer has dtype float32"),
         (False, "W_l1", np.zeros((9, 160), np.float32), ValueError, r"params\['W_l1'\] must have shape \(18, 160\), got \(9, 160\)"),
         (False, "b_l0", np.zeros(40, np.float32), ValueError, r"params\['b_l0'\] must have shape \(160,\), got \(40,\)"),
         (True, "W_hr_l1", np.zeros((250, 768), np.float32), ValueError, r"params\['W_hr_l1'\] must have shape \(768, 250\), got \(250, 768\)"),
-        (True, "W_hr_l0", np.zeros((768, 250), np.float64), TypeError, r"params\['W_hr_l0'\] has dtype float64 but the other arrays are float32"),
+        (True, "W_hr_l0", np.zeros((768, 250), np.float64), TypeError, r"params\['W_hr_l0'\] has dtype float64 but the layer has dtype float32"),
         (True, "W_l1", np.zeros((400, 3072), np.float32), ValueError, r"params\['W_l1'\] must have shape \(500, 3072\), got \(400, 3072\)"),
         (True, "b_l0", np.zeros(768, np.float32), ValueError, r"params\['b_l0'\] must have shape \(3072,\), got \(768,\)"),
     ],
@@ -91,7 +91,7 @@ def test_projected_step_rejects_bad_parameters(split, key, value, error, message
         ("W_l1", np.zeros((10, 24), np.float32), ValueError, r"params\['W_l1'\] must have shape \(12, 24\), got \(10, 24\)"),
         ("W_l0", np.zeros((10, 24), np.float32), ValueError, r"params\['W_l0'\] must have shape \(11, 24\), got \(10, 24\)"),
         ("b_l1", np.zeros(23, np.float32), ValueError, r"params\['b_l1'\] must have shape \(24,\), got \(23,\)"),
-        ("W_l0", np.zeros((11, 24), np.float64), TypeError, r"params\['W_l0'\] has dtype float64 but the other arrays are float32"),
+        ("W_l0", np.zeros((11, 24), np.float64), TypeError, r"params\['W_l0'\] has dtype float64 but the layer has dtype float32"),
     ],
 )  # fmt: skip
 def test_step_rejects_bad_parameters(key, value, error, message):
@@ -417,7 +417,7 @@ def test_split_step_rejects_bad_parameters():
         layer.step(x)
     layer.params["W_l0"] = np.zeros((700, 1600), np.float64)
     with pytest.raises(
-        TypeError, match=r"params\['W_l0'\] has dtype float64 but the other arrays are float32"
+        TypeError, match=r"params\['W_l0'\] has dtype float64 but the layer has dtype float32"
     ):
         layer.step(x)
 
