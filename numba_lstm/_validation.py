@@ -181,12 +181,18 @@ def check_lengths(lengths, T, B):
         return None
     refuse_masked("lengths", lengths)
     if not isinstance(lengths, np.ndarray):
+        given = lengths
         try:
             lengths = np.asarray(lengths)
         except ValueError as error:  # a ragged list
-            raise ValueError(
-                f"lengths must be an integer array of shape (B,), got {lengths!r:.200}"
-            ) from error
+            raise ValueError(f"lengths must be an integer array of shape (B,), got {given!r:.200}") from error
+        if lengths.size == 0 and lengths.dtype == np.float64:  # [] (B = 0): NumPy's default dtype
+            lengths = lengths.astype(np.int64)
+        elif lengths.dtype.kind in "iu" and any(
+            isinstance(v, (bool, np.bool_)) for v in np.ravel(np.asarray(given, dtype=object))
+        ):
+            # [True, 3] is int64 to NumPy: a bool would be read as 1 or 0.
+            raise TypeError(f"lengths must hold integers, not bools, got {given!r:.200}")
     if lengths.dtype.kind not in "iu":
         raise TypeError(f"lengths must be an integer array of shape (B,), got dtype {lengths.dtype}")
     check_shape("lengths", lengths, (B,), "(B,), one length per sequence")

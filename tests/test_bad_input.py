@@ -71,7 +71,20 @@ FORWARD_CASES = [
     (lambda p: p.update(lengths=np.array([-1, 2])), ValueError, r"lengths must be between 0 and T = 3, got values from -1 to 2"),
     (lambda p: p.update(lengths=np.array([4, 2])), ValueError, r"lengths must be between 0 and T = 3, got values from 2 to 4"),
     (lambda p: p.update(lengths=np.array([2**40, 1], np.uint64)), ValueError, r"lengths must be between 0 and T = 3"),
+    # A list holding a bool is int64 to NumPy: True was read as a length of 1.
+    (lambda p: p.update(lengths=[True, 3]), TypeError, r"lengths must hold integers, not bools, got \[True, 3\]"),
 ]  # fmt: skip
+
+
+def test_lengths_as_an_empty_list_for_an_empty_batch():
+    # [] is float64 to NumPy: it was refused as "got dtype float64", where an
+    # empty integer array was taken.
+    x = np.zeros((T, 0, I), np.float32)
+    problem = make_problem(T, B, I, H, np.float32)
+    y, h_n, c_n, _ = numba_lstm.lstm_forward(x, problem["W"], problem["b"], lengths=[])
+    assert y.shape == (T, 0, H) and h_n.shape == c_n.shape == (0, H)
+    y, (h_n, c_n) = numba_lstm.LSTM(I, H).forward(x, lengths=[])
+    assert y.shape == (T, 0, H) and h_n.shape == c_n.shape == (1, 0, H)
 
 
 @pytest.mark.parametrize(("change", "error", "message"), FORWARD_CASES)

@@ -78,7 +78,11 @@ def test_cross_entropy_is_stable_for_huge_logits(dtype):
     "call, error, match",
     [
         (lambda: mse_forward(np.zeros(3), np.zeros(4)), ValueError, r"target must have shape \(3,\)"),
-        (lambda: mse_forward(np.zeros(3), np.zeros(3, np.float32)), TypeError, "target has dtype float32 but pred has dtype float64"),
+        (
+            lambda: mse_forward(np.zeros(3), np.zeros(3, np.float32)),
+            TypeError,
+            "target has dtype float32 but pred has dtype float64",
+        ),
         (lambda: mse_backward([0.0], np.zeros(1)), TypeError, "pred must be a numpy array"),
         (lambda: cross_entropy_forward(np.zeros(3), np.zeros(3, int)), ValueError, "logits must be 2-D"),
         (
