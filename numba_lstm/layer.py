@@ -218,9 +218,9 @@ class LSTM:
 
         A module's ``batch_first`` and ``dropout`` carry over, so the layer
         reads the inputs the module reads, unless ``options`` give them
-        (a state dict has neither: the defaults, time-major and no dropout),
-        and so does its mode: a module in ``eval()`` gives a layer in
-        ``eval()`` (no dropout), as it gives a new layer in training mode.
+        (a state dict has neither: the defaults, time-major and no dropout).
+        So does its mode: a module in ``eval()`` gives a layer in ``eval()``
+        (no dropout), one in training mode a layer in training mode.
         """
         from numba_lstm import convert
 
