@@ -309,12 +309,15 @@ class LSTM:
         return io.load(path)
 
     def summary(self):
-        """Print and return a table of every parameter with its per-gate split and the total."""
+        """Print a table of every parameter with its per-gate split and the total.
+
+        Returns None, as Keras's ``summary``: a returned string would show
+        again at an interactive prompt.  The table as a string is
+        ``numba_lstm.gates.parameter_table(layer.config, layer.params)``.
+        """
         from numba_lstm.gates import parameter_table
 
-        table = parameter_table(self.config, self.params)
-        print(table)
-        return table
+        print(parameter_table(self.config, self.params))
 
     def train(self, mode=True):
         """Switch dropout on (training mode); returns the layer."""
