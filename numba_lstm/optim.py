@@ -18,6 +18,7 @@ and so does the optimizer's state.
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -118,6 +119,22 @@ def _check_params(params):
     return dict(params)
 
 
+def _check_state_entry(entry, value, key, p):
+    """An entry of a loaded state, checked against its parameter ``p``: a
+    positive integer scalar for ``"step"``, else a copy of ``p``'s shape and dtype."""
+    value = np.asarray(value)
+    if key == "step":
+        if value.shape != () or value.dtype.kind not in "iu" or value < 1:
+            raise ValueError(f"state_dict[{entry!r}] must be a positive integer scalar, got {value!r:.200}")
+        return int(value)
+    if value.shape != p.shape or value.dtype != p.dtype:
+        raise ValueError(
+            f"state_dict[{entry!r}] must have its parameter's shape {p.shape} and dtype {p.dtype}, "
+            f"got {value.shape} {value.dtype}"
+        )
+    return np.array(value, order="C")
+
+
 def _check_grad(name, g, p):
     """Return the gradient of parameter ``name`` checked against ``p``, or None to skip."""
     if g is None:
@@ -139,10 +156,49 @@ class Optimizer:
     gradients is an error, because it usually means the names do not match.
     """
 
+    #: What a parameter's state holds once it has taken a step: all, or none.
+    state_keys = ()
+
     def __init__(self, params, lr):
         self.params = _check_params(params)
         self.lr = _check_number("lr", lr)
         self.state = {name: {} for name in self.params}
+
+    def state_dict(self):
+        """The optimizer's state, to resume training: ``np.savez(path, **opt.state_dict())``.
+
+        A flat dict of ``"<parameter name>/<key>"`` -> ndarray (copies) for
+        each parameter that has taken a step: SGD's ``momentum_buffer``;
+        Adam's and AdamW's ``step`` (an int64 scalar), ``exp_avg`` and
+        ``exp_avg_sq``, as ``torch.optim`` names them.  The hyperparameters
+        (``lr``, ``betas``, ...) are not in it: they are the constructor's.
+        """
+        return {
+            f"{name}/{key}": np.array(value)
+            for name, state in self.state.items()
+            for key, value in state.items()
+        }
+
+    def load_state_dict(self, state_dict):
+        """Take the state that ``state_dict`` returned (or ``np.load`` of its
+        file) for the same parameter names, shapes and dtypes, as copies.
+        Every entry is checked first: on an error the state is unchanged."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a dict of name -> array, got {type(state_dict).__name__}")
+        new = {name: {} for name in self.params}
+        for entry in state_dict:
+            name, _, key = str(entry).rpartition("/")
+            if name not in self.params or key not in self.state_keys:
+                raise KeyError(
+                    f"state_dict has the entry {entry!r}; {type(self).__name__} takes '<parameter>/<key>' with "
+                    f"one of its parameters {list(self.params)} and a key in {list(self.state_keys)}"
+                )
+            new[name][key] = _check_state_entry(entry, state_dict[entry], key, self.params[name])
+        for name, state in new.items():
+            if state and set(state) != set(self.state_keys):
+                missing = [key for key in self.state_keys if key not in state]
+                raise ValueError(f"state_dict holds {sorted(state)} for {name!r} but not {missing}")
+        self.state = new
 
     def step(self, grads):
         """Update every parameter in place from ``grads`` (a dict with the same names)."""
@@ -184,6 +240,8 @@ class SGD(Optimizer):
     nesterov : bool, default False
         Needs ``momentum > 0`` and ``dampening == 0``.
     """
+
+    state_keys = ("momentum_buffer",)
 
     def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, lr)
@@ -230,6 +288,7 @@ class Adam(Optimizer):
     """
 
     decoupled = False
+    state_keys = ("step", "exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)

@@ -295,3 +295,85 @@ def test_step_errors_leave_params_untouched(grads, error, match):
     with pytest.raises(error, match=match):
         opt.step(grads)
     np.testing.assert_array_equal(params["W"], np.ones(2))
+
+
+RESUME_CASES = [
+    (SGD, dict(lr=0.05, momentum=0.9, nesterov=True)),
+    (Adam, dict(lr=0.01, weight_decay=0.05)),
+    (AdamW, dict(lr=0.01)),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), RESUME_CASES, ids=lambda v: getattr(v, "__name__", ""))
+def test_training_resumes_from_a_saved_state_bit_for_bit(cls, kwargs, dtype, tmp_path):
+    """Three steps, the state through a file and a new optimizer, three more:
+    the bits of six steps in one go (a new Adam restarts its bias correction)."""
+    grad_steps = make_grads(dtype)
+    params = make_params(dtype)
+    straight = run_ours(cls, params, grad_steps, **kwargs)[-1]
+    resumed = {name: p.copy() for name, p in params.items()}
+    first = cls(resumed, **kwargs)
+    for grads in grad_steps[:3]:
+        first.step(grads)
+    np.savez(tmp_path / "opt.npz", **first.state_dict())
+    second = cls(resumed, **kwargs)
+    with np.load(tmp_path / "opt.npz") as saved:
+        second.load_state_dict(saved)
+    for grads in grad_steps[3:]:
+        second.step(grads)
+    for name in SHAPES:
+        np.testing.assert_array_equal(resumed[name], straight[name], err_msg=name)
+    # Without the state, the last three steps go elsewhere.
+    restarted = {name: p.copy() for name, p in params.items()}
+    for begin, end in ((0, 3), (3, STEPS)):
+        opt = cls(restarted, **kwargs)
+        for grads in grad_steps[begin:end]:
+            opt.step(grads)
+    assert not np.array_equal(restarted["W"], straight["W"])
+    # The state is copied both ways: stepping one optimizer leaves the other's alone.
+    state = second.state_dict()
+    second.step(grad_steps[0])
+    assert any(not np.array_equal(state[k], v) for k, v in second.state_dict().items())
+
+
+def test_fresh_optimizer_state_dict_is_empty_and_loads_empty():
+    opt = Adam(make_params(np.float32))
+    assert opt.state_dict() == {}
+    opt.load_state_dict({})
+    assert opt.state == {"W": {}, "b": {}}
+
+
+def _adam_state(dtype=np.float32):
+    opt = Adam(make_params(dtype))
+    opt.step(make_grads(dtype)[0])
+    return opt.state_dict()
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        (lambda s: s.update({"V/step": np.array(1)}), KeyError, r"entry 'V/step'; Adam takes .*\['W', 'b'\]"),
+        (lambda s: s.update({"W/momentum_buffer": s["W/exp_avg"]}), KeyError, r"entry 'W/momentum_buffer'"),
+        (lambda s: s.update({"W": s["W/exp_avg"]}), KeyError, r"entry 'W'"),
+        (lambda s: s.pop("b/exp_avg_sq"), ValueError, r"for 'b' but not \['exp_avg_sq'\]"),
+        (lambda s: s.update({"W/exp_avg": s["W/exp_avg"][:2]}), ValueError, r"'W/exp_avg'\] must have .* shape \(7, 12\) and dtype float32, got \(2, 12\) float32"),
+        (lambda s: s.update({"W/exp_avg": s["W/exp_avg"].astype(np.float64)}), ValueError, r"got \(7, 12\) float64"),
+        (lambda s: s.update({"W/step": np.array(0)}), ValueError, r"'W/step'\] must be a positive integer scalar"),
+        (lambda s: s.update({"W/step": np.array(1.0)}), ValueError, r"positive integer scalar"),
+        (lambda s: s.update({"W/step": np.array([1])}), ValueError, r"positive integer scalar"),
+    ],
+)  # fmt: skip
+def test_load_state_dict_refusals_leave_the_state_alone(change, error, match):
+    opt = Adam(make_params(np.float32))
+    opt.step(make_grads(np.float32)[0])
+    before = opt.state_dict()
+    state = _adam_state()
+    change(state)
+    with pytest.raises(error, match=match):
+        opt.load_state_dict(state)
+    after = opt.state_dict()
+    assert sorted(after) == sorted(before)
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value, err_msg=key)
+    with pytest.raises(TypeError, match="state_dict must be a dict"):
+        opt.load_state_dict([("W/step", 1)])
