@@ -14,6 +14,10 @@ with ``allow_pickle=False`` (it never holds a pickled object) containing
 ``save`` writes a temporary file in the destination folder, flushes it to
 disk and renames it over ``path`` with ``os.replace``, so a crash leaves
 either the old file or the new one under ``path``, never a half-written one.
+Both also take a binary file object (``open(..., "wb")``, ``io.BytesIO``),
+as ``np.savez`` and ``np.load`` do: ``save`` writes the archive into it
+from its current position (no atomic replace), ``load`` reads it from its
+current position to its end.
 The new file has the mode of the file it replaces, else that of any new file
 (0o666 less the umask); a symbolic link at ``path`` stays, and its target is
 replaced.
@@ -34,7 +38,7 @@ import secrets
 import stat
 import zipfile
 import zlib
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from io import BytesIO
 
 import numpy as np
@@ -81,14 +85,18 @@ def layer_config(layer):
 def save(layer, path):
     """Write ``layer`` (an ``numba_lstm.LSTM``) to ``path`` atomically.
 
-    The file is written exactly at ``path`` (no ``.npz`` suffix is added).
-    Parameters are stored in the layer's dtype without any conversion.
+    The file is written exactly at ``path`` (no ``.npz`` suffix is added);
+    ``path`` may be a binary file object instead, written from its current
+    position.  Parameters are stored in the layer's dtype without any
+    conversion.
     """
     from numba_lstm.layer import LSTM
 
     if not isinstance(layer, LSTM):
         raise TypeError(f"layer must be a numba_lstm.LSTM, got {type(layer).__name__}")
-    path = check_path("path", path)
+    file_object = hasattr(path, "write")
+    if not file_object:
+        path = check_path("path", path)
     config = layer_config(layer)
     config["dtype"] = np.dtype(layer.dtype).name
     arrays = {
@@ -108,6 +116,9 @@ def save(layer, path):
         )
     for name, value in layer.params.items():
         arrays[_PARAM_PREFIX + name] = value
+    if file_object:
+        np.savez(path, **arrays)
+        return
     if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
         raise IsADirectoryError(f"path {path!r} names a directory; save writes a file")
     target = os.path.realpath(path)  # a symbolic link stays; its target is replaced
@@ -154,10 +165,16 @@ def _new_file_beside(target):
 def load(path):
     """Read a layer written by ``save``; returns a new ``numba_lstm.LSTM``.
 
+    ``path`` may be a binary file object instead, read from its current
+    position to its end.
+
     Raises
     ------
     FileNotFoundError, IsADirectoryError, PermissionError
         ``path`` does not exist, is a directory, or cannot be read.
+    TypeError
+        ``path`` is neither a path nor a file object, or a file object
+        opened in text mode.
     ValueError
         The file is truncated or corrupted, is not a numba_lstm layer file,
         has an unsupported format version, or its arrays do not match its
@@ -165,63 +182,78 @@ def load(path):
     """
     from numba_lstm.layer import LSTM
 
-    path = check_path("path", path)
-    with _read_errors(path):
-        config, dtype, stored = _read_layer_file(path)
+    if hasattr(path, "read"):
+        shown = f"the file object {getattr(path, 'name', type(path).__name__)!r}"
+        data = path.read()
+        if not isinstance(data, bytes):
+            raise TypeError(
+                f"path as a file object must be opened in binary mode ('rb'), got {type(data).__name__}"
+            )
+        source = BytesIO(data)
+    else:
+        shown = source = check_path("path", path)
+    with _read_errors(shown):
+        config, dtype, stored = _read_layer_file(shown, source)
     try:
         layer = LSTM(**config, dtype=dtype)
     except (TypeError, ValueError) as error:
-        raise ValueError(f"{path} has an invalid configuration {config}: {error}") from error
+        raise ValueError(f"{shown} has an invalid configuration {config}: {error}") from error
     for name, target in layer.params.items():
         target[...] = stored[name]
     return layer
 
 
-def _read_layer_file(path):
-    """The configuration, dtype and parameters (name -> array) of the layer file at ``path``, all checked.
+def _read_layer_file(path, source):
+    """The configuration, dtype and parameters (name -> array) of the layer file
+    ``source`` (its path, or a binary file object at its start), all checked;
+    ``path`` names it in messages.
 
     The parameters are checked against the configuration before anything
     is built, and each member's declared size before it is read (a
     compressed member's size is known only once expanded), so that absurd
     sizes allocate nothing.
     """
-    with open(path, "rb") as f:
+    with open(source, "rb") if isinstance(source, str) else nullcontext(source) as f:
         if f.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
             raise ValueError(f"{path} is a single .npy array, not a numba_lstm layer file (.npz)")
-    with zipfile.ZipFile(path) as archive:
-        members = _members(path, archive)
-        missing = [k for k in _META_KEYS if k not in members]
-        if missing:
-            raise ValueError(f"{path} is not a numba_lstm layer file: it has no {', '.join(missing)}")
-        meta = {
-            k: _read_array(path, archive, k, members[k], _META_MAX_BYTES, "a metadata entry")
-            for k in _META_KEYS
-        }
-        fmt = _scalar(path, meta, "__format__", "U")
-        if fmt != FORMAT_NAME:
-            raise ValueError(
-                f"{path} is not a numba_lstm layer file: format {fmt!r}, expected {FORMAT_NAME!r}"
-            )
-        version = _scalar(path, meta, "__version__", "iu")
-        if version != FORMAT_VERSION:
-            raise ValueError(
-                f"{path} has format version {version}; this numba_lstm reads version {FORMAT_VERSION} only"
-            )
-        config, dtype = _parse_config(path, _scalar(path, meta, "__config__", "U"))
-        unknown = sorted(k for k in members if k not in _META_KEYS and not k.startswith(_PARAM_PREFIX))
-        if unknown:
-            raise ValueError(f"{path} has unexpected arrays {_some(unknown)}")
-        names = [k[len(_PARAM_PREFIX) :] for k in members if k.startswith(_PARAM_PREFIX)]
-        stored = {}
-        for name, shape in _expected_shapes(path, config, names).items():
-            key = _PARAM_PREFIX + name
-            limit = math.prod(shape) * dtype.itemsize + _NPY_HEADER_MAX_BYTES
-            value = _read_array(path, archive, key, members[key], limit, f"a {shape} array of {dtype}")
-            if value.dtype != dtype:
-                raise ValueError(f"{path}: parameter {name} has dtype {value.dtype}, expected {dtype}")
-            if value.shape != shape:
-                raise ValueError(f"{path}: parameter {name} has shape {value.shape}, expected {shape}")
-            stored[name] = value
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
+        with zipfile.ZipFile(f) as archive:
+            return _read_archive(path, archive, size)
+
+
+def _read_archive(path, archive, size):
+    """``_read_layer_file`` of the open zip ``archive``, a file of ``size`` bytes."""
+    members = _members(path, archive, size)
+    missing = [k for k in _META_KEYS if k not in members]
+    if missing:
+        raise ValueError(f"{path} is not a numba_lstm layer file: it has no {', '.join(missing)}")
+    meta = {
+        k: _read_array(path, archive, k, members[k], _META_MAX_BYTES, "a metadata entry") for k in _META_KEYS
+    }
+    fmt = _scalar(path, meta, "__format__", "U")
+    if fmt != FORMAT_NAME:
+        raise ValueError(f"{path} is not a numba_lstm layer file: format {fmt!r}, expected {FORMAT_NAME!r}")
+    version = _scalar(path, meta, "__version__", "iu")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format version {version}; this numba_lstm reads version {FORMAT_VERSION} only"
+        )
+    config, dtype = _parse_config(path, _scalar(path, meta, "__config__", "U"))
+    unknown = sorted(k for k in members if k not in _META_KEYS and not k.startswith(_PARAM_PREFIX))
+    if unknown:
+        raise ValueError(f"{path} has unexpected arrays {_some(unknown)}")
+    names = [k[len(_PARAM_PREFIX) :] for k in members if k.startswith(_PARAM_PREFIX)]
+    stored = {}
+    for name, shape in _expected_shapes(path, config, names).items():
+        key = _PARAM_PREFIX + name
+        limit = math.prod(shape) * dtype.itemsize + _NPY_HEADER_MAX_BYTES
+        value = _read_array(path, archive, key, members[key], limit, f"a {shape} array of {dtype}")
+        if value.dtype != dtype:
+            raise ValueError(f"{path}: parameter {name} has dtype {value.dtype}, expected {dtype}")
+        if value.shape != shape:
+            raise ValueError(f"{path}: parameter {name} has shape {value.shape}, expected {shape}")
+        stored[name] = value
     return config, dtype, stored
 
 
@@ -286,9 +318,8 @@ def _read_errors(path):
         raise ValueError(f"{path} is truncated or corrupted: {type(error).__name__}: {error}") from error
 
 
-def _members(path, archive):
-    """The archive's members by array name (``.npy`` dropped), each declaring no more compressed bytes than the file has."""
-    size = os.path.getsize(path)
+def _members(path, archive, size):
+    """The archive's members by array name (``.npy`` dropped), each declaring no more compressed bytes than the ``size`` of the file."""
     members = {}
     for info in archive.infolist():
         if info.compress_size > size:

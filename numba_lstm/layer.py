@@ -296,14 +296,14 @@ class LSTM:
         return cls.from_params(config, params, **options)
 
     def save(self, path):
-        """Save configuration, dtype and parameters to an ``.npz`` (atomic; no pickle)."""
+        """Save configuration, dtype and parameters to an ``.npz`` (atomic; no pickle), or into a binary file object."""
         from numba_lstm import io
 
         io.save(self, path)
 
     @classmethod
     def load(cls, path):
-        """Load a layer written by ``save``; refuses corrupt or mismatched files."""
+        """Load a layer written by ``save`` (a path or a binary file object); refuses corrupt or mismatched files."""
         from numba_lstm import io
 
         return io.load(path)

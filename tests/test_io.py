@@ -409,3 +409,45 @@ def test_paths_may_be_bytes_but_not_integers(tmp_path):
             with pytest.raises(TypeError, match="path must be a file path .*, got (int|bool)"):
                 io.save(layer, bad)
         os.fstat(f.fileno())  # still open
+
+
+def test_file_objects_round_trip_from_their_position(tmp_path, dtype):
+    """As np.savez and np.load: a binary file object is written from its
+    position (no atomic replace) and read from there to its end."""
+    import io as std_io
+
+    layer = numba_lstm.LSTM(2, 3, num_layers=2, proj_size=1, batch_first=True, dtype=dtype, seed=4)
+    buffer = std_io.BytesIO()
+    buffer.write(b"a header of the caller's own")
+    start = buffer.tell()
+    layer.save(buffer)
+    buffer.seek(start)
+    loaded = numba_lstm.LSTM.load(buffer)
+    assert io.layer_config(loaded) == io.layer_config(layer) and loaded.dtype == np.dtype(dtype)
+    for name, value in layer.params.items():
+        assert _bits(loaded.params[name]) == _bits(value), name
+    with open(tmp_path / "model.npz", "wb") as f:
+        io.save(layer, f)
+    with open(tmp_path / "model.npz", "rb") as f:
+        assert _bits(io.load(f).params["W_l1"]) == _bits(layer.params["W_l1"])
+    assert _bits(io.load(tmp_path / "model.npz").params["W_hr_l0"]) == _bits(layer.params["W_hr_l0"])
+
+
+def test_file_objects_that_cannot_hold_a_layer_are_refused(tmp_path):
+    import io as std_io
+
+    layer = numba_lstm.LSTM(2, 3, seed=0)
+    buffer = std_io.BytesIO()
+    io.save(layer, buffer)
+    with pytest.raises(ValueError, match="the file object 'BytesIO' is truncated or corrupted"):
+        io.load(std_io.BytesIO(buffer.getvalue()[:-10]))
+    with pytest.raises(ValueError, match="the file object 'BytesIO' is truncated or corrupted"):
+        io.load(std_io.BytesIO())
+    io.save(layer, tmp_path / "model.npz")
+    with open(tmp_path / "model.npz", encoding="latin-1") as f:  # text mode
+        with pytest.raises(TypeError, match=r"opened in binary mode \('rb'\), got str"):
+            io.load(f)
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with open(tmp_path / "one.npy", "rb") as f:
+        with pytest.raises(ValueError, match=r"the file object '.*one.npy' is a single .npy array"):
+            io.load(f)
