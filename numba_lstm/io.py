@@ -39,7 +39,7 @@ import stat
 import zipfile
 import zlib
 from contextlib import contextmanager, nullcontext
-from io import BytesIO
+from io import BytesIO, TextIOBase
 
 import numpy as np
 
@@ -87,7 +87,7 @@ def save(layer, path):
 
     The file is written exactly at ``path`` (no ``.npz`` suffix is added);
     ``path`` may be a binary file object instead, written from its current
-    position.  Parameters are stored in the layer's dtype without any
+    position (TypeError for a text file or one not open to write).  Parameters are stored in the layer's dtype without any
     conversion.
     """
     from numba_lstm.layer import LSTM
@@ -95,7 +95,9 @@ def save(layer, path):
     if not isinstance(layer, LSTM):
         raise TypeError(f"layer must be a numba_lstm.LSTM, got {type(layer).__name__}")
     file_object = hasattr(path, "write")
-    if not file_object:
+    if file_object:
+        _check_binary_file(path, "write")
+    else:
         path = check_path("path", path)
     config = layer_config(layer)
     config["dtype"] = np.dtype(layer.dtype).name
@@ -138,6 +140,18 @@ def save(layer, path):
         raise
 
 
+def _check_binary_file(f, operation):
+    """TypeError unless the file object ``f`` is binary and open for ``operation`` ("read" or "write")."""
+    mode = "'rb'" if operation == "read" else "'wb'"
+    if isinstance(f, TextIOBase) or "b" not in getattr(f, "mode", "b"):
+        raise TypeError(
+            f"path as a file object must be opened in binary mode ({mode}), got a text file {f!r:.200}"
+        )
+    able = getattr(f, "readable" if operation == "read" else "writable", None)
+    if callable(able) and not able():
+        raise TypeError(f"path as a file object must be open to {operation} ({mode}), got {f!r:.200}")
+
+
 def _copy_mode(target, tmp):
     """Give ``tmp`` the permission bits of the file ``target``, if there is
     one; best effort, as ``shutil.copymode`` (some file systems refuse chmod)."""
@@ -174,7 +188,7 @@ def load(path):
         ``path`` does not exist, is a directory, or cannot be read.
     TypeError
         ``path`` is neither a path nor a file object, or a file object
-        opened in text mode.
+        opened in text mode or not for reading.
     ValueError
         The file is truncated or corrupted, is not a numba_lstm layer file,
         has an unsupported format version, or its arrays do not match its
@@ -183,13 +197,9 @@ def load(path):
     from numba_lstm.layer import LSTM
 
     if hasattr(path, "read"):
+        _check_binary_file(path, "read")
         shown = f"the file object {getattr(path, 'name', type(path).__name__)!r}"
-        data = path.read()
-        if not isinstance(data, bytes):
-            raise TypeError(
-                f"path as a file object must be opened in binary mode ('rb'), got {type(data).__name__}"
-            )
-        source = BytesIO(data)
+        source = BytesIO(path.read())
     else:
         shown = source = check_path("path", path)
     with _read_errors(shown):

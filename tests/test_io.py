@@ -444,8 +444,20 @@ def test_file_objects_that_cannot_hold_a_layer_are_refused(tmp_path):
     with pytest.raises(ValueError, match="the file object 'BytesIO' is truncated or corrupted"):
         io.load(std_io.BytesIO())
     io.save(layer, tmp_path / "model.npz")
-    with open(tmp_path / "model.npz", encoding="latin-1") as f:  # text mode
-        with pytest.raises(TypeError, match=r"opened in binary mode \('rb'\), got str"):
+    # Text mode (the default encoding failed on the archive's bytes with a
+    # UnicodeDecodeError), or open for the other operation.
+    for encoding in (None, "latin-1"):
+        with open(tmp_path / "model.npz", encoding=encoding) as f:
+            with pytest.raises(TypeError, match=r"opened in binary mode \('rb'\), got a text file"):
+                io.load(f)
+    with open(tmp_path / "other.npz", "w") as f:
+        with pytest.raises(TypeError, match=r"opened in binary mode \('wb'\), got a text file"):
+            io.save(layer, f)
+    with open(tmp_path / "model.npz", "rb") as f:
+        with pytest.raises(TypeError, match=r"must be open to write \('wb'\)"):
+            io.save(layer, f)
+    with open(tmp_path / "other.npz", "wb") as f:
+        with pytest.raises(TypeError, match=r"must be open to read \('rb'\)"):
             io.load(f)
     np.save(tmp_path / "one.npy", np.zeros(3))
     with open(tmp_path / "one.npy", "rb") as f:
