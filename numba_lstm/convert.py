@@ -519,7 +519,7 @@ def from_keras(layer_or_weights):
         raise ValueError(
             "layer_or_weights as a list must hold [kernel, recurrent_kernel, bias] (2 or 3 arrays), "
             f"or a Bidirectional's 4 or 6, got {n} arrays (a Bidirectional whose directions differ in "
-            "use_bias: pass the layer, or each direction's list)"
+            "use_bias: pass the layer)"
         )
     if not _from_package(obj, "keras"):
         raise TypeError(

@@ -173,6 +173,7 @@ class Optimizer:
         ``exp_avg_sq``, as ``torch.optim`` names them.  The hyperparameters
         (``lr``, ``betas``, ...) are not in it: they are the constructor's.
         """
+        self._names_by_text()  # names that read the same as text would collide here
         return {
             f"{name}/{key}": np.array(value)
             for name, state in self.state.items()
@@ -185,10 +186,12 @@ class Optimizer:
         Every entry is checked first: on an error the state is unchanged."""
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a dict of name -> array, got {type(state_dict).__name__}")
+        names = self._names_by_text()
         new = {name: {} for name in self.params}
         for entry in state_dict:
-            name, _, key = str(entry).rpartition("/")
-            if name not in self.params or key not in self.state_keys:
+            text, _, key = str(entry).rpartition("/")
+            name = names.get(text)
+            if name is None or key not in self.state_keys:
                 raise KeyError(
                     f"state_dict has the entry {entry!r}; {type(self).__name__} takes '<parameter>/<key>' with "
                     f"one of its parameters {list(self.params)} and a key in {list(self.state_keys)}"
@@ -199,6 +202,16 @@ class Optimizer:
                 missing = [key for key in self.state_keys if key not in state]
                 raise ValueError(f"state_dict holds {sorted(state)} for {name!r} but not {missing}")
         self.state = new
+
+    def _names_by_text(self):
+        """The parameter names by their text (``state_dict``'s keys are text: a name may be an int)."""
+        names = {str(name): name for name in self.params}
+        if len(names) != len(self.params):
+            raise ValueError(
+                f"params has names that read the same as text ({list(self.params)}), so state_dict cannot "
+                "tell them apart; give every parameter a distinct string name"
+            )
+        return names
 
     def step(self, grads):
         """Update every parameter in place from ``grads`` (a dict with the same names)."""

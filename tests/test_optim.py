@@ -330,10 +330,29 @@ def test_training_resumes_from_a_saved_state_bit_for_bit(cls, kwargs, dtype, tmp
         for grads in grad_steps[begin:end]:
             opt.step(grads)
     assert not np.array_equal(restarted["W"], straight["W"])
-    # The state is copied both ways: stepping one optimizer leaves the other's alone.
-    state = second.state_dict()
-    second.step(grad_steps[0])
-    assert any(not np.array_equal(state[k], v) for k, v in second.state_dict().items())
+    # The state is copied both ways: changing what was loaded, or what
+    # state_dict returned, leaves the optimizer's state alone.
+    given = second.state_dict()
+    third = cls({name: p.copy() for name, p in params.items()}, **kwargs)
+    third.load_state_dict(given)
+    for value in given.values():
+        value[...] = 7
+    for value in third.state_dict().values():
+        value[...] = 8
+    for key, value in second.state_dict().items():
+        np.testing.assert_array_equal(third.state_dict()[key], value, err_msg=key)
+
+
+def test_state_dict_round_trip_with_names_that_are_not_strings():
+    # state_dict's keys are text: a parameter named 0 came back as "0" and was refused.
+    params = {0: np.ones(3, np.float32), "w": np.ones(2, np.float32)}
+    opt = Adam(params)
+    opt.step({0: np.ones(3, np.float32), "w": np.ones(2, np.float32)})
+    fresh = Adam({k: v.copy() for k, v in params.items()})
+    fresh.load_state_dict(opt.state_dict())
+    assert fresh.state[0]["step"] == 1 and sorted(map(str, fresh.state)) == ["0", "w"]
+    with pytest.raises(ValueError, match="names that read the same as text"):
+        Adam({0: np.ones(3), "0": np.ones(3)}).state_dict()
 
 
 def test_fresh_optimizer_state_dict_is_empty_and_loads_empty():
