@@ -87,8 +87,8 @@ def save(layer, path):
 
     The file is written exactly at ``path`` (no ``.npz`` suffix is added);
     ``path`` may be a binary file object instead, written from its current
-    position (TypeError for a text file or one not open to write).  Parameters are stored in the layer's dtype without any
-    conversion.
+    position (TypeError for a text file or one not open to write).
+    Parameters are stored in the layer's dtype without any conversion.
     """
     from numba_lstm.layer import LSTM
 
