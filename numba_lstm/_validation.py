@@ -29,8 +29,8 @@ def as_float_array(name, value, dtype=None, source=None):
     """Return ``value`` as a C-contiguous float32/float64 array, never cast.
 
     ``dtype`` (if given) is the dtype every other argument of the call has,
-    set by ``source`` (``"W"``, ``"the layer"``: named in the message); a
-    different float dtype is refused rather than converted.  Non-contiguous
+    set by ``source`` (``"W"``, ``"the layer"``: given with ``dtype``, named
+    in the message); a different float dtype is refused rather than converted.  Non-contiguous
     and read-only inputs are copied into a fresh C-contiguous array (the
     caller's array is never written).
     """
@@ -59,9 +59,8 @@ def check_float_array(name, value, dtype=None, source=None):
             "numba_lstm never casts arrays silently"
         )
     if dtype is not None and value.dtype != dtype:
-        held = "the other arrays are" if source is None else f"{source} has dtype"
         raise TypeError(
-            f"{name} has dtype {value.dtype} but {held} {np.dtype(dtype)}; pass every array in one dtype"
+            f"{name} has dtype {value.dtype} but {source} has dtype {np.dtype(dtype)}; pass every array in one dtype"
         )
 
 
@@ -110,12 +109,13 @@ def check_float_dtype(name, dtype):
         given = None if dtype is None else np.dtype(dtype)
     except (TypeError, ValueError):  # not a dtype at all
         given = None
-    if given is None or given not in FLOAT_DTYPES:  # (np.dtype("float64") == None is True)
-        if given is None:  # e.g. torch.float32: say what is accepted
-            shown = f"{repr(dtype)[:200]}, which is not a NumPy dtype (pass np.float32 or 'float32')"
-        else:
-            shown = given
-        raise TypeError(f"{name} must be float32 or float64, got {shown}")
+    if given is None:  # first: np.dtype("float64") == None is True; e.g. torch.float32
+        raise TypeError(
+            f"{name} must be float32 or float64, got {repr(dtype)[:200]}, which is not a NumPy dtype "
+            "(pass np.float32 or 'float32')"
+        )
+    if given not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {given}")
     return given
 
 
