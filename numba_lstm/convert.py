@@ -703,7 +703,9 @@ def from_tf1(kernel, bias, forget_bias=1.0):
 
 
 def to_tf1(W, b, forget_bias=1.0):
-    """Native ``(W, b)`` -> TF1 ``(kernel, bias)``, the exact reverse of ``from_tf1``.
+    """Native ``(W, b)`` -> TF1 ``(kernel, bias)``, the reverse of ``from_tf1``:
+    the kernel exactly, the bias up to one rounding of its f block (an addition
+    there, a subtraction here).
 
     ``forget_bias`` (the cell's setting, default 1.0) is subtracted from the f
     block, since the TF1 cell adds it back at run time.  TF1's state tuple is

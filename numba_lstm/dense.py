@@ -113,6 +113,11 @@ class Dense:
         -------
         dx : ndarray, shape (..., F).  ``self.grads`` gets ``"W"`` (F, K) and
         ``"b"`` (K,), summed over every leading axis.
+
+        Raises
+        ------
+        numba_lstm.layer.NotReadyError
+            No forward ran.
         """
         if self._x is None:
             raise NotReadyError("backward called before forward: run dense.forward(x) first")

@@ -196,6 +196,11 @@ def load(path):
     """
     from numba_lstm.layer import LSTM
 
+    return _load(LSTM, path)
+
+
+def _load(cls, path):
+    """``load``, building the layer as ``cls`` (``LSTM.load`` of a subclass)."""
     if hasattr(path, "read"):
         _check_binary_file(path, "read")
         shown = f"the file object {getattr(path, 'name', type(path).__name__)!r}"
@@ -205,7 +210,7 @@ def load(path):
     with _read_errors(shown):
         config, dtype, stored = _read_layer_file(shown, source)
     try:
-        layer = LSTM(**config, dtype=dtype)
+        layer = cls(**config, dtype=dtype)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{shown} has an invalid configuration {config}: {error}") from error
     for name, target in layer.params.items():

@@ -38,7 +38,10 @@ def _step_shares(rows, H, P, dtype):
 
 
 class NotReadyError(RuntimeError, ValueError):
-    """``backward`` was called before any ``forward``."""
+    """``backward`` has no forward to differentiate: none ran, or the last one
+    ran with ``cache=False`` (``LSTM``).  Raised by ``LSTM.backward`` and
+    ``Dense.backward``; a ``RuntimeError`` and a ``ValueError``, so either
+    ``except`` catches it."""
 
 
 class LSTM:
@@ -303,10 +306,11 @@ class LSTM:
 
     @classmethod
     def load(cls, path):
-        """Load a layer written by ``save`` (a path or a binary file object); refuses corrupt or mismatched files."""
+        """Load a layer written by ``save`` (a path or a binary file object) as
+        an instance of ``cls``; refuses corrupt or mismatched files (``numba_lstm.io.load``)."""
         from numba_lstm import io
 
-        return io.load(path)
+        return io._load(cls, path)
 
     def summary(self):
         """Print a table of every parameter with its per-gate split and the total.
@@ -320,7 +324,9 @@ class LSTM:
         print(parameter_table(self.config, self.params))
 
     def train(self, mode=True):
-        """Switch dropout on (training mode); returns the layer."""
+        """Training mode (dropout on) for ``mode=True``, inference mode (dropout
+        off, as ``eval()``) for ``mode=False``; returns the layer.  ``mode`` must
+        be a bool (``TypeError`` otherwise)."""
         self.training = check_bool("mode", mode)
         return self
 
@@ -465,6 +471,11 @@ class LSTM:
         dx : ndarray shaped like that forward's ``x``.  Parameter gradients go
         to ``self.grads`` under the names of ``self.params``; the gradients of
         the initial state to ``self.grads["h0"]`` and ``self.grads["c0"]``.
+
+        Raises
+        ------
+        NotReadyError
+            No forward ran, or the last one ran with ``cache=False``.
         """
         if self._caches is None and self._forward_without_cache:
             raise NotReadyError(

@@ -1,8 +1,10 @@
 """Plain NumPy reference: the oracle every kernel is tested against.
 
-Same signatures and results as ``numba_lstm.functional``; written as the
-equations of the README ("The native layout"), one sequence and one time step at a time,
-for clarity rather than speed.  With ``z = [x_t, h_{t-1}] @ W + b`` split into
+Same signatures and results as ``numba_lstm.functional``, except that the
+cache is the reference's own tuple (pass it to this module's backward only)
+and nothing is validated: give it good input.  Written as the equations of the
+README ("The native layout"), one sequence and one time step at a time, for
+clarity rather than speed.  With ``z = [x_t, h_{t-1}] @ W + b`` split into
 ``z_i, z_f, z_g, z_o``::
 
     i = sigmoid(z_i)   f = sigmoid(z_f)   g = tanh(z_g)   o = sigmoid(z_o)

@@ -57,6 +57,23 @@ def test_round_trip_keeps_config_dtype_and_every_bit(tmp_path, config, dtype):
     assert _bits(y1) == _bits(y2) and _bits(h1) == _bits(h2) and _bits(c1) == _bits(c2)
 
 
+def test_load_of_a_subclass_builds_that_subclass(tmp_path):
+    # As from_params, from_torch, from_keras and from_onnx do: cls, not LSTM.
+    class Tagged(numba_lstm.LSTM):
+        pass
+
+    layer = numba_lstm.LSTM(3, 4, num_layers=2, proj_size=2, seed=2)
+    path = tmp_path / "model.npz"
+    layer.save(path)
+    loaded = Tagged.load(path)
+    assert type(loaded) is Tagged
+    assert io.layer_config(loaded) == io.layer_config(layer)
+    for name, value in layer.params.items():
+        assert _bits(loaded.params[name]) == _bits(value), name
+    assert type(numba_lstm.LSTM.load(path)) is numba_lstm.LSTM
+    assert type(io.load(path)) is numba_lstm.LSTM
+
+
 def test_file_is_written_exactly_at_path_and_holds_no_pickle(tmp_path):
     layer = numba_lstm.LSTM(2, 3)
     path = tmp_path / "weights.bin"  # no .npz suffix is appended
