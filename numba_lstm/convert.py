@@ -47,6 +47,22 @@ import numpy as np
 from numba_lstm._panels import aligned_copy
 from numba_lstm._validation import FLOAT_DTYPES, check_bool, check_integer, check_path, is_real, refuse_masked
 
+__all__ = [
+    "check_config",
+    "check_params",
+    "from_flax",
+    "from_keras",
+    "from_onnx",
+    "from_tf1",
+    "from_torch",
+    "parameter_shapes",
+    "to_flax",
+    "to_keras_weights",
+    "to_onnx",
+    "to_tf1",
+    "to_torch_state_dict",
+]
+
 CONFIG_KEYS = ("input_size", "hidden_size", "num_layers", "bidirectional", "proj_size")
 _IGNORED_CONFIG_KEYS = ("dropout", "batch_first")
 _CONFIG_DEFAULTS = {"num_layers": 1, "bidirectional": False, "proj_size": 0}

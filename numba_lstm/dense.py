@@ -5,6 +5,8 @@ import numpy as np
 from numba_lstm._validation import as_float_array, check_float_dtype, check_integer, check_shape, make_rng
 from numba_lstm.layer import NotReadyError
 
+__all__ = ["Dense"]
+
 
 class Dense:
     """A fully connected layer ``y = x @ W + b`` over the last axis.

@@ -50,6 +50,8 @@ from numba_lstm._validation import (
     check_weights,
 )
 
+__all__ = ["LSTMCache", "LSTMGrads", "LSTMProjGrads", "lstm_backward", "lstm_forward"]
+
 
 class Packing(NamedTuple):
     """Where each row of the packed arrays comes from (see ``numba_lstm._kernels``).

@@ -14,6 +14,8 @@ import numpy as np
 from numba_lstm._validation import FLOAT_DTYPES
 from numba_lstm.convert import _layer_sizes, check_params
 
+__all__ = ["GateParams", "parameter_table", "split_gates"]
+
 GATES = ("i", "f", "g", "o")
 GATE_NAMES = {"i": "input", "f": "forget", "g": "candidate", "o": "output"}
 

@@ -46,6 +46,8 @@ import numpy as np
 from numba_lstm import convert
 from numba_lstm._validation import check_path
 
+__all__ = ["layer_config", "load", "save"]
+
 FORMAT_NAME = "numba_lstm.LSTM"
 FORMAT_VERSION = 1
 CONFIG_KEYS = (

@@ -60,6 +60,8 @@ from numba_lstm._panels import _aligned_vector, _pack_into, _pad_into, _panel_wi
 from numba_lstm._sync import counters, thread_count
 from numba_lstm._validation import _describe
 
+__all__ = ["forward", "step", "step_into", "work_size"]
+
 # --- argument checks ---------------------------------------------------------
 #
 # Kinds, dtypes and ranks are part of Numba's types, so they are checked when a

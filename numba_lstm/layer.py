@@ -25,6 +25,8 @@ from numba_lstm._validation import (
 from numba_lstm.convert import parameter_shapes
 from numba_lstm.functional import _forward, lstm_backward
 
+__all__ = ["LSTM", "NotReadyError"]
+
 
 def _step_shares(rows, H, P, dtype):
     """Shares of ``LSTM.step``'s split step for a layer with ``rows`` rows of

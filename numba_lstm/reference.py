@@ -19,6 +19,8 @@ import numpy as np
 
 from numba_lstm.functional import LSTMGrads, LSTMProjGrads
 
+__all__ = ["lstm_backward", "lstm_forward", "sigmoid"]
+
 
 def sigmoid(z):
     """Logistic function, written with tanh so that it cannot overflow."""
