@@ -351,14 +351,19 @@ def _read_array(path, archive, name, info, limit, what):
     """The array of member ``info`` (array ``name``), read fully (so that CRC errors surface here).
 
     A member that declares more than ``limit`` bytes (what ``what`` needs,
-    with its ``.npy`` header) is refused before it is read.
+    with its ``.npy`` header) is refused before it is read, and no more than
+    its declared size is expanded: ``archive.read`` would expand up to 2 GiB
+    of a compressed member whose header understates it before its CRC check
+    failed.
     """
     if info.file_size > limit:
         raise ValueError(
             f"{path}: {name!r} declares {info.file_size} bytes, more than the {limit} that {what} "
             "takes with its .npy header"
         )
-    return _npy_array(path, name, archive.read(info))
+    with archive.open(info) as member:
+        data = member.read(info.file_size + 1)
+    return _npy_array(path, name, data)
 
 
 def _npy_array(path, name, data):

@@ -2,7 +2,9 @@
 
 import json
 import os
+import tracemalloc
 import zipfile
+from io import BytesIO
 
 import numpy as np
 import pytest
@@ -317,6 +319,37 @@ def test_compressed_member_declaring_more_than_its_array_is_refused_before_it_is
         match=r"'param/W_l0' declares 24000128 bytes, more than the \d+ that a \(5, 16\) array of float64",
     ):
         io.load(path)
+
+
+def test_compressed_member_understating_its_size_is_refused_without_expanding_it(saved):
+    # A member that really expands to 24 MB, its headers patched to declare
+    # the 768 bytes W_l0's array takes: before, zipfile expanded all of it
+    # (up to 2 GiB a member) before the CRC check refused it.
+    path, arrays = saved
+    del arrays["param/W_l0"]
+    _rewrite(path, arrays)
+    big = BytesIO()
+    np.lib.format.write_array(big, np.zeros(3_000_000))
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("param/W_l0.npy", big.getvalue())
+        info = z.getinfo("param/W_l0.npy")
+    data = bytearray(path.read_bytes())
+    declared = (768).to_bytes(4, "little")
+    data[info.header_offset + 22 : info.header_offset + 26] = declared  # local header
+    central = data.rindex(b"PK\x01\x02")  # the last central directory entry: the member appended
+    assert data[central + 46 : central + 46 + len(info.filename)] == info.filename.encode()
+    data[central + 24 : central + 28] = declared
+    path.write_bytes(bytes(data))
+    with zipfile.ZipFile(path) as z:
+        assert z.getinfo("param/W_l0.npy").file_size == 768
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="truncated or corrupted.*CRC"):
+            io.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4_000_000, f"load allocated {peak} bytes for a member that declares 768"
 
 
 @pytest.mark.parametrize(
