@@ -135,6 +135,15 @@ class LSTM:
         self._last_step_state = None
         self._last_step_stacked = None  # (2, L, B, H) whose halves are _last_step_state
 
+    def __getstate__(self):
+        """What ``pickle`` and ``copy.deepcopy`` keep: not the step's work
+        buffers (made again when needed), nor the link by which ``step`` takes
+        back the state it returned as the halves of its own stacked array (a
+        copy of that state is two arrays of their own)."""
+        state = self.__dict__.copy()
+        state.update(_step_buffers={}, _split_buffers={}, _last_step_state=None, _last_step_stacked=None)
+        return state
+
     def _uniform(self, bound, shape):
         # On a cache line, as the kernels' own arrays: step() reads W row by
         # row in place, and a W 16 or 48 bytes off a line made LSTM.step
@@ -558,7 +567,7 @@ class LSTM:
         without projection) splits each step of up to 8 rows between Numba's
         threads, in blocks fixed by the layer: any thread count gives the
         same bits.  The others run on the calling thread.  A layer keeps its
-        step's work buffers: step one layer object from one Python thread at
+        step's work buffers (for the last batch size): step one layer object from one Python thread at
         a time; for concurrent streams make one layer each,
         ``LSTM.from_params(layer.config, layer.params)``.
         """
@@ -582,8 +591,12 @@ class LSTM:
         returned = state is not None and state is self._last_step_state and state[0].shape[1] == B
         work = self._step_buffers.get(B)
         if work is None:
+            # Kept for the last batch size only: a stream whose batch size
+            # changes would otherwise keep one set of buffers for each.
             size = jit.work_size(B, self.hidden_size) + (B * self.hidden_size if self.proj_size else 0)
-            work = self._step_buffers[B] = aligned_empty((size,), dtype)
+            work = aligned_empty((size,), dtype)
+            self._step_buffers = {B: work}
+            self._split_buffers = {}
         try:
             params = self.params
             if self.proj_size == 0:

@@ -1,5 +1,9 @@
 """Streaming: layer.step and numba_lstm.jit, against whole-sequence forward and the reference."""
 
+import copy
+import pickle
+import tracemalloc
+
 import numba
 import numpy as np
 import pytest
@@ -445,6 +449,44 @@ def test_step_reads_the_returned_state_as_it_is_now(dtype):
     y_reset, _ = layer.step(x[2], state)
     y_fresh, _ = layer.step(x[2])
     np.testing.assert_array_equal(y_reset, y_fresh)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copy_of_a_layer_and_its_state_reads_the_state_as_it_is_now(how, dtype):
+    """A streaming agent copied whole (its layer and the state step returned):
+    the copy keeps the tuple's identity but not that its arrays are views of
+    the layer's stacked state.  Before, the copy's step read the stacked array
+    and ignored an in-place reset of the copied state."""
+    copy_of = {"deepcopy": copy.deepcopy, "pickle": lambda obj: pickle.loads(pickle.dumps(obj))}[how]
+    layer = numba_lstm.LSTM(3, 4, num_layers=2, dtype=dtype, seed=0).eval()
+    x = np.random.default_rng(1).standard_normal((3, 2, 3)).astype(dtype)
+    _, state = layer.step(x[0])
+    _, state = layer.step(x[1], state)
+    copied_layer, copied_state = copy_of((layer, state))
+    for s in (state, copied_state):
+        s[0][:, 1] = 0  # sequence 1 starts again
+        s[1][:, 1] = 0
+    y, _ = layer.step(x[2], state)
+    y_copy, _ = copied_layer.step(x[2], copied_state)
+    np.testing.assert_array_equal(y_copy, y)
+
+
+def test_step_keeps_work_buffers_for_the_last_batch_size_only():
+    """A stream whose batch size changes at every step (B = 1..40, H = 256):
+    the buffers of one step take 10 * B * H floats, 0.4 MB at B = 40 and
+    8.4 MB for all 40.  Before, the layer kept every batch size's."""
+    layer = numba_lstm.LSTM(8, 256, seed=0).eval()
+    rng = np.random.default_rng(0)
+    layer.step(rng.standard_normal((40, 8)).astype(np.float32))  # compiled before tracing
+    tracemalloc.start()
+    try:
+        held = tracemalloc.get_traced_memory()[0]
+        for B in range(1, 41):
+            layer.step(rng.standard_normal((B, 8)).astype(np.float32))
+        held = tracemalloc.get_traced_memory()[0] - held
+    finally:
+        tracemalloc.stop()
+    assert held < 1_000_000, f"{held} bytes still held after the steps"
 
 
 def test_step_never_writes_a_state_it_returned(dtype):
