@@ -330,7 +330,7 @@ class Adam(Optimizer):
                 g = g + self.weight_decay * p
         m += (1.0 - beta1) * (g - m)  # torch's exp_avg.lerp_(g, 1 - beta1)
         v *= beta2
-        v += (1.0 - beta2) * (g * g)
+        v += (1.0 - beta2) * g * g  # as torch's addcmul_: g * g alone overflows for |g| > 1.8e19 in float32
         step_size = self.lr / (1.0 - beta1**t)
         denom = np.sqrt(v)
         denom /= math.sqrt(1.0 - beta2**t)

@@ -100,6 +100,27 @@ def test_adamw_matches_torch(kwargs, dtype):
     assert_same_trajectory(run_ours(AdamW, params, grads, **kwargs), ref, dtype)
 
 
+@pytest.mark.parametrize("cls", ["Adam", "AdamW"])
+def test_adam_recovers_from_a_gradient_spike_as_torch_does(cls, dtype):
+    """A first gradient whose square overflows (3e19 in float32, 1e155 in
+    float64), then ordinary ones.  torch's addcmul_ computes
+    ``(1 - beta2) * g * g``, finite; squaring g first gave an infinite
+    ``exp_avg_sq`` that froze the parameter for good."""
+    torch = import_or_skip("torch")
+    spike = 3e19 if dtype == np.float32 else 1e155
+    params = make_params(dtype)
+    rng = np.random.default_rng(5)
+    grads = [{name: np.full(shape, spike, dtype) for name, shape in SHAPES.items()}]
+    grads += [
+        {name: rng.standard_normal(shape).astype(dtype) for name, shape in SHAPES.items()} for _ in range(8)
+    ]
+    with np.errstate(over="raise"):
+        ours = run_ours(getattr(numba_lstm.optim, cls), params, grads, lr=0.1)
+    ref = run_torch(getattr(torch.optim, cls), params, grads, lr=0.1)
+    assert_same_trajectory(ours, ref, dtype)
+    assert not np.array_equal(ours[-1]["W"], ours[0]["W"])  # it moved after the spike
+
+
 def test_adam_weight_decay_is_l2_and_adamw_is_decoupled():
     """With a zero gradient, Adam's L2 decay moves p by about lr; AdamW's only by lr * wd * p."""
     p = np.full(3, 2.0)
