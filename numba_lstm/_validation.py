@@ -201,3 +201,11 @@ def check_lengths(lengths, T, B):
             f"lengths must be between 0 and T = {T}, got values from {lengths.min()} to {lengths.max()}"
         )
     return lengths.astype(np.int64)
+
+
+def some_names(names, shown=10):
+    """``names`` (a list) for a message: all of them if few, else how many and
+    the first few (a config of 10**5 layers listed 4.7 MB of names)."""
+    if len(names) <= shown:
+        return str(names)
+    return f"[{', '.join(map(repr, names[:shown]))}, ... {len(names)} in all]"

@@ -45,7 +45,15 @@ from collections.abc import Mapping
 import numpy as np
 
 from numba_lstm._panels import aligned_copy
-from numba_lstm._validation import FLOAT_DTYPES, check_bool, check_integer, check_path, is_real, refuse_masked
+from numba_lstm._validation import (
+    FLOAT_DTYPES,
+    check_bool,
+    check_integer,
+    check_path,
+    is_real,
+    refuse_masked,
+    some_names,
+)
 
 __all__ = [
     "check_config",
@@ -135,10 +143,10 @@ def _expect_keys(what, given, expected, listing=""):
     ``listing`` is given) ``listing`` followed by the expected keys.
     """
     missing = [k for k in expected if k not in given]
-    unknown = sorted(set(given) - set(expected))
+    unknown = sorted(set(given) - set(expected), key=str)
     if missing or unknown:
-        tail = f"; {listing} {list(expected)}" if listing else ""
-        raise ValueError(f"{what}: missing {missing}, unexpected {unknown}{tail}")
+        tail = f"; {listing} {some_names(list(expected), 40)}" if listing else ""
+        raise ValueError(f"{what}: missing {some_names(missing)}, unexpected {some_names(unknown)}{tail}")
 
 
 def _same_dtype(arrays):

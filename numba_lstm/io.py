@@ -44,7 +44,7 @@ from io import BytesIO, TextIOBase
 import numpy as np
 
 from numba_lstm import convert
-from numba_lstm._validation import check_path
+from numba_lstm._validation import check_path, some_names
 
 __all__ = ["layer_config", "load", "save"]
 
@@ -259,7 +259,7 @@ def _read_archive(path, archive, size):
     config, dtype = _parse_config(path, _scalar(path, meta, "__config__", "U"))
     unknown = sorted(k for k in members if k not in _META_KEYS and not k.startswith(_PARAM_PREFIX))
     if unknown:
-        raise ValueError(f"{path} has unexpected arrays {_some(unknown)}")
+        raise ValueError(f"{path} has unexpected arrays {some_names(unknown, 5)}")
     names = [k[len(_PARAM_PREFIX) :] for k in members if k.startswith(_PARAM_PREFIX)]
     stored = {}
     for name, shape in _expected_shapes(path, config, names).items():
@@ -272,13 +272,6 @@ def _read_archive(path, archive, size):
             raise ValueError(f"{path}: parameter {name} has shape {value.shape}, expected {shape}")
         stored[name] = value
     return config, dtype, stored
-
-
-def _some(names, shown=5):
-    """``names`` for a message: all of them if few, else how many and the first few."""
-    if len(names) <= shown:
-        return str(names)
-    return f"{len(names)} names ({', '.join(names[:shown])}, ...)"
 
 
 def _expected_shapes(path, config, names):
@@ -303,7 +296,7 @@ def _expected_shapes(path, config, names):
         more = f" (and {missing_count - len(missing)} more)" if missing_count > len(missing) else ""
         raise ValueError(
             f"{path}: parameters do not match the configuration {config}: "
-            f"missing {_some(missing)}{more}, unexpected {_some(unexpected)}"
+            f"missing {some_names(missing, 5)}{more}, unexpected {some_names(unexpected, 5)}"
         )
     return shapes
 

@@ -238,6 +238,18 @@ def _work_elements(B, H):
     return 10 * B * H
 
 
+#: B * H past this and 11 * B * H would wrap around in int64: only views with
+#: zero strides have so many elements.
+_MAX_STEP_UNITS = (2**63 - 1) // 11
+
+
+@numba.njit(**SERIAL, inline="always")
+def _work_holds(work, B, H, extra):
+    """Whether ``work`` has the 10 * B * H elements of a step and ``extra``
+    * B * H more, computed without wrapping around (then it cannot)."""
+    return B * H <= _MAX_STEP_UNITS and work.size >= (10 + extra) * B * H
+
+
 def _check_sizes(B, H):
     """A no-op for jitted code whose overload refuses a ``B`` or ``H`` that is not an integer."""
 
@@ -306,10 +318,11 @@ def _check_step_into(x_t, h, c, W, b, h_out, c_out, work):
             "h_out and c_out must have the shapes of h and c, " + _shape(h) + " and " + _shape(c)
             + "; got " + _shape(h_out) + " and " + _shape(c_out)
         )  # fmt: skip
-    if work.size < _work_elements(B, H):
+    if not _work_holds(work, B, H, 0):
+        needed = str(_work_elements(B, H)) if B * H <= _MAX_STEP_UNITS else "more than 2**63 - 1"
         raise ValueError(
-            "work must have at least work_size(B, H) = 10 * B * H = " + str(_work_elements(B, H))
-            + " elements; got " + str(work.size)
+            "work must have at least work_size(B, H) = 10 * B * H = " + needed + " elements; got "
+            + str(work.size)
         )  # fmt: skip
     if not _outputs_apart(h_out, c_out):
         raise ValueError(
@@ -445,7 +458,7 @@ def _step_fits(x, h, c, W, b, work):
     P, H = h.shape[1], c.shape[1]
     return (
         h.shape[0] == B and c.shape[0] == B and W.shape == (I + P, 4 * H) and b.shape[0] == 4 * H
-        and work.size >= _work_elements(B, H)
+        and _work_holds(work, B, H, 0)
     )  # fmt: skip
 
 
@@ -548,7 +561,7 @@ def _projected_layer_inputs(x_t, h, c, W, b, W_hr, h_new, work, k):
     B, H = c_k.shape
     fits = (
         W_hr.shape == (H, h_k.shape[1]) and _step_fits(x, h_k, c_k, W, b, work)
-        and work.size >= _work_elements(B, H) + B * H
+        and _work_holds(work, B, H, 1)
     )  # fmt: skip
     return x, h_k, c_k, fits
 

@@ -359,6 +359,22 @@ def test_jit_step_rejects_bad_shapes(j, change, step_message, forward_message):
         jit.forward(j["x_t"][None], j["W"], j["b"], j["h"], j["c"])
 
 
+def test_jit_step_into_counts_the_work_of_a_huge_batch_without_wrapping_around():
+    # B = 2**58 rows of zero-stride views: 10 * B * H wrapped around to a
+    # negative count, a 16-element work passed the check, and the step
+    # wrote past it (a segfault).
+    rows = 2**58
+    x_t = np.broadcast_to(np.zeros(3, np.float32), (rows, 3))
+    h = c = np.broadcast_to(np.zeros(4, np.float32), (rows, 4))
+    out = [
+        np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (rows, 4), (0, 0), writeable=True)
+        for _ in "hc"
+    ]
+    W, b = np.zeros((7, 16), np.float32), np.zeros(16, np.float32)
+    with pytest.raises(ValueError, match=r"10 \* B \* H = more than 2\*\*63 - 1 elements; got 16"):
+        jit.step_into(x_t, h, c, W, b, *out, np.zeros(16, np.float32))
+
+
 def test_jit_step_into_rejects_bad_buffers(j):
     h_out, c_out = np.empty_like(j["h"]), np.empty_like(j["c"])
     work = np.empty(jit.work_size(B, H), np.float32)

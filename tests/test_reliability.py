@@ -453,14 +453,13 @@ def test_huge_preactivations_saturate_without_fp_errors(dtype, seed):
     y, c_n, cache, g, ry, rc, _ = _saturated_run(dtype, seed)
     H = 4
     gates = cache.gates
-    # Saturation: sigmoid gates at 0 or 1, tanh(g) at +-1; exactly in float64,
-    # within the float32 tanh approximation's 1e-6 in float32 (measured: its
-    # clamped value is 1 - 2.4e-7, so sigmoid saturates at 1.2e-7, not 0).
-    tol = 0.0 if dtype == np.float64 else 1e-6
+    # Saturation: sigmoid gates exactly 0 or 1, tanh(g) exactly +-1, in both
+    # dtypes (the float32 sigmoid was 0.5 tanh(x / 2) + 0.5 before session 36,
+    # and was held to the tanh approximation's 1e-6).
     for k in (0, 1, 3):
         gate = gates[:, k * H : (k + 1) * H]
-        assert (np.minimum(np.abs(gate), np.abs(gate - 1)) <= tol).all()
-    assert (np.abs(np.abs(gates[:, 2 * H : 3 * H]) - 1) <= tol).all()
+        assert ((gate == 0) | (gate == 1)).all()
+    assert (np.abs(gates[:, 2 * H : 3 * H]) == 1).all()
     assert_close(y, ry, dtype, "y"), assert_close(c_n, rc, dtype, "c_n")
     for name in g._fields:
         assert np.isfinite(getattr(g, name)).all(), name
