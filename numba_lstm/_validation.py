@@ -203,9 +203,11 @@ def check_lengths(lengths, T, B):
     return lengths.astype(np.int64)
 
 
-def some_names(names, shown=10):
-    """``names`` (a list) for a message: all of them if few, else how many and
-    the first few (a config of 10**5 layers listed 4.7 MB of names)."""
-    if len(names) <= shown:
+def some_names(names, shown=10, total=None):
+    """``names`` (a list) for a message: all of them if few, else the first
+    few and how many in all, ``total`` if given (a config of 10**5 layers
+    listed 4.7 MB of names)."""
+    total = len(names) if total is None else total
+    if total <= shown:
         return str(names)
-    return f"[{', '.join(map(repr, names[:shown]))}, ... {len(names)} in all]"
+    return f"[{', '.join(map(repr, names[:shown]))}, ... {total} in all]"

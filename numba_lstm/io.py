@@ -27,7 +27,10 @@ shapes or dtypes do not match that configuration; nothing is ever cast.
 It reads only the members that the format names, each after checking its
 declared size against what its array needs, so an archive compressed by
 another tool loads too, while a member that would expand past its array's
-size is refused before it is read.
+size is refused before it is read.  Members are stored or deflated (as
+``np.savez`` and ``np.savez_compressed`` write them); zipfile expands a
+bzip2 or LZMA member a 4 KB chunk at a time without a limit, before it
+checks the declared size, so those are refused.
 """
 
 import json
@@ -293,10 +296,9 @@ def _expected_shapes(path, config, names):
     missing_count = len(missing) + (num_layers - listed) * per_layer
     unexpected = sorted(names - set(shapes))
     if missing_count or unexpected:
-        more = f" (and {missing_count - len(missing)} more)" if missing_count > len(missing) else ""
         raise ValueError(
             f"{path}: parameters do not match the configuration {config}: "
-            f"missing {some_names(missing, 5)}{more}, unexpected {some_names(unexpected, 5)}"
+            f"missing {some_names(missing, 5, missing_count)}, unexpected {some_names(unexpected, 5)}"
         )
     return shapes
 
@@ -332,6 +334,11 @@ def _members(path, archive, size):
     """The archive's members by array name (``.npy`` dropped), each declaring no more compressed bytes than the ``size`` of the file."""
     members = {}
     for info in archive.infolist():
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ValueError(
+                f"{path}: {info.filename!r} is compressed with zip method {info.compress_type}; numba_lstm reads "
+                "stored or deflated members (np.savez, np.savez_compressed)"
+            )
         if info.compress_size > size:
             raise zipfile.BadZipFile(
                 f"{info.filename} declares {info.compress_size} bytes in a file of {size}"
@@ -345,9 +352,9 @@ def _read_array(path, archive, name, info, limit, what):
 
     A member that declares more than ``limit`` bytes (what ``what`` needs,
     with its ``.npy`` header) is refused before it is read, and no more than
-    its declared size is expanded: ``archive.read`` would expand up to 2 GiB
-    of a compressed member whose header understates it before its CRC check
-    failed.
+    its declared size is expanded (``_members`` lets only stored and deflated
+    members through): ``archive.read`` would expand up to 2 GiB of a member
+    whose header understates it before its CRC check failed.
     """
     if info.file_size > limit:
         raise ValueError(

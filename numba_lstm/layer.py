@@ -118,7 +118,7 @@ class LSTM:
         self.grads = {}
         self._caches = None
         self._forward_without_cache = False
-        self._step_buffers = {}
+        self._step_work, self._step_work_rows = None, -1  # the buffer, and the batch it holds
         # step() is called once per time step: its per-call work is kept small.
         # A layer whose W (and W_hr) have STEP_SPLIT_MIN_BYTES or more splits
         # its step into shares that Numba's threads take (jit._layer_step_split,
@@ -136,12 +136,14 @@ class LSTM:
         self._last_step_stacked = None  # (2, L, B, H) whose halves are _last_step_state
 
     def __getstate__(self):
-        """What ``pickle`` and ``copy.deepcopy`` keep: not the step's work
-        buffers (made again when needed), nor the link by which ``step`` takes
+        """What ``pickle``, ``copy.deepcopy`` and ``copy.copy`` keep: not the
+        step's work buffers (made again when needed, so that a shallow copy
+        does not share them either), nor the link by which ``step`` takes
         back the state it returned as the halves of its own stacked array (a
         copy of that state is two arrays of their own)."""
         state = self.__dict__.copy()
-        state.update(_step_buffers={}, _split_buffers={}, _last_step_state=None, _last_step_stacked=None)
+        state.update(_step_work=None, _step_work_rows=-1, _split_buffers={})
+        state.update(_last_step_state=None, _last_step_stacked=None)
         return state
 
     def _uniform(self, bound, shape):
@@ -535,7 +537,8 @@ class LSTM:
 
     def _split_step_buffers(self, B, shares):
         """The split step's partial pre-activations (shares, B, 4H), partial
-        projections (shares, B, P) and counters, kept per (B, shares)."""
+        projections (shares, B, P) and counters, kept per (B, shares): B is
+        at most SMALL_ROWS (8), so there are few."""
         buffers = self._split_buffers.get((B, shares))
         if buffers is None:
             z_parts = aligned_empty((shares, B, 4 * self.hidden_size), self.dtype)
@@ -567,9 +570,9 @@ class LSTM:
         without projection) splits each step of up to 8 rows between Numba's
         threads, in blocks fixed by the layer: any thread count gives the
         same bits.  The others run on the calling thread.  A layer keeps its
-        step's work buffers (for the last batch size): step one layer object from one Python thread at
-        a time; for concurrent streams make one layer each,
-        ``LSTM.from_params(layer.config, layer.params)``.
+        step's work buffers (one, for the largest batch so far): step one
+        layer object from one Python thread at a time; for concurrent streams
+        make one layer each, ``LSTM.from_params(layer.config, layer.params)``.
         """
         if self.bidirectional:
             raise ValueError(
@@ -589,14 +592,14 @@ class LSTM:
         # is taken back as it is: our own arrays, of our dtype and shapes,
         # C-contiguous.
         returned = state is not None and state is self._last_step_state and state[0].shape[1] == B
-        work = self._step_buffers.get(B)
-        if work is None:
-            # Kept for the last batch size only: a stream whose batch size
-            # changes would otherwise keep one set of buffers for each.
+        # One work buffer, that of the largest batch so far (the steps take
+        # a larger one): a buffer per batch size held 412 MB after 200 of
+        # them, and one for the last only was remade at every call of a
+        # stream whose batch size alternates (15-20% slower at H = 128).
+        if B > self._step_work_rows:
             size = jit.work_size(B, self.hidden_size) + (B * self.hidden_size if self.proj_size else 0)
-            work = aligned_empty((size,), dtype)
-            self._step_buffers = {B: work}
-            self._split_buffers = {}
+            self._step_work, self._step_work_rows = aligned_empty((size,), dtype), B
+        work = self._step_work
         try:
             params = self.params
             if self.proj_size == 0:

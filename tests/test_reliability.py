@@ -454,8 +454,8 @@ def test_huge_preactivations_saturate_without_fp_errors(dtype, seed):
     H = 4
     gates = cache.gates
     # Saturation: sigmoid gates exactly 0 or 1, tanh(g) exactly +-1, in both
-    # dtypes (the float32 sigmoid was 0.5 tanh(x / 2) + 0.5 before session 36,
-    # and was held to the tanh approximation's 1e-6).
+    # dtypes (so it was before session 36 too; the float32 check was held to
+    # the tanh approximation's 1e-6 all the same).
     for k in (0, 1, 3):
         gate = gates[:, k * H : (k + 1) * H]
         assert ((gate == 0) | (gate == 1)).all()

@@ -471,9 +471,9 @@ def test_a_copy_of_a_layer_and_its_state_reads_the_state_as_it_is_now(how, dtype
     np.testing.assert_array_equal(y_copy, y)
 
 
-def test_step_keeps_work_buffers_for_the_last_batch_size_only():
+def test_step_keeps_one_work_buffer_whatever_the_batch_sizes():
     """A stream whose batch size changes at every step (B = 1..40, H = 256):
-    the buffers of one step take 10 * B * H floats, 0.4 MB at B = 40 and
+    the buffer of one step takes 10 * B * H floats, 0.4 MB at B = 40 and
     8.4 MB for all 40.  Before, the layer kept every batch size's."""
     layer = numba_lstm.LSTM(8, 256, seed=0).eval()
     rng = np.random.default_rng(0)
