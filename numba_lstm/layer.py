@@ -118,7 +118,6 @@ class LSTM:
         self.grads = {}
         self._caches = None
         self._forward_without_cache = False
-        self._step_work, self._step_work_rows = None, -1  # the buffer, and the batch it holds
         # step() is called once per time step: its per-call work is kept small.
         # A layer whose W (and W_hr) have STEP_SPLIT_MIN_BYTES or more splits
         # its step into shares that Numba's threads take (jit._layer_step_split,
@@ -131,9 +130,20 @@ class LSTM:
             (f"W_l{k}", f"b_l{k}", f"W_hr_l{k}", _step_shares(K, H, self.proj_size, dtype))
             for k, K in enumerate(rows)
         ]
-        self._split_buffers = {}
-        self._last_step_state = None
-        self._last_step_stacked = None  # (2, L, B, H) whose halves are _last_step_state
+        self.__dict__.update(self._no_step_buffers())
+
+    @staticmethod
+    def _no_step_buffers():
+        """The step's buffers before any step: the work buffer and the batch
+        it holds, the split step's buffers, and the state returned last with
+        the stacked array (2, L, B, H) whose halves it is."""
+        return {
+            "_step_work": None,
+            "_step_work_rows": -1,
+            "_split_buffers": {},
+            "_last_step_state": None,
+            "_last_step_stacked": None,
+        }
 
     def __getstate__(self):
         """What ``pickle``, ``copy.deepcopy`` and ``copy.copy`` keep: not the
@@ -141,10 +151,7 @@ class LSTM:
         does not share them either), nor the link by which ``step`` takes
         back the state it returned as the halves of its own stacked array (a
         copy of that state is two arrays of their own)."""
-        state = self.__dict__.copy()
-        state.update(_step_work=None, _step_work_rows=-1, _split_buffers={})
-        state.update(_last_step_state=None, _last_step_stacked=None)
-        return state
+        return {**self.__dict__, **self._no_step_buffers()}
 
     def _uniform(self, bound, shape):
         # On a cache line, as the kernels' own arrays: step() reads W row by
