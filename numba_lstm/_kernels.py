@@ -96,6 +96,7 @@ from numba_lstm._panels import (
     _gate_panel_product,
     _pack_panel_rows,
     _panel_block,
+    _panel_block_sums,
     _panel_product,
     _panel_width_of,
     _tail_joins,
@@ -1234,7 +1235,11 @@ def _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, p_lo, p_hi):
     Packs the block's gate gradients of these panels into dG_block first (the
     thread that packs a panel is the one that uses it), then runs the product
     GRAD_FEATURES rows of AT at a time across all the panels: those rows stay
-    in L2 while the panels go by.
+    in L2 while the panels go by.  Each element sums the block's rows from
+    zero and adds that to dW (``_panel_block_sums``).  Summed into dW
+    directly, each element was one chain over all N rows, and float32 dW's
+    error grew with N: 2.3x torch's at 1,600 rows, 11.7x at 16,000 and 15.2x
+    at 80,000 (bench/NOTES.md, "Session 37").
     """
     NR = dG_block.shape[2]
     rows = n_hi - n_lo
@@ -1255,7 +1260,7 @@ def _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, p_lo, p_hi):
     F = AT.shape[0]
     for f_lo in range(0, F, GRAD_FEATURES):
         f_hi = min(f_lo + GRAD_FEATURES, F)
-        _panel_block(dW_pad[f_lo:f_hi], AT[f_lo:f_hi], dG_block, p_lo, p_hi, np.int64(0), rows)
+        _panel_block_sums(dW_pad[f_lo:f_hi], AT[f_lo:f_hi], dG_block, p_lo, p_hi, np.int64(0), rows)
 
 
 @numba.njit(**SERIAL)
@@ -1456,7 +1461,7 @@ def _pipelined_worker(
     other computes weight gradients, and walks on as soon as it can; each
     thread waits only for work another has taken, and one thread alone runs
     everything.  Blocks' weight gradients go in order, each after the one
-    before, so that dW sums the rows in the order of the other paths.
+    before, so that dW adds the blocks' sums in the order of the other paths.
     """
     dh_pad, dc, dh_all, dm_pad, dy, c0, c, gates, tanh_c, W_hT, W_hrT = walk
     n_blocks, S, T = t_los.size, dG_ring.shape[0], batch_sizes.size
@@ -1543,8 +1548,8 @@ def _lstm_backward(
     rows' share of dW and db and computes their dx, while the gate gradients
     are still in cache; the next block fills the other half of the ring (its
     first step still reads the gradients of the step after it).  So no
-    (N, 4H) array of gate gradients exists, and dW sums the blocks from the
-    last to the first, each block's rows in order.  A sequence that has
+    (N, 4H) array of gate gradients exists, and dW adds the blocks from the
+    last to the first, each block's rows summed in order from zero.  A sequence that has
     ended is not touched by the steps after its end, so dh_pad/dc still hold
     its dh_n/dc_n when the loop reaches its last step.  Only a projection's
     dW_hr goes to BLAS, after the loop, while Numba's threads are idle.

@@ -59,7 +59,7 @@ def _panel_width_of(a):
     return 2 * VECTOR_BYTES // a.itemsize
 
 
-def _make_tile(MR, NP):
+def _make_tile(MR, NP, from_zero=False):
     """Intrinsic ``tile(out, out_off, ld_out, out_step, a, a_off, ld_a, w, w_off, w_step, ld_w, K)``.
 
     On arrays of one float dtype, indexed in elements from their first one
@@ -72,6 +72,10 @@ def _make_tile(MR, NP):
     (Splitting k over several accumulators made one-row tiles 10% faster and
     broke that; several panels per tile give a few rows the same number of
     independent FMA chains instead.)
+
+    ``from_zero``: the chain starts from 0 instead of from ``out``, and the
+    sum is added to ``out`` at the end, ``out += (sum_k ...)``: calls over
+    consecutive blocks of k sum each block apart (``_panel_block_sums``).
     """
 
     @intrinsic
@@ -110,9 +114,12 @@ def _make_tile(MR, NP):
                 idx = builder.add(panel, const((j % 2) * L))
                 return builder.bitcast(builder.gep(out_p, [idx]), vec_ptr)
 
-            # Entry: load the tile of out into the accumulators.
+            # Entry: load the tile of out into the accumulators (or start from 0).
             V = 2 * NP  # vectors per row of the tile
-            init = [[builder.load(out_ptr(r, j), align=align) for j in range(V)] for r in range(MR)]
+            if from_zero:
+                init = [[ir.Constant(vec, [0.0] * L) for _ in range(V)] for _ in range(MR)]
+            else:
+                init = [[builder.load(out_ptr(r, j), align=align) for j in range(V)] for r in range(MR)]
             a_rows = [builder.add(a_off, builder.mul(ld_a, const(r))) for r in range(MR)]
             entry = builder.block
             loop = builder.append_basic_block("tile.loop")
@@ -157,6 +164,8 @@ def _make_tile(MR, NP):
                     phi.add_incoming(new[r][j], loop)
                     final.append((r, j, phi))
             for r, j, value in final:
+                if from_zero:
+                    value = builder.fadd(builder.load(out_ptr(r, j), align=align), value)
                 builder.store(value, out_ptr(r, j), align=align)
             return context.get_dummy_value()
 
@@ -202,6 +211,9 @@ _tile_3, _tile_5, _tile_6, _tile_7 = (_make_tile(MR, 1) for MR in (3, 5, 6, 7))
 #: literal arguments.  Likewise the callers pass int64 values, not literals,
 #: where a function is also called with variables (bench/NOTES.md, "Session 23").
 _full_tile = _tile_8 if TILE_ROWS == 8 else _tile_4
+#: The tiles of ``_panel_block_sums``: full ones, then 4 (AVX-512), 2 and 1 rows.
+_full_sum_tile = _make_tile(TILE_ROWS, 1, from_zero=True)
+_sum_tile_4, _sum_tile_2, _sum_tile_1 = (_make_tile(MR, 1, from_zero=True) for MR in (4, 2, 1))
 
 
 @numba.njit(**SERIAL)
@@ -387,6 +399,43 @@ def _panel_block(out, a, w, p_lo, p_hi, k_lo, k_hi):
                 p_lo, p_hi,
             )  # fmt: skip
             r += MR
+
+
+@numba.njit(**SERIAL)
+def _panel_block_sums(out, a, w, p_lo, p_hi, k_lo, k_hi):
+    """out[:, p*NR : (p+1)*NR] += (a[:, k_lo:k_hi] @ rows k_lo..k_hi of panel p of w), p_lo <= p < p_hi.
+
+    Arrays as in ``_panel_block``, but each element's product is summed from
+    0 and then added to out: one addition per element and call, so that
+    calls over consecutive blocks of k sum each block apart.  One chain over
+    all of k (``_panel_block``) has an error that grows with K, which is the
+    number of rows of a sequence in the weight gradient.  Full tiles walk
+    down each panel, then tiles of 4, 2 and 1 rows of one panel take the rows
+    left (the weight gradient's rows are features: at most TILE_ROWS - 1 are
+    left, once a product).
+    """
+    M = a.shape[0]
+    NR, step = w.shape[2], _row_stride(w)
+    ld_out, ld_a = _row_stride(out), _row_stride(a)
+    K = k_hi - k_lo
+    full = M - M % TILE_ROWS
+    for p in range(p_lo, p_hi):
+        w_off = k_lo * NR + p * step
+        for r in range(0, full, TILE_ROWS):
+            _full_sum_tile(
+                out, r * ld_out + p * NR, ld_out, NR, a, r * ld_a + k_lo, ld_a, w, w_off, step, NR, K
+            )
+        r = full
+        for MR in (4, 2, 1):
+            if MR < TILE_ROWS and r + MR <= M:
+                args = (out, r * ld_out + p * NR, ld_out, NR, a, r * ld_a + k_lo, ld_a, w, w_off, step, NR, K)
+                if MR == 4:
+                    _sum_tile_4(*args)
+                elif MR == 2:
+                    _sum_tile_2(*args)
+                else:
+                    _sum_tile_1(*args)
+                r += MR
 
 
 @numba.njit(**SERIAL)

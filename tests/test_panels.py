@@ -18,6 +18,8 @@ from numba_lstm._panels import (
     TILE_ROWS,
     _aligned_vector,
     _gate_panel_product,
+    _panel_block,
+    _panel_block_sums,
     _panel_product,
     _tail_joins,
     _tail_tiles,
@@ -131,6 +133,44 @@ def test_panel_product_touches_only_its_panels_and_reads_k_columns_of_a(M, p_hi,
     np.testing.assert_array_equal(out[:, :NR], before[:, :NR])
     np.testing.assert_array_equal(out[:, p_hi * NR :], before[:, p_hi * NR :])
     assert_close(out, expected, dtype, "out")
+
+
+# The weight gradient's product (``_kernels._dW_panels``): every tile of
+# ``_panel_block_sums`` (full ones, then 4, 2 and 1 rows), on panels 1..p_hi
+# and blocks of k that start past column 0.  Each call sums its block of k
+# from zero and adds that to out once, so calls over consecutive blocks give
+# the bits of out + (sum of block 1) + (sum of block 2), each sum a call on
+# zeros; columns outside the panels keep their values.  With one chain over
+# all of k (``_panel_block``) the bits differ.
+@pytest.mark.parametrize("M", [0, 1, 2, 3, 5, 7, 8, 9, 15, 16, 23])
+@pytest.mark.parametrize("p_hi", [2, 4])
+def test_panel_block_sums_add_each_block_summed_from_zero(M, p_hi, dtype):
+    rng = np.random.default_rng(M)
+    NR = panel_width(dtype)
+    K, N, k_mid = 300, 4 * NR, 170
+    a_wide = rng.standard_normal((M, K + 5)).astype(dtype)  # ld_a > K
+    W = rng.standard_normal((K, N)).astype(dtype)
+    w = pack_panels(W)
+    start = rng.standard_normal((M, N)).astype(dtype)
+    out = start.copy()
+    _panel_block_sums(out, a_wide, w, 1, p_hi, 3, k_mid)
+    _panel_block_sums(out, a_wide, w, 1, p_hi, k_mid, K)
+    sums = []
+    for k_lo, k_hi in [(3, k_mid), (k_mid, K)]:
+        alone = np.zeros_like(start)
+        _panel_block_sums(alone, a_wide, w, 1, p_hi, k_lo, k_hi)
+        sums.append(alone)
+    cols = slice(NR, p_hi * NR)
+    expected = start.copy()
+    expected[:, cols] = (start[:, cols] + sums[0][:, cols]) + sums[1][:, cols]
+    np.testing.assert_array_equal(out, expected)
+    exact = start.astype(np.float64)
+    exact[:, cols] += a_wide[:, 3:K].astype(np.float64) @ W[3:, cols]
+    assert_close(out, exact, dtype, "out")
+    if M > 0:
+        one_chain = start.copy()
+        _panel_block(one_chain, a_wide, w, 1, p_hi, 3, K)
+        assert not np.array_equal(one_chain, out)
 
 
 # Rows on both sides of the full tile, unit panels 0..n of 3 or a middle range:
