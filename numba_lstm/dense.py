@@ -3,7 +3,7 @@
 import numpy as np
 
 from numba_lstm._validation import as_float_array, check_float_dtype, check_integer, check_shape, make_rng
-from numba_lstm.layer import NotReadyError
+from numba_lstm.layer import NotReadyError, _copy_without_cache, _no_forward_yet
 
 __all__ = ["Dense"]
 
@@ -48,6 +48,13 @@ class Dense:
         }
         self.grads = {}
         self._x = self._W = None
+        self._why_no_cache = _no_forward_yet("dense")
+
+    def __getstate__(self):
+        """What ``pickle``, ``copy.deepcopy`` and ``copy.copy`` keep: not the
+        copies of the last forward's ``x`` and ``W`` (a copy backpropagates
+        after a forward of its own)."""
+        return {**self.__dict__, "_x": None, "_W": None, "_why_no_cache": _copy_without_cache("dense")}
 
     @property
     def W(self):
@@ -119,10 +126,11 @@ class Dense:
         Raises
         ------
         numba_lstm.layer.NotReadyError
-            No forward ran.
+            No forward ran, or the layer is a copy (``copy``, ``deepcopy`` or
+            ``pickle``) on which no forward ran since.
         """
         if self._x is None:
-            raise NotReadyError("backward called before forward: run dense.forward(x) first")
+            raise NotReadyError(self._why_no_cache)
         x = self._x
         dy = as_float_array("dy", dy, self.dtype, "the layer")
         check_shape("dy", dy, x.shape[:-1] + (self.out_features,), "the shape of y from the last forward")

@@ -28,6 +28,22 @@ from numba_lstm.functional import _forward, lstm_backward
 __all__ = ["LSTM", "NotReadyError"]
 
 
+def _no_forward_yet(owner):
+    """NotReadyError's message when no forward ran on ``owner`` ("layer", "dense")."""
+    return f"backward called before forward: run {owner}.forward(x) first"
+
+
+_WITHOUT_CACHE = "backward needs a forward that keeps its cache: the last forward ran with cache=False"
+
+
+def _copy_without_cache(owner):
+    """NotReadyError's message for a copy (``__getstate__``) on which no forward ran."""
+    return (
+        "this layer is a copy (copy, deepcopy or pickle), which keeps no forward cache: "
+        f"run {owner}.forward(x) on it before backward"
+    )
+
+
 def _step_shares(rows, H, P, dtype):
     """Shares of ``LSTM.step``'s split step for a layer with ``rows`` rows of
     W (I + P, 4H) and a W_hr (H, P): 0 (no split) below STEP_SPLIT_MIN_BYTES
@@ -117,7 +133,7 @@ class LSTM:
         self.params = {name: self._uniform(bound, shape) for name, shape in self._param_shapes.items()}
         self.grads = {}
         self._caches = None
-        self._forward_without_cache = False
+        self._why_no_cache = _no_forward_yet("layer")
         # step() is called once per time step: its per-call work is kept small.
         # A layer whose W (and W_hr) have STEP_SPLIT_MIN_BYTES or more splits
         # its step into shares that Numba's threads take (jit._layer_step_split,
@@ -147,11 +163,18 @@ class LSTM:
 
     def __getstate__(self):
         """What ``pickle``, ``copy.deepcopy`` and ``copy.copy`` keep: not the
-        step's work buffers (made again when needed, so that a shallow copy
-        does not share them either), nor the link by which ``step`` takes
-        back the state it returned as the halves of its own stacked array (a
-        copy of that state is two arrays of their own)."""
-        return {**self.__dict__, **self._no_step_buffers()}
+        last forward's cache (the activations of every step, often many
+        times the parameters' size: a copy backpropagates after a forward of
+        its own), nor the step's work buffers (made again when needed, so
+        that a shallow copy does not share them either), nor the link by
+        which ``step`` takes back the state it returned as the halves of its
+        own stacked array (a copy of that state is two arrays of their own)."""
+        return {
+            **self.__dict__,
+            **self._no_step_buffers(),
+            "_caches": None,
+            "_why_no_cache": _copy_without_cache("layer"),
+        }
 
     def _uniform(self, bound, shape):
         # On a cache line, as the kernels' own arrays: step() reads W row by
@@ -474,7 +497,7 @@ class LSTM:
                 layer_input = layer_input * mask
             masks.append(mask)
         self._caches = (caches, masks, (T, B)) if cache else None
-        self._forward_without_cache = not cache
+        self._why_no_cache = None if cache else _WITHOUT_CACHE
         y = layer_input.transpose(1, 0, 2) if self.batch_first else layer_input
         return y, (h_n, c_n)
 
@@ -495,14 +518,12 @@ class LSTM:
         Raises
         ------
         NotReadyError
-            No forward ran, or the last one ran with ``cache=False``.
+            No forward ran, the last one ran with ``cache=False``, or the
+            layer is a copy (``copy``, ``deepcopy`` or ``pickle``) on which
+            no forward ran since.
         """
-        if self._caches is None and self._forward_without_cache:
-            raise NotReadyError(
-                "backward needs a forward that keeps its cache: the last forward ran with cache=False"
-            )
         if self._caches is None:
-            raise NotReadyError("backward called before forward: run layer.forward(x) first")
+            raise NotReadyError(self._why_no_cache)
         caches, masks, (T, B) = self._caches
         D, P, H = self.num_directions, self.output_size, self.hidden_size
         LD = self.num_layers * D

@@ -134,3 +134,27 @@ def test_dense_gradients_are_the_forwards_after_x_and_W_change_in_place():
     np.testing.assert_array_equal(got[0], expected[0])
     for key in ("W", "b"):
         np.testing.assert_array_equal(got[1][key], expected[1][key])
+
+
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_a_copy_of_dense_keeps_no_forward_cache(how):
+    """As the LSTM layer's copies: the copy of x and W that forward keeps for
+    backward stays behind, and the copy's backward names the copy."""
+    import copy
+    import pickle
+
+    copy_of = {
+        "copy": copy.copy,
+        "deepcopy": copy.deepcopy,
+        "pickle": lambda o: pickle.loads(pickle.dumps(o)),
+    }
+    dense = Dense(64, 3, seed=0)
+    x = np.random.default_rng(0).standard_normal((100, 50, 64)).astype(np.float32)
+    dense.forward(x)
+    assert len(pickle.dumps(dense)) < dense.W.nbytes + dense.b.nbytes + 5_000
+    copied = copy_of[how](dense)
+    with pytest.raises(NotReadyError, match=r"this layer is a copy .* run dense.forward\(x\) on it"):
+        copied.backward(np.ones((100, 50, 3), np.float32))
+    dx = dense.backward(np.ones((100, 50, 3), np.float32))
+    copied.forward(x)
+    np.testing.assert_array_equal(copied.backward(np.ones((100, 50, 3), np.float32)), dx)

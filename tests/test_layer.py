@@ -1,5 +1,8 @@
 """The LSTM layer object: parameters, initialisation, forward/backward plumbing."""
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 from conftest import as64, assert_close, make_problem
@@ -7,6 +10,7 @@ from conftest import as64, assert_close, make_problem
 import numba_lstm
 from numba_lstm import reference
 from numba_lstm._panels import CACHE_LINE
+from numba_lstm.layer import NotReadyError
 
 
 def test_parameter_count_matches_keras_lstm2_on_4_features():
@@ -93,3 +97,35 @@ def test_wrong_feature_count_names_input_size():
     layer = numba_lstm.LSTM(2, 3)
     with pytest.raises(ValueError, match="input_size"):
         layer(np.zeros((1, 1, 5), np.float32))
+
+
+COPIES = {"copy": copy.copy, "deepcopy": copy.deepcopy, "pickle": lambda obj: pickle.loads(pickle.dumps(obj))}
+
+
+@pytest.mark.parametrize("how", COPIES)
+def test_a_copy_keeps_the_parameters_and_gradients_but_not_the_forward_cache(how, dtype):
+    """A copy (a layer sent to a worker process goes through pickle) holds no
+    activations: after a forward and backward of T = 50, B = 32, the pickle
+    was 58 times the parameters' size, 3.4 MB in float32 (its cache); it is
+    now 135 KB, the parameters and gradients.  The copy raises NotReadyError
+    naming the copy until it runs a forward of its own; the original still
+    backpropagates, and the copy's forward and backward give its bits."""
+    layer = numba_lstm.LSTM(16, 32, num_layers=2, dtype=dtype, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 32, 16)).astype(dtype)
+    dy = rng.standard_normal((50, 32, 32)).astype(dtype)
+    y, _ = layer.forward(x)
+    layer.backward(dy)
+    param_bytes = sum(p.nbytes for p in layer.params.values())
+    grad_bytes = sum(g.nbytes for g in layer.grads.values())
+    assert len(pickle.dumps(layer)) < param_bytes + grad_bytes + 20_000
+    copied = COPIES[how](layer)
+    assert copied.grads.keys() == layer.grads.keys()
+    with pytest.raises(NotReadyError, match=r"this layer is a copy .* run layer.forward\(x\) on it"):
+        copied.backward(dy)
+    dx = layer.backward(dy)  # the original keeps its cache
+    y_copy, _ = copied.forward(x)
+    np.testing.assert_array_equal(y_copy, y)
+    np.testing.assert_array_equal(copied.backward(dy), dx)
+    for name, grad in layer.grads.items():
+        np.testing.assert_array_equal(copied.grads[name], grad, err_msg=name)
