@@ -1238,7 +1238,7 @@ def _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, p_lo, p_hi):
     in L2 while the panels go by.  Each element sums the block's rows from
     zero and adds that to dW (``_panel_block_sums``).  Summed into dW
     directly, each element was one chain over all N rows, and float32 dW's
-    error grew with N: 2.3x torch's at 1,600 rows, 11.7x at 16,000 and 15.2x
+    error grew with N: 2.4x torch's at 1,600 rows, 11.7x at 16,000 and 15.2x
     at 80,000 (bench/NOTES.md, "Session 37").
     """
     NR = dG_block.shape[2]

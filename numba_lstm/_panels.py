@@ -418,6 +418,8 @@ def _panel_block_sums(out, a, w, p_lo, p_hi, k_lo, k_hi):
     NR, step = w.shape[2], _row_stride(w)
     ld_out, ld_a = _row_stride(out), _row_stride(a)
     K = k_hi - k_lo
+    if K <= 0:  # the tiles would add +0.0, which turns a -0.0 of out into +0.0
+        return
     full = M - M % TILE_ROWS
     for p in range(p_lo, p_hi):
         w_off = k_lo * NR + p * step

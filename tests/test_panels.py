@@ -141,8 +141,9 @@ def test_panel_product_touches_only_its_panels_and_reads_k_columns_of_a(M, p_hi,
 # from zero and adds that to out once, so calls over consecutive blocks give
 # the bits of out + (sum of block 1) + (sum of block 2), each sum a call on
 # zeros; columns outside the panels keep their values.  With one chain over
-# all of k (``_panel_block``) the bits differ.
-@pytest.mark.parametrize("M", [0, 1, 2, 3, 5, 7, 8, 9, 15, 16, 23])
+# all of k (``_panel_block``) the bits differ.  An empty block of k leaves
+# out as it is, -0.0 included.
+@pytest.mark.parametrize("M", [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14, 15, 16, 23])
 @pytest.mark.parametrize("p_hi", [2, 4])
 def test_panel_block_sums_add_each_block_summed_from_zero(M, p_hi, dtype):
     rng = np.random.default_rng(M)
@@ -171,6 +172,9 @@ def test_panel_block_sums_add_each_block_summed_from_zero(M, p_hi, dtype):
         one_chain = start.copy()
         _panel_block(one_chain, a_wide, w, 1, p_hi, 3, K)
         assert not np.array_equal(one_chain, out)
+    signed_zeros = np.full_like(start, -0.0)
+    _panel_block_sums(signed_zeros, a_wide, w, 1, p_hi, 5, 5)  # an empty block of k: out as it was
+    assert np.all(np.signbit(signed_zeros))
 
 
 # Rows on both sides of the full tile, unit panels 0..n of 3 or a middle range:
