@@ -6,8 +6,15 @@ a dict of gradients with the same names (``layer.grads``); extra keys in the
 gradients, such as ``"h0"`` and ``"c0"``, are ignored.  The update rules and
 their order of operations follow ``torch.optim`` (``SGD``, ``Adam``,
 ``AdamW``), so a model trained here follows the same trajectory as the same
-model in PyTorch, and ``clip_grad_norm`` follows
-``torch.nn.utils.clip_grad_norm_``.  For an LSTM that holds for a torch module
+model in PyTorch, to rounding: torch fuses some multiplies and adds (its
+``add``, ``lerp`` and ``addcdiv`` kernels), which moves an element by an
+ulp now and then.  ``clip_grad_norm`` follows
+``torch.nn.utils.clip_grad_norm_``.
+
+An optimizer holds the arrays it was given, not the dict: a parameter
+replaced in the layer's dict afterwards (``layer.params["W"] = W``) is not
+the one it updates.  Assign in place (``layer.params["W"][...] = W``), or
+build the optimizer again (``load_state_dict`` carries its state over).  For an LSTM that holds for a torch module
 with one trainable bias per gate (``bias_hh`` frozen at zero, say): numba_lstm
 holds one bias ``b = bias_ih + bias_hh``, while torch updates its two biases
 each with the same gradient, so their sum moves twice as far a step.
@@ -131,6 +138,10 @@ def _check_state_entry(entry, value, key, p):
         raise ValueError(
             f"state_dict[{entry!r}] must have its parameter's shape {p.shape} and dtype {p.dtype}, "
             f"got {value.shape} {value.dtype}"
+        )
+    if key == "exp_avg_sq" and not np.all(value >= 0):  # NaN fails too
+        raise ValueError(
+            f"state_dict[{entry!r}] must be >= 0 everywhere (a mean of squares), got {value.min()!r} among its values"
         )
     return np.array(value, order="C")
 
@@ -328,7 +339,14 @@ class Adam(Optimizer):
                 p *= 1.0 - self.lr * self.weight_decay
             else:
                 g = g + self.weight_decay * p
-        m += (1.0 - beta1) * (g - m)  # torch's exp_avg.lerp_(g, 1 - beta1)
+        # torch's exp_avg.lerp_(g, w), w = 1 - beta1, which computes
+        # m + w (g - m) for w < 0.5 and g - (1 - w) (g - m) from 0.5 on: with
+        # beta1 = 0 that is g, where m + (g - m) lost a g much smaller than m.
+        w = 1.0 - beta1
+        if w < 0.5:
+            m += w * (g - m)
+        else:
+            np.subtract(g, (1.0 - w) * (g - m), out=m)
         v *= beta2
         v += (1.0 - beta2) * g * g  # as torch's addcmul_: g * g alone overflows for |g| > 1.8e19 in float32
         step_size = self.lr / (1.0 - beta1**t)
@@ -357,7 +375,11 @@ def clip_grad_norm(grads, max_norm, names=None):
 
     As ``torch.nn.utils.clip_grad_norm_``: the total norm is the 2-norm of all
     the gradients together, and every gradient is multiplied by
-    ``min(1, max_norm / (total_norm + 1e-6))``.
+    ``min(1, max_norm / (total_norm + 1e-6))``.  One difference: where the
+    float32 sum of squares overflows (a norm above about 1.8e19), the norm is
+    summed again in float64, so it is the finite norm and the gradients are
+    scaled by its ``coef``; torch's float32 norm is then ``inf`` and it
+    multiplies every gradient by 0.
 
     Parameters
     ----------

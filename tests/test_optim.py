@@ -121,6 +121,30 @@ def test_adam_recovers_from_a_gradient_spike_as_torch_does(cls, dtype):
     assert not np.array_equal(ours[-1]["W"], ours[0]["W"])  # it moved after the spike
 
 
+@pytest.mark.parametrize("cls", ["Adam", "AdamW"])
+@pytest.mark.parametrize("betas", [(0.0, 0.0), (0.0, 0.99), (0.3, 0.99)])
+def test_adam_with_beta1_below_a_half_keeps_a_small_gradient_after_a_large_one(cls, betas, dtype):
+    """torch's ``lerp`` computes ``g - beta1 (g - m)`` when beta1 <= 0.5 (GAN
+    recipes set betas=(0, 0.99)): with beta1 = 0 the moment is the gradient
+    itself.  ``m + (1 - beta1) (g - m)`` lost a gradient far smaller than m:
+    after 3.0, a gradient of 1e-7 left m at 0 where torch's is 1e-7, and with
+    beta2 = 0 the step was 0 where torch's is -0.09.  The moments and the
+    parameters are compared after every step."""
+    torch = import_or_skip("torch")
+    values = (3.0, 1e-7, 1e3, 1e-4, -2.0, 5e-6)
+    p = np.zeros(4, dtype)
+    opt = getattr(numba_lstm.optim, cls)({"p": p}, lr=0.1, betas=betas)
+    t = torch.zeros(4, dtype=torch.float32 if dtype == np.float32 else torch.float64, requires_grad=True)
+    torch_opt = getattr(torch.optim, cls)([t], lr=0.1, betas=betas, foreach=False)
+    for k, value in enumerate(values):
+        g = np.full(4, value, dtype)
+        opt.step({"p": g})
+        t.grad = torch.from_numpy(g.copy())
+        torch_opt.step()
+        assert_close(opt.state["p"]["exp_avg"], torch_opt.state[t]["exp_avg"].numpy(), dtype, f"exp_avg {k}")
+        assert_close(p, t.detach().numpy(), dtype, f"p {k}")
+
+
 def test_adam_weight_decay_is_l2_and_adamw_is_decoupled():
     """With a zero gradient, Adam's L2 decay moves p by about lr; AdamW's only by lr * wd * p."""
     p = np.full(3, 2.0)
@@ -399,6 +423,8 @@ def _adam_state(dtype=np.float32):
         (lambda s: s.update({"W/exp_avg": s["W/exp_avg"][:2]}), ValueError, r"'W/exp_avg'\] must have .* shape \(7, 12\) and dtype float32, got \(2, 12\) float32"),
         (lambda s: s.update({"W/exp_avg": s["W/exp_avg"].astype(np.float64)}), ValueError, r"got \(7, 12\) float64"),
         (lambda s: s.update({"W/step": np.array(0)}), ValueError, r"'W/step'\] must be a positive integer scalar"),
+        (lambda s: s["W/exp_avg_sq"].__setitem__((0, 0), -1.0), ValueError, r"'W/exp_avg_sq'\] must be >= 0 everywhere"),
+        (lambda s: s["b/exp_avg_sq"].__setitem__(3, np.nan), ValueError, r"'b/exp_avg_sq'\] must be >= 0 everywhere"),
         (lambda s: s.update({"W/step": np.array(1.0)}), ValueError, r"positive integer scalar"),
         (lambda s: s.update({"W/step": np.array([1])}), ValueError, r"positive integer scalar"),
     ],
