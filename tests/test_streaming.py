@@ -254,6 +254,42 @@ def test_jit_forward_reads_views_as_contiguous_arrays(view, T, dtype):
     np.testing.assert_array_equal(given, before)
 
 
+# Above SMALL_ROWS rows the step's products go to BLAS, which takes its
+# operands C-contiguous: views of any layout give the bits of contiguous
+# arrays.  Before, a Fortran-order x_t or h went to BLAS as it was, through
+# its transposed path, and changed the bits (B = 9 to 40).
+_STEP_VIEWS = {
+    "x_t Fortran order": (0, np.asfortranarray),
+    "h Fortran order": (1, np.asfortranarray),
+    "c Fortran order": (2, np.asfortranarray),
+    "h columns apart": (1, lambda a: np.repeat(a, 2, axis=1)[:, ::2]),
+    "W Fortran order": (3, np.asfortranarray),
+}
+
+
+@pytest.mark.parametrize("B, I, H", [(9, 20, 33), (16, 7, 33), (40, 100, 50)])
+@pytest.mark.parametrize("view", _STEP_VIEWS)
+def test_jit_steps_read_views_with_the_bits_of_contiguous_arrays(view, B, I, H, dtype):
+    rng = np.random.default_rng(B)
+    args = [
+        rng.standard_normal((B, I)).astype(dtype),
+        rng.standard_normal((B, H)).astype(dtype),
+        rng.standard_normal((B, H)).astype(dtype),
+        (rng.standard_normal((I + H, 4 * H)) * 0.3).astype(dtype),
+        (rng.standard_normal(4 * H) * 0.1).astype(dtype),
+    ]
+    expected = jit.step(*args)
+    k, make = _STEP_VIEWS[view]
+    args[k] = make(args[k])
+    assert not args[k].flags.c_contiguous
+    for label, g, e in zip(("h", "c"), jit.step(*args), expected, strict=True):
+        np.testing.assert_array_equal(g, e, err_msg=f"jit.step {label}")
+    h_out, c_out = np.empty((B, H), dtype), np.empty((B, H), dtype)
+    jit.step_into(*args, h_out, c_out, np.empty(jit.work_size(B, H), dtype))
+    np.testing.assert_array_equal(h_out, expected[0], err_msg="step_into h")
+    np.testing.assert_array_equal(c_out, expected[1], err_msg="step_into c")
+
+
 @numba.njit
 def simulate(W, b, x0, steps, gain):
     """A user's simulation: a scalar system driven by an LSTM controller.
