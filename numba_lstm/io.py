@@ -343,7 +343,13 @@ def _members(path, archive, size):
             raise zipfile.BadZipFile(
                 f"{info.filename} declares {info.compress_size} bytes in a file of {size}"
             )
-        members[info.filename[: -len(".npy")] if info.filename.endswith(".npy") else info.filename] = info
+        name = info.filename[: -len(".npy")] if info.filename.endswith(".npy") else info.filename
+        if name in members:  # zipfile's lookup by name would take the last one
+            raise ValueError(
+                f"{path}: the array {name!r} is stored twice ({members[name].filename!r} and {info.filename!r}); "
+                "a numba_lstm layer file holds each array once"
+            )
+        members[name] = info
     return members
 
 

@@ -3,6 +3,7 @@
 import json
 import os
 import tracemalloc
+import warnings
 import zipfile
 from io import BytesIO
 
@@ -289,6 +290,21 @@ def test_npy_header_declaring_more_data_than_the_file_holds_is_refused(saved):
         io.load(path)
     path.write_bytes(npy)  # the same as a lone .npy file
     with pytest.raises(ValueError, match="a single .npy array, not a numba_lstm layer file"):
+        io.load(path)
+
+
+@pytest.mark.parametrize("second_name", ["param/W_l0.npy", "param/W_l0"])
+def test_an_array_stored_twice_is_refused(saved, second_name):
+    """np.savez writes each name once; a crafted archive with a second member
+    of the same array name loaded the last one silently."""
+    path, arrays = saved
+    other = BytesIO()
+    np.save(other, np.zeros_like(arrays["param/W_l0"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile: "Duplicate name"
+        with zipfile.ZipFile(path, "a") as z:
+            z.writestr(second_name, other.getvalue())
+    with pytest.raises(ValueError, match=r"the array 'param/W_l0' is stored twice \('param/W_l0.npy' and"):
         io.load(path)
 
 
