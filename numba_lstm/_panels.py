@@ -431,7 +431,7 @@ def _panel_block_sums(out, a, w, p_lo, p_hi, k_lo, k_hi):
         for MR in (4, 2, 1):
             if MR < TILE_ROWS and r + MR <= M:
                 args = (out, r * ld_out + p * NR, ld_out, NR, a, r * ld_a + k_lo, ld_a, w, w_off, step, NR, K)
-                if MR == 4:
+                if TILE_ROWS == 8 and MR == 4:  # with AVX2, 4 rows are a full tile: not compiled
                     _sum_tile_4(*args)
                 elif MR == 2:
                     _sum_tile_2(*args)

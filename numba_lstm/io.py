@@ -344,7 +344,7 @@ def _members(path, archive, size):
                 f"{info.filename} declares {info.compress_size} bytes in a file of {size}"
             )
         name = info.filename[: -len(".npy")] if info.filename.endswith(".npy") else info.filename
-        if name in members:  # zipfile's lookup by name would take the last one
+        if name in members:  # the dict would keep the last one (W and W.npy alike)
             raise ValueError(
                 f"{path}: the array {name!r} is stored twice ({members[name].filename!r} and {info.filename!r}); "
                 "a numba_lstm layer file holds each array once"

@@ -128,7 +128,8 @@ def _check_params(params):
 
 def _check_state_entry(entry, value, key, p):
     """An entry of a loaded state, checked against its parameter ``p``: a
-    positive integer scalar for ``"step"``, else a copy of ``p``'s shape and dtype."""
+    positive integer scalar for ``"step"``, else a copy of ``p``'s shape and
+    dtype (``"exp_avg_sq"``, a mean of squares, >= 0 everywhere)."""
     value = np.asarray(value)
     if key == "step":
         if value.shape != () or value.dtype.kind not in "iu" or value < 1:
@@ -342,11 +343,13 @@ class Adam(Optimizer):
         # torch's exp_avg.lerp_(g, w), w = 1 - beta1, which computes
         # m + w (g - m) for w < 0.5 and g - (1 - w) (g - m) from 0.5 on: with
         # beta1 = 0 that is g, where m + (g - m) lost a g much smaller than m.
-        w = 1.0 - beta1
+        # The weight in the parameters' dtype, as torch converts it (beta1 =
+        # 0.5 + 1e-9 took the other branch in float64 than torch in float32).
+        w = p.dtype.type(1.0 - beta1)
         if w < 0.5:
             m += w * (g - m)
         else:
-            np.subtract(g, (1.0 - w) * (g - m), out=m)
+            np.subtract(g, (1 - w) * (g - m), out=m)
         v *= beta2
         v += (1.0 - beta2) * g * g  # as torch's addcmul_: g * g alone overflows for |g| > 1.8e19 in float32
         step_size = self.lr / (1.0 - beta1**t)
