@@ -1552,9 +1552,9 @@ def _lstm_backward(
     are still in cache; the next block fills the other half of the ring (its
     first step still reads the gradients of the step after it).  So no
     (N, 4H) array of gate gradients exists, and dW adds the blocks from the
-    last to the first, each block's rows summed in order from zero.  A sequence that has
-    ended is not touched by the steps after its end, so dh_pad/dc still hold
-    its dh_n/dc_n when the loop reaches its last step.  Only a projection's
+    last to the first, each block's rows summed in order from zero.  A
+    sequence that has ended is not touched by the steps after its end, so
+    dh_pad/dc still hold its dh_n/dc_n when the loop reaches its last step.  Only a projection's
     dW_hr goes to BLAS, after the loop, while Numba's threads are idle.
 
     Pipelined (``_pipelined``: one tile of rows on two workers, small

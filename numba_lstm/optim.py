@@ -9,15 +9,15 @@ their order of operations follow ``torch.optim`` (``SGD``, ``Adam``,
 model in PyTorch, to rounding: torch fuses some multiplies and adds (its
 ``add``, ``lerp`` and ``addcdiv`` kernels), which moves an element by an
 ulp now and then.  ``clip_grad_norm`` follows
-``torch.nn.utils.clip_grad_norm_``.
+``torch.nn.utils.clip_grad_norm_``.  For an LSTM that holds for a torch module
+with one trainable bias per gate (``bias_hh`` frozen at zero, say): numba_lstm
+holds one bias ``b = bias_ih + bias_hh``, while torch updates its two biases
+each with the same gradient, so their sum moves twice as far a step.
 
 An optimizer holds the arrays it was given, not the dict: a parameter
 replaced in the layer's dict afterwards (``layer.params["W"] = W``) is not
 the one it updates.  Assign in place (``layer.params["W"][...] = W``), or
-build the optimizer again (``load_state_dict`` carries its state over).  For an LSTM that holds for a torch module
-with one trainable bias per gate (``bias_hh`` frozen at zero, say): numba_lstm
-holds one bias ``b = bias_ih + bias_hh``, while torch updates its two biases
-each with the same gradient, so their sum moves twice as far a step.
+build the optimizer again (``load_state_dict`` carries its state over).
 
 Every update runs in the parameters' dtype: float32 parameters stay float32
 and so does the optimizer's state.
