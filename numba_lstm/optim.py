@@ -173,8 +173,17 @@ class Optimizer:
 
     def __init__(self, params, lr):
         self.params = _check_params(params)
-        self.lr = _check_number("lr", lr)
+        self.lr = lr
         self.state = {name: {} for name in self.params}
+
+    @property
+    def lr(self):
+        """The learning rate; set it between steps to schedule it (checked: finite, >= 0)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = _check_number("lr", value)
 
     def state_dict(self):
         """The optimizer's state, to resume training: ``np.savez(path, **opt.state_dict())``.

@@ -444,3 +444,22 @@ def test_load_state_dict_refusals_leave_the_state_alone(change, error, match):
         np.testing.assert_array_equal(after[key], value, err_msg=key)
     with pytest.raises(TypeError, match="state_dict must be a dict"):
         opt.load_state_dict([("W/step", 1)])
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
+def test_a_learning_rate_set_between_steps_is_checked_and_used(cls):
+    """No scheduler: the loop sets ``opt.lr``.  A negative or NaN rate set
+    that way went through unchecked (a NaN parameter at the next step)."""
+    params = make_params(np.float64)
+    opt = cls(params, lr=0.1)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"lr must be finite and >= 0"):
+            opt.lr = bad
+    with pytest.raises(TypeError, match=r"lr must be a real number"):
+        opt.lr = "0.1"
+    assert opt.lr == 0.1
+    opt.lr = 0.0  # a rate of zero leaves SGD's and Adam's parameters where they are
+    before = {name: p.copy() for name, p in params.items()}
+    opt.step(make_grads(np.float64)[0])
+    for name, p in params.items():
+        np.testing.assert_array_equal(p, before[name], err_msg=name)
