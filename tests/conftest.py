@@ -1,6 +1,8 @@
 """Shared helpers: random problems and the comparison used by every test."""
 
 import contextlib
+import copy
+import pickle
 
 import numba
 import numpy as np
@@ -10,6 +12,10 @@ import pytest
 #: magnitude of the reference result (issue 2).  float32 kernels are compared
 #: with the float64 reference evaluated on the same float32 inputs.
 TOLERANCE = {np.float64: 1e-10, np.float32: 1e-5}
+
+#: The three ways to copy a layer, by name: ``copy``, ``deepcopy`` and a
+#: ``pickle`` round trip (as when a layer is sent to a worker process).
+COPIES = {"copy": copy.copy, "deepcopy": copy.deepcopy, "pickle": lambda obj: pickle.loads(pickle.dumps(obj))}
 
 
 def assert_close(got, ref, dtype, name=""):

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import import_or_skip
+from conftest import COPIES, import_or_skip
 
 from numba_lstm.dense import Dense
 from numba_lstm.layer import NotReadyError
@@ -140,19 +140,13 @@ def test_dense_gradients_are_the_forwards_after_x_and_W_change_in_place():
 def test_a_copy_of_dense_keeps_no_forward_cache(how):
     """As the LSTM layer's copies: the copy of x and W that forward keeps for
     backward stays behind, and the copy's backward names the copy."""
-    import copy
     import pickle
 
-    copy_of = {
-        "copy": copy.copy,
-        "deepcopy": copy.deepcopy,
-        "pickle": lambda o: pickle.loads(pickle.dumps(o)),
-    }
     dense = Dense(64, 3, seed=0)
     x = np.random.default_rng(0).standard_normal((100, 50, 64)).astype(np.float32)
     dense.forward(x)
     assert len(pickle.dumps(dense)) < dense.W.nbytes + dense.b.nbytes + 5_000
-    copied = copy_of[how](dense)
+    copied = COPIES[how](dense)
     with pytest.raises(NotReadyError, match=r"this layer is a copy .* run dense.forward\(x\) on it"):
         copied.backward(np.ones((100, 50, 3), np.float32))
     dx = dense.backward(np.ones((100, 50, 3), np.float32))

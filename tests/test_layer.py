@@ -1,11 +1,10 @@
 """The LSTM layer object: parameters, initialisation, forward/backward plumbing."""
 
-import copy
 import pickle
 
 import numpy as np
 import pytest
-from conftest import as64, assert_close, make_problem
+from conftest import COPIES, as64, assert_close, make_problem
 
 import numba_lstm
 from numba_lstm import reference
@@ -97,9 +96,6 @@ def test_wrong_feature_count_names_input_size():
     layer = numba_lstm.LSTM(2, 3)
     with pytest.raises(ValueError, match="input_size"):
         layer(np.zeros((1, 1, 5), np.float32))
-
-
-COPIES = {"copy": copy.copy, "deepcopy": copy.deepcopy, "pickle": lambda obj: pickle.loads(pickle.dumps(obj))}
 
 
 @pytest.mark.parametrize("how", COPIES)

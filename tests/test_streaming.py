@@ -1,13 +1,11 @@
 """Streaming: layer.step and numba_lstm.jit, against whole-sequence forward and the reference."""
 
-import copy
-import pickle
 import tracemalloc
 
 import numba
 import numpy as np
 import pytest
-from conftest import as64, assert_close, make_problem, numba_threads
+from conftest import COPIES, as64, assert_close, make_problem, numba_threads
 
 import numba_lstm
 from numba_lstm import jit, reference
@@ -493,12 +491,11 @@ def test_a_copy_of_a_layer_and_its_state_reads_the_state_as_it_is_now(how, dtype
     the copy keeps the tuple's identity but not that its arrays are views of
     the layer's stacked state.  Before, the copy's step read the stacked array
     and ignored an in-place reset of the copied state."""
-    copy_of = {"deepcopy": copy.deepcopy, "pickle": lambda obj: pickle.loads(pickle.dumps(obj))}[how]
     layer = numba_lstm.LSTM(3, 4, num_layers=2, dtype=dtype, seed=0).eval()
     x = np.random.default_rng(1).standard_normal((3, 2, 3)).astype(dtype)
     _, state = layer.step(x[0])
     _, state = layer.step(x[1], state)
-    copied_layer, copied_state = copy_of((layer, state))
+    copied_layer, copied_state = COPIES[how]((layer, state))
     for s in (state, copied_state):
         s[0][:, 1] = 0  # sequence 1 starts again
         s[1][:, 1] = 0
