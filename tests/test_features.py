@@ -54,6 +54,11 @@ def test_features_match_reference(name, dtype):
     assert type(got).__name__ == ("LSTMProjGrads" if P else "LSTMGrads")
     for field in got._fields:
         assert_close(getattr(got, field), getattr(ref, field), dtype, field)
+    # dy = None: only the final state's gradients flow.
+    got = numba_lstm.lstm_backward(None, cache, dh_n, dc_n)
+    ref = reference.lstm_backward(None, rcache, dh_n.astype(np.float64), dc_n.astype(np.float64))
+    for field in got._fields:
+        assert_close(getattr(got, field), getattr(ref, field), dtype, f"{field} with dy = None")
 
 
 def test_zero_length_sequences_keep_their_state_and_gradients(dtype):
