@@ -46,9 +46,10 @@ gradients of the blocks walked (``_pipelined``).  ``LSTM.step`` with a
 large W (``STEP_SPLIT_MIN_BYTES``) opens one region per step:
 ``_split_step`` splits the rows of W, then the units, then a projection's
 columns, into shares fixed by the layer.  The weight gradients of each
-block split their column panels between the same threads.  BLAS runs only
-a projection's ``dW_hr``, after the loop, while Numba's threads are idle:
-the two pools never compete.
+block split their column panels between the same threads, and so do a
+projection's ``dW_hr`` after the loop (``_projection_grad``).  The sequence
+kernels never call BLAS, whose threads stay busy for a while after a call:
+only ``jit.step`` and ``jit.step_into`` above ``SMALL_ROWS`` rows do.
 
 Vectorisation: every inner loop indexes 1-D row views with the plain loop
 variable.  An index such as ``gates[r, H + j]`` is not provably non-negative,
@@ -1365,6 +1366,61 @@ def _block_grads(
 
 
 @numba.njit(**SERIAL)
+def _projection_grad_share(dW_hr_pad, mT, dh_panels, m, dh_all, p_lo, p_hi):
+    """dW_hr_pad panels p_lo..p_hi += m.T @ dh_all, in blocks of R rows, each summed apart.
+
+    mT (H, R) work of this share alone: a block of m, transposed;
+    dh_panels (Pp/NR, R, NR) work: a block of dh_all packed as panels, of
+    which this share writes and reads its own panels p_lo..p_hi.  The
+    blocks are the same for any number of shares, and so are the bits
+    (``_panel_block_sums``, as dW).
+    """
+    N, H = m.shape
+    R = mT.shape[1]
+    n_panels = dh_panels.shape[0]
+    for n_lo in range(0, N, R):
+        n_hi = min(n_lo + R, N)
+        rows = n_hi - n_lo
+        _transpose_into(mT[:, :rows], m[n_lo:n_hi])
+        for k_lo in range(n_lo, n_hi, PACK_ROWS):  # a few rows across the panels, as _dW_panels
+            k_hi = min(k_lo + PACK_ROWS, n_hi)
+            for p in range(p_lo, p_hi):
+                _pack_panel_rows(
+                    dh_panels[p, k_lo - n_lo : k_hi - n_lo], dh_all, n_panels, np.int64(1), p, k_lo, k_hi
+                )
+        for f_lo in range(0, H, GRAD_FEATURES):
+            f_hi = min(f_lo + GRAD_FEATURES, H)
+            _panel_block_sums(dW_hr_pad[f_lo:f_hi], mT[f_lo:f_hi], dh_panels, p_lo, p_hi, np.int64(0), rows)
+
+
+@numba.njit(**PARALLEL)
+def _projection_grad(dW_hr_pad, mT, dh_panels, m, dh_all, workers):
+    """dW_hr_pad (H, Pp) += m.T @ dh_all: the projection's weight gradient.
+
+    dW_hr_pad (H, Pp)  zeros; out: dW_hr in the first P columns
+    mT (workers, H, R) work: each worker's block of m, transposed
+    dh_panels (Pp/NR, R, NR) work: a block of dh_all in panels
+    m (N, H), dh_all (N, P)  in: the forward's o * tanh(c_t) and the
+                       backward's dL/dh_t of every step
+    workers            iterations of the parallel region (1: none); each
+                       takes a contiguous share of the panels of P
+
+    Numba's threads, not BLAS: BLAS's threads spin for a while after each
+    call (OpenBLAS's ``OPENBLAS_THREAD_TIMEOUT``), so a product through
+    ``np.dot`` here kept a core busy through the next forward and backward
+    of a training loop, which then ran on one core (bench/NOTES.md,
+    "Session 38").
+    """
+    n_panels = dh_panels.shape[0]
+    if workers > 1:
+        for worker in numba.prange(workers):
+            p_lo, p_hi = _share(n_panels, np.int64(worker), workers)
+            _projection_grad_share(dW_hr_pad, mT[worker], dh_panels, m, dh_all, p_lo, p_hi)
+    else:
+        _projection_grad_share(dW_hr_pad, mT[0], dh_panels, m, dh_all, np.int64(0), n_panels)
+
+
+@numba.njit(**SERIAL)
 def _step_blocks(offsets, R):
     """t_lo of each block of the backward, from the last block of steps to the first.
 
@@ -1504,7 +1560,7 @@ def _pipelined_worker(
 
 @numba.njit(**PARALLEL)
 def _lstm_backward(
-    dx_pad, dW_pad, db_pad, dW_hr, dh_pad, dc, dh_all, dm_pad, dG_ring, AT, dG_block, prev,
+    dx_pad, dW_pad, db_pad, dh_pad, dc, dh_all, dm_pad, dG_ring, AT, dG_block, prev,
     dy, x, h0, y, m, c0, c, gates, tanh_c, W_hT, W_hrT, W_xT, batch_sizes, step_shares, grad_shares, pipelined,
     sync, grad_sync,
 ):  # fmt: skip
@@ -1513,10 +1569,10 @@ def _lstm_backward(
     dx_pad (N, Ip)   zeros; out: dx in the first I columns (Ip = padded(I))
     dW_pad (I + P, 4Hp) zeros; out: dW with each gate block padded to Hp
     db_pad (4Hp,)    zeros; out: db, padded the same way
-    dW_hr  (H, P)    out: the projection's gradient ((0, 0) for none)
     dh_pad (B, Pp)   in: dh_n in the first P columns; out: dh0 there; work
     dc     (B, H)    in: dc_n; out: dc0
-    dh_all (N, P)    work: dL/dh_t of every step (projection only, else (0, 0))
+    dh_all (N, P)    out: dL/dh_t of every step, for the projection's weight
+                     gradient (``_projection_grad``); (0, 0) without one
     dm_pad (B, Hp)   work: dL/dm_t of one step (projection only)
     dG_ring (S, R, 4H) work: the gate gradients of S blocks of steps (2, or PIPELINE_SLOTS
                      when pipelined), R >= B rows each
@@ -1554,8 +1610,7 @@ def _lstm_backward(
     (N, 4H) array of gate gradients exists, and dW adds the blocks from the
     last to the first, each block's rows summed in order from zero.  A
     sequence that has ended is not touched by the steps after its end, so
-    dh_pad/dc still hold its dh_n/dc_n when the loop reaches its last step.  Only a projection's
-    dW_hr goes to BLAS, after the loop, while Numba's threads are idle.
+    dh_pad/dc still hold its dh_n/dc_n when the loop reaches its last step.
 
     Pipelined (``_pipelined``: one tile of rows on two workers, small
     weights) there is one parallel region for the whole backward instead:
@@ -1608,6 +1663,3 @@ def _lstm_backward(
             # The block's weight gradients, while its gate gradients are in cache.
             if n_hi > n_lo:
                 _block_grads(*grads, slot, *inputs, n_lo, n_hi, grad_shares, grad_sync)
-    projected = n_m > 0
-    if projected:
-        np.dot(m.T, dh_all, dW_hr)

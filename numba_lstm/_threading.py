@@ -18,16 +18,21 @@ their choice.
 
 import ctypes
 import os
+import site
 import sys
+import warnings
 
+import numba
 import numba.np.ufunc.parallel
 
 _TBB_SONAME = "libtbb.so.12"
 
 
 def _candidate_dirs():
+    """The ``lib`` folders where pip puts a wheel's data files: the
+    environment's, and the user base's for ``pip install --user``."""
     seen = []
-    for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix):
+    for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix, site.getuserbase()):
         path = os.path.join(prefix, "lib")
         if path not in seen:
             seen.append(path)
@@ -67,4 +72,28 @@ def launch_threads():
     parallel call would have chosen (``NUMBA_THREADING_LAYER`` is still
     respected).
     """
+    if numba.np.ufunc.parallel._is_initialized:
+        _warn_if_started_without_tbb()
     numba.np.ufunc.parallel._launch_threads()
+
+
+def _warn_if_started_without_tbb():
+    """Warn when Numba's threads were started before ``import numba_lstm``
+    with another layer than TBB that nobody chose.
+
+    Numba picks its threading layer once, when its threads first start:
+    ``numba.set_num_threads``, ``numba.get_num_threads`` or a parallel call
+    before the import starts them before ``preload_tbb`` could make TBB
+    loadable, and Numba falls back to ``omp`` without a word.
+    """
+    layer = numba.threading_layer()
+    if layer != "tbb" and numba.config.THREADING_LAYER == "default":
+        warnings.warn(
+            f"Numba's threads were started before numba_lstm was imported, with the {layer!r} threading "
+            "layer, not TBB: a process forked after a parallel call may be killed (GNU OpenMP), and "
+            "concurrent calls from Python threads are not safe with 'workqueue'. Import numba_lstm "
+            "before calling numba.set_num_threads, numba.get_num_threads or a parallel function, or set "
+            "NUMBA_THREADING_LAYER to choose a layer yourself.",
+            RuntimeWarning,
+            stacklevel=4,
+        )

@@ -25,6 +25,7 @@ from numba_lstm._kernels import (
     _packing,
     _pipelined,
     _prev_rows,
+    _projection_grad,
     _tiles,
     _unpack_rows,
     _unsaved_c_rows,
@@ -350,6 +351,20 @@ def _check_cache(cache):
     return T, B, N, I, H, P
 
 
+def _projection_grad_of(m, dh_all, rows):
+    """dW_hr = m.T @ dh_all (m (N, H), dh_all (N, P)) on Numba's threads, in blocks of ``rows`` rows."""
+    (N, H), P = m.shape, dh_all.shape[1]
+    dtype, NR = m.dtype, panel_width(m.dtype)
+    Pp = padded(P, dtype)
+    workers = min(_threads(_use_threads(N, H, P, PARALLEL_MIN_FLOP)), Pp // NR)
+    dW_hr_pad = aligned_zeros((H, Pp), dtype)
+    _projection_grad(
+        dW_hr_pad, aligned_empty((workers, H, rows), dtype), aligned_empty((Pp // NR, rows, NR), dtype), m, dh_all,
+        workers,
+    )  # fmt: skip
+    return dW_hr_pad[:, :P].copy()
+
+
 def lstm_backward(dy, cache, dh_n=None, dc_n=None):
     """Backpropagate through the sequence run by ``lstm_forward``.
 
@@ -388,7 +403,7 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
     dh_n = _state("dh_n", dh_n, B, P, dtype, "the forward's x")
     dc_n = _state("dc_n", dc_n, B, H, dtype, "the forward's x")
 
-    dW_hr = np.zeros((H, P), dtype) if projected else np.empty((0, 0), dtype)
+    dW_hr = np.zeros((H, P), dtype) if projected else None
     if N == 0:
         dx = np.zeros((T, B, I), dtype)
         dW, db = np.zeros((I + P, 4 * H), dtype), np.zeros(4 * H, dtype)
@@ -417,15 +432,17 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
         db_pad = np.zeros(4 * Hp, dtype)
         prev = np.empty(N, np.int64)
         _prev_rows(prev, pk.batch_sizes)
+        dh_all = aligned_empty((N, P) if projected else (0, 0), dtype)
         _lstm_backward(
-            dx_pad, dW_pad, db_pad, dW_hr, dh_pad, dc0, aligned_empty((N, P) if projected else (0, 0), dtype),
-            aligned_empty((B, Hp) if projected else (0, 0), dtype),
+            dx_pad, dW_pad, db_pad, dh_pad, dc0, dh_all, aligned_empty((B, Hp) if projected else (0, 0), dtype),
             aligned_empty((PIPELINE_SLOTS if pipelined else 2, rows, 4 * H), dtype),
             aligned_empty((I + P, rows), dtype), aligned_empty((4 * Hp // NR, rows, NR), dtype), prev,
             dy_packed, cache.x, cache.h0, cache.y, cache.m, cache.c0, cache.c, cache.gates, cache.tanh_c,
             W_hT, W_hrT, W_xT, pk.batch_sizes, step_workers, grad_workers, pipelined,
             counters(2 * (pk.batch_sizes.size + 1)), counters(4 * pk.batch_sizes.size if pipelined else 3),
         )  # fmt: skip
+        if projected:
+            dW_hr = _projection_grad_of(cache.m, dh_all, rows)
         dh0 = dh_pad[:, :P].copy()
         dW, db = _unpad_gate_columns(dW_pad, H), _unpad_gate_columns(db_pad, H)
         dx = pk.unpack(dx_pad, I)
