@@ -22,11 +22,13 @@ $(STAMP_BENCH): pyproject.toml | $(PY)
 # Numba's disk cache of a compiled kernel is invalidated only when the file
 # that defines the kernel changes, not the files whose functions it calls or
 # inlines (numba/numba#1833): after an edit of _math.py the kernels of
-# _kernels.py would load stale.  So any edit in numba_lstm/ drops the cache.
+# _kernels.py would load stale, and so would the cached @njit functions of
+# examples/ that call numba_lstm.jit.  So any edit in numba_lstm/ drops both.
 CACHE_STAMP := numba_lstm/__pycache__/sources.stamp
 
 $(CACHE_STAMP): $(wildcard numba_lstm/*.py)
 	rm -f numba_lstm/__pycache__/*.nbi numba_lstm/__pycache__/*.nbc
+	rm -f examples/__pycache__/*.nbi examples/__pycache__/*.nbc
 	mkdir -p $(@D)
 	touch $@
 

@@ -1,6 +1,7 @@
 """What every example shares: the command line, the training loop, progress bar, timing and the loss plot."""
 
 import argparse
+import math
 import pathlib
 import time
 from collections import namedtuple
@@ -28,27 +29,71 @@ def parser(name, description, *, epochs, hidden, batch, lr, seed=0):
     p.set_defaults(_quick_defaults={})
     p.add_argument("--quick", action="store_true", help="a small, fast run (the one the test suite runs)")
     option(p, "--epochs", epochs, "epochs")
-    p.add_argument("--seed", type=int, default=seed, help=f"random seed (default {seed})")
+    p.add_argument("--seed", type=non_negative_int, default=seed, help=f"random seed (default {seed})")
     p.add_argument(
         "--out",
-        type=pathlib.Path,
+        type=png_path,
         default=OUTPUT_DIR / f"{name}.png",
-        help=f"where to save the loss curve (default examples/output/{name}.png)",
+        help=f"where to save the loss curve, a .png file (default examples/output/{name}.png)",
     )
     p.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=1,
         help="BLAS threads (default 1: these matrices are small, one thread does not fight other processes)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     option(p, "--hidden", hidden, "hidden units")
     option(p, "--batch", batch, "batch size")
-    option(p, "--lr", lr, "Adam learning rate", type=float)
+    option(p, "--lr", lr, "Adam learning rate", type=positive_float)
     return p
 
 
-def option(p, flag, default, help, type=int):
+class UsageError(ValueError):
+    """Options that cannot work together or with the data; ``run_example`` reports it as argparse does."""
+
+
+def positive_int(text):
+    """argparse type: an integer >= 1."""
+    value = int(text)  # a ValueError is argparse's "invalid positive_int value"
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def non_negative_int(text):
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {text}")
+    return value
+
+
+def positive_float(text):
+    """argparse type: a finite number > 0."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def fraction(text):
+    """argparse type: a number strictly between 0 and 1."""
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
+    return value
+
+
+def png_path(text):
+    """argparse type: a path ending in .png (matplotlib would add .png to a name without it)."""
+    path = pathlib.Path(text)
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"must be a .png file, got {text}")
+    return path
+
+
+def option(p, flag, default, help, type=positive_int):
     """Add ``flag`` to ``p``; a ``default`` pair ``(full, quick)`` gives the quick run its own default."""
     if isinstance(default, tuple):
         full, quick = default
@@ -65,18 +110,18 @@ def parse(p, argv):
     for dest, (full, quick) in args._quick_defaults.items():
         if getattr(args, dest) is None:
             setattr(args, dest, quick if args.quick else full)
-    if args.epochs < 1:
-        p.error(f"--epochs must be at least 1, got {args.epochs}")
-    if args.threads < 1:
-        p.error(f"--threads must be at least 1, got {args.threads}")
     return args
 
 
 def run_example(p, run, argv):
-    """Parse ``argv`` with the parser ``p``, then ``run(args)`` under the ``--threads`` BLAS limit."""
+    """Parse ``argv`` with the parser ``p``, then ``run(args)`` under the ``--threads`` BLAS limit;
+    a ``UsageError`` from ``run`` exits as a bad option does (status 2, with the usage)."""
     args = parse(p, argv)
-    with blas_threads(args):
-        return run(args)
+    try:
+        with blas_threads(args):
+            return run(args)
+    except UsageError as error:
+        p.error(str(error))
 
 
 def blas_threads(args):
@@ -167,8 +212,9 @@ class SequenceModel:
     def __call__(self, x):
         return self.forward(x)
 
-    def forward(self, x):
-        y, _ = self.lstm(x)  # (T, B, H)
+    def forward(self, x, *, cache=True):
+        """``cache=False``: inference, nothing kept for ``backward``."""
+        y, _ = self.lstm(x, cache=cache)  # (T, B, H)
         self._y_shape = y.shape
         return self.head(y if self.every_step else y[-1])
 
@@ -181,9 +227,9 @@ class SequenceModel:
             self.lstm.backward(dy)
 
     def predict(self, x, batch_size=1024):
-        """Forward in batches of ``batch_size`` sequences (no gradients kept)."""
+        """Forward in batches of ``batch_size`` sequences, with ``cache=False`` (nothing kept for a backward)."""
         return np.concatenate(
-            [self.forward(x[:, i : i + batch_size]) for i in range(0, x.shape[1], batch_size)],
+            [self.forward(x[:, i : i + batch_size], cache=False) for i in range(0, x.shape[1], batch_size)],
             axis=self.batch_axis,
         )
 

@@ -17,6 +17,7 @@ from examples._common import (
     MSE,
     SequenceModel,
     Stopwatch,
+    UsageError,
     option,
     parser,
     progress,
@@ -60,6 +61,8 @@ def main(argv=None):
 def run(args):
     """Train and evaluate; return the figures as a dict."""
     T, H, n_train, n_test = args.length, args.hidden, args.train, 1000
+    if T < 2:
+        raise UsageError(f"--length must be at least 2 (one marker in each half of a sequence), got {T}")
     clock = Stopwatch()
 
     rng = np.random.default_rng(args.seed)

@@ -207,7 +207,7 @@ def run(args):
     train_seconds = clock()
 
     # 3. Closed loop on new episodes, 400 steps each (twice the training length).
-    E, T_eval = args.eval or (100 if args.quick else 500), 400
+    E, T_eval = args.eval, 400
     x0, v0, forces, sensor = episodes(np.random.default_rng(args.seed + 1000), E, T_eval)
     no_noise = np.zeros((T_eval, E))
     free = simulate_expert(x0, v0, forces, sensor, no_noise, 0.0)[2]

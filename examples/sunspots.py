@@ -20,6 +20,8 @@ from examples._common import (
     MSE,
     SequenceModel,
     Stopwatch,
+    UsageError,
+    fraction,
     option,
     parser,
     progress,
@@ -58,8 +60,8 @@ def main(argv=None):
         lr=3e-3,
     )
     option(p, "--window", 20, "years the model reads")
-    option(p, "--test-fraction", 0.2, "held-out tail", type=float)
-    option(p, "--val-fraction", 0.15, "validation share of the training years", type=float)
+    option(p, "--test-fraction", 0.2, "held-out tail", type=fraction)
+    option(p, "--val-fraction", 0.15, "validation share of the training years", type=fraction)
     return run_example(p, run, argv)
 
 
@@ -75,6 +77,12 @@ def run(args):
     train_t = np.arange(L, val_start)  # targets fitted by gradient descent
     val_t = np.arange(val_start, split)  # targets that choose the epoch
     test_t = np.arange(split, n)  # held-out targets (their inputs may reach back into earlier years)
+    if min(len(train_t), len(val_t), len(test_t)) < 1:
+        raise UsageError(
+            f"--window {L}, --test-fraction {args.test_fraction} and --val-fraction {args.val_fraction} leave "
+            f"{max(len(train_t), 0)} training, {len(val_t)} validation and {len(test_t)} held-out targets "
+            f"of the {n} years: each needs at least one"
+        )
     mean, std = spots[:split].mean(), spots[:split].std()
     scaled = ((spots - mean) / std).astype(np.float32)
     x_train, y_train = windows(scaled, L, train_t), scaled[train_t, None]
@@ -107,6 +115,8 @@ def run(args):
         if val_rmses[-1] < best[0]:
             best = (val_rmses[-1], epoch + 1, {name: p.copy() for name, p in model.params.items()})
         bar.set_postfix(train=f"{train_losses[-1]:.1f}", val=f"{val_rmses[-1]:.1f}", refresh=False)
+    if best[2] is None:
+        raise UsageError(f"training diverged at --lr {args.lr}: the validation RMSE was NaN at every epoch")
     for name, p in model.params.items():  # early stopping: back to the best validation epoch
         p[...] = best[2][name]
     seconds, cpu_seconds = clock(), clock.cpu()

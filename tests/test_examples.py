@@ -80,9 +80,53 @@ def test_adding_data_has_the_stated_baseline():
     assert np.mean((target - 1.0) ** 2) == pytest.approx(BASELINE, rel=0.03)
 
 
-@pytest.mark.parametrize("argv", [["--epochs", "0"], ["--threads", "0"], ["--bogus"]])
-def test_bad_options_exit(argv):
-    from examples import digits
+BAD_OPTIONS = [
+    ("digits", ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
+    ("digits", ["--threads", "0"], "argument --threads: must be at least 1"),
+    ("digits", ["--bogus"], "unrecognized arguments: --bogus"),
+    ("digits", ["--batch", "-5"], "argument --batch: must be at least 1"),  # trained nothing, exit 0
+    ("digits", ["--hidden", "0"], "argument --hidden: must be at least 1"),
+    ("digits", ["--seed", "-1"], "argument --seed: must be at least 0"),
+    ("digits", ["--lr", "nan"], "argument --lr: must be a finite number above 0"),
+    ("digits", ["--out", "curve"], "argument --out: must be a .png file"),  # matplotlib wrote curve.png
+    ("adding", ["--length", "1"], "--length must be at least 2"),
+    ("adding", ["--train", "0"], "argument --train: must be at least 1"),
+    ("sunspots", ["--test-fraction", "1"], "argument --test-fraction: must be strictly between 0 and 1"),
+    ("sunspots", ["--window", "300"], "leave 0 training"),
+    ("jit_control", ["--eval", "0"], "argument --eval: must be at least 1"),  # became 100 episodes
+]
 
-    with pytest.raises(SystemExit):
-        digits.main(argv)
+
+@pytest.mark.parametrize(("example", "argv", "message"), BAD_OPTIONS)
+def test_bad_options_exit_with_a_usage_error(example, argv, message, tmp_path, capsys):
+    """Each bad option exits as argparse does (status 2), naming the option, before any training."""
+    import importlib
+
+    main = importlib.import_module(f"examples.{example}").main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--quick", "--no-progress", "--out", str(tmp_path / "curve.png"), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "curve.png").exists()
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")  # the divergence itself
+def test_diverged_training_is_a_clear_error(tmp_path, capsys):
+    from examples import sunspots
+
+    with pytest.raises(SystemExit) as exit_info:
+        sunspots.main(["--epochs", "2", "--lr", "1e30", "--no-progress", "--out", str(tmp_path / "s.png")])
+    assert exit_info.value.code == 2
+    assert "training diverged at --lr 1e+30" in capsys.readouterr().err
+
+
+def test_predict_keeps_no_cache():
+    """Inference in the examples runs with cache=False: nothing is kept for a backward."""
+    import numba_lstm
+    from examples._common import SequenceModel
+
+    model = SequenceModel(2, 8, 1, seed=0)
+    out = model.predict(np.zeros((5, 3, 2), np.float32), batch_size=2)
+    assert out.shape == (3, 1)
+    with pytest.raises(numba_lstm.layer.NotReadyError, match="cache=False"):
+        model.lstm.backward(np.zeros((5, 1, 8), np.float32))
