@@ -403,8 +403,8 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
     dh_n = _state("dh_n", dh_n, B, P, dtype, "the forward's x")
     dc_n = _state("dc_n", dc_n, B, H, dtype, "the forward's x")
 
-    dW_hr = np.zeros((H, P), dtype) if projected else None
     if N == 0:
+        dW_hr = np.zeros((H, P), dtype) if projected else None
         dx = np.zeros((T, B, I), dtype)
         dW, db = np.zeros((I + P, 4 * H), dtype), np.zeros(4 * H, dtype)
         dh0, dc0 = dh_n.copy(), dc_n.copy()
@@ -441,8 +441,7 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
             W_hT, W_hrT, W_xT, pk.batch_sizes, step_workers, grad_workers, pipelined,
             counters(2 * (pk.batch_sizes.size + 1)), counters(4 * pk.batch_sizes.size if pipelined else 3),
         )  # fmt: skip
-        if projected:
-            dW_hr = _projection_grad_of(cache.m, dh_all, rows)
+        dW_hr = _projection_grad_of(cache.m, dh_all, rows) if projected else None
         dh0 = dh_pad[:, :P].copy()
         dW, db = _unpad_gate_columns(dW_pad, H), _unpad_gate_columns(db_pad, H)
         dx = pk.unpack(dx_pad, I)
