@@ -16,7 +16,7 @@ with respect to ``pred`` / ``logits``, in their dtype.
 
 import numpy as np
 
-from numba_lstm._validation import as_float_array, check_shape
+from numba_lstm._validation import as_float_array, check_shape, refuse_masked
 
 __all__ = [
     "cross_entropy_backward",
@@ -57,7 +57,7 @@ def mse_forward(pred, target):
 def mse_backward(pred, target):
     """Gradient of ``mse_forward`` with respect to ``pred``: ``2 (pred - target) / size``."""
     pred, target = _check_pair(pred, target)
-    return (pred - target) * pred.dtype.type(2.0 / pred.size)
+    return np.asarray((pred - target) * pred.dtype.type(2.0 / pred.size))  # an array for 0-d pred too
 
 
 def log_softmax(logits):
@@ -81,6 +81,8 @@ def _check_labels(logits, labels):
     if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] == 0:
         raise ValueError(f"logits must be 2-D (N, C) with N, C >= 1, got shape {logits.shape}")
     N, C = logits.shape
+    # A masked array's min and max skip the masked labels, while indexing reads what lies under the mask.
+    refuse_masked("labels", labels)
     if not isinstance(labels, np.ndarray) or not np.issubdtype(labels.dtype, np.integer):
         what = f"dtype {labels.dtype}" if isinstance(labels, np.ndarray) else type(labels).__name__
         raise TypeError(f"labels must be a numpy array of integers (class indices), got {what}")
@@ -110,7 +112,9 @@ def cross_entropy_forward(logits, labels):
     """
     logits, labels = _check_labels(logits, labels)
     logp = log_softmax(logits)
-    return float(-logp[np.arange(len(labels)), labels].mean(dtype=np.float64))
+    return 0.0 - float(
+        logp[np.arange(len(labels)), labels].mean(dtype=np.float64)
+    )  # +0.0 for C = 1, as torch
 
 
 def cross_entropy_backward(logits, labels):

@@ -108,6 +108,17 @@ def test_cross_entropy_is_stable_for_huge_logits(dtype):
             r"labels must have shape",
         ),
         (lambda: cross_entropy_backward(np.zeros((2, 3)), np.array([0, 3])), ValueError, r"in \[0, 3\)"),
+        # Negative labels would index the last classes.
+        (lambda: cross_entropy_forward(np.zeros((2, 3)), np.array([0, -1])), ValueError, r"from -1 to 0"),
+        # A masked label would be skipped by the range check and read as the value under the mask.
+        (
+            lambda: cross_entropy_forward(np.zeros((2, 3)), np.ma.masked_array([2, -1], mask=[0, 1])),
+            TypeError,
+            "labels is a masked array",
+        ),
+        (lambda: mse_forward(np.zeros((0, 2)), np.zeros((0, 2))), ValueError, r"pred must not be empty"),
+        (lambda: mse_backward(np.zeros(0), np.zeros(0)), ValueError, r"pred must not be empty"),
+        (lambda: cross_entropy_forward(np.zeros((0, 3)), np.zeros(0, int)), ValueError, r"N, C >= 1"),
         (
             lambda: log_softmax(np.zeros((2, 0))),
             ValueError,
@@ -120,3 +131,23 @@ def test_cross_entropy_is_stable_for_huge_logits(dtype):
 def test_loss_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_losses_leave_their_inputs_unchanged(dtype):
+    rng = np.random.default_rng(3)
+    pred, target = rng.standard_normal((4, 5)).astype(dtype), rng.standard_normal((4, 5)).astype(dtype)
+    logits, labels = rng.standard_normal((4, 5)).astype(dtype), np.array([0, 4, 2, 2])
+    given = [a.copy() for a in (pred, target, logits, labels)]
+    mse_forward(pred, target), mse_backward(pred, target)
+    cross_entropy_forward(logits, labels), cross_entropy_backward(logits, labels)
+    log_softmax(logits), softmax(logits)
+    for before, after in zip(given, (pred, target, logits, labels), strict=True):
+        np.testing.assert_array_equal(after, before)
+
+
+def test_edge_values_as_torch():
+    """One class: a loss of +0.0 (torch's), not -0.0.  A 0-d pred: the gradient is an array."""
+    loss = cross_entropy_forward(np.array([[3.0], [-2.0]]), np.array([0, 0]))
+    assert loss == 0.0 and np.copysign(1.0, loss) == 1.0
+    grad = mse_backward(np.array(1.0), np.array(0.0))
+    assert isinstance(grad, np.ndarray) and grad.shape == () and grad == 2.0
