@@ -40,7 +40,8 @@ def parser(name, description, *, epochs, hidden, batch, lr, seed=0):
         "--threads",
         type=positive_int,
         default=1,
-        help="BLAS threads (default 1: these matrices are small, one thread does not fight other processes)",
+        help="BLAS threads, for the dense head's and NumPy's products (default 1: these matrices are small, "
+        "and one thread does not take a core from Numba's threads)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     option(p, "--hidden", hidden, "hidden units")
@@ -125,7 +126,7 @@ def run_example(p, run, argv):
 
 
 def blas_threads(args):
-    """A context in which BLAS (the GEMMs inside the LSTM kernels) uses ``--threads`` threads."""
+    """A context in which BLAS (the dense head's products, the LSTM steps of more than 8 rows) uses ``--threads`` threads."""
     import scipy.linalg.cython_blas  # noqa: F401  (load the OpenBLAS Numba calls, so that it is limited too)
     from threadpoolctl import threadpool_limits
 

@@ -80,7 +80,7 @@ def run(args):
     if min(len(train_t), len(val_t), len(test_t)) < 1:
         raise UsageError(
             f"--window {L}, --test-fraction {args.test_fraction} and --val-fraction {args.val_fraction} leave "
-            f"{max(len(train_t), 0)} training, {len(val_t)} validation and {len(test_t)} held-out targets "
+            f"{len(train_t)} training, {len(val_t)} validation and {len(test_t)} held-out targets "
             f"of the {n} years: each needs at least one"
         )
     mean, std = spots[:split].mean(), spots[:split].std()
@@ -115,8 +115,10 @@ def run(args):
         if val_rmses[-1] < best[0]:
             best = (val_rmses[-1], epoch + 1, {name: p.copy() for name, p in model.params.items()})
         bar.set_postfix(train=f"{train_losses[-1]:.1f}", val=f"{val_rmses[-1]:.1f}", refresh=False)
-    if best[2] is None:
-        raise UsageError(f"training diverged at --lr {args.lr}: the validation RMSE was NaN at every epoch")
+    if best[2] is None:  # no epoch's validation RMSE was a number below inf
+        raise SystemExit(
+            f"sunspots: training diverged at --lr {args.lr}: no epoch had a finite validation RMSE"
+        )
     for name, p in model.params.items():  # early stopping: back to the best validation epoch
         p[...] = best[2][name]
     seconds, cpu_seconds = clock(), clock.cpu()

@@ -2,8 +2,9 @@
 
 from numba_lstm._threading import launch_threads as _launch_threads
 from numba_lstm._threading import preload_tbb as _preload_tbb
+from numba_lstm._threading import warn_if_started_without_tbb as _warn_if_started_without_tbb
 
-_preload_tbb()
+_warn_if_started_without_tbb(_preload_tbb())
 _launch_threads()
 
 from numba_lstm import losses, optim  # noqa: E402

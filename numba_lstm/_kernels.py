@@ -57,14 +57,15 @@ so Numba emits a wraparound select that stops LLVM from vectorising (measured
 16 ns per element against 1.06 ns with views, float32).
 
 Compile time: a parallel kernel calls its worker function (``_forward_steps``,
-``_backward_steps``, ``_block_grads_worker``, ``_split_step_shares``) from
+``_backward_steps``, ``_block_grads_worker``, ``_projection_grad_share``,
+``_split_step_shares``) from
 its ``prange`` loop and, for one worker, from a serial branch.  Numba
 compiles a callee once per signature, and the calls gave ``_forward_steps``
 three (the loop variable typed int64 while the kernel is typed, uint64
 inside the parallel region, and literal constants in the serial branch)
 and the others two.  Both calls pass ``np.int64`` values, so each worker
 function compiles once per dtype (``tests/test_cache.py`` counts it for the
-first three; ``_split_step_shares`` needs a layer of 4 MiB): the first
+first four; ``_split_step_shares`` needs a layer of 4 MiB): the first
 float32 forward in an empty cache went from 27.6 to 21.7 s, forward +
 backward from 56.8 to 44.4 s (bench/NOTES.md, "Session 22").  For the same
 reason no jitted function here, in ``_panels``, ``_sync`` or ``jit`` passes
@@ -1366,58 +1367,59 @@ def _block_grads(
 
 
 @numba.njit(**SERIAL)
-def _projection_grad_share(dW_hr_pad, mT, dh_panels, m, dh_all, p_lo, p_hi):
-    """dW_hr_pad panels p_lo..p_hi += m.T @ dh_all, in blocks of R rows, each summed apart.
+def _projection_grad_share(dW_hrT_pad, dhT, m_panels, m, dh_all, p_lo, p_hi):
+    """dW_hrT_pad panels p_lo..p_hi += dh_all.T @ m, in blocks of R rows, each summed apart.
 
-    mT (H, R) work of this share alone: a block of m, transposed;
-    dh_panels (Pp/NR, R, NR) work: a block of dh_all packed as panels, of
-    which this share writes and reads its own panels p_lo..p_hi.  The
-    blocks are the same for any number of shares, and so are the bits
+    dhT (P, R) work of this share alone: a block of dh_all, transposed;
+    m_panels (Hp/NR, R, NR) work: a block of m packed as panels, of which
+    this share writes and reads its own panels p_lo..p_hi.  The blocks are
+    the same for any number of shares, and so are the bits
     (``_panel_block_sums``, as dW).
     """
-    N, H = m.shape
-    R = mT.shape[1]
-    n_panels = dh_panels.shape[0]
+    N, P = dh_all.shape
+    R = dhT.shape[1]
+    n_panels = m_panels.shape[0]
     for n_lo in range(0, N, R):
         n_hi = min(n_lo + R, N)
         rows = n_hi - n_lo
-        _transpose_into(mT[:, :rows], m[n_lo:n_hi])
+        _transpose_into(dhT[:, :rows], dh_all[n_lo:n_hi])
         for k_lo in range(n_lo, n_hi, PACK_ROWS):  # a few rows across the panels, as _dW_panels
             k_hi = min(k_lo + PACK_ROWS, n_hi)
             for p in range(p_lo, p_hi):
                 _pack_panel_rows(
-                    dh_panels[p, k_lo - n_lo : k_hi - n_lo], dh_all, n_panels, np.int64(1), p, k_lo, k_hi
+                    m_panels[p, k_lo - n_lo : k_hi - n_lo], m, n_panels, np.int64(1), p, k_lo, k_hi
                 )
-        for f_lo in range(0, H, GRAD_FEATURES):
-            f_hi = min(f_lo + GRAD_FEATURES, H)
-            _panel_block_sums(dW_hr_pad[f_lo:f_hi], mT[f_lo:f_hi], dh_panels, p_lo, p_hi, np.int64(0), rows)
+        for f_lo in range(0, P, GRAD_FEATURES):
+            f_hi = min(f_lo + GRAD_FEATURES, P)
+            _panel_block_sums(dW_hrT_pad[f_lo:f_hi], dhT[f_lo:f_hi], m_panels, p_lo, p_hi, np.int64(0), rows)
 
 
 @numba.njit(**PARALLEL)
-def _projection_grad(dW_hr_pad, mT, dh_panels, m, dh_all, workers):
-    """dW_hr_pad (H, Pp) += m.T @ dh_all: the projection's weight gradient.
+def _projection_grad(dW_hrT_pad, dhT, m_panels, m, dh_all, workers):
+    """dW_hrT_pad (P, Hp) += dh_all.T @ m: the projection's weight gradient, transposed.
 
-    dW_hr_pad (H, Pp)  zeros; out: dW_hr in the first P columns
-    mT (workers, H, R) work: each worker's block of m, transposed
-    dh_panels (Pp/NR, R, NR) work: a block of dh_all in panels
+    dW_hrT_pad (P, Hp) zeros; out: dW_hr.T in the first H columns
+    dhT (workers, P, R) work: each worker's block of dh_all, transposed
+    m_panels (Hp/NR, R, NR) work: a block of m in panels
     m (N, H), dh_all (N, P)  in: the forward's o * tanh(c_t) and the
                        backward's dL/dh_t of every step
     workers            iterations of the parallel region (1: none); each
-                       takes a contiguous share of the panels of P
+                       takes a contiguous share of the panels of H
 
-    Numba's threads, not BLAS: BLAS's threads spin for a while after each
-    call (OpenBLAS's ``OPENBLAS_THREAD_TIMEOUT``), so a product through
-    ``np.dot`` here kept a core busy through the next forward and backward
-    of a training loop, which then ran on one core (bench/NOTES.md,
-    "Session 38").
+    Transposed, so that the threads share the panels of H, wider than P,
+    and each transposes the narrower dh_all.  On Numba's threads, not BLAS:
+    BLAS's threads spin for a while after each call (OpenBLAS's
+    ``OPENBLAS_THREAD_TIMEOUT``), so a product through ``np.dot`` here kept
+    a core busy through the next forward and backward of a training loop,
+    which then ran on one core (bench/NOTES.md, "Session 38").
     """
-    n_panels = dh_panels.shape[0]
+    n_panels = m_panels.shape[0]
     if workers > 1:
         for worker in numba.prange(workers):
             p_lo, p_hi = _share(n_panels, np.int64(worker), workers)
-            _projection_grad_share(dW_hr_pad, mT[worker], dh_panels, m, dh_all, p_lo, p_hi)
+            _projection_grad_share(dW_hrT_pad, dhT[worker], m_panels, m, dh_all, p_lo, p_hi)
     else:
-        _projection_grad_share(dW_hr_pad, mT[0], dh_panels, m, dh_all, np.int64(0), n_panels)
+        _projection_grad_share(dW_hrT_pad, dhT[0], m_panels, m, dh_all, np.int64(0), n_panels)
 
 
 @numba.njit(**SERIAL)

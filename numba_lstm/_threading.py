@@ -32,7 +32,8 @@ def _candidate_dirs():
     """The ``lib`` folders where pip puts a wheel's data files: the
     environment's, and the user base's for ``pip install --user``."""
     seen = []
-    for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix, site.getuserbase()):
+    user = (site.getuserbase(),) if site.ENABLE_USER_SITE else ()  # not in a venv, nor with -s
+    for prefix in (sys.prefix, sys.base_prefix, sys.exec_prefix, *user):
         path = os.path.join(prefix, "lib")
         if path not in seen:
             seen.append(path)
@@ -72,22 +73,30 @@ def launch_threads():
     parallel call would have chosen (``NUMBA_THREADING_LAYER`` is still
     respected).
     """
-    if numba.np.ufunc.parallel._is_initialized:
-        _warn_if_started_without_tbb()
     numba.np.ufunc.parallel._launch_threads()
 
 
-def _warn_if_started_without_tbb():
+def warn_if_started_without_tbb(tbb_path):
     """Warn when Numba's threads were started before ``import numba_lstm``
-    with another layer than TBB that nobody chose.
+    with another layer than TBB, though ``preload_tbb`` found TBB
+    (``tbb_path``) and the user chose no layer nor order of layers.
 
     Numba picks its threading layer once, when its threads first start:
     ``numba.set_num_threads``, ``numba.get_num_threads`` or a parallel call
-    before the import starts them before ``preload_tbb`` could make TBB
-    loadable, and Numba falls back to ``omp`` without a word.
+    before the import start them before ``preload_tbb`` could make TBB
+    loadable, and Numba falls back to the next layer it can load without a
+    word.  Call before ``preload_tbb``'s load can change the answer of
+    ``numba.threading_layer()``: that is, first.
     """
+    if tbb_path is None or not numba.np.ufunc.parallel._is_initialized:
+        return
     layer = numba.threading_layer()
-    if layer != "tbb" and numba.config.THREADING_LAYER == "default":
+    chosen = numba.config.THREADING_LAYER != "default" or numba.config.THREADING_LAYER_PRIORITY != [
+        "tbb",
+        "omp",
+        "workqueue",
+    ]
+    if layer != "tbb" and not chosen:
         warnings.warn(
             f"Numba's threads were started before numba_lstm was imported, with the {layer!r} threading "
             "layer, not TBB: a process forked after a parallel call may be killed (GNU OpenMP), and "
@@ -95,5 +104,5 @@ def _warn_if_started_without_tbb():
             "before calling numba.set_num_threads, numba.get_num_threads or a parallel function, or set "
             "NUMBA_THREADING_LAYER to choose a layer yourself.",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=3,  # the user's import
         )

@@ -351,18 +351,20 @@ def _check_cache(cache):
     return T, B, N, I, H, P
 
 
-def _projection_grad_of(m, dh_all, rows):
-    """dW_hr = m.T @ dh_all (m (N, H), dh_all (N, P)) on Numba's threads, in blocks of ``rows`` rows."""
+def _projection_grad_of(m, dh_all):
+    """dW_hr = m.T @ dh_all (m (N, H), dh_all (N, P)) on Numba's threads,
+    in blocks of GRAD_ROWS rows (fixed: the work arrays do not grow with the
+    batch, and the bits do not depend on the threads)."""
     (N, H), P = m.shape, dh_all.shape[1]
     dtype, NR = m.dtype, panel_width(m.dtype)
-    Pp = padded(P, dtype)
-    workers = min(_threads(_use_threads(N, H, P, PARALLEL_MIN_FLOP)), Pp // NR)
-    dW_hr_pad = aligned_zeros((H, Pp), dtype)
+    Hp, rows = padded(H, dtype), min(N, GRAD_ROWS)
+    workers = min(_threads(_use_threads(N, H, P, PARALLEL_MIN_FLOP)), Hp // NR)
+    dW_hrT_pad = aligned_zeros((P, Hp), dtype)
     _projection_grad(
-        dW_hr_pad, aligned_empty((workers, H, rows), dtype), aligned_empty((Pp // NR, rows, NR), dtype), m, dh_all,
+        dW_hrT_pad, aligned_empty((workers, P, rows), dtype), aligned_empty((Hp // NR, rows, NR), dtype), m, dh_all,
         workers,
     )  # fmt: skip
-    return dW_hr_pad[:, :P].copy()
+    return np.ascontiguousarray(dW_hrT_pad[:, :H].T)
 
 
 def lstm_backward(dy, cache, dh_n=None, dc_n=None):
@@ -441,7 +443,7 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
             W_hT, W_hrT, W_xT, pk.batch_sizes, step_workers, grad_workers, pipelined,
             counters(2 * (pk.batch_sizes.size + 1)), counters(4 * pk.batch_sizes.size if pipelined else 3),
         )  # fmt: skip
-        dW_hr = _projection_grad_of(cache.m, dh_all, rows) if projected else None
+        dW_hr = _projection_grad_of(cache.m, dh_all) if projected else None
         dh0 = dh_pad[:, :P].copy()
         dW, db = _unpad_gate_columns(dW_pad, H), _unpad_gate_columns(db_pad, H)
         dx = pk.unpack(dx_pad, I)

@@ -96,6 +96,15 @@ for dtype in (np.float32, np.float64):
         y, h_n, c_n, cache = numba_lstm.lstm_forward(x, W, b, lengths=lengths)
         for a in (y, h_n, c_n, *numba_lstm.lstm_backward(dy, cache)):
             out.append(hashlib.sha256(a.tobytes()).hexdigest()[:16])
+    # A projection: dW_hr's shares (_projection_grad) on two threads.
+    T, B, I, H, P = 50, 16, 8, 64, 40
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    W = (rng.standard_normal((I + P, 4 * H)) * 0.3 / np.sqrt(H)).astype(dtype)
+    W_hr = (rng.standard_normal((H, P)) * 0.3 / np.sqrt(H)).astype(dtype)
+    y, h_n, c_n, cache = numba_lstm.lstm_forward(x, W, np.zeros(4 * H, dtype), W_hr=W_hr)
+    for a in (y, h_n, c_n, *numba_lstm.lstm_backward(np.ones_like(y), cache)):
+        out.append(hashlib.sha256(a.tobytes()).hexdigest()[:16])
 # Streaming: a small layer (one jitted call a step) without and with projection.
 for options in ({}, {"proj_size": 3}):
     layer = numba_lstm.LSTM(6, 7, num_layers=2, seed=0, **options).eval()
@@ -132,6 +141,7 @@ _WORKER_FUNCTIONS = (
     "_block_grads_worker",
     "_pipelined_worker",
     "_grads_share",
+    "_projection_grad_share",
 )
 
 
@@ -168,7 +178,7 @@ def test_compiled_and_cached_kernels_give_the_same_bits(digest_runs):
     product (``numba_lstm._math.fma``).
     """
     compiled, loaded = (run[0].split() for run in digest_runs)
-    assert len(compiled) == 2 * 3 * 8
+    assert len(compiled) == 2 * (3 * 8 + 9)  # per dtype: 3 shapes of 8 arrays, a projection's 9
     assert loaded == compiled, [k for k, (a, c) in enumerate(zip(compiled, loaded, strict=True)) if a != c]
 
 

@@ -324,8 +324,9 @@ CASES = [
     # columns of dgates: two k-blocks of the dx product; I + P = 140 features: three shares of the
     # gather and two passes of GRAD_FEATURES.
     dict(T=60, B=10, I=70, H=70),
-    # P = 70: three panels of the projection's gradient in float32, five in
-    # float64, so that each of the three workers takes some (``_projection_grad``).
+    # H = 80: three panels of the projection's gradient in float32, five in
+    # float64 with AVX-512 (five and ten with AVX2), so that each of the three
+    # workers takes some (``_projection_grad``).
     dict(T=6, B=10, I=8, H=80, P=70),
 ]
 

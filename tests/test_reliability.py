@@ -593,8 +593,12 @@ def test_results_identical_across_processes_for_a_given_blas_thread_count(thread
 
 
 def test_sequence_results_do_not_depend_on_blas_threads(dtype):
-    """The sequence kernels never call BLAS (a projection's dW_hr went through
-    np.dot until session 38): 1 and 2 BLAS threads give the same bits."""
+    """1 and 2 BLAS threads give the same bits (README, "Determinism").  The
+    sequence kernels never call BLAS (a projection's dW_hr went through
+    np.dot until session 38), but this test does not show it: OpenBLAS
+    splits a product's output between its threads, not its sums, so np.dot
+    gave the same bits here too.  tests/test_threads.py sees a BLAS call by
+    its busy thread."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
     W_hr = (np.random.default_rng(4).standard_normal((96, 40)) * 0.1).astype(dtype)  # projection P = 40
 
