@@ -7,9 +7,10 @@ STAMP_BENCH := $(VENV)/.installed-bench
 
 .PHONY: test lint bench bench-quick clean
 
+# A venv whose creation or first pip upgrade failed (no ensurepip, no network)
+# is removed, so that the next run starts it again instead of using it.
 $(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet --upgrade pip || { rm -rf $(VENV); exit 1; }
 
 $(STAMP_TEST): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
@@ -51,4 +52,5 @@ bench-quick: $(STAMP_BENCH) $(CACHE_STAMP)
 		--stream-hidden 32,128 --lengths 64x100x256x256
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis .benchmarks
+	rm -rf numba_lstm/__pycache__ examples/__pycache__ tests/__pycache__ bench/__pycache__

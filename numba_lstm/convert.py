@@ -38,6 +38,7 @@ parameters do, so ``W`` can go straight to ``jit.step_into``, which reads it
 in place.
 """
 
+import importlib
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -84,6 +85,21 @@ _TF1_FROM_NATIVE = (0, 2, 1, 3)  # TF1 i, j, f, o    <- native i, f, g, o (its o
 
 # --------------------------------------------------------------------------
 # arrays, configs and parameter dicts
+
+
+def _require(module, needed_by):
+    """Import the optional package ``module`` for ``needed_by``; if it is
+    missing, a ModuleNotFoundError that names the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name != module:  # the package is there but broken: its own error
+            raise
+        raise ModuleNotFoundError(
+            f"{needed_by} needs {module}, which is not installed: pip install 'numba_lstm[convert]' "
+            f"(or {module} alone)",
+            name=module,
+        ) from error
 
 
 def _describe(value):
@@ -405,7 +421,7 @@ def to_torch_state_dict(config, params, *, bias=True):
     """
     config, params = check_params(config, params)
     bias = check_bool("bias", bias)
-    import torch
+    torch = _require("torch", "to_torch_state_dict")
 
     out = {}
     for k in range(config["num_layers"]):
@@ -891,7 +907,7 @@ def to_onnx(
         With ``initial_state`` and ``sequence_lens``, ``Equal``, ``Reshape``
         and two ``Where`` nodes follow the stack (above).
     """
-    import onnx
+    onnx = _require("onnx", "to_onnx")
     from onnx import helper, numpy_helper
 
     config, params = check_params(config, params)
@@ -1340,8 +1356,7 @@ def _read_onnx(path_or_model):
     model's input (``_onnx_batch_first``)."""
     import functools
 
-    import onnx
-
+    onnx = _require("onnx", "from_onnx")
     if isinstance(path_or_model, onnx.ModelProto):
         model = path_or_model
     else:

@@ -209,3 +209,23 @@ def test_layer_step_compiles_no_error_messages(digest_runs):
     layer compiled in 7.3 s instead of 14.7)."""
     counts = dict(zip(_MESSAGE_CHECKS, map(int, digest_runs[0][3].split()), strict=True))
     assert counts == dict.fromkeys(_MESSAGE_CHECKS, 0)
+
+
+def test_import_works_without_a_writable_cache_folder():
+    """With no folder Numba can cache in (a read-only site-packages and no
+    writable home; simulated with a locator that never applies), the import
+    raised "no locator available".  Now it warns, and the kernels compile
+    without a cache."""
+    script = (
+        "import numpy as np, numba_lstm\n"
+        "from numba_lstm._options import SERIAL\n"
+        "from numba_lstm._panels import _panel_width_of\n"
+        "print(SERIAL['cache'], _panel_width_of(np.zeros(1, np.float32)) > 0)"
+    )
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "ZipCacheLocator"}
+    env.pop("NUMBA_CACHE_DIR", None)
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["False", "True"]
+    assert "RuntimeWarning: numba_lstm: Numba has no folder to cache the compiled kernels in" in run.stderr
+    assert "Set NUMBA_CACHE_DIR to a writable folder" in run.stderr

@@ -7,12 +7,14 @@ LSTM of the native contract evaluated in float64 NumPy, built from
 
 import os
 import re
+import sys
 from io import BytesIO
 
 import numpy as np
 import pytest
 from conftest import assert_close, import_or_skip
 
+import numba_lstm
 from numba_lstm import convert, reference
 
 CONFIGS = {
@@ -1042,3 +1044,17 @@ def test_params_of_a_config_with_many_layers_are_refused_in_a_short_message():
         convert.check_params(config, params)
     assert len(str(info.value)) < 2000
     assert "unexpected [0]" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("module", "call", "needed_by"),
+    [
+        ("torch", lambda layer, tmp: layer.to_torch_state_dict(), "to_torch_state_dict"),
+        ("onnx", lambda layer, tmp: layer.to_onnx(), "to_onnx"),
+        ("onnx", lambda layer, tmp: numba_lstm.LSTM.from_onnx(str(tmp / "missing.onnx")), "from_onnx"),
+    ],
+)
+def test_a_missing_optional_package_names_the_extra(module, call, needed_by, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, module, None)  # import module: ModuleNotFoundError, as if not installed
+    with pytest.raises(ModuleNotFoundError, match=rf"{needed_by} needs {module}, .*numba_lstm\[convert\]"):
+        call(numba_lstm.LSTM(2, 3), tmp_path)
