@@ -1,6 +1,7 @@
 """What every example shares: the command line, the training loop, progress bar, timing and the loss plot."""
 
 import argparse
+import importlib.util
 import math
 import pathlib
 import time
@@ -14,6 +15,9 @@ from numba_lstm.losses import cross_entropy_backward, cross_entropy_forward, mse
 from numba_lstm.optim import clip_grad_norm, merge
 
 OUTPUT_DIR = pathlib.Path(__file__).resolve().parent / "output"
+
+#: The packages of the ``examples`` extra (pyproject.toml), by import name.
+EXTRA = ("sklearn", "statsmodels", "tqdm", "matplotlib", "threadpoolctl")
 
 
 def parser(name, description, *, epochs, hidden, batch, lr, seed=0):
@@ -118,6 +122,12 @@ def run_example(p, run, argv):
     """Parse ``argv`` with the parser ``p``, then ``run(args)`` under the ``--threads`` BLAS limit;
     a ``UsageError`` from ``run`` exits as a bad option does (status 2, with the usage)."""
     args = parse(p, argv)
+    missing = [name for name in EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        p.exit(
+            1,
+            f"{p.prog}: the examples need their extra: pip install -e '.[examples]' (missing: {', '.join(missing)})\n",
+        )
     try:
         with blas_threads(args):
             return run(args)

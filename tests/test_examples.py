@@ -130,3 +130,19 @@ def test_predict_keeps_no_cache():
     assert out.shape == (3, 1)
     with pytest.raises(numba_lstm.layer.NotReadyError, match="cache=False"):
         model.lstm.backward(np.zeros((5, 1, 8), np.float32))
+
+
+def test_a_missing_extra_is_named(monkeypatch, capsys):
+    import importlib.util
+
+    from examples import adding
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "tqdm" else find_spec(name))
+    with pytest.raises(SystemExit) as exit_info:
+        adding.main(["--quick"])
+    assert exit_info.value.code == 1
+    assert (
+        "the examples need their extra: pip install -e '.[examples]' (missing: tqdm)"
+        in capsys.readouterr().err
+    )
