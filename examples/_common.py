@@ -166,14 +166,9 @@ class Stopwatch:
 
 def save_curves(path, curves, title, xlabel="epoch", ylabel="loss", logy=True, hlines=None, vlines=None):
     """Plot ``curves`` (label -> (x, y)) and optional ``hlines`` (label -> y), ``vlines`` (label -> x)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    fig, ax = figure(figsize=(6.4, 4.0))
     for label, (x, y) in curves.items():
         ax.plot(x, y, label=label)
     for k, (label, y) in enumerate((hlines or {}).items()):
@@ -189,8 +184,16 @@ def save_curves(path, curves, title, xlabel="epoch", ylabel="loss", logy=True, h
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
+
+
+def figure(figsize):
+    """A matplotlib figure and its axes, drawn without pyplot: a caller's
+    backend (a notebook's, say) stays as it was, and nothing stays open."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=100)
+    return fig, fig.subplots()
 
 
 Loss = namedtuple("Loss", "forward backward")

@@ -21,6 +21,7 @@ from examples._common import (
     SequenceModel,
     Stopwatch,
     UsageError,
+    figure,
     fraction,
     option,
     parser,
@@ -165,12 +166,7 @@ def run(args):
 
 def _save_forecast(out, years, truth, forecast, naive):
     """A second PNG beside the loss curve: the held-out years, forecast against truth."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 3.2), dpi=100)
+    fig, ax = figure(figsize=(6.4, 3.2))
     ax.plot(years, truth, "k-", label="observed")
     ax.plot(years, forecast, "C0-", label="LSTM, one year ahead")
     ax.plot(years, naive, "C1:", label="naive last value")
@@ -179,7 +175,6 @@ def _save_forecast(out, years, truth, forecast, naive):
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out.with_name(out.stem + "_forecast.png"))
-    plt.close(fig)
 
 
 if __name__ == "__main__":
