@@ -26,3 +26,12 @@ def test_all_names_the_documented_functions_and_classes_the_module_defines(name)
     assert sorted(module.__all__) == sorted(defined - INTERNAL.get(name, set()))
     for key in module.__all__:
         assert inspect.getdoc(getattr(module, key)), f"numba_lstm.{name}.{key} has no docstring"
+
+
+def test_version_is_the_packages():
+    """``__version__`` and pyproject.toml's version (the installed metadata) are written twice: one value."""
+    import importlib.metadata
+
+    import numba_lstm
+
+    assert numba_lstm.__version__ == importlib.metadata.version("numba_lstm")
