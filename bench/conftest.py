@@ -66,7 +66,7 @@ def pytest_addoption(parser):
     group.addoption("--bench-shapes", default=QUICK["shapes"], help="float32 shapes BxTxIxH, comma-separated")
     group.addoption("--bench-shapes64", default=QUICK["shapes64"], help="float64 shapes BxTxIxH")
     group.addoption(
-        "--bench-stream-hidden", default=QUICK["stream_hidden"], help="streaming H values (I = H)"
+        "--bench-stream-hidden", default=QUICK["stream_hidden"], help="streaming H values (I = H), or 'none'"
     )
     group.addoption("--bench-stream-steps", type=int, default=100, help="steps per streaming call")
     group.addoption("--bench-lengths", default="64x100x256x256", help="variable-lengths shape, or 'none'")
@@ -89,7 +89,8 @@ def cases(config):
     groups += [("inference", s, "float64") for s in _shapes(option("--bench-shapes64"))]
     groups = groups + [("training", s, d) for _, s, d in groups]
     steps = option("--bench-stream-steps")
-    hidden = [int(H) for H in option("--bench-stream-hidden").split(",") if H.strip()]
+    text = option("--bench-stream-hidden")
+    hidden = [] if text.strip().lower() == "none" else [int(H) for H in text.split(",") if H.strip()]
     groups += [("streaming", (1, steps, H, H), "float32") for H in hidden]
     groups += [("lengths", s, "float32") for s in _shapes(option("--bench-lengths"))]
     return [

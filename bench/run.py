@@ -44,7 +44,9 @@ def parse_args(argv=None):
     )
     parser.add_argument("--shapes", default="16x100x128x256", help="float32 shapes, comma-separated BxTxIxH")
     parser.add_argument("--shapes64", default="16x100x128x256", help="float64 shapes ('none' for none)")
-    parser.add_argument("--stream-hidden", default="32,128,512", help="streaming hidden sizes H")
+    parser.add_argument(
+        "--stream-hidden", default="32,128,512", help="streaming hidden sizes H ('none' for none)"
+    )
     parser.add_argument("--stream-steps", type=int, default=100, help="steps per streaming call")
     parser.add_argument(
         "--lengths", default="64x100x256x256", help="variable-lengths shape ('none' for none)"
@@ -64,7 +66,12 @@ def parse_args(argv=None):
 
 
 def run_pytest(args, raw_json, log_path):
-    """Run the benchmarks in one pytest process; its output goes to ``log_path``."""
+    """Run the benchmarks in one pytest process; its output goes to ``log_path``.
+
+    Returns pytest's exit status.  A run in which some benchmarks failed (a
+    shape that does not fit in memory, a peer's error) still wrote the
+    others to ``raw_json``, which ``main`` renders; with nothing written, it
+    stops here."""
     command = [
         sys.executable, "-m", "pytest", str(HERE / "test_bench_lstm.py"), "-q", "-p", "no:cacheprovider",
         "--benchmark-enable", "--benchmark-quiet", f"--benchmark-json={raw_json}",
@@ -94,11 +101,17 @@ def run_pytest(args, raw_json, log_path):
                 line_start = char == "\n"
             sys.stdout.flush()
         returncode = process.wait()
-    if returncode != 0:
+    if returncode != 0 and not raw_json.exists():
         sys.exit(
             f"pytest failed (exit {returncode}); its output is in {log_path}:\n"
             + log_path.read_text()[-4000:]
         )
+    return returncode
+
+
+def failures(log_path):
+    """pytest's ``FAILED ...`` summary lines in the log (``-q`` prints one per failed test)."""
+    return [line for line in log_path.read_text(errors="replace").splitlines() if line.startswith("FAILED ")]
 
 
 #: What a new process times for the start-up row: ``import numba_lstm`` and a
@@ -302,17 +315,25 @@ def main(argv=None):
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + platform.node().split(".")[0]
     raw_json, log_path = out / f"{stamp}.raw.json", out / f"{stamp}.log"
     start = time.perf_counter()
-    run_pytest(args, raw_json, log_path)
+    returncode = run_pytest(args, raw_json, log_path)
     print("Start-up: cold and warm compile cache, in new processes", flush=True)
     startup = measure_startup()
     wall = time.perf_counter() - start
     raw = json.loads(raw_json.read_text())
     rows, gemm = summarise(raw)
     tables = render_tables(rows, raw.get("skipped", []), gemm, raw["machine_info"], startup)
+    failed = failures(log_path) if returncode != 0 else []
+    if returncode != 0:
+        tables += (
+            f"\n\n**Incomplete run**: pytest exited with {returncode}; the benchmarks that failed are "
+            f"missing above (their output: `{log_path.name}`, kept):\n\n"
+            + "\n".join(f"* `{line}`" for line in failed or ["(no FAILED line: see the log)"])
+            + "\n"
+        )
     results = {
         "date": raw["datetime"], "wall_seconds": wall, "arguments": vars(args),
         "machine": raw["machine_info"], "commit": raw["commit_info"], "gemm_gflops": gemm,
-        "startup": startup, "rows": rows, "skipped": raw.get("skipped", []),
+        "startup": startup, "rows": rows, "skipped": raw.get("skipped", []), "failed": failed,
     }  # fmt: skip
     # Every timed round is in rows[...]["times"]; pytest-benchmark's own
     # per-round records (about 20x larger) are not kept.
@@ -320,10 +341,13 @@ def main(argv=None):
     (out / f"{stamp}.md").write_text(tables)
     render_chart([r for r in rows if r["workload"] != "gemm"], out / f"{stamp}.png")
     raw_json.unlink()
-    log_path.unlink()
+    if returncode == 0:
+        log_path.unlink()
     print()
     print(tables)
     print(f"Wall time {wall:.0f} s. Results: {out / stamp}.json, .md, .png")
+    if returncode != 0:
+        sys.exit(f"pytest failed (exit {returncode}): {len(failed)} benchmarks missing; see {log_path}")
 
 
 if __name__ == "__main__":

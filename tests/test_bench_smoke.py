@@ -163,6 +163,37 @@ def test_tables_without_a_baseline_or_gemm_row():
     assert "n/ax" not in tables and "n/a%" not in tables
 
 
+def test_a_run_with_failed_benchmarks_still_writes_the_others(tmp_path, monkeypatch):
+    """A benchmark that fails (a shape that does not fit in memory, say) used
+    to end the run with nothing but pytest's log: the others' timings, in
+    pytest-benchmark's file, were lost after a 15-minute run.  Now they are
+    rendered, the failures listed, the log kept, and the exit is an error."""
+    import json
+
+    from bench import run
+
+    machine = {"numba_lstm_bench": {"cpu_model": "cpu", "logical_cpus": 2, "threads_per_implementation": 2,
+                                    "numba_threading_layer": "tbb", "threadpools": []}}  # fmt: skip
+    failed = "FAILED bench/test_bench_lstm.py::test_lstm[inference-B=2-T=5-I=4-H=4-float32-r0-torch.nn.LSTM]"
+
+    def run_pytest(args, raw_json, log_path):
+        raw = _raw({"numba_lstm": [1.0]}) | {"datetime": "now", "machine_info": machine, "commit_info": {}}
+        raw_json.write_text(json.dumps(raw))
+        log_path.write_text(f"..F\n{failed} - MemoryError\n1 failed, 2 passed\n")
+        return 1
+
+    monkeypatch.setattr(run, "run_pytest", run_pytest)
+    monkeypatch.setattr(run, "measure_startup", lambda: {"warm_s": 0.5, "cold_s": 20.0})
+    with pytest.raises(SystemExit, match="pytest failed \\(exit 1\\): 1 benchmarks missing"):
+        run.main(["--out", str(tmp_path)])
+    (json_path,) = tmp_path.glob("*.json")
+    assert json.loads(json_path.read_text())["failed"] == [f"{failed} - MemoryError"]
+    tables = json_path.with_suffix(".md").read_text()
+    assert "**Incomplete run**: pytest exited with 1" in tables and failed in tables
+    assert "| 2×5×4×4 | float32 | numba_lstm |" in tables
+    assert json_path.with_suffix(".log").exists() and not list(tmp_path.glob("*.raw.json"))
+
+
 def test_bench_threads_are_capped_by_numba_num_threads():
     """Numba's pool cannot grow past NUMBA_NUM_THREADS: the others get no more than it."""
     import subprocess
