@@ -26,6 +26,8 @@ import numba
 import numba.np.ufunc.parallel
 
 _TBB_SONAME = "libtbb.so.12"
+#: Numba's own order of threading layers (``NUMBA_THREADING_LAYER_PRIORITY`` unset).
+_NUMBAS_ORDER = ["tbb", "omp", "workqueue"]
 
 
 def _candidate_dirs():
@@ -91,11 +93,8 @@ def warn_if_started_without_tbb(tbb_path):
     if tbb_path is None or not numba.np.ufunc.parallel._is_initialized:
         return
     layer = numba.threading_layer()
-    chosen = numba.config.THREADING_LAYER != "default" or numba.config.THREADING_LAYER_PRIORITY != [
-        "tbb",
-        "omp",
-        "workqueue",
-    ]
+    config = numba.config
+    chosen = config.THREADING_LAYER != "default" or config.THREADING_LAYER_PRIORITY != _NUMBAS_ORDER
     if layer != "tbb" and not chosen:
         warnings.warn(
             f"Numba's threads were started before numba_lstm was imported, with the {layer!r} threading "
