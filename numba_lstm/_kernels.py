@@ -1234,38 +1234,52 @@ def _gather_transposed(AT, x, h0, y, prev, n_lo, n_hi, f_lo, f_hi):
 
 
 @numba.njit(**SERIAL)
-def _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, p_lo, p_hi):
-    """dW panels p_lo..p_hi += [x, h].T @ dgates for the rows n_lo..n_hi (their bias gradient too).
+def _add_packed_product(out, AT, panels, src, groups, n_lo, n_hi, p_lo, p_hi):
+    """out panels p_lo..p_hi += AT[:, :n_hi - n_lo] @ rows n_lo..n_hi of src, each element's sum from zero.
 
-    Packs the block's gate gradients of these panels into dG_block first (the
-    thread that packs a panel is the one that uses it), then runs the product
-    GRAD_FEATURES rows of AT at a time across all the panels: those rows stay
-    in L2 while the panels go by.  Each element sums the block's rows from
-    zero and adds that to dW (``_panel_block_sums``).  Summed into dW
-    directly, each element was one chain over all N rows, and float32 dW's
-    error grew with N: 2.4x torch's at 1,600 rows, 11.7x at 16,000 and 15.2x
-    at 80,000 (bench/NOTES.md, "Session 37").
+    Packs those rows of src (K, N), in ``groups`` blocks of columns as
+    ``pack_panels``, into panels p_lo..p_hi of ``panels`` (n_panels, R, NR)
+    first (the thread that packs a panel is the one that uses it), then runs
+    the product GRAD_FEATURES rows of AT at a time across all the panels:
+    those rows stay in L2 while the panels go by.  Each element sums the
+    rows from zero and adds that to out (``_panel_block_sums``).  The weight
+    gradients: dW of a block (``_dW_panels``) and a projection's dW_hr
+    (``_projection_grad_share``).
     """
-    NR = dG_block.shape[2]
     rows = n_hi - n_lo
     for k_lo in range(n_lo, n_hi, PACK_ROWS):
         # A few rows across all the panels, then the next: a panel at a time
-        # would read each row of dgates from another page.
+        # would read each row of src from another page.
         k_hi = min(k_lo + PACK_ROWS, n_hi)
         for p in range(p_lo, p_hi):
-            out = dG_block[p, k_lo - n_lo : k_hi - n_lo]
-            _pack_panel_rows(out, dgates, dG_block.shape[0], np.int64(4), p, k_lo, k_hi)
-    for p in range(p_lo, p_hi):
-        block = dG_block[p, :rows]
-        db_p = db_pad[p * NR : (p + 1) * NR]
-        for k in range(rows):
-            block_k = block[k]
-            for j in range(NR):
-                db_p[j] += block_k[j]
+            _pack_panel_rows(
+                panels[p, k_lo - n_lo : k_hi - n_lo], src, panels.shape[0], groups, p, k_lo, k_hi
+            )
     F = AT.shape[0]
     for f_lo in range(0, F, GRAD_FEATURES):
         f_hi = min(f_lo + GRAD_FEATURES, F)
-        _panel_block_sums(dW_pad[f_lo:f_hi], AT[f_lo:f_hi], dG_block, p_lo, p_hi, np.int64(0), rows)
+        _panel_block_sums(out[f_lo:f_hi], AT[f_lo:f_hi], panels, p_lo, p_hi, np.int64(0), rows)
+
+
+@numba.njit(**SERIAL)
+def _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, p_lo, p_hi):
+    """dW panels p_lo..p_hi += [x, h].T @ dgates for the rows n_lo..n_hi (their bias gradient too).
+
+    Through ``_add_packed_product``, so each element sums the block's rows
+    from zero and adds that to dW.  Summed into dW directly, each element
+    was one chain over all N rows, and float32 dW's error grew with N: 2.4x
+    torch's at 1,600 rows, 11.7x at 16,000 and 15.2x at 80,000
+    (bench/NOTES.md, "Session 37").
+    """
+    NR = dG_block.shape[2]
+    _add_packed_product(dW_pad, AT, dG_block, dgates, np.int64(4), n_lo, n_hi, p_lo, p_hi)
+    for p in range(p_lo, p_hi):
+        block = dG_block[p, : n_hi - n_lo]
+        db_p = db_pad[p * NR : (p + 1) * NR]
+        for k in range(n_hi - n_lo):
+            block_k = block[k]
+            for j in range(NR):
+                db_p[j] += block_k[j]
 
 
 @numba.njit(**SERIAL)
@@ -1376,22 +1390,12 @@ def _projection_grad_share(dW_hrT_pad, dhT, m_panels, m, dh_all, p_lo, p_hi):
     the same for any number of shares, and so are the bits
     (``_panel_block_sums``, as dW).
     """
-    N, P = dh_all.shape
+    N = dh_all.shape[0]
     R = dhT.shape[1]
-    n_panels = m_panels.shape[0]
     for n_lo in range(0, N, R):
         n_hi = min(n_lo + R, N)
-        rows = n_hi - n_lo
-        _transpose_into(dhT[:, :rows], dh_all[n_lo:n_hi])
-        for k_lo in range(n_lo, n_hi, PACK_ROWS):  # a few rows across the panels, as _dW_panels
-            k_hi = min(k_lo + PACK_ROWS, n_hi)
-            for p in range(p_lo, p_hi):
-                _pack_panel_rows(
-                    m_panels[p, k_lo - n_lo : k_hi - n_lo], m, n_panels, np.int64(1), p, k_lo, k_hi
-                )
-        for f_lo in range(0, P, GRAD_FEATURES):
-            f_hi = min(f_lo + GRAD_FEATURES, P)
-            _panel_block_sums(dW_hrT_pad[f_lo:f_hi], dhT[f_lo:f_hi], m_panels, p_lo, p_hi, np.int64(0), rows)
+        _transpose_into(dhT[:, : n_hi - n_lo], dh_all[n_lo:n_hi])
+        _add_packed_product(dW_hrT_pad, dhT, m_panels, m, np.int64(1), n_lo, n_hi, p_lo, p_hi)
 
 
 @numba.njit(**PARALLEL)
