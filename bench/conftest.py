@@ -76,10 +76,15 @@ def pytest_addoption(parser):
     group.addoption("--bench-pause", type=float, default=0.1, help="seconds of idle before each timed round")
 
 
-def _shapes(text):
+def _tokens(text):
+    """The comma- or space-separated values of an option; none for '' or 'none'."""
     if text.strip().lower() in ("", "none"):
         return []
-    return [tuple(int(n) for n in token.split("x")) for token in text.replace(" ", ",").split(",") if token]
+    return [token for token in text.replace(" ", ",").split(",") if token]
+
+
+def _shapes(text):
+    return [tuple(int(n) for n in token.split("x")) for token in _tokens(text)]
 
 
 def cases(config):
@@ -89,8 +94,7 @@ def cases(config):
     groups += [("inference", s, "float64") for s in _shapes(option("--bench-shapes64"))]
     groups = groups + [("training", s, d) for _, s, d in groups]
     steps = option("--bench-stream-steps")
-    text = option("--bench-stream-hidden")
-    hidden = [] if text.strip().lower() == "none" else [int(H) for H in text.split(",") if H.strip()]
+    hidden = [int(H) for H in _tokens(option("--bench-stream-hidden"))]
     groups += [("streaming", (1, steps, H, H), "float32") for H in hidden]
     groups += [("lengths", s, "float32") for s in _shapes(option("--bench-lengths"))]
     return [
