@@ -33,8 +33,9 @@ the same tiles reading W in place (bench/NOTES.md, "Session 32").
 
 Threads: a step with at least ``SPLIT_STEP_MIN_FLOP`` in its product is
 split between Numba's threads by rows when it has a tile of rows per thread
-(each thread keeps the same sequences of the batch, ``_forward_shares``),
-else by panels of hidden units: in the forward each thread computes the
+and its weights fit ``ROW_SPLIT_MAX_BYTES``, which depends on the CPU (each
+thread keeps the same sequences of the batch, ``_forward_shares``), else by
+panels of hidden units: in the forward each thread computes the
 input projection of its rows and units when a chunk is due, the
 pre-activations of their four gates and then their gates.  The forward
 opens one parallel region (``numba.prange``) for the whole sequence, the
@@ -89,6 +90,7 @@ import numba
 import numpy as np
 from numba.extending import overload
 
+from numba_lstm import _host
 from numba_lstm._math import fma, sigmoid, tanh
 from numba_lstm._options import PARALLEL, SERIAL
 from numba_lstm._panels import (
@@ -463,12 +465,52 @@ FORWARD_SHARES_PER_THREAD = np.int64(4)
 #: too: B = 1, I = 128, H = 256, P = 128 0.88 (bench/NOTES.md, "Session 24").
 ONE_TILE_SHARES_PER_THREAD = np.int64(1)
 
-#: Packed input and recurrent weights up to this size let a forward step
-#: of at least one tile of rows per worker be split by rows alone
-#: (``_forward_shares``): each thread then streams all the weights from L3
-#: at every step, and above this they come from memory (128x50x1024x1024,
-#: 32 MB in float32: 1.12x the time of the split by units).
-ROW_SPLIT_MAX_BYTES = 16 * 1024 * 1024
+#: Packed input and recurrent weights up to this size let a step of at
+#: least one tile of rows per worker be split by rows alone
+#: (``_forward_shares``, ``_backward_shares``), wherever the host's CPU
+#: gives no other bound (``row_split_max_bytes``): each thread then
+#: streams all the weights from L3 at every step, and above this they
+#: come from memory (Zen 4, 128x50x1024x1024, 32 MB in float32: 1.12x the
+#: time of the split by units).
+DEFAULT_ROW_SPLIT_MAX_BYTES = 16 * 1024 * 1024
+
+#: On an Intel CPU a split by rows pays only while the weights fit in this
+#: fraction of one core's L2 (``row_split_max_bytes``).
+INTEL_ROW_SPLIT_L2_FRACTION = 0.75
+
+
+def row_split_max_bytes(vendor, l2_bytes):
+    """ROW_SPLIT_MAX_BYTES on a CPU of ``vendor`` with ``l2_bytes`` of L2 a core
+    (``numba_lstm._host``; None where unknown).
+
+    A split by rows has each thread read all the weights at every step, a
+    split by units only its own units' share of them.  On Zen 4 (1 MB of
+    L2 a core, 32 MB of L3 per 8 cores) reading them all from L3 cost less
+    than what the split by units adds, up to DEFAULT_ROW_SPLIT_MAX_BYTES
+    (float32 forward, rows against units: 64x100x256x256, 2 MB, 0.82;
+    64x50x512x512, 8 MB, ran by rows at 0.99x PyTorch; bench/NOTES.md
+    "Session 15").  On an Intel Xeon with 2 MB of L2 a core (AVX-512 FP16,
+    2 threads) the forward's split by rows paid only while the weights fit
+    in L2.  Time by rows over time by units, float32 forward, B = 64,
+    T = 50, I = H: 1.12 MB 0.80-0.83, 1.53 MB 0.89-1.00, 2.0 MB 1.07-1.09,
+    2.53 MB 1.22-1.28, 4.5 MB 1.28-1.30; 16x100x128x256, 1.5 MB,
+    0.79-0.83.  The backward alone was even there from 1.12 to 8 MB
+    (0.90-1.05), so it follows the same bound (bench/NOTES.md
+    "Session 39").  So on Intel the bound is INTEL_ROW_SPLIT_L2_FRACTION
+    of one core's L2.  Measured on that one Intel host only; other vendors
+    keep the default.
+    """
+    if vendor == "GenuineIntel" and l2_bytes is not None:
+        return int(INTEL_ROW_SPLIT_L2_FRACTION * l2_bytes)
+    return DEFAULT_ROW_SPLIT_MAX_BYTES
+
+
+#: This host's bound (``row_split_max_bytes``), read once at import.  The
+#: kernels compile it in as a constant, so a compile cache carried to a host
+#: whose LLVM CPU name and features are the same but whose L2 is not keeps
+#: the first host's bound: its speed, never other results (a split only
+#: changes which thread computes which elements, not their sums).
+ROW_SPLIT_MAX_BYTES = row_split_max_bytes(_host.cpu_vendor(), _host.l2_cache_bytes())
 
 #: Panels of units that a forward share keeps at the least when a step is
 #: split by units and rows (``_forward_shares``).

@@ -328,6 +328,10 @@ CASES = [
     # float64 with AVX-512 (five and ten with AVX2), so that each of the three
     # workers takes some (``_projection_grad``).
     dict(T=6, B=10, I=8, H=80, P=70),
+    # 32 MB of float32 weights, past ROW_SPLIT_MAX_BYTES on every host, and
+    # a tile of rows or more per worker: the steps split by units, with rows
+    # (``_forward_shares``), and the backward's by panels of h.
+    dict(T=3, B=3 * TILE_ROWS, I=1024, H=1024),
 ]
 
 
