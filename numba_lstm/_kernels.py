@@ -495,7 +495,7 @@ def row_split_max_bytes(vendor, l2_bytes):
     T = 50, I = H: 1.12 MB 0.80-0.83, 1.53 MB 0.89-1.00, 2.0 MB 1.07-1.09,
     2.53 MB 1.22-1.28, 4.5 MB 1.28-1.30; 16x100x128x256, 1.5 MB,
     0.79-0.83.  The backward alone was even there from 1.12 to 8 MB
-    (0.90-1.05), so it follows the same bound (bench/NOTES.md
+    (0.89-1.07), so it follows the same bound (bench/NOTES.md
     "Session 39").  So on Intel the bound is INTEL_ROW_SPLIT_L2_FRACTION
     of one core's L2.  Measured on that one Intel host only; other vendors
     keep the default.
