@@ -468,20 +468,25 @@ ONE_TILE_SHARES_PER_THREAD = np.int64(1)
 #: Packed input and recurrent weights up to this size let a step of at
 #: least one tile of rows per worker be split by rows alone
 #: (``_forward_shares``, ``_backward_shares``), wherever the host's CPU
-#: gives no other bound (``row_split_max_bytes``): each thread then
-#: streams all the weights from L3 at every step, and above this they
-#: come from memory (Zen 4, 128x50x1024x1024, 32 MB in float32: 1.12x the
-#: time of the split by units).
+#: gives no other bound (``row_split_bound``): each thread then streams
+#: all the weights from L3 at every step, and above this they come from
+#: memory (Zen 4, 128x50x1024x1024, 32 MB in float32: 1.12x the time of
+#: the split by units).
 DEFAULT_ROW_SPLIT_MAX_BYTES = 16 * 1024 * 1024
 
 #: On an Intel CPU a split by rows pays only while the weights fit in this
-#: fraction of one core's L2 (``row_split_max_bytes``).
-INTEL_ROW_SPLIT_L2_FRACTION = 0.75
+#: fraction of one core's L2 (``row_split_bound``).
+INTEL_ROW_SPLIT_L2_FRACTION = 0.875
+
+#: The L2 a core that ``row_split_bound`` assumes of an Intel CPU whose L2
+#: cannot be read: the least of Intel's server cores since 2017 (1 MB).
+INTEL_ASSUMED_L2_BYTES = 1024 * 1024
 
 
-def row_split_max_bytes(vendor, l2_bytes):
-    """ROW_SPLIT_MAX_BYTES on a CPU of ``vendor`` with ``l2_bytes`` of L2 a core
-    (``numba_lstm._host``; None where unknown).
+def row_split_bound(vendor, l2_bytes):
+    """The packed weight bytes up to which a step may be split by rows, on a
+    CPU of ``vendor`` with ``l2_bytes`` of L2 a core (``numba_lstm._host``;
+    None where unknown).
 
     A split by rows has each thread read all the weights at every step, a
     split by units only its own units' share of them.  On Zen 4 (1 MB of
@@ -497,20 +502,23 @@ def row_split_max_bytes(vendor, l2_bytes):
     0.79-0.83.  The backward alone was even there from 1.12 to 8 MB
     (0.89-1.07), so it follows the same bound (bench/NOTES.md
     "Session 39").  So on Intel the bound is INTEL_ROW_SPLIT_L2_FRACTION
-    of one core's L2.  Measured on that one Intel host only; other vendors
-    keep the default.
+    of one core's L2 (1.75 MB there, between the 1.53 and the 2.0 MB
+    measured, and off the benchmark's shapes).  Measured on that one Intel
+    host only; other vendors keep the default.
     """
-    if vendor == "GenuineIntel" and l2_bytes is not None:
-        return int(INTEL_ROW_SPLIT_L2_FRACTION * l2_bytes)
+    if vendor == "GenuineIntel":
+        return int(INTEL_ROW_SPLIT_L2_FRACTION * (INTEL_ASSUMED_L2_BYTES if l2_bytes is None else l2_bytes))
     return DEFAULT_ROW_SPLIT_MAX_BYTES
 
 
-#: This host's bound (``row_split_max_bytes``), read once at import.  The
-#: kernels compile it in as a constant, so a compile cache carried to a host
-#: whose LLVM CPU name and features are the same but whose L2 is not keeps
-#: the first host's bound: its speed, never other results (a split only
-#: changes which thread computes which elements, not their sums).
-ROW_SPLIT_MAX_BYTES = row_split_max_bytes(_host.cpu_vendor(), _host.l2_cache_bytes())
+#: This host's bound (``row_split_bound``), read once at import.  The
+#: Python layer passes it to the sequence kernels at every call rather than
+#: compiling it in, so that a compile cache shared between hosts of one
+#: LLVM CPU name (``NUMBA_CPU_NAME=generic``, say) keeps each host's bound.
+#: ``jit.forward``, called from compiled code, compiles it in: there a
+#: shared cache keeps the first host's, which changes its speed only (a
+#: split changes which thread computes an element, not its sum).
+ROW_SPLIT_MAX_BYTES = row_split_bound(_host.cpu_vendor(), _host.l2_cache_bytes())
 
 #: Panels of units that a forward share keeps at the least when a step is
 #: split by units and rows (``_forward_shares``).
@@ -524,11 +532,11 @@ def _tiles(rows):
 
 
 @numba.njit(**SERIAL)
-def _split_by_rows(B, workers, weight_bytes):
+def _split_by_rows(B, workers, weight_bytes, row_split_max_bytes):
     """Whether ``workers`` split a step of B rows by rows alone (``_forward_shares``,
     ``_backward_shares``): a tile of rows per worker at the least, and packed
-    W_x and W_h of ``weight_bytes`` <= ROW_SPLIT_MAX_BYTES."""
-    return _tiles(B) >= workers and weight_bytes <= ROW_SPLIT_MAX_BYTES
+    W_x and W_h of ``weight_bytes`` <= ``row_split_max_bytes`` (ROW_SPLIT_MAX_BYTES)."""
+    return _tiles(B) >= workers and weight_bytes <= row_split_max_bytes
 
 
 @numba.njit(**SERIAL)
@@ -540,7 +548,7 @@ def _shares_per_thread(B):
 
 
 @numba.njit(**SERIAL)
-def _forward_shares(n_units, B, workers, weight_bytes):
+def _forward_shares(n_units, B, workers, weight_bytes, row_split_max_bytes):
     """(unit_shares, row_shares): how ``_lstm_forward`` splits each step of B rows.
 
     Share q is what ``_share_rects`` makes of it: with ``unit_shares`` > 1,
@@ -548,11 +556,11 @@ def _forward_shares(n_units, B, workers, weight_bytes):
     whole tiles, ``_split_tiles``), and a worker's block of shares covers
     whole unit shares, its panels; with one unit share, part q of the
     step's rows times panels, cut at (tile, panel) pairs.  ``weight_bytes``:
-    the packed W_x and W_h.
+    the packed W_x and W_h; ``row_split_max_bytes``: ROW_SPLIT_MAX_BYTES.
 
     * One tile of rows: ONE_TILE_SHARES_PER_THREAD unit shares per worker
       (``_shares_per_thread``).
-    * At least a tile per worker and weights up to ROW_SPLIT_MAX_BYTES: rows
+    * At least a tile per worker and weights up to ``row_split_max_bytes``: rows
       alone, up to FORWARD_SHARES_PER_THREAD shares per worker.  A thread
       then keeps its rows, the same sequences, from step to step: it reads
       only the h_{t-1} it wrote, and writes only its own rows of ``z``.
@@ -575,7 +583,7 @@ def _forward_shares(n_units, B, workers, weight_bytes):
     tiles = _tiles(B)
     if tiles <= 1:
         return _share_count(n_units, per_thread, workers), 1
-    if _split_by_rows(B, workers, weight_bytes):
+    if _split_by_rows(B, workers, weight_bytes, row_split_max_bytes):
         return 1, min(tiles, shares, MAX_SHARES)
     wide = min(shares, n_units // SHARE_PANELS)
     unit_shares = max(1, min(n_units, max(workers, wide - wide % workers), MAX_SHARES))
@@ -861,7 +869,9 @@ def _forward_steps(
 
 
 @numba.njit(**PARALLEL)
-def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, workers, sync):
+def _lstm_forward(
+    y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0, batch_sizes, workers, row_split_max_bytes, sync,
+):  # fmt: skip
     """Forward pass over a whole packed sequence.
 
     y      (N, P)     out: h_t of every step
@@ -887,6 +897,7 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     c0     (B, H)     in
     batch_sizes (T,)  in: rows of each step, non-increasing
     workers           iterations of the parallel region, one per Numba thread
+    row_split_max_bytes  ROW_SPLIT_MAX_BYTES (``_forward_shares``)
                       (1: no parallel region); each step is split into
                       ``ONE_TILE_SHARES_PER_THREAD`` shares per worker (one
                       tile of rows) or about ``FORWARD_SHARES_PER_THREAD``
@@ -910,7 +921,9 @@ def _lstm_forward(y, m, c, gates, tanh_c, z, y_pad, x, W_x, W_h, b, W_hr, h0, c0
     """
     B = batch_sizes[0] if batch_sizes.size > 0 else 0
     weight_bytes = (W_x.size + W_h.size) * W_h.itemsize
-    unit_shares, row_shares = _forward_shares(W_h.shape[0] // 4, B, workers, weight_bytes)
+    unit_shares, row_shares = _forward_shares(
+        W_h.shape[0] // 4, B, workers, weight_bytes, row_split_max_bytes
+    )
     proj_shares = _share_count(W_hr.shape[0], _shares_per_thread(B), workers)
     workers = min(workers, max(unit_shares * row_shares, proj_shares))
     if workers > 1:
@@ -1112,19 +1125,19 @@ def _backward_dh(dh_pad, dh_all, dgates_next, dy, W_hT, p_lo, p_hi):
 
 
 @numba.njit(**SERIAL)
-def _backward_shares(n_h, B, workers, weight_bytes, projected):
+def _backward_shares(n_h, B, workers, weight_bytes, projected, row_split_max_bytes):
     """(h_shares, row_shares): how ``_lstm_backward`` splits each step of B rows, one share per worker.
 
     Share q is what ``_share_rects`` makes of it, with panels of dh's
     columns (and of the units without a projection) for units.  As in
     ``_forward_shares``, a step of at least a tile of rows per worker whose
-    weights fit ROW_SPLIT_MAX_BYTES is split by rows alone, so that a
+    weights fit ``row_split_max_bytes`` is split by rows alone, so that a
     thread keeps its sequences from step to step, and its rows times
     panels in halves: whole tiles gave one thread a tile more whenever a
     step had an odd number.  Without that, and with a projection (whose
     second phase needs every column of dh), by panels.
     """
-    if not projected and workers > 1 and _split_by_rows(B, workers, weight_bytes):
+    if not projected and workers > 1 and _split_by_rows(B, workers, weight_bytes, row_split_max_bytes):
         return 1, min(workers, MAX_SHARES)
     return _share_count(n_h, np.int64(1), workers), 1
 
@@ -1610,7 +1623,7 @@ def _pipelined_worker(
 def _lstm_backward(
     dx_pad, dW_pad, db_pad, dh_pad, dc, dh_all, dm_pad, dG_ring, AT, dG_block, prev,
     dy, x, h0, y, m, c0, c, gates, tanh_c, W_hT, W_hrT, W_xT, batch_sizes, step_shares, grad_shares, pipelined,
-    sync, grad_sync,
+    row_split_max_bytes, sync, grad_sync,
 ):  # fmt: skip
     """Backward pass (BPTT) through the steps of a packed sequence, with the weight gradients.
 
@@ -1638,6 +1651,7 @@ def _lstm_backward(
     pipelined         ``_pipelined`` of the first step's rows and these workers,
                       decided by the caller, which sized ``dG_ring`` and
                       ``grad_sync`` for it
+    row_split_max_bytes  ROW_SPLIT_MAX_BYTES (``_backward_shares``)
     sync   (4(T + 1),) work: ``counters(2(T + 1))``, the taken shares and done counters of each step
                      (``numba_lstm._sync``), t = -1 included
     grad_sync        work: ``counters(3)``, the same for ``_block_grads``; pipelined,
@@ -1682,7 +1696,9 @@ def _lstm_backward(
             )  # fmt: skip
     else:
         weight_bytes = (W_xT.size + W_hT.size) * W_hT.itemsize
-        h_shares, row_shares = _backward_shares(n_h, B, step_shares, weight_bytes, n_m > 0)
+        h_shares, row_shares = _backward_shares(
+            n_h, B, step_shares, weight_bytes, n_m > 0, row_split_max_bytes
+        )
         m_shares = _share_count(n_m, np.int64(1), step_shares)
         workers = max(h_shares * row_shares, m_shares)
         S = dG_ring.shape[0]

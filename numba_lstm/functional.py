@@ -17,6 +17,7 @@ from numba_lstm._kernels import (
     ONE_TILE_GRAD_ROWS,
     PARALLEL_MIN_FLOP,
     PIPELINE_SLOTS,
+    ROW_SPLIT_MAX_BYTES,
     SPLIT_STEP_MIN_FLOP,
     _final_rows,
     _lstm_backward,
@@ -287,7 +288,8 @@ def _forward(x, W, b, h0, c0, W_hr, lengths, reverse, cache, *, private_x, priva
             y, m, c, gates, tanh_c, aligned_empty((_z_rows(B, Hp, np.dtype(dtype).itemsize), 4 * Hp), dtype), np.empty((B, Pp) if projected else (0, 0), dtype),
             x_packed, pack_panels(W[:I], groups=4), pack_panels(W[I:], groups=4), pad_columns(b, groups=4),
             pack_panels(W_hr) if projected else np.empty((0, 0, 0), dtype), h0_sorted, c0_sorted,
-            packing.batch_sizes, _threads(_use_threads(B_steps, P, 4 * H, SPLIT_STEP_MIN_FLOP)), counters(2 * packing.batch_sizes.size),
+            packing.batch_sizes, _threads(_use_threads(B_steps, P, 4 * H, SPLIT_STEP_MIN_FLOP)), ROW_SPLIT_MAX_BYTES,
+            counters(2 * packing.batch_sizes.size),
         )  # fmt: skip
     h_n = packing.final_state(y, h0)
     c_n = packing.final_state(c, c0, slots=c_rows < N)
@@ -440,7 +442,7 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
             aligned_empty((PIPELINE_SLOTS if pipelined else 2, rows, 4 * H), dtype),
             aligned_empty((I + P, rows), dtype), aligned_empty((4 * Hp // NR, rows, NR), dtype), prev,
             dy_packed, cache.x, cache.h0, cache.y, cache.m, cache.c0, cache.c, cache.gates, cache.tanh_c,
-            W_hT, W_hrT, W_xT, pk.batch_sizes, step_workers, grad_workers, pipelined,
+            W_hT, W_hrT, W_xT, pk.batch_sizes, step_workers, grad_workers, pipelined, ROW_SPLIT_MAX_BYTES,
             counters(2 * (pk.batch_sizes.size + 1)), counters(4 * pk.batch_sizes.size if pipelined else 3),
         )  # fmt: skip
         dW_hr = _projection_grad_of(cache.m, dh_all) if projected else None

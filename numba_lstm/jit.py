@@ -42,6 +42,7 @@ from numba.extending import intrinsic, overload
 from numba.np.arrayobj import populate_array
 
 from numba_lstm._kernels import (
+    ROW_SPLIT_MAX_BYTES,
     SMALL_ROWS,
     SPLIT_STEP_MIN_FLOP,
     _add_blas_matmul,
@@ -675,6 +676,7 @@ def forward(x, W, b, h0, c0):
         np.empty((0, 0), x.dtype),
         x.reshape(N, I), W_x, W_h, b_pad, np.empty((0, 0, 0), x.dtype), h0, c0, batch_sizes,
         thread_count() if _use_threads(B, H, 4 * H, SPLIT_STEP_MIN_FLOP) else 1,
+        np.int64(ROW_SPLIT_MAX_BYTES),  # compiled in (see its comment); int64, not a literal
         counters(2 * T),
     )  # fmt: skip
     last = N - B if c_rows == N else (T - 1) % 2 * B  # c's rows of the last step

@@ -1,13 +1,18 @@
 """What the split policy reads of the host (``numba_lstm._host``) and the bound it makes of it."""
 
+import os
+
+import numpy as np
 import pytest
 
 from numba_lstm import _host
 from numba_lstm._kernels import (
     DEFAULT_ROW_SPLIT_MAX_BYTES,
     ROW_SPLIT_MAX_BYTES,
-    row_split_max_bytes,
+    _split_by_rows,
+    row_split_bound,
 )
+from numba_lstm._panels import TILE_ROWS
 
 MiB = 1024**2
 
@@ -39,44 +44,63 @@ def test_cpu_vendor_without_proc(tmp_path):
     assert _host.cpu_vendor(str(tmp_path / "missing")) is None
 
 
-def _caches(root, *levels):
-    """A sysfs cache folder: one index folder per (level, type, size)."""
-    for k, (level, kind, size) in enumerate(levels):
-        index = root / f"index{k}"
+def _cpus(root, caches, siblings="2", cpu=2):
+    """A sysfs ``cpu`` folder for CPU ``cpu``: its SMT siblings and one index
+    folder per (level, type, size, shared_cpu_list) of ``caches``."""
+    topology = root / f"cpu{cpu}" / "topology"
+    topology.mkdir(parents=True)
+    (topology / "thread_siblings_list").write_text(f"{siblings}\n")
+    for k, (level, kind, size, shared) in enumerate(caches):
+        index = root / f"cpu{cpu}" / "cache" / f"index{k}"
         index.mkdir(parents=True)
-        for name, value in (("level", level), ("type", kind), ("size", size)):
+        for name, value in (("level", level), ("type", kind), ("size", size), ("shared_cpu_list", shared)):
             (index / name).write_text(f"{value}\n")
     return str(root)
 
 
 @pytest.mark.parametrize(
-    ("levels", "expected"),
+    ("caches", "siblings", "expected"),
     [
+        # The Xeon of bench/NOTES.md "Session 39": an L2 of its own per core.
         (
             [
-                (1, "Data", "48K"),
-                (1, "Instruction", "32K"),
-                (2, "Unified", "2048K"),
-                (3, "Unified", "491520K"),
+                (1, "Data", "48K", "2"),
+                (1, "Instruction", "32K", "2"),
+                (2, "Unified", "2048K", "2"),
+                (3, "Unified", "491520K", "0-3"),
             ],
+            "2",
             2 * MiB,
         ),
-        ([(1, "Data", "32K"), (2, "Unified", "1M")], MiB),
-        ([(2, "Data", "524288")], 512 * 1024),
-        ([(1, "Data", "32K"), (2, "Instruction", "1M")], None),  # no data cache at level 2
-        ([(1, "Data", "32K"), (3, "Unified", "32M")], None),
-        ([(2, "Unified", "2048 K")], None),  # not a size sysfs writes
-        ([(2, "Unified", "0K")], None),
+        ([(1, "Data", "32K", "2,6"), (2, "Unified", "1M", "2,6")], "2,6", MiB),  # SMT: one core, two CPUs
+        ([(2, "Unified", "4096K", "0-3")], "2", MiB),  # four E-cores share one L2
+        ([(2, "Data", "524288", "2")], "2", 512 * 1024),
+        ([(1, "Data", "32K", "2"), (2, "Instruction", "1M", "2")], "2", None),  # no data cache at level 2
+        ([(1, "Data", "32K", "2"), (3, "Unified", "32M", "0-7")], "2", None),
+        ([(2, "Unified", "2048 K", "2")], "2", None),  # not a size as sysfs writes one
+        ([(2, "Unified", "0K", "2")], "2", None),
+        ([(2, "Unified", "²K", "2")], "2", None),
+        ([(2, "Unified", "2048K", "3-1")], "2", None),  # not a CPU list
     ],
 )
-def test_l2_cache_bytes(tmp_path, levels, expected):
-    assert _host.l2_cache_bytes(_caches(tmp_path / "cache", *levels)) == expected
+def test_l2_cache_bytes(tmp_path, caches, siblings, expected):
+    assert _host.l2_cache_bytes(_cpus(tmp_path / "cpu", caches, siblings), cpu=2) == expected
+
+
+def test_l2_cache_bytes_reads_a_cpu_this_process_may_run_on(tmp_path):
+    cpu = min(os.sched_getaffinity(0))
+    root = _cpus(tmp_path / "cpu", [(2, "Unified", "1M", str(cpu))], siblings=str(cpu), cpu=cpu)
+    assert _host.l2_cache_bytes(root) == MiB
 
 
 def test_l2_cache_bytes_without_sysfs(tmp_path):
-    assert _host.l2_cache_bytes(str(tmp_path / "missing")) is None
-    (tmp_path / "cache" / "index0").mkdir(parents=True)  # a folder without its files
-    assert _host.l2_cache_bytes(str(tmp_path / "cache")) is None
+    assert _host.l2_cache_bytes(str(tmp_path / "missing"), cpu=0) is None
+    (tmp_path / "cpu" / "cpu0" / "cache" / "index2").mkdir(parents=True)  # a folder without its files
+    assert _host.l2_cache_bytes(str(tmp_path / "cpu"), cpu=0) is None
+    # Bytes the kernel never writes there: None, not an error at import.
+    root = _cpus(tmp_path / "bad", [(2, "Unified", "1M", "0")], siblings="0", cpu=0)
+    (tmp_path / "bad" / "cpu0" / "cache" / "index0" / "level").write_bytes(b"\xff\n")
+    assert _host.l2_cache_bytes(root, cpu=0) is None
 
 
 @pytest.mark.parametrize(
@@ -84,17 +108,23 @@ def test_l2_cache_bytes_without_sysfs(tmp_path):
     [
         # The Intel host of bench/NOTES.md "Session 39": 16x100x128x256's
         # 1.5 MB of float32 weights still split by rows, 64x100x256x256's 2 MB not.
-        ("GenuineIntel", 2 * MiB, int(1.5 * MiB)),
-        ("GenuineIntel", MiB, 768 * 1024),
-        ("GenuineIntel", None, DEFAULT_ROW_SPLIT_MAX_BYTES),
+        ("GenuineIntel", 2 * MiB, int(1.75 * MiB)),
+        ("GenuineIntel", MiB, 896 * 1024),
+        ("GenuineIntel", None, 896 * 1024),  # L2 unknown: 1 MB assumed
         ("AuthenticAMD", MiB, 16 * MiB),  # Zen: the weights stream from L3 up to 16 MB
+        ("AuthenticAMD", None, DEFAULT_ROW_SPLIT_MAX_BYTES),
         (None, 2 * MiB, 16 * MiB),
         (None, None, 16 * MiB),
     ],
 )
-def test_row_split_max_bytes(vendor, l2_bytes, expected):
-    assert row_split_max_bytes(vendor, l2_bytes) == expected
+def test_row_split_bound(vendor, l2_bytes, expected):
+    assert row_split_bound(vendor, l2_bytes) == expected
 
 
-def test_this_hosts_bound():
-    assert ROW_SPLIT_MAX_BYTES == row_split_max_bytes(_host.cpu_vendor(), _host.l2_cache_bytes())
+@pytest.mark.parametrize("bound", [ROW_SPLIT_MAX_BYTES, 1024, 16 * MiB])
+def test_the_bound_is_an_argument_of_the_compiled_kernels(bound):
+    """The bound reaches the compiled code as an argument, so a compile cache
+    shared between hosts keeps each host's (it is not compiled in)."""
+    bound = np.int64(bound)
+    assert _split_by_rows(2 * TILE_ROWS, 2, bound, bound)
+    assert not _split_by_rows(2 * TILE_ROWS, 2, bound + 1, bound)

@@ -11,7 +11,6 @@ from numba_lstm._kernels import (
     GRAD_SHARES_PER_THREAD,
     ONE_TILE_SHARES_PER_THREAD,
     PIPELINE_MAX_BYTES,
-    ROW_SPLIT_MAX_BYTES,
     SHARE_PANELS,
     _backward_shares,
     _forward_shares,
@@ -91,7 +90,10 @@ def test_each_worker_starts_its_own_contiguous_block(workers, shares):
     assert sizes.max() - sizes.min() <= 1, sizes
 
 
-SMALL, LARGE = ROW_SPLIT_MAX_BYTES, ROW_SPLIT_MAX_BYTES + 1
+# The bound on a split by rows (ROW_SPLIT_MAX_BYTES, which depends on the
+# host) is an argument of the kernels: these tests pass their own.
+BOUND = np.int64(1 << 20)
+SMALL, LARGE = BOUND, BOUND + 1
 
 
 @pytest.mark.parametrize(
@@ -107,7 +109,7 @@ SMALL, LARGE = ROW_SPLIT_MAX_BYTES, ROW_SPLIT_MAX_BYTES + 1
         (8, 5 * TILE_ROWS, 2, SMALL, (1, 5)),  # rows alone, an odd number of tiles (_share_rects halves them)
         (8, 3 * TILE_ROWS - 1, 2, SMALL, (1, 3)),  # three tiles, the last one short
         (8, 2 * TILE_ROWS, 3, SMALL, (3, 2)),  # fewer tiles than workers: units and rows
-        (32, 16 * TILE_ROWS, 2, LARGE, (8, 1)),  # weights past ROW_SPLIT_MAX_BYTES: units of 4 panels
+        (32, 16 * TILE_ROWS, 2, LARGE, (8, 1)),  # weights past the bound: units of 4 panels
         (8, 8 * TILE_ROWS, 2, LARGE, (2, 4)),  # ... the shares left split the rows
         (12, 8 * TILE_ROWS, 2, LARGE, (2, 4)),  # 3 units shares of 4 panels: rounded down to 2 workers'
         (1, 8 * TILE_ROWS, 2, LARGE, (1, 8)),  # fewer panels than workers
@@ -117,7 +119,7 @@ SMALL, LARGE = ROW_SPLIT_MAX_BYTES, ROW_SPLIT_MAX_BYTES + 1
     ],
 )
 def test_forward_shares(n_units, B, workers, weight_bytes, expected):
-    unit_shares, row_shares = _forward_shares(n_units, B, workers, weight_bytes)
+    unit_shares, row_shares = _forward_shares(n_units, B, workers, weight_bytes, BOUND)
     assert (unit_shares, row_shares) == expected
     assert 1 <= unit_shares <= n_units and 1 <= row_shares <= -(-B // TILE_ROWS)
     per_thread = ONE_TILE_SHARES_PER_THREAD if B <= TILE_ROWS else FORWARD_SHARES_PER_THREAD
@@ -135,13 +137,13 @@ def test_forward_shares(n_units, B, workers, weight_bytes, expected):
         (4, 1, 2, SMALL, False, (2, 1)),  # one share per worker: by panels of h
         (4, 2 * TILE_ROWS, 2, SMALL, False, (1, 2)),  # by rows
         (4, 2 * TILE_ROWS, 3, SMALL, False, (3, 1)),  # fewer tiles than workers
-        (4, 2 * TILE_ROWS, 2, LARGE, False, (2, 1)),  # weights past ROW_SPLIT_MAX_BYTES
+        (4, 2 * TILE_ROWS, 2, LARGE, False, (2, 1)),  # weights past the bound
         (4, 2 * TILE_ROWS, 2, SMALL, True, (2, 1)),  # a projection needs all of dh_t per panel
         (4, 64 * TILE_ROWS, 1, SMALL, False, (1, 1)),
     ],
 )
 def test_backward_shares(n_h, B, workers, weight_bytes, projected, expected):
-    assert _backward_shares(n_h, B, workers, weight_bytes, projected) == expected
+    assert _backward_shares(n_h, B, workers, weight_bytes, projected, BOUND) == expected
 
 
 @pytest.mark.parametrize(
