@@ -897,11 +897,11 @@ def _lstm_forward(
     c0     (B, H)     in
     batch_sizes (T,)  in: rows of each step, non-increasing
     workers           iterations of the parallel region, one per Numba thread
-    row_split_max_bytes  ROW_SPLIT_MAX_BYTES (``_forward_shares``)
                       (1: no parallel region); each step is split into
                       ``ONE_TILE_SHARES_PER_THREAD`` shares per worker (one
                       tile of rows) or about ``FORWARD_SHARES_PER_THREAD``
                       (``_forward_shares``)
+    row_split_max_bytes  ROW_SPLIT_MAX_BYTES (``_forward_shares``)
     sync   (4T,)      work: ``counters(2T)``, each step's taken shares and done counters
                       (``numba_lstm._sync``), for the units and the projection
 
