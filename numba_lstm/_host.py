@@ -11,6 +11,9 @@ import os
 CPUINFO = "/proc/cpuinfo"
 CPUS = "/sys/devices/system/cpu"
 
+#: More CPUs than a CPU list may name (Linux's NR_CPUS is at most 8192).
+MAX_CPUS = 65536
+
 
 def cpu_vendor(cpuinfo=CPUINFO):
     """The CPU's vendor as ``/proc/cpuinfo`` names it ("GenuineIntel", "AuthenticAMD"), or None."""
@@ -30,28 +33,46 @@ def l2_cache_bytes(cpus=CPUS, cpu=None):
 
     ``cpu``: by default the first CPU this process may run on.  sysfs gives
     the size of the whole cache, which a cluster of cores may share (Intel's
-    E-cores, four to an L2): it is divided by the cores in its
-    ``shared_cpu_list``, counting a core's SMT siblings once.
+    E-cores, four to an L2): it is divided by the cores (distinct
+    ``core_id`` of a package) of the CPUs in its ``shared_cpu_list``.  An
+    index folder that cannot be read is passed over.
     """
     if cpu is None:
-        cpu = min(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
+        cpu = _first_cpu()
     caches = os.path.join(cpus, f"cpu{cpu}", "cache")
     try:
-        entries = os.listdir(caches)
-        siblings = _count_cpus(_read(os.path.join(cpus, f"cpu{cpu}", "topology"), "thread_siblings_list"))
-        for entry in entries:
-            folder = os.path.join(caches, entry)
+        entries = sorted(os.listdir(caches))
+    except OSError:
+        return None
+    for entry in entries:
+        folder = os.path.join(caches, entry)
+        try:
             if not entry.startswith("index") or _read(folder, "level") != "2":
                 continue
             if _read(folder, "type") not in ("Unified", "Data"):
                 continue
-            size, sharing = _bytes_of(_read(folder, "size")), _count_cpus(_read(folder, "shared_cpu_list"))
-            if size is None or sharing is None or siblings is None:
+            size, sharing = _bytes_of(_read(folder, "size")), _cpu_list(_read(folder, "shared_cpu_list"))
+            if size is None or sharing is None:
                 return None
-            return size // max(1, sharing // siblings)
-    except (OSError, ValueError):  # a file missing or not in the kernel's format
-        pass
+            cores = {_core(cpus, other) for other in sharing}
+        except (OSError, ValueError):  # a file missing or not in the kernel's format
+            continue
+        return size // len(cores)
     return None
+
+
+def _first_cpu():
+    """The lowest-numbered CPU this process may run on (0 where that cannot be asked)."""
+    try:
+        return min(os.sched_getaffinity(0))
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def _core(cpus, cpu):
+    """(package, core) of CPU ``cpu``: its SMT siblings share it."""
+    topology = os.path.join(cpus, f"cpu{cpu}", "topology")
+    return _read(topology, "physical_package_id"), _read(topology, "core_id")
 
 
 def _read(folder, name):
@@ -66,14 +87,16 @@ def _bytes_of(size):
     return int(digits) * scale if digits.isascii() and digits.isdigit() and int(digits) > 0 else None
 
 
-def _count_cpus(cpu_list):
-    """How many CPUs a sysfs CPU list names ("0-3,8,10-11": 7), or None if it is not one."""
-    count = 0
-    for part in cpu_list.split(","):
+def _cpu_list(text):
+    """The CPUs a sysfs CPU list names ("0-2,8": [0, 1, 2, 8]), or None if it is not one."""
+    listed = []
+    for part in text.split(","):
         first, _, last = part.partition("-")
         if not (first.isascii() and first.isdigit() and (not last or (last.isascii() and last.isdigit()))):
             return None
         if int(last or first) < int(first):
             return None
-        count += int(last or first) - int(first) + 1
-    return count if count > 0 else None
+        listed.extend(range(int(first), int(last or first) + 1))
+        if len(listed) > MAX_CPUS:
+            return None
+    return listed or None

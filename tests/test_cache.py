@@ -105,6 +105,13 @@ for dtype in (np.float32, np.float64):
     y, h_n, c_n, cache = numba_lstm.lstm_forward(x, W, np.zeros(4 * H, dtype), W_hr=W_hr)
     for a in (y, h_n, c_n, *numba_lstm.lstm_backward(np.ones_like(y), cache)):
         out.append(hashlib.sha256(a.tobytes()).hexdigest()[:16])
+    # jit.forward: its own call of _lstm_forward (the split bound compiled in, as int64).
+    T, B, I, H = 6, 3, 5, 8
+    rng = np.random.default_rng(3)
+    x, h0, c0 = (rng.standard_normal(shape).astype(dtype) for shape in ((T, B, I), (B, H), (B, H)))
+    W = (rng.standard_normal((I + H, 4 * H)) * 0.3).astype(dtype)
+    for a in numba_lstm.jit.forward(x, W, np.zeros(4 * H, dtype), h0, c0):
+        out.append(hashlib.sha256(a.tobytes()).hexdigest()[:16])
 # Streaming: a small layer (one jitted call a step) without and with projection.
 for options in ({}, {"proj_size": 3}):
     layer = numba_lstm.LSTM(6, 7, num_layers=2, seed=0, **options).eval()
@@ -178,7 +185,7 @@ def test_compiled_and_cached_kernels_give_the_same_bits(digest_runs):
     product (``numba_lstm._math.fma``).
     """
     compiled, loaded = (run[0].split() for run in digest_runs)
-    assert len(compiled) == 2 * (3 * 8 + 9)  # per dtype: 3 shapes of 8 arrays, a projection's 9
+    assert len(compiled) == 2 * (3 * 8 + 9 + 3)  # per dtype: 3 shapes of 8 arrays, a projection's 9, jit.forward's 3
     assert loaded == compiled, [k for k, (a, c) in enumerate(zip(compiled, loaded, strict=True)) if a != c]
 
 

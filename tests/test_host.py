@@ -44,12 +44,15 @@ def test_cpu_vendor_without_proc(tmp_path):
     assert _host.cpu_vendor(str(tmp_path / "missing")) is None
 
 
-def _cpus(root, caches, siblings="2", cpu=2):
-    """A sysfs ``cpu`` folder for CPU ``cpu``: its SMT siblings and one index
-    folder per (level, type, size, shared_cpu_list) of ``caches``."""
-    topology = root / f"cpu{cpu}" / "topology"
-    topology.mkdir(parents=True)
-    (topology / "thread_siblings_list").write_text(f"{siblings}\n")
+def _cpus(root, caches, cores, cpu=2):
+    """A sysfs ``cpu`` folder: the (package, core) of each CPU in ``cores``, and
+    for CPU ``cpu`` one index folder per (level, type, size, shared_cpu_list)
+    of ``caches``."""
+    for n, (package, core) in cores.items():
+        topology = root / f"cpu{n}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text(f"{package}\n")
+        (topology / "core_id").write_text(f"{core}\n")
     for k, (level, kind, size, shared) in enumerate(caches):
         index = root / f"cpu{cpu}" / "cache" / f"index{k}"
         index.mkdir(parents=True)
@@ -58,49 +61,58 @@ def _cpus(root, caches, siblings="2", cpu=2):
     return str(root)
 
 
+OWN = {2: (0, 1)}  # CPU 2, core 1 of package 0, no SMT sibling online
+XEON = [
+    (1, "Data", "48K", "2"),
+    (1, "Instruction", "32K", "2"),
+    (2, "Unified", "2048K", "2"),
+    (3, "Unified", "491520K", "0-3"),
+]
+
+
 @pytest.mark.parametrize(
-    ("caches", "siblings", "expected"),
+    ("caches", "cores", "expected"),
     [
-        # The Xeon of bench/NOTES.md "Session 39": an L2 of its own per core.
-        (
-            [
-                (1, "Data", "48K", "2"),
-                (1, "Instruction", "32K", "2"),
-                (2, "Unified", "2048K", "2"),
-                (3, "Unified", "491520K", "0-3"),
-            ],
-            "2",
-            2 * MiB,
-        ),
-        ([(1, "Data", "32K", "2,6"), (2, "Unified", "1M", "2,6")], "2,6", MiB),  # SMT: one core, two CPUs
-        ([(2, "Unified", "4096K", "0-3")], "2", MiB),  # four E-cores share one L2
-        ([(2, "Data", "524288", "2")], "2", 512 * 1024),
-        ([(1, "Data", "32K", "2"), (2, "Instruction", "1M", "2")], "2", None),  # no data cache at level 2
-        ([(1, "Data", "32K", "2"), (3, "Unified", "32M", "0-7")], "2", None),
-        ([(2, "Unified", "2048 K", "2")], "2", None),  # not a size as sysfs writes one
-        ([(2, "Unified", "0K", "2")], "2", None),
-        ([(2, "Unified", "²K", "2")], "2", None),
-        ([(2, "Unified", "2048K", "3-1")], "2", None),  # not a CPU list
+        (XEON, OWN, 2 * MiB),  # the Xeon of bench/NOTES.md "Session 39": an L2 of its own per core
+        ([(2, "Unified", "1M", "2,6")], {2: (0, 1), 6: (0, 1)}, MiB),  # SMT: two CPUs, one core
+        ([(2, "Unified", "4096K", "0-3")], {n: (0, n) for n in range(4)}, MiB),  # four E-cores, one L2
+        ([(2, "Unified", "2M", "0-2")], {0: (0, 0), 1: (0, 0), 2: (0, 1)}, MiB),  # a sibling offline
+        ([(2, "Unified", "2M", "2,3")], {2: (0, 1), 3: (1, 1)}, MiB),  # core 1 of two packages
+        ([(2, "Data", "524288", "2")], OWN, 512 * 1024),
+        ([(1, "Data", "32K", "2"), (2, "Instruction", "1M", "2")], OWN, None),  # no data cache at level 2
+        ([(1, "Data", "32K", "2"), (3, "Unified", "32M", "0-7")], OWN, None),
+        ([(2, "Unified", "2048 K", "2")], OWN, None),  # not a size as sysfs writes one
+        ([(2, "Unified", "0K", "2")], OWN, None),
+        ([(2, "Unified", "²K", "2")], OWN, None),
+        ([(2, "Unified", "2048K", "3-1")], OWN, None),  # not a CPU list
+        ([(2, "Unified", "2048K", "0-99999999")], OWN, None),
+        ([(2, "Unified", "2048K", "2,5")], OWN, None),  # CPU 5's topology missing
     ],
 )
-def test_l2_cache_bytes(tmp_path, caches, siblings, expected):
-    assert _host.l2_cache_bytes(_cpus(tmp_path / "cpu", caches, siblings), cpu=2) == expected
+def test_l2_cache_bytes(tmp_path, caches, cores, expected):
+    assert _host.l2_cache_bytes(_cpus(tmp_path / "cpu", caches, cores), cpu=2) == expected
 
 
-def test_l2_cache_bytes_reads_a_cpu_this_process_may_run_on(tmp_path):
-    cpu = min(os.sched_getaffinity(0))
-    root = _cpus(tmp_path / "cpu", [(2, "Unified", "1M", str(cpu))], siblings=str(cpu), cpu=cpu)
-    assert _host.l2_cache_bytes(root) == MiB
+def test_l2_cache_bytes_reads_the_first_cpu_this_process_may_run_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {5, 3})
+    root = _cpus(tmp_path / "cpu", [(2, "Unified", "2M", "3")], {3: (0, 3)}, cpu=3)
+    _cpus(tmp_path / "cpu", [(2, "Unified", "1M", "0")], {0: (0, 0)}, cpu=0)  # not this process's
+    assert _host.l2_cache_bytes(root) == 2 * MiB
 
 
 def test_l2_cache_bytes_without_sysfs(tmp_path):
     assert _host.l2_cache_bytes(str(tmp_path / "missing"), cpu=0) is None
     (tmp_path / "cpu" / "cpu0" / "cache" / "index2").mkdir(parents=True)  # a folder without its files
     assert _host.l2_cache_bytes(str(tmp_path / "cpu"), cpu=0) is None
-    # Bytes the kernel never writes there: None, not an error at import.
-    root = _cpus(tmp_path / "bad", [(2, "Unified", "1M", "0")], siblings="0", cpu=0)
-    (tmp_path / "bad" / "cpu0" / "cache" / "index0" / "level").write_bytes(b"\xff\n")
-    assert _host.l2_cache_bytes(root, cpu=0) is None
+
+
+def test_l2_cache_bytes_passes_over_an_unreadable_index(tmp_path):
+    """Bytes the kernel never writes there: that folder is passed over, not an error at import."""
+    root = _cpus(tmp_path / "cpu", [(1, "Data", "32K", "2"), (2, "Unified", "1M", "2")], OWN)
+    (tmp_path / "cpu" / "cpu2" / "cache" / "index0" / "level").write_bytes(b"\xff\n")
+    assert _host.l2_cache_bytes(root, cpu=2) == MiB
+    (tmp_path / "cpu" / "cpu2" / "cache" / "index1" / "type").write_bytes(b"Unif\xefed\n")
+    assert _host.l2_cache_bytes(root, cpu=2) is None
 
 
 @pytest.mark.parametrize(
