@@ -185,7 +185,8 @@ def test_compiled_and_cached_kernels_give_the_same_bits(digest_runs):
     product (``numba_lstm._math.fma``).
     """
     compiled, loaded = (run[0].split() for run in digest_runs)
-    assert len(compiled) == 2 * (3 * 8 + 9 + 3)  # per dtype: 3 shapes of 8 arrays, a projection's 9, jit.forward's 3
+    # Per dtype: 3 shapes of 8 arrays, a projection's 9, jit.forward's 3.
+    assert len(compiled) == 2 * (3 * 8 + 9 + 3)
     assert loaded == compiled, [k for k, (a, c) in enumerate(zip(compiled, loaded, strict=True)) if a != c]
 
 
