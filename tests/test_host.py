@@ -135,8 +135,33 @@ def test_row_split_bound(vendor, l2_bytes, expected):
 
 @pytest.mark.parametrize("bound", [ROW_SPLIT_MAX_BYTES, 1024, 16 * MiB])
 def test_the_bound_is_an_argument_of_the_compiled_kernels(bound):
-    """The bound reaches the compiled code as an argument, so a compile cache
-    shared between hosts keeps each host's (it is not compiled in)."""
+    """The compiled decision follows the bound it is given, not one compiled
+    in (a compile cache shared between hosts would keep the first host's)."""
     bound = np.int64(bound)
     assert _split_by_rows(2 * TILE_ROWS, 2, bound, bound)
     assert not _split_by_rows(2 * TILE_ROWS, 2, bound + 1, bound)
+
+
+def test_the_python_layer_passes_the_hosts_bound(monkeypatch):
+    """``lstm_forward`` and ``lstm_backward`` hand ROW_SPLIT_MAX_BYTES, as read
+    at call time, to the kernels (the argument before ``sync``, and before
+    ``sync, grad_sync``)."""
+    import numba_lstm
+    from numba_lstm import functional
+
+    seen = {}
+    for name, position in (("_lstm_forward", -2), ("_lstm_backward", -3)):
+        kernel = getattr(functional, name)
+
+        def spy(*args, kernel=kernel, name=name, position=position):
+            seen[name] = args[position]
+            return kernel(*args)
+
+        monkeypatch.setattr(functional, name, spy)
+    monkeypatch.setattr(functional, "ROW_SPLIT_MAX_BYTES", 12345)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 16, 4)).astype(np.float32)
+    W = rng.standard_normal((4 + 8, 32)).astype(np.float32)
+    y, _, _, cache = numba_lstm.lstm_forward(x, W, np.zeros(32, np.float32))
+    numba_lstm.lstm_backward(np.ones_like(y), cache)
+    assert seen == {"_lstm_forward": 12345, "_lstm_backward": 12345}
