@@ -554,14 +554,27 @@ def _forward_shares(n_units, B, workers, weight_bytes, row_split_max_bytes):
     Share q is what ``_share_rects`` makes of it: with ``unit_shares`` > 1,
     unit share q // row_shares and row block q % row_shares (``_row_block``:
     whole tiles, ``_split_tiles``), and a worker's block of shares covers
-    whole unit shares, its panels; with one unit share, part q of the
-    step's rows times panels, cut at (tile, panel) pairs.  ``weight_bytes``:
-    the packed W_x and W_h; ``row_split_max_bytes``: ROW_SPLIT_MAX_BYTES.
+    whole unit shares, its panels; with one unit share, a worker's block
+    holds its part of the step's rows times panels, cut at (tile, panel)
+    pairs, and each of the block's shares all of the part's rows for some
+    of its panels.  ``weight_bytes``: the packed W_x and W_h;
+    ``row_split_max_bytes``: ROW_SPLIT_MAX_BYTES.
+
+    No worker's shares split its rows into blocks: each block would read
+    the worker's panels of the weights again (a panel stays in L1 only
+    while the tiles of one share walk down it).  On the Intel host of
+    bench/NOTES.md "Session 40", float32 forward, two threads, B = 64, a
+    worker's rows in four blocks against one: split by rows, 64x100x256x256
+    1.13-1.32x the time, 64x50x512x512 1.33-1.37x; split by units,
+    64x50x384x384 1.19-1.28x (2 unit shares of 4 row blocks against 2 of
+    one).
 
     * One tile of rows: ONE_TILE_SHARES_PER_THREAD unit shares per worker
       (``_shares_per_thread``).
     * At least a tile per worker and weights up to ``row_split_max_bytes``: rows
-      alone, up to FORWARD_SHARES_PER_THREAD shares per worker.  A thread
+      alone, up to FORWARD_SHARES_PER_THREAD shares per worker, and no
+      more shares than tiles (B = 16, two threads, 16x100x128x256: 2
+      shares against 8, 0.95-0.96x the time).  A thread
       then keeps its rows, the same sequences, from step to step: it reads
       only the h_{t-1} it wrote, and writes only its own rows of ``z``.
       float32 forward against the split by units alone: 64x100x256x256
@@ -574,9 +587,11 @@ def _forward_shares(n_units, B, workers, weight_bytes, row_split_max_bytes):
       "Session 26"); with the rows left over in a tall last tile, B = 5 to
       23 0.72-0.92, variable lengths 0.965-0.979 ("Session 27").
     * Otherwise unit shares of at least SHARE_PANELS panels, a multiple of
-      ``workers`` of them (one each at the least), and the rows split into
-      the shares left: one panel of units left the gate pass 32 units per
-      row, whose loop costs 2.53 ns a unit against 1.84 at 128 (float32).
+      ``workers`` of them (one each at the least): one panel of units left
+      the gate pass 32 units per row, whose loop costs 2.53 ns a unit
+      against 1.84 at 128 (float32).  The rows are split only where there
+      are fewer unit shares than workers, into as few blocks as give each
+      worker a share.
     """
     per_thread = _shares_per_thread(B)
     shares = per_thread * workers
@@ -587,7 +602,7 @@ def _forward_shares(n_units, B, workers, weight_bytes, row_split_max_bytes):
         return 1, min(tiles, shares, MAX_SHARES)
     wide = min(shares, n_units // SHARE_PANELS)
     unit_shares = max(1, min(n_units, max(workers, wide - wide % workers), MAX_SHARES))
-    row_shares = min(tiles, -(-shares // unit_shares), max(1, MAX_SHARES // unit_shares))
+    row_shares = min(tiles, -(-workers // unit_shares), max(1, MAX_SHARES // unit_shares))
     return unit_shares, row_shares
 
 
@@ -697,8 +712,10 @@ def _share_rects(q, rows, n_units, unit_shares, row_shares, workers):
     tile, are cut into parts of nearly equal rows times panels (at
     ``_pair_of_cell``), one for each of the ``workers``' blocks of shares
     (``numba_lstm._sync.home``), and each part into its block's shares: the
-    whole tiles shared out, the first share taking the end of the tile the
-    part starts in and the last the start of the tile it ends in.  Whole
+    part's whole tiles split by panels between them, the first share also
+    taking the end of the tile the part starts in and the last the start of
+    the tile it ends in.  Shares of whole tiles each read all the panels of
+    the weights once more (``_forward_shares``).  Whole
     tiles alone gave one thread a tile more than the other whenever a step
     had an odd number of them, as the steps of variable lengths do; a part
     cut into equal shares split a tile at almost every share.  Parts of
@@ -722,8 +739,8 @@ def _share_rects(q, rows, n_units, unit_shares, row_shares, workers):
         if q > first:
             return empty, empty, empty
         return (lo % n_units, hi % n_units, _tile_row(rows, t_hi), _tile_row(rows, t_lo)), empty, empty
-    a, b = _share(t_hi - t_lo, q - first, end - first)
-    whole = (np.int64(0), n_units, _tile_row(rows, t_lo + a), _tile_row(rows, t_lo + b))
+    u_a, u_b = _share(n_units, q - first, end - first)
+    whole = (u_a, u_b, _tile_row(rows, t_lo), _tile_row(rows, t_hi))
     head = tail = empty
     if q == first and lo % n_units > 0:
         head = (lo % n_units, n_units, _tile_row(rows, t_lo - 1), _tile_row(rows, t_lo))

@@ -108,14 +108,15 @@ SMALL, LARGE = BOUND, BOUND + 1
         (8, 2 * TILE_ROWS, 2, SMALL, (1, 2)),  # rows only: one tile a worker
         (8, 5 * TILE_ROWS, 2, SMALL, (1, 5)),  # rows alone, an odd number of tiles (_share_rects halves them)
         (8, 3 * TILE_ROWS - 1, 2, SMALL, (1, 3)),  # three tiles, the last one short
-        (8, 2 * TILE_ROWS, 3, SMALL, (3, 2)),  # fewer tiles than workers: units and rows
+        (8, 2 * TILE_ROWS, 3, SMALL, (3, 1)),  # fewer tiles than workers: units, the rows whole
         (32, 16 * TILE_ROWS, 2, LARGE, (8, 1)),  # weights past the bound: units of 4 panels
-        (8, 8 * TILE_ROWS, 2, LARGE, (2, 4)),  # ... the shares left split the rows
-        (12, 8 * TILE_ROWS, 2, LARGE, (2, 4)),  # 3 units shares of 4 panels: rounded down to 2 workers'
-        (1, 8 * TILE_ROWS, 2, LARGE, (1, 8)),  # fewer panels than workers
+        (8, 8 * TILE_ROWS, 2, LARGE, (2, 1)),  # ... a share a worker, the rows whole
+        (12, 8 * TILE_ROWS, 2, LARGE, (2, 1)),  # 3 units shares of 4 panels: rounded down to 2 workers'
+        (1, 8 * TILE_ROWS, 2, LARGE, (1, 2)),  # fewer panels than workers: a block of rows a worker
         (200, 64 * TILE_ROWS, 16, SMALL, (1, 63)),  # MAX_SHARES caps every split
         (200, 64 * TILE_ROWS, 16, LARGE, (48, 1)),
-        (8, 8 * TILE_ROWS, 16, LARGE, (8, 7)),
+        (8, 8 * TILE_ROWS, 16, LARGE, (8, 2)),  # 8 unit shares for 16 workers: each in two row blocks
+        (3, 8 * TILE_ROWS, 4, LARGE, (3, 2)),  # 3 unit shares for 4 workers
     ],
 )
 def test_forward_shares(n_units, B, workers, weight_bytes, expected):
@@ -125,10 +126,11 @@ def test_forward_shares(n_units, B, workers, weight_bytes, expected):
     per_thread = ONE_TILE_SHARES_PER_THREAD if B <= TILE_ROWS else FORWARD_SHARES_PER_THREAD
     assert _shares_per_thread(B) == per_thread  # the projection phase's count too
     assert unit_shares * row_shares <= min(MAX_SHARES, per_thread * workers)
-    if row_shares > 1 and unit_shares > 1:
+    if unit_shares > 1:
         assert n_units // unit_shares >= min(SHARE_PANELS, n_units // workers)
         if n_units >= workers:
             assert unit_shares % workers == 0, "each worker's block of shares covers whole unit shares"
+        assert unit_shares * (row_shares - 1) < workers, "rows split only to give each worker a share"
 
 
 @pytest.mark.parametrize(
@@ -247,23 +249,30 @@ def test_share_rects_cover_each_panel_of_each_row_once(rows, n_units, unit_share
     """The shares of a step (``_share_rects``) compute every unit panel of
     every row exactly once.  Split by rows alone, each of the workers' blocks
     of shares (``home``) holds its even part of the rows times panels, give
-    or take the rows of the tallest tile, however many tiles; and each
-    block splits at most its first and its last tile between shares."""
+    or take the rows of the tallest tile, however many tiles; each of a
+    block's shares walks all of the block's whole tiles (for some of the
+    panels), so that no share reads a panel of the weights that another
+    share of the block reads for other rows; and only the block's first
+    and last tiles, if it holds part of them, are computed apart."""
     count = np.zeros((rows, n_units), np.int64)
     shares = unit_shares * row_shares
     blocks = min(workers, shares)
     block_cells, split_tiles = [], []
     for w in range(blocks):
-        cells, pieces = 0, {}
+        cells, pieces, whole_rows = 0, {}, set()
         for q in range(home(w, blocks, shares), home(w + 1, blocks, shares)):
-            for u_lo, u_hi, r_lo, r_hi in _share_rects(q, rows, n_units, unit_shares, row_shares, workers):
+            rects = _share_rects(q, rows, n_units, unit_shares, row_shares, workers)
+            for kind, (u_lo, u_hi, r_lo, r_hi) in enumerate(rects):
                 if u_hi > u_lo and r_hi > r_lo:
                     assert 0 <= u_lo < u_hi <= n_units and 0 <= r_lo < r_hi <= rows
                     count[r_lo:r_hi, u_lo:u_hi] += 1
                     cells += (u_hi - u_lo) * (r_hi - r_lo)
-                    if unit_shares == 1 and u_hi - u_lo < n_units:
-                        assert _tiles_between(rows, r_lo, r_hi) == 1, "only a single tile is split by panels"
+                    if unit_shares == 1 and kind == 1:  # the block's whole tiles
+                        whole_rows.add((r_lo, r_hi))
+                    elif unit_shares == 1:  # part of the block's first tile, or of its last
+                        assert _tiles_between(rows, r_lo, r_hi) == 1 and u_hi - u_lo < n_units
                         pieces[r_lo] = pieces.get(r_lo, 0) + 1
+        assert len(whole_rows) <= 1, f"block {w} splits its whole tiles by rows: {whole_rows}"
         block_cells.append(cells)
         split_tiles.append(pieces)
     assert (count == 1).all()
