@@ -503,7 +503,11 @@ def row_split_bound(vendor, l2_bytes):
     (0.89-1.07), so it follows the same bound (bench/NOTES.md
     "Session 39").  So on Intel the bound is INTEL_ROW_SPLIT_L2_FRACTION
     of one core's L2 (1.75 MB there, between the 1.53 and the 2.0 MB
-    measured, and off the benchmark's shapes).  Measured on that one Intel
+    measured, and off the benchmark's shapes).  Those splits by rows cut a
+    worker's rows into blocks, each reading the weights again; since its
+    shares cut them by panels (``_share_rects``), rows over units came out
+    0.93-1.05 from 2 to 8 MB there (bench/NOTES.md "Session 40"), so the
+    bound still marks where rows stop paying.  Measured on that one Intel
     host only; other vendors keep the default.
     """
     if vendor == "GenuineIntel":
@@ -520,8 +524,9 @@ def row_split_bound(vendor, l2_bytes):
 #: split changes which thread computes an element, not its sum).
 ROW_SPLIT_MAX_BYTES = row_split_bound(_host.cpu_vendor(), _host.l2_cache_bytes())
 
-#: Panels of units that a forward share keeps at the least when a step is
-#: split by units and rows (``_forward_shares``).
+#: Panels of units that a forward share keeps at the least when a step of
+#: more than one tile of rows is split, by units or by rows, into more
+#: shares than workers (``_forward_shares``).
 SHARE_PANELS = 4
 
 
@@ -553,16 +558,19 @@ def _forward_shares(n_units, B, workers, weight_bytes, row_split_max_bytes):
 
     Share q is what ``_share_rects`` makes of it: with ``unit_shares`` > 1,
     unit share q // row_shares and row block q % row_shares (``_row_block``:
-    whole tiles, ``_split_tiles``), and a worker's block of shares covers
-    whole unit shares, its panels; with one unit share, a worker's block
+    whole tiles, ``_split_tiles``), and where the workers divide the
+    shares a worker's block covers whole unit shares, its panels; with one
+    unit share, a worker's block
     holds its part of the step's rows times panels, cut at (tile, panel)
     pairs, and each of the block's shares all of the part's rows for some
     of its panels.  ``weight_bytes``: the packed W_x and W_h;
     ``row_split_max_bytes``: ROW_SPLIT_MAX_BYTES.
 
-    No worker's shares split its rows into blocks: each block would read
-    the worker's panels of the weights again (a panel stays in L1 only
-    while the tiles of one share walk down it).  On the Intel host of
+    A worker's shares do not split its rows into blocks, each of which
+    would read the worker's panels of the weights again (a panel stays in
+    L1 only while the tiles of one share walk down it); only where the
+    workers do not divide the shares may a worker's block hold two blocks
+    of rows (3 unit shares of 2 row blocks for 4 workers).  On the Intel host of
     bench/NOTES.md "Session 40", float32 forward, two threads, B = 64, a
     worker's rows in four blocks against one: split by rows, 64x100x256x256
     1.13-1.32x the time, 64x50x512x512 1.33-1.37x; split by units,
@@ -572,9 +580,10 @@ def _forward_shares(n_units, B, workers, weight_bytes, row_split_max_bytes):
     * One tile of rows: ONE_TILE_SHARES_PER_THREAD unit shares per worker
       (``_shares_per_thread``).
     * At least a tile per worker and weights up to ``row_split_max_bytes``: rows
-      alone, up to FORWARD_SHARES_PER_THREAD shares per worker, and no
-      more shares than tiles (B = 16, two threads, 16x100x128x256: 2
-      shares against 8, 0.95-0.96x the time).  A thread
+      alone, up to FORWARD_SHARES_PER_THREAD shares per worker of at
+      least SHARE_PANELS panels each, and no more shares than tiles (B =
+      16, two threads, 16x100x128x256: 2 shares against 8, 0.95-0.96x the
+      time).  A thread
       then keeps its rows, the same sequences, from step to step: it reads
       only the h_{t-1} it wrote, and writes only its own rows of ``z``.
       float32 forward against the split by units alone: 64x100x256x256
@@ -599,7 +608,7 @@ def _forward_shares(n_units, B, workers, weight_bytes, row_split_max_bytes):
     if tiles <= 1:
         return _share_count(n_units, per_thread, workers), 1
     if _split_by_rows(B, workers, weight_bytes, row_split_max_bytes):
-        return 1, min(tiles, shares, MAX_SHARES)
+        return 1, min(tiles, workers * max(1, min(per_thread, n_units // SHARE_PANELS)), MAX_SHARES)
     wide = min(shares, n_units // SHARE_PANELS)
     unit_shares = max(1, min(n_units, max(workers, wide - wide % workers), MAX_SHARES))
     row_shares = min(tiles, -(-workers // unit_shares), max(1, MAX_SHARES // unit_shares))
@@ -714,8 +723,8 @@ def _share_rects(q, rows, n_units, unit_shares, row_shares, workers):
     (``numba_lstm._sync.home``), and each part into its block's shares: the
     part's whole tiles split by panels between them, the first share also
     taking the end of the tile the part starts in and the last the start of
-    the tile it ends in.  Shares of whole tiles each read all the panels of
-    the weights once more (``_forward_shares``).  Whole
+    the tile it ends in (a cut by whole tiles had each share read all the
+    panels of the weights once more, ``_forward_shares``).  Whole
     tiles alone gave one thread a tile more than the other whenever a step
     had an odd number of them, as the steps of variable lengths do; a part
     cut into equal shares split a tile at almost every share.  Parts of
@@ -916,7 +925,7 @@ def _lstm_forward(
     workers           iterations of the parallel region, one per Numba thread
                       (1: no parallel region); each step is split into
                       ``ONE_TILE_SHARES_PER_THREAD`` shares per worker (one
-                      tile of rows) or about ``FORWARD_SHARES_PER_THREAD``
+                      tile of rows) or up to ``FORWARD_SHARES_PER_THREAD``
                       (``_forward_shares``)
     row_split_max_bytes  ROW_SPLIT_MAX_BYTES (``_forward_shares``)
     sync   (4T,)      work: ``counters(2T)``, each step's taken shares and done counters

@@ -104,9 +104,11 @@ SMALL, LARGE = BOUND, BOUND + 1
         (16, 1, 2, SMALL, (2, 1)),
         (16, 1, 3, LARGE, (3, 1)),
         (1, 1, 2, SMALL, (1, 1)),  # fewer panels than workers
-        (8, 8 * TILE_ROWS, 2, SMALL, (1, 8)),  # rows only, 4 blocks a worker
+        (8, 8 * TILE_ROWS, 2, SMALL, (1, 4)),  # rows only, 2 shares of 4 panels a worker
+        (4, 8 * TILE_ROWS, 2, SMALL, (1, 2)),  # rows only, 4 panels: one share a worker
+        (1, 8 * TILE_ROWS, 2, SMALL, (1, 2)),
         (8, 2 * TILE_ROWS, 2, SMALL, (1, 2)),  # rows only: one tile a worker
-        (8, 5 * TILE_ROWS, 2, SMALL, (1, 5)),  # rows alone, an odd number of tiles (_share_rects halves them)
+        (8, 5 * TILE_ROWS, 2, SMALL, (1, 4)),  # rows alone, an odd number of tiles (_share_rects halves them)
         (8, 3 * TILE_ROWS - 1, 2, SMALL, (1, 3)),  # three tiles, the last one short
         (8, 2 * TILE_ROWS, 3, SMALL, (3, 1)),  # fewer tiles than workers: units, the rows whole
         (32, 16 * TILE_ROWS, 2, LARGE, (8, 1)),  # weights past the bound: units of 4 panels
@@ -126,7 +128,14 @@ def test_forward_shares(n_units, B, workers, weight_bytes, expected):
     per_thread = ONE_TILE_SHARES_PER_THREAD if B <= TILE_ROWS else FORWARD_SHARES_PER_THREAD
     assert _shares_per_thread(B) == per_thread  # the projection phase's count too
     assert unit_shares * row_shares <= min(MAX_SHARES, per_thread * workers)
-    if unit_shares > 1:
+    assert unit_shares * row_shares >= min(workers, unit_shares * -(-B // TILE_ROWS)), (
+        "a share for each worker"
+    )
+    if unit_shares == 1 and B > TILE_ROWS:
+        assert row_shares <= workers * max(1, n_units // SHARE_PANELS), (
+            "shares of SHARE_PANELS panels at the least"
+        )
+    if unit_shares > 1 and B > TILE_ROWS:
         assert n_units // unit_shares >= min(SHARE_PANELS, n_units // workers)
         if n_units >= workers:
             assert unit_shares % workers == 0, "each worker's block of shares covers whole unit shares"
@@ -250,17 +259,18 @@ def test_share_rects_cover_each_panel_of_each_row_once(rows, n_units, unit_share
     every row exactly once.  Split by rows alone, each of the workers' blocks
     of shares (``home``) holds its even part of the rows times panels, give
     or take the rows of the tallest tile, however many tiles; each of a
-    block's shares walks all of the block's whole tiles (for some of the
-    panels), so that no share reads a panel of the weights that another
-    share of the block reads for other rows; and only the block's first
-    and last tiles, if it holds part of them, are computed apart."""
+    block's shares walks all of the block's whole tiles for some of the
+    panels, none left without panels while there are enough; and only the
+    block's first and last tiles, where it holds part of them, are
+    computed apart."""
     count = np.zeros((rows, n_units), np.int64)
     shares = unit_shares * row_shares
     blocks = min(workers, shares)
     block_cells, split_tiles = [], []
     for w in range(blocks):
-        cells, pieces, whole_rows = 0, {}, set()
-        for q in range(home(w, blocks, shares), home(w + 1, blocks, shares)):
+        cells, pieces, whole_rows, whole_shares = 0, {}, set(), 0
+        first, end = home(w, blocks, shares), home(w + 1, blocks, shares)
+        for q in range(first, end):
             rects = _share_rects(q, rows, n_units, unit_shares, row_shares, workers)
             for kind, (u_lo, u_hi, r_lo, r_hi) in enumerate(rects):
                 if u_hi > u_lo and r_hi > r_lo:
@@ -269,10 +279,12 @@ def test_share_rects_cover_each_panel_of_each_row_once(rows, n_units, unit_share
                     cells += (u_hi - u_lo) * (r_hi - r_lo)
                     if unit_shares == 1 and kind == 1:  # the block's whole tiles
                         whole_rows.add((r_lo, r_hi))
+                        whole_shares += 1
                     elif unit_shares == 1:  # part of the block's first tile, or of its last
                         assert _tiles_between(rows, r_lo, r_hi) == 1 and u_hi - u_lo < n_units
                         pieces[r_lo] = pieces.get(r_lo, 0) + 1
         assert len(whole_rows) <= 1, f"block {w} splits its whole tiles by rows: {whole_rows}"
+        assert whole_shares == (min(end - first, n_units) if whole_rows else 0)
         block_cells.append(cells)
         split_tiles.append(pieces)
     assert (count == 1).all()
@@ -304,6 +316,7 @@ def _run(dtype, T, B, I, H, P, lengths):
         (6, 5, 40, 200, 200, None),  # one tile with AVX-512: 7 (float32) or 13 panels of units, 8 shares
         (6, 16, 40, 200, 200, None),  # rows: two or four tiles
         (4, 20, 24, 100, 100, None),  # rows: three or five tiles, so shares that split a tile by units
+        (3, 64, 24, 260, 260, None),  # 8 or 16 tiles, 9 or 17 panels: a thread's part in shares of panels
         (5, 37, 21, 50, 50, np.arange(37) % 6),  # rows: uneven blocks, the batch shrinks, empty sequences
         (5, 9, 33, 130, 70, [5, 1, 4, 5, 2, 3, 5, 0, 4]),  # projection: 3 or 5 panels; ended, empty rows
     ],
