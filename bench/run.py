@@ -308,11 +308,34 @@ def render_chart(rows, path):
     plt.close(fig)
 
 
+RESULT_SUFFIXES = (".json", ".md", ".png", ".log", ".raw.json")
+
+
+def claim_stamp(out, base):
+    """The name of this run's files in ``out``: ``base``, or ``base-2``,
+    ``base-3``, ... where a run of the same second on the same host has
+    written or is writing them.  Creating the run's ``.raw.json`` (which
+    pytest-benchmark then fills) claims a name, so two runs started at once
+    do not take the same one."""
+    n = 1
+    while True:
+        stamp = base if n == 1 else f"{base}-{n}"
+        n += 1
+        if any((out / f"{stamp}{suffix}").exists() for suffix in RESULT_SUFFIXES):
+            continue
+        try:
+            (out / f"{stamp}.raw.json").open("x").close()
+        except FileExistsError:
+            continue
+        return stamp
+
+
 def main(argv=None):
     args = parse_args(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + platform.node().split(".")[0]
+    base = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + platform.node().split(".")[0]
+    stamp = claim_stamp(out, base)
     raw_json, log_path = out / f"{stamp}.raw.json", out / f"{stamp}.log"
     start = time.perf_counter()
     returncode = run_pytest(args, raw_json, log_path)

@@ -6,9 +6,11 @@ A peer that is not installed, or an entry whose numba_lstm API does not exist
 yet, is skipped with the reason the benchmark table prints.
 """
 
+import datetime
 import os
 import pathlib
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -192,6 +194,48 @@ def test_a_run_with_failed_benchmarks_still_writes_the_others(tmp_path, monkeypa
     assert "**Incomplete run**: pytest exited with 1" in tables and failed in tables
     assert "| 2×5×4×4 | float32 | numba_lstm |" in tables
     assert json_path.with_suffix(".log").exists() and not list(tmp_path.glob("*.raw.json"))
+
+
+def test_runs_of_the_same_second_keep_their_own_files(tmp_path, monkeypatch):
+    """Two runs whose stamps fall in the same second wrote the same file
+    names, and the second run's results replaced the first's."""
+    import json
+
+    from bench import run
+
+    machine = {"numba_lstm_bench": {"cpu_model": "cpu", "logical_cpus": 2, "threads_per_implementation": 2,
+                                    "numba_threading_layer": "tbb", "threadpools": []}}  # fmt: skip
+
+    def run_pytest(args, raw_json, log_path):
+        assert raw_json.exists(), "the run's raw JSON claims its name before pytest runs"
+        raw = _raw({"numba_lstm": [args.repeats * 1.0]}) | {"datetime": "now", "machine_info": machine}
+        raw_json.write_text(json.dumps(raw | {"commit_info": {}}))
+        log_path.write_text("1 passed\n")
+        return 0
+
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 12, 7, 3, 4, 5)
+
+    monkeypatch.setattr(run, "run_pytest", run_pytest)
+    monkeypatch.setattr(run, "measure_startup", lambda: {"warm_s": 0.5, "cold_s": 20.0})
+    monkeypatch.setattr(run, "datetime", types.SimpleNamespace(datetime=Frozen))
+    monkeypatch.setattr(run.platform, "node", lambda: "host.example")
+    for repeats in (3, 4, 5):
+        run.main(["--out", str(tmp_path), "--repeats", str(repeats)])
+    names = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert names == [
+        "20261207-030405-host-2.json",
+        "20261207-030405-host-3.json",
+        "20261207-030405-host.json",
+    ]
+    repeats = [json.loads((tmp_path / name).read_text())["arguments"]["repeats"] for name in names]
+    assert repeats == [4, 5, 3]
+    assert len(list(tmp_path.glob("*.md"))) == 3 and not list(tmp_path.glob("*.raw.json"))
+    # A name held by a run that is still going (its raw JSON) is not taken either.
+    (tmp_path / "x.raw.json").touch()
+    assert run.claim_stamp(tmp_path, "x") == "x-2"
 
 
 def test_bench_threads_are_capped_by_numba_num_threads():
