@@ -11,6 +11,9 @@ then writes under ``bench/results/``:
 * ``<stamp>.md``: the tables printed here;
 * ``<stamp>.png``: a chart of the implementations per shape.
 
+``<stamp>`` is ``<date>-<time>-<host>``, with ``-2``, ``-3``, ... for the
+runs of the same second on the same host (``claim_stamp``).
+
 Shapes are ``BxTxIxH`` (batch, steps, inputs, hidden units).
 """
 
