@@ -560,22 +560,21 @@ def _forward_shares(n_units, B, workers, weight_bytes, row_split_max_bytes):
     unit share q // row_shares and row block q % row_shares (``_row_block``:
     whole tiles, ``_split_tiles``), and where the workers divide the
     shares a worker's block covers whole unit shares, its panels; with one
-    unit share, a worker's block
-    holds its part of the step's rows times panels, cut at (tile, panel)
-    pairs, and each of the block's shares all of the part's rows for some
-    of its panels.  ``weight_bytes``: the packed W_x and W_h;
-    ``row_split_max_bytes``: ROW_SPLIT_MAX_BYTES.
+    unit share, a worker's block holds its part of the step's rows times
+    panels, cut at (tile, panel) pairs, and each of the block's shares all
+    of the part's rows for some of its panels.  ``weight_bytes``: the
+    packed W_x and W_h; ``row_split_max_bytes``: ROW_SPLIT_MAX_BYTES.
 
     A worker's shares do not split its rows into blocks, each of which
     would read the worker's panels of the weights again (a panel stays in
     L1 only while the tiles of one share walk down it); only where the
     workers do not divide the shares may a worker's block hold two blocks
-    of rows (3 unit shares of 2 row blocks for 4 workers).  On the Intel host of
-    bench/NOTES.md "Session 40", float32 forward, two threads, B = 64, a
-    worker's rows in four blocks against one: split by rows, 64x100x256x256
-    1.13-1.32x the time, 64x50x512x512 1.33-1.37x; split by units,
-    64x50x384x384 1.19-1.28x (2 unit shares of 4 row blocks against 2 of
-    one).
+    of rows (3 unit shares of 2 row blocks for 4 workers).  On the Intel
+    host of bench/NOTES.md "Session 40", float32 forward, two threads, B =
+    64, a worker's rows in four blocks against one: split by rows,
+    64x100x256x256 1.13-1.32x the time, 64x50x512x512 1.33-1.37x; split by
+    units, 64x50x384x384 1.19-1.28x (2 unit shares of 4 row blocks against
+    2 of one).
 
     * One tile of rows: ONE_TILE_SHARES_PER_THREAD unit shares per worker
       (``_shares_per_thread``).
