@@ -83,8 +83,8 @@ def _read(folder, name):
 def _bytes_of(size):
     """Bytes of a sysfs cache size ("2048K", "1M", "524288"), or None if it is not one."""
     scale = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(size[-1:].upper(), 1)
-    digits = size[:-1] if scale > 1 else size
-    return int(digits) * scale if digits.isascii() and digits.isdigit() and int(digits) > 0 else None
+    count = _number(size[:-1] if scale > 1 else size)
+    return count * scale if count else None
 
 
 def _cpu_list(text):
@@ -92,11 +92,17 @@ def _cpu_list(text):
     listed = []
     for part in text.split(","):
         first, _, last = part.partition("-")
-        if not (first.isascii() and first.isdigit() and (not last or (last.isascii() and last.isdigit()))):
+        lo = _number(first)
+        hi = _number(last) if last else lo
+        if lo is None or hi is None or hi < lo:
             return None
-        if int(last or first) < int(first):
-            return None
-        listed.extend(range(int(first), int(last or first) + 1))
+        listed.extend(range(lo, hi + 1))
         if len(listed) > MAX_CPUS:
             return None
     return listed or None
+
+
+def _number(text):
+    """The whole number that ``text`` writes in ASCII digits, or None (int() also takes
+    other scripts' digits, signs, spaces and underscores)."""
+    return int(text) if text.isascii() and text.isdigit() else None
