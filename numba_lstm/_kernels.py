@@ -99,7 +99,6 @@ from numba_lstm._panels import (
     _contiguous_rows,
     _gate_panel_product,
     _pack_panel_rows,
-    _panel_block,
     _panel_block_sums,
     _panel_product,
     _panel_width_of,
@@ -1252,11 +1251,6 @@ def _pipelined(B, step_workers, grad_workers, step_weight_bytes):
     )
 
 
-#: Columns of ``w`` (rows of its panels) per block of the dx product: a
-#: panel's block (GEMM_K_BLOCK x NR, 32 KB in float32) stays in L1 while the
-#: tiles walk down the rows.
-GEMM_K_BLOCK = 256
-
 #: Rows of dW (features) per pass of the weight-gradient product over a
 #: share's panels: GRAD_FEATURES x GRAD_ROWS of the transposed [x, h] (256 KB
 #: in float32) stay in L2 while the panels go by.
@@ -1362,14 +1356,6 @@ def _dW_panels(dW_pad, db_pad, dG_block, AT, dgates, n_lo, n_hi, p_lo, p_hi):
                 db_p[j] += block_k[j]
 
 
-@numba.njit(**SERIAL)
-def _dx_panels(dx_rows, dgates_rows, W_xT, p_lo, p_hi):
-    """dx_rows panels p_lo..p_hi += dgates_rows @ W_x.T, in blocks of GEMM_K_BLOCK columns of dgates."""
-    K = W_xT.shape[1]
-    for k_lo in range(0, K, GEMM_K_BLOCK):
-        _panel_block(dx_rows, dgates_rows, W_xT, p_lo, p_hi, k_lo, min(k_lo + GEMM_K_BLOCK, K))
-
-
 #: Shares per thread of each phase of ``_block_grads`` (the gather's groups
 #: of features, dx's panels, dW's panels): a thread that falls behind leaves
 #: the end of its block of them to the others.
@@ -1407,7 +1393,10 @@ def _grads_share(
     q = claim(sync, dx, dx_shares, home(worker, workers, dx_shares))
     if q >= 0:
         p_lo, p_hi = _share(n_dx, q, dx_shares)
-        _dx_panels(dx_pad[n_lo:n_hi], dgates[:rows], W_xT, p_lo, p_hi)
+        # All of k in one pass: blocks of 256 (a panel's block in L1) read and
+        # wrote dx once per block; at I = H = 1024 the backward took 1.08x the
+        # time on the Xeon of bench/NOTES.md "Session 41".  Same bits.
+        _panel_product(dx_pad[n_lo:n_hi], dgates[:rows], W_xT, p_lo, p_hi)
         finish(sync, dx)
         return 1
     if not is_done(sync, gather, gather_shares):  # dW reads the whole of AT

@@ -320,9 +320,8 @@ CASES = [
     dict(T=4, B=11, I=5, H=36, reverse=True, lengths=[4, 1, 2, 3, 4, 4, 0, 1, 2, 3, 4]),
     dict(T=4, B=10, I=6, H=48, P=20),
     dict(T=5, B=3, I=4, H=33, P=7, reverse=True, lengths=[5, 2, 4]),
-    # N = 600 rows: two blocks of GRAD_ROWS = 512 (51 and 9 steps); 4H = 280
-    # columns of dgates: two k-blocks of the dx product; I + P = 140 features: three shares of the
-    # gather and two passes of GRAD_FEATURES.
+    # N = 600 rows: two blocks of GRAD_ROWS = 512 (51 and 9 steps); I + P =
+    # 140 features: three shares of the gather and two passes of GRAD_FEATURES.
     dict(T=60, B=10, I=70, H=70),
     # H = 80: three panels of the projection's gradient in float32, five in
     # float64 with AVX-512 (five and ten with AVX2), so that each of the three
