@@ -78,7 +78,7 @@ def _make_tile(MR, NP, from_zero=False):
     consecutive blocks of k sum each block apart (``_panel_block_sums``).
     Such a tile reads out only at its exit, so it prefetches out's lines
     (for writing) at its entry: the weight gradient's dW, 32 MB at I = H =
-    1024 in float32, comes from memory, and its product ran 1.13-1.15x as
+    1024 in float32, comes from memory, and its product ran 1.06-1.08x as
     fast on one core with the prefetch (bench/NOTES.md, "Session 41").
     """
 
