@@ -1394,8 +1394,8 @@ def _grads_share(
     if q >= 0:
         p_lo, p_hi = _share(n_dx, q, dx_shares)
         # All of k in one pass: blocks of 256 (a panel's block in L1) read and
-        # wrote dx once per block; at I = H = 1024 the backward took 1.08x the
-        # time on the Xeon of bench/NOTES.md "Session 41".  Same bits.
+        # wrote dx once per block; at I = H = 1024 the backward took 1.08-1.21x
+        # the time on the Xeon of bench/NOTES.md "Session 41".  Same bits.
         _panel_product(dx_pad[n_lo:n_hi], dgates[:rows], W_xT, p_lo, p_hi)
         finish(sync, dx)
         return 1

@@ -6,7 +6,8 @@ NR)``, each contiguous, and runs every product through one register-tiled
 micro-kernel: a tile of ``MR`` rows by ``NR`` columns of ``out`` stays in
 vector registers while ``k`` runs over ``K``, each step loading ``NR`` values of
 the panel and one value of each row of ``a``.  A panel (K x NR) stays in L1
-while the tile walks down the rows.  BLAS packs both operands again at every
+while the tile walks down the rows (in float32 with AVX-512 up to K of
+about 384; a longer panel, such as dx's of K = 4H, stays in L2).  BLAS packs both operands again at every
 call; at the per-step shapes the packed product ran 1.4-3x faster than
 ``np.dot`` on one thread (bench/NOTES.md, "Packed panels").
 
@@ -43,6 +44,9 @@ def _has_avx512():
 
 #: Bytes in one vector register, 64 with AVX-512 and 32 otherwise.
 VECTOR_BYTES = 64 if _has_avx512() else 32
+#: Bytes of a cache line: packed panels start on one, so that no vector load
+#: of a panel row spans two lines.
+CACHE_LINE = 64
 #: Rows of one full tile: 8 x 2 vectors use 16 of AVX-512's 32 registers, 4 x 2
 #: use 8 of AVX2's 16 (the rest hold the panel values and the broadcasts).
 TILE_ROWS = 8 if VECTOR_BYTES == 64 else 4
@@ -107,19 +111,14 @@ def _make_tile(MR, NP, from_zero=False):
             name = f"llvm.fma.v{L}{'f32' if dtype == types.float32 else 'f64'}"
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]), name)
             undef = ir.Constant(vec, ir.Undefined)
-            splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), L), [0] * L)
+            i32 = ir.IntType(32)
+            splat_mask = ir.Constant(ir.VectorType(i32, L), [0] * L)
 
             def const(v):
                 return ir.Constant(i64, v)
 
-            i32, i8_ptr = ir.IntType(32), ir.IntType(8).as_pointer()
-
             def const32(v):
                 return ir.Constant(i32, v)
-
-            # llvm.prefetch(address, rw: 1 write, locality: 3 keep in all levels, 1 data)
-            prefetch_type = ir.FunctionType(ir.VoidType(), [i8_ptr, i32, i32, i32])
-            prefetch = cgutils.get_or_insert_function(builder.module, prefetch_type, "llvm.prefetch.p0")
 
             def out_ptr(r, j):  # vector j of row r: panel j // 2, half j % 2
                 row = builder.add(out_off, builder.mul(ld_out, const(r)))
@@ -133,8 +132,15 @@ def _make_tile(MR, NP, from_zero=False):
                 init = [[ir.Constant(vec, [0.0] * L) for _ in range(V)] for _ in range(MR)]
                 # out is read only at the exit: ask for its lines now, for
                 # writing, so that they arrive while the loop runs.
+                # llvm.prefetch(address, rw 1: write, locality 3: all levels, 1: data);
+                # one per cache line (two AVX2 vectors share one: rows of out
+                # start on a line, ``aligned_empty``).
+                i8_ptr = ir.IntType(8).as_pointer()
+                prefetch_type = ir.FunctionType(ir.VoidType(), [i8_ptr, i32, i32, i32])
+                prefetch = cgutils.get_or_insert_function(builder.module, prefetch_type, "llvm.prefetch.p0")
+                per_line = max(1, CACHE_LINE // VECTOR_BYTES)
                 for r in range(MR):
-                    for j in range(V):
+                    for j in range(0, V, per_line):
                         byte = builder.bitcast(out_ptr(r, j), i8_ptr)
                         builder.call(prefetch, [byte, const32(1), const32(3), const32(1)])
             else:
@@ -161,7 +167,7 @@ def _make_tile(MR, NP, from_zero=False):
             for r in range(MR):
                 a_rk = builder.load(builder.gep(a_p, [builder.add(a_rows[r], k)]))
                 a_vec = builder.shuffle_vector(
-                    builder.insert_element(undef, a_rk, ir.Constant(ir.IntType(32), 0)), undef, splat_mask
+                    builder.insert_element(undef, a_rk, const32(0)), undef, splat_mask
                 )
                 new.append([builder.call(fma, [a_vec, w_vec[j], acc[r][j]]) for j in range(V)])
             k_next = builder.add(k, const(1))
@@ -402,7 +408,7 @@ def _panel_block(out, a, w, p_lo, p_hi, k_lo, k_hi):
     w   (n_panels, K, NR) C-contiguous, from ``pack_panels``
 
     Full tiles of TILE_ROWS rows walk down each panel (the panel's rows stay
-    in L1), ending in taller tiles for the rows left over (``_tail_tiles``)
+    in L1, or L2 for a long panel), ending in taller tiles for the rows left over (``_tail_tiles``)
     or followed by ``_few_rows``.  Blocks of k run one after the other give
     the same bits as one block: each element is still one chain of FMAs in
     the order of k.
@@ -648,11 +654,6 @@ def _pack_threaded(out, source, groups, transposed, shares):
 #: at (128, 512) float32 two threads took 17 us against 13 for one; at
 #: (1024, 4096) 1.4 against 3.4 ms (transposed: 2.2 against 3.0).
 PACK_THREADED_MIN = 1 << 18
-
-
-#: Bytes of a cache line: packed panels start on one, so that no vector load
-#: of a panel row spans two lines.
-CACHE_LINE = 64
 
 
 #: Bytes from which NumPy asks the kernel for transparent huge pages for an

@@ -3,6 +3,7 @@
 import math
 import tracemalloc
 
+import numba
 import numpy as np
 import pytest
 from conftest import as64, assert_close, make_problem, numba_threads
@@ -175,6 +176,27 @@ def test_panel_block_sums_add_each_block_summed_from_zero(M, p_hi, dtype):
     signed_zeros = np.full_like(start, -0.0)
     _panel_block_sums(signed_zeros, a_wide, w, 1, p_hi, 5, 5)  # an empty block of k: out as it was
     assert np.all(np.signbit(signed_zeros))
+
+
+# The tiles that sum from zero read out only at their exit and prefetch its
+# lines at their entry (the weight gradient's dW comes from memory at large
+# sizes, bench/NOTES.md "Session 41"); the tiles that start from out load it
+# at once and have nothing to prefetch.  Compiled afresh (a function loaded
+# from the compile cache keeps no LLVM IR); the tiles are intrinsics, so
+# their IR is in the caller's.
+def test_only_the_tiles_that_sum_from_zero_prefetch_out(dtype):
+    sums = numba.njit(_panel_block_sums.py_func)
+    full_tiles = numba.njit(numba_lstm._panels._full_tiles.py_func)
+    NR = panel_width(dtype)
+    a, w = np.ones((TILE_ROWS, 8), dtype), pack_panels(np.ones((8, NR), dtype))
+    out = np.zeros((TILE_ROWS, NR), dtype)
+    sums(out, a, w, 0, 1, 0, 8)
+    full_tiles(out, a, w, 0, 1, 0, 8, TILE_ROWS)
+    (sums_ir,) = sums.inspect_llvm().values()
+    (full_ir,) = full_tiles.inspect_llvm().values()
+    assert "llvm.prefetch" in sums_ir
+    assert "llvm.prefetch" not in full_ir
+    np.testing.assert_array_equal(out, 16 * np.ones_like(out))  # 8 from each call
 
 
 # Rows on both sides of the full tile, unit panels 0..n of 3 or a middle range:
