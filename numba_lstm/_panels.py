@@ -6,10 +6,11 @@ NR)``, each contiguous, and runs every product through one register-tiled
 micro-kernel: a tile of ``MR`` rows by ``NR`` columns of ``out`` stays in
 vector registers while ``k`` runs over ``K``, each step loading ``NR`` values of
 the panel and one value of each row of ``a``.  A panel (K x NR) stays in L1
-while the tile walks down the rows (in float32 with AVX-512 up to K of
-about 384; a longer panel, such as dx's of K = 4H, stays in L2).  BLAS packs both operands again at every
-call; at the per-step shapes the packed product ran 1.4-3x faster than
-``np.dot`` on one thread (bench/NOTES.md, "Packed panels").
+while the tile walks down the rows (float32 with AVX-512: K up to 256 in a
+32 KB L1, 384 in 48 KB; a longer panel, such as dx's of K = 4H, stays in
+L2).  BLAS packs both operands again at every call; at the per-step shapes
+the packed product ran 1.4-3x faster than ``np.dot`` on one thread
+(bench/NOTES.md, "Packed panels").
 
 Numba has no vector types, so the micro-kernel is written in LLVM IR through
 ``numba.extending.intrinsic``: ``<L x float>`` loads, broadcasts and
@@ -408,10 +409,10 @@ def _panel_block(out, a, w, p_lo, p_hi, k_lo, k_hi):
     w   (n_panels, K, NR) C-contiguous, from ``pack_panels``
 
     Full tiles of TILE_ROWS rows walk down each panel (the panel's rows stay
-    in L1, or L2 for a long panel), ending in taller tiles for the rows left over (``_tail_tiles``)
-    or followed by ``_few_rows``.  Blocks of k run one after the other give
-    the same bits as one block: each element is still one chain of FMAs in
-    the order of k.
+    in L1, or in L2 for a long panel), ending in taller tiles for the rows
+    left over (``_tail_tiles``) or followed by ``_few_rows``.  Blocks of k
+    run one after the other give the same bits as one block: each element
+    is still one chain of FMAs in the order of k.
     """
     M = a.shape[0]
     NR, step = w.shape[2], _row_stride(w)
