@@ -206,6 +206,8 @@ def load(path):
 
 def _load(cls, path):
     """``load``, building the layer as ``cls`` (``LSTM.load`` of a subclass)."""
+    from numba_lstm.layer import _parameters_filled_afterwards
+
     if hasattr(path, "read"):
         _check_binary_file(path, "read")
         shown = f"the file object {getattr(path, 'name', type(path).__name__)!r}"
@@ -215,7 +217,8 @@ def _load(cls, path):
     with _read_errors(shown):
         config, dtype, stored = _read_layer_file(shown, source)
     try:
-        layer = cls(**config, dtype=dtype)
+        with _parameters_filled_afterwards():
+            layer = cls(**config, dtype=dtype)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{shown} has an invalid configuration {config}: {error}") from error
     for name, target in layer.params.items():

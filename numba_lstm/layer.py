@@ -1,13 +1,15 @@
 """``LSTM``: a layer object that owns its parameters and calls the kernels."""
 
 from collections.abc import Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 from numba.core.errors import TypingError
 
 from numba_lstm import jit
 from numba_lstm._kernels import SMALL_ROWS, STEP_SPLIT_MIN_BYTES, STEP_SPLIT_MIN_ROWS, STEP_SPLIT_SHARES
-from numba_lstm._panels import aligned_empty
+from numba_lstm._panels import aligned_empty, aligned_zeros
 from numba_lstm._sync import counters
 from numba_lstm._validation import (
     as_float_array,
@@ -26,6 +28,25 @@ from numba_lstm.convert import parameter_shapes
 from numba_lstm.functional import _forward, lstm_backward
 
 __all__ = ["LSTM", "NotReadyError"]
+
+
+#: Set while ``from_params`` or ``load`` builds a layer whose parameters it
+#: then overwrites: the constructor of the first layer built leaves them zero
+#: instead of drawing them.
+_FILLED_AFTERWARDS = ContextVar("numba_lstm_parameters_filled_afterwards", default=False)
+
+
+@contextmanager
+def _parameters_filled_afterwards():
+    """The first layer built inside this block starts with zero parameters,
+    not random ones: for the loaders, which copy every parameter in right
+    after (a draw of 96 MB of parameters took 155 ms and 1.7x their memory,
+    for nothing, and advanced the generator that ``seed`` gave)."""
+    token = _FILLED_AFTERWARDS.set(True)
+    try:
+        yield
+    finally:
+        _FILLED_AFTERWARDS.reset(token)
 
 
 def _no_forward_yet(owner):
@@ -130,7 +151,15 @@ class LSTM:
         # The shapes of convert's native layout, kept: forward checks the
         # parameters against them at every call (_check_params).
         self._param_shapes = parameter_shapes(self.config)
-        self.params = {name: self._uniform(bound, shape) for name, shape in self._param_shapes.items()}
+        # Inside _parameters_filled_afterwards the caller copies every
+        # parameter in next: zeros, no draw.  Only for the first layer built
+        # there, not for one that a subclass's constructor builds besides.
+        filled_afterwards = _FILLED_AFTERWARDS.get()
+        _FILLED_AFTERWARDS.set(False)
+        self.params = {
+            name: aligned_zeros(shape, dtype) if filled_afterwards else self._uniform(bound, shape)
+            for name, shape in self._param_shapes.items()
+        }
         self.grads = {}
         self._caches = None
         self._why_no_cache = _no_forward_yet("layer")
@@ -253,7 +282,8 @@ class LSTM:
                     f"dtype {wanted} was given but the parameters are {dtype}: numba_lstm never casts "
                     f"them; convert them first (a torch module: module.to(torch.{wanted}))"
                 )
-        layer = cls(**config, dtype=dtype, **options)
+        with _parameters_filled_afterwards():
+            layer = cls(**config, dtype=dtype, **options)
         for name, value in params.items():
             layer.params[name][...] = value
         return layer

@@ -77,6 +77,20 @@ def test_load_of_a_subclass_builds_that_subclass(tmp_path):
     assert type(io.load(path)) is numba_lstm.LSTM
 
 
+def test_load_draws_no_initialisation_it_would_overwrite(tmp_path, monkeypatch):
+    # As from_params: load built the layer with random parameters first.
+    layer = numba_lstm.LSTM(3, 4, num_layers=2, seed=2)
+    path = tmp_path / "model.npz"
+    layer.save(path)
+    generator = np.random.default_rng(7)
+    before = generator.bit_generator.state
+    monkeypatch.setattr(numba_lstm.layer, "make_rng", lambda seed: generator)
+    loaded = io.load(path)
+    assert generator.bit_generator.state == before
+    for name, value in layer.params.items():
+        assert _bits(loaded.params[name]) == _bits(value), name
+
+
 def test_file_is_written_exactly_at_path_and_holds_no_pickle(tmp_path):
     layer = numba_lstm.LSTM(2, 3)
     path = tmp_path / "weights.bin"  # no .npz suffix is appended
