@@ -271,13 +271,13 @@ def _forward(x, W, b, h0, c0, W_hr, lengths, reverse, cache, *, private_x, priva
         h0_sorted, c0_sorted = h0_sorted.copy(), c0_sorted.copy()
     saved_rows = N if cache else B  # without a cache, one step's work
     # Without a cache, c_t of even and odd steps go to two slots of B rows:
-    # inference keeps two states.
+    # inference keeps two states; and the gates and tanh(c_t) are not stored.
     c_rows = N if cache else _unsaved_c_rows(N, B)
     y = aligned_empty((N, P), dtype)
     m = aligned_empty((saved_rows, H), dtype) if W_hr is not None else y
     c = aligned_empty((c_rows, H), dtype)
-    gates = aligned_empty((saved_rows, 4 * H), dtype)
-    tanh_c = aligned_empty((saved_rows, H), dtype)
+    gates = aligned_empty((N if cache else 0, 4 * H), dtype)
+    tanh_c = aligned_empty((N if cache else 0, H), dtype)
     if N > 0:
         Hp, Pp = padded(H, dtype), padded(P, dtype)
         projected = W_hr is not None

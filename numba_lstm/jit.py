@@ -659,8 +659,8 @@ def forward(x, W, b, h0, c0):
     y = _aligned_vector(N * H, x).reshape((N, H))
     c_rows = _unsaved_c_rows(N, B)  # c_t of even and odd steps in two slots
     c = _aligned_vector(c_rows * H, x).reshape((c_rows, H))
-    gates = _aligned_vector(B * 4 * H, x).reshape((B, 4 * H))  # one step's: nothing is saved for a backward
-    tanh_c = _aligned_vector(B * H, x).reshape((B, H))
+    gates = np.empty((0, 4 * H), x.dtype)  # none: nothing is saved for a backward
+    tanh_c = np.empty((0, H), x.dtype)
     batch_sizes = np.full(T, B, np.int64)
     NR = _panel_width_of(x)
     Hp = -(-H // NR) * NR
