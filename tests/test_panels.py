@@ -410,9 +410,9 @@ def _assert_matches_the_reference(p, results, upstream, dtype):
     "case", CASES, ids=lambda c: "-".join(f"{k}{v if k != 'lengths' else ''}" for k, v in c.items())
 )
 def test_forward_without_cache_equals_the_forward_with_one(case, threaded, dtype, monkeypatch):
-    """cache=False keeps one step's gates instead of all, and c_t of even and
-    odd steps in two slots instead of every step's: the same arithmetic, so
-    the same bits.  Every case has N > 2B rows (the slots are used), and the
+    """cache=False stores no gates nor tanh(c_t) (``_gates_forward_unsaved``),
+    and c_t of even and odd steps in two slots instead of every step's: the
+    same arithmetic, so the same bits.  Every case has N > 2B rows (the slots are used), and the
     cases with lengths end sequences on even and odd steps and at length 0
     (c_n = c0)."""
     p, with_cache, _ = _run(case, dtype, threaded, monkeypatch)
