@@ -412,9 +412,9 @@ def _assert_matches_the_reference(p, results, upstream, dtype):
 def test_forward_without_cache_equals_the_forward_with_one(case, threaded, dtype, monkeypatch):
     """cache=False stores no gates nor tanh(c_t) (``_gates_forward_unsaved``),
     and c_t of even and odd steps in two slots instead of every step's: the
-    same arithmetic, so the same bits.  Every case has N > 2B rows (the slots are used), and the
-    cases with lengths end sequences on even and odd steps and at length 0
-    (c_n = c0)."""
+    same arithmetic, so the same bits.  Every case has N > 2B rows (the
+    slots are used), and the cases with lengths end sequences on even and
+    odd steps and at length 0 (c_n = c0)."""
     p, with_cache, _ = _run(case, dtype, threaded, monkeypatch)
     rows = sum(case.get("lengths", [case["T"]] * case["B"]))
     assert rows > 2 * case["B"]
