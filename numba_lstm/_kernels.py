@@ -108,6 +108,16 @@ from numba_lstm._panels import (
 from numba_lstm._sync import MAX_SHARES, claim, finish, home, is_done, pause, thread_count, wait_for
 
 
+@numba.njit(**SERIAL, inline="always")
+def _unit_forward(z_i, z_f, z_g, z_o, c_prev):
+    """The activations i, f, g, o of one unit and its c_t, from its four
+    pre-activations and c_{t-1}: the arithmetic of both gate passes."""
+    i = sigmoid(z_i)
+    f = sigmoid(z_f)
+    g = tanh(z_g)
+    return i, f, g, sigmoid(z_o), fma(f, c_prev, i * g)  # which product is fused: ours to say, not LLVM's
+
+
 @numba.njit(**SERIAL)
 def _gates_forward(gates, c, tanh_c, m, z, c_prev, j_lo, j_hi):
     """Fused gate pass of one step, for the hidden units j_lo <= j < j_hi.
@@ -138,14 +148,12 @@ def _gates_forward(gates, c, tanh_c, m, z, c_prev, j_lo, j_hi):
         # iteration, and the pass ran at the latency of that chain (float64
         # 7.39 -> 6.40 ns per unit when split, bench/NOTES.md "Session 10").
         for j in range(j_hi - j_lo):
-            i = sigmoid(z_i[j])
-            f = sigmoid(z_f[j])
-            g = tanh(z_g[j])
+            i, f, g, o, c_t = _unit_forward(z_i[j], z_f[j], z_g[j], z_o[j], c_prev_r[j])
             a_i[j] = i
             a_f[j] = f
             a_g[j] = g
-            a_o[j] = sigmoid(z_o[j])
-            c_r[j] = fma(f, c_prev_r[j], i * g)  # which product is fused: ours to say, not LLVM's
+            a_o[j] = o
+            c_r[j] = c_t
         for j in range(j_hi - j_lo):
             tc = tanh(c_r[j])
             tanh_c_r[j] = tc
@@ -176,11 +184,9 @@ def _gates_forward_unsaved(c, m, z, c_prev, j_lo, j_hi):
         z_g, z_o = z_r[2 * Hz + j_lo : 2 * Hz + j_hi], z_r[3 * Hz + j_lo : 3 * Hz + j_hi]
         c_prev_r, c_r, m_r = c_prev[r, j_lo:j_hi], c[r, j_lo:j_hi], m[r, j_lo:j_hi]
         for j in range(j_hi - j_lo):  # two loops, as in _gates_forward
-            i = sigmoid(z_i[j])
-            f = sigmoid(z_f[j])
-            g = tanh(z_g[j])
-            z_o[j] = sigmoid(z_o[j])
-            c_r[j] = fma(f, c_prev_r[j], i * g)  # the product fused as in _gates_forward
+            _, _, _, o, c_t = _unit_forward(z_i[j], z_f[j], z_g[j], z_o[j], c_prev_r[j])
+            z_o[j] = o
+            c_r[j] = c_t
         for j in range(j_hi - j_lo):
             m_r[j] = z_o[j] * tanh(c_r[j])
 
