@@ -55,6 +55,7 @@ def _no_forward_yet(owner):
 
 
 _WITHOUT_CACHE = "backward needs a forward that keeps its cache: the last forward ran with cache=False"
+_UNFINISHED = "backward needs a forward that returned: the last forward raised an error"
 
 
 def _copy_without_cache(owner):
@@ -497,6 +498,12 @@ class LSTM:
         h0, c0 = self._initial_state(state, B)
         lengths = check_lengths(lengths, T, B)
         h_n, c_n = np.empty_like(h0), np.empty_like(c0)
+        # The last forward's cache goes before this one's is made, not when it
+        # is replaced: a training loop holds one cache at a time, not two.
+        # Until this forward returns, backward refuses (it would take the
+        # last call's activations for this one's).
+        self._caches = None
+        self._why_no_cache = _UNFINISHED
         caches, masks = [], []
         layer_input = x
         for k in range(self.num_layers):
@@ -548,9 +555,9 @@ class LSTM:
         Raises
         ------
         NotReadyError
-            No forward ran, the last one ran with ``cache=False``, or the
-            layer is a copy (``copy``, ``deepcopy`` or ``pickle``) on which
-            no forward ran since.
+            No forward ran, the last one ran with ``cache=False`` or raised
+            an error, or the layer is a copy (``copy``, ``deepcopy`` or
+            ``pickle``) on which no forward ran since.
         """
         if self._caches is None:
             raise NotReadyError(self._why_no_cache)
