@@ -95,9 +95,13 @@ def check_path(name, value):
 
 
 def check_integer(name, value, minimum=1):
-    """Return ``value`` as an int; ValueError unless it is an integer (not a bool) >= ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    """Return ``value`` as an int: TypeError unless it is an integer (a
+    NumPy one too; not a bool, nor a float such as 2.0), ValueError unless it
+    is at least ``minimum``."""
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be {what}, got {value!r:.200} ({type(value).__name__})")
+    if value < minimum:
         raise ValueError(f"{name} must be {what}, got {value!r}")
     return int(value)
 

@@ -179,7 +179,8 @@ def check_config(config):
 
     A layer's ``dropout`` and ``batch_first`` are accepted and left out of the
     result (they do not change the parameters).  Raises ``ValueError`` naming
-    a missing, unknown or invalid key.
+    a missing, unknown or invalid key, ``TypeError`` naming one whose value
+    has the wrong type (a float for a size, a string for ``bidirectional``).
     """
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a dict with keys {CONFIG_KEYS}, got {type(config).__name__}")
@@ -196,9 +197,7 @@ def check_config(config):
     for key in ("input_size", "hidden_size", "num_layers"):
         out[key] = check_integer(f"config[{key!r}]", out[key])
     out["proj_size"] = check_integer("config['proj_size']", out["proj_size"], minimum=0)
-    if not isinstance(out["bidirectional"], (bool, np.bool_)):
-        raise ValueError(f"config['bidirectional'] must be True or False, got {out['bidirectional']!r}")
-    out["bidirectional"] = bool(out["bidirectional"])
+    out["bidirectional"] = check_bool("config['bidirectional']", out["bidirectional"])
     if out["proj_size"] >= out["hidden_size"]:
         raise ValueError(
             f"config['proj_size'] must be smaller than hidden_size = {out['hidden_size']} "

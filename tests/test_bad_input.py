@@ -270,8 +270,13 @@ def test_layer_step_refuses_bidirectional():
     ("kwargs", "error", "message"),
     [
         (dict(input_size=0, hidden_size=H), ValueError, r"input_size must be a positive integer, got 0"),
-        (dict(input_size=2.0, hidden_size=H), ValueError, r"input_size must be a positive integer, got 2.0"),
-        (dict(input_size=I, hidden_size=True), ValueError, r"hidden_size must be a positive integer, got True"),
+        # A wrong type is a TypeError, as in PyTorch's LSTM(2, 2.0).
+        (dict(input_size=2.0, hidden_size=H), TypeError, r"input_size must be a positive integer, got 2.0 \(float\)"),
+        (dict(input_size=I, hidden_size=True), TypeError, r"hidden_size must be a positive integer, got True \(bool\)"),
+        (dict(input_size=I, hidden_size="4"), TypeError, r"hidden_size must be a positive integer, got '4' \(str\)"),
+        (dict(input_size=I, hidden_size=H, num_layers=None), TypeError, r"num_layers must be a positive integer, got None"),
+        (dict(input_size=I, hidden_size=H, proj_size=-1), ValueError, r"proj_size must be an integer >= 0, got -1"),
+        (dict(input_size=I, hidden_size=H, proj_size=1.0), TypeError, r"proj_size must be an integer >= 0, got 1.0 \(float\)"),
         (dict(input_size=I, hidden_size=H, proj_size=H), ValueError, r"proj_size must be smaller than hidden_size"),
         (dict(input_size=I, hidden_size=H, dropout=1.0), ValueError, r"dropout must be in \[0, 1\), got 1.0"),
         # Strings were read by their truth or converted: "False" built a

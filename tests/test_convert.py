@@ -110,17 +110,21 @@ def test_parameter_shapes_follow_the_contract():
 
 
 @pytest.mark.parametrize(
-    "change, match",
+    "change, error, match",
     [
-        ({"hidden": 3}, "unknown keys.*hidden"),
-        ({"hidden_size": 0}, "hidden_size"),
-        ({"num_layers": 1.5}, "num_layers"),
-        ({"bidirectional": "yes"}, "bidirectional"),
-        ({"proj_size": 4}, r"proj_size'\] must be smaller than hidden_size"),
+        ({"hidden": 3}, ValueError, "unknown keys.*hidden"),
+        ({"hidden_size": 0}, ValueError, r"config\['hidden_size'\] must be a positive integer, got 0"),
+        (
+            {"num_layers": 1.5},
+            TypeError,
+            r"config\['num_layers'\] must be a positive integer, got 1.5 \(float\)",
+        ),
+        ({"bidirectional": "yes"}, TypeError, r"config\['bidirectional'\] must be True or False, got 'yes'"),
+        ({"proj_size": 4}, ValueError, r"proj_size'\] must be smaller than hidden_size"),
     ],
 )
-def test_bad_config_is_refused_naming_the_key(change, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_config_is_refused_naming_the_key(change, error, match):
+    with pytest.raises(error, match=match):
         convert.check_config({**CONFIGS["1layer"], **change})
 
 

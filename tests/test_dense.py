@@ -95,7 +95,7 @@ def test_dense_initialisation_is_torchs_uniform():
     "call, error, match",
     [
         (lambda: Dense(0, 2), ValueError, "in_features must be a positive integer, got 0"),
-        (lambda: Dense(2, 2.0), ValueError, "out_features must be a positive integer"),
+        (lambda: Dense(2, 2.0), TypeError, r"out_features must be a positive integer, got 2.0 \(float\)"),
         (lambda: Dense(2, 2, dtype=np.int32), TypeError, "dtype must be float32 or float64"),
         (lambda: Dense(3, 2)(np.zeros((4, 2), np.float32)), ValueError, r"x must have 3 features.*\(4, 2\)"),
         (
