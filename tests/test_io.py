@@ -91,6 +91,30 @@ def test_load_draws_no_initialisation_it_would_overwrite(tmp_path, monkeypatch):
         assert _bits(loaded.params[name]) == _bits(value), name
 
 
+@pytest.mark.parametrize("source", ["path", "file object"])
+def test_load_holds_the_model_at_most_twice(tmp_path, source):
+    """The arrays read and the parameters filled from them; from a file
+    object, not also the file's bytes (read whole, as the object may not
+    seek): 3 layers of 1024 (96 MB), a file object's load peaked at 3.0x
+    the model's size, and now at 2.0x."""
+    layer = numba_lstm.LSTM(256, 256, num_layers=2, seed=0)
+    model_bytes = sum(p.nbytes for p in layer.params.values())
+    path = tmp_path / "model.npz"
+    layer.save(path)
+    io.load(path)  # anything imported or compiled on a first load, before tracing
+    with open(path, "rb") as f:
+        tracemalloc.start()
+        try:
+            loaded = io.load(path if source == "path" else f)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    for name, value in layer.params.items():
+        assert _bits(loaded.params[name]) == _bits(value), name
+    assert model_bytes > 4 * 2**20
+    assert peak < 2.25 * model_bytes, (peak / model_bytes, model_bytes)
+
+
 def test_file_is_written_exactly_at_path_and_holds_no_pickle(tmp_path):
     layer = numba_lstm.LSTM(2, 3)
     path = tmp_path / "weights.bin"  # no .npz suffix is appended
