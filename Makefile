@@ -7,16 +7,29 @@ STAMP_BENCH := $(VENV)/.installed-bench
 
 .PHONY: test lint bench bench-quick clean
 
+# The interpreter that made the venv, recorded in it: a venv made by another
+# one (`make test PYTHON=python3.12` after a python3 venv) is made again.  A
+# PYTHON that does not run leaves an existing venv alone.
+VENV_MADE := $(VENV)/.made-by
+PYTHON_ID := $(shell $(PYTHON) -c 'import sys; print(sys.executable, *sys.version_info[:3])' 2>/dev/null)
+ifneq ($(PYTHON_ID),)
+ifneq ($(shell cat $(VENV_MADE) 2>/dev/null),$(PYTHON_ID))
+.PHONY: $(VENV_MADE)
+endif
+endif
+
 # A venv whose creation or first pip upgrade failed (no ensurepip, no network)
 # is removed, so that the next run starts it again instead of using it.
-$(PY):
+$(VENV_MADE):
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV) && $(PY) -m pip install --quiet --upgrade pip || { rm -rf $(VENV); exit 1; }
+	echo '$(PYTHON_ID)' > $@
 
-$(STAMP_TEST): pyproject.toml | $(PY)
+$(STAMP_TEST): pyproject.toml $(VENV_MADE)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-$(STAMP_BENCH): pyproject.toml | $(PY)
+$(STAMP_BENCH): pyproject.toml $(VENV_MADE)
 	$(PY) -m pip install --quiet -e '.[bench]'
 	touch $@
 
