@@ -91,7 +91,13 @@ def check_path(name, value):
     would be read or written and then closed."""
     if not isinstance(value, (str, bytes, os.PathLike)):
         raise TypeError(f"{name} must be a file path (str, bytes or os.PathLike), got {_describe(value)}")
-    return os.fsdecode(value)
+    path = os.fsdecode(value)
+    if "\0" in path:  # open's "embedded null byte" names nothing
+        raise ValueError(
+            f"{name} must be a file path, got {type(value).__name__} holding a NUL "
+            "character (a file's contents? pass them as a file object, io.BytesIO(data))"
+        )
+    return path
 
 
 def check_integer(name, value, minimum=1):

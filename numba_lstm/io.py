@@ -14,10 +14,13 @@ with ``allow_pickle=False`` (it never holds a pickled object) containing
 ``save`` writes a temporary file in the destination folder, flushes it to
 disk and renames it over ``path`` with ``os.replace``, so a crash leaves
 either the old file or the new one under ``path``, never a half-written one.
-Both also take a binary file object (``open(..., "wb")``, ``io.BytesIO``),
-as ``np.savez`` and ``np.load`` do: ``save`` writes the archive into it
-from its current position (no atomic replace), ``load`` reads it from its
-current position to its end.
+Both also take a binary file object (``open(..., "wb")``, ``io.BytesIO``,
+``gzip.GzipFile``, a member of a ``zipfile.ZipFile``), as ``np.savez`` and
+``np.load`` do: ``save`` makes the archive in memory and writes it into the
+object from its current position in one ``write`` (no atomic replace; the
+object need not seek), ``load`` reads it from its current position to its
+end, which must hold one layer file: data before the archive (a second
+layer saved after a first) is refused, not skipped.
 The new file has the mode of the file it replaces, else that of any new file
 (0o666 less the umask); a symbolic link at ``path`` stays, and its target is
 replaced.
@@ -42,7 +45,7 @@ import stat
 import zipfile
 import zlib
 from contextlib import contextmanager, nullcontext
-from io import BytesIO, TextIOBase
+from io import BufferedIOBase, BytesIO, RawIOBase, TextIOBase
 
 import numpy as np
 
@@ -91,8 +94,10 @@ def save(layer, path):
     """Write ``layer`` (an ``numba_lstm.LSTM``) to ``path`` atomically.
 
     The file is written exactly at ``path`` (no ``.npz`` suffix is added);
-    ``path`` may be a binary file object instead, written from its current
-    position (TypeError for a text file or one not open to write).
+    ``path`` may be a binary file object instead: the archive is made in
+    memory and written into it from its current position in one ``write``,
+    so the object need not seek (a ``gzip.GzipFile``, a member of a
+    ``zipfile.ZipFile``).  TypeError for a text file or one not open to write.
     Parameters are stored in the layer's dtype without any conversion.
     """
     from numba_lstm.layer import LSTM
@@ -124,7 +129,11 @@ def save(layer, path):
     for name, value in layer.params.items():
         arrays[_PARAM_PREFIX + name] = value
     if file_object:
-        np.savez(path, **arrays)
+        # np.savez seeks back in what it writes: into the caller's object
+        # directly, a stream that cannot (GzipFile) failed half-written.
+        archive = BytesIO()
+        np.savez(archive, **arrays)
+        path.write(archive.getbuffer())
         return
     if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
         raise IsADirectoryError(f"path {path!r} names a directory; save writes a file")
@@ -148,7 +157,12 @@ def save(layer, path):
 def _check_binary_file(f, operation):
     """TypeError unless the file object ``f`` is binary and open for ``operation`` ("read" or "write")."""
     mode = "'rb'" if operation == "read" else "'wb'"
-    if isinstance(f, TextIOBase) or "b" not in getattr(f, "mode", "b"):
+    # A mode without "b" marks a text file, except on the io module's binary
+    # streams: a zipfile member's mode is "r", a GzipFile's an int.
+    given_mode = getattr(f, "mode", "b")
+    binary_stream = isinstance(f, (BufferedIOBase, RawIOBase))
+    text_mode = isinstance(given_mode, str) and "b" not in given_mode and not binary_stream
+    if isinstance(f, TextIOBase) or text_mode:
         raise TypeError(
             f"path as a file object must be opened in binary mode ({mode}), got a text file {f!r:.200}"
         )
@@ -211,7 +225,14 @@ def _load(cls, path):
     if hasattr(path, "read"):
         _check_binary_file(path, "read")
         shown = f"the file object {getattr(path, 'name', type(path).__name__)!r}"
-        source = BytesIO(path.read())
+        data = path.read()
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(
+                f"path as a file object must be opened in binary mode ('rb'), got one whose read() "
+                f"returns {type(data).__name__}: {path!r:.200}"
+            )
+        source = BytesIO(data)
+        del data
     else:
         shown = source = check_path("path", path)
     with _read_errors(shown):
@@ -246,6 +267,14 @@ def _read_layer_file(path, source):
         size = f.seek(0, os.SEEK_END)
         f.seek(0)
         with zipfile.ZipFile(f) as archive:
+            # zipfile finds the archive from the end, and skips what comes
+            # before it: a file object holding two layers gave the second.
+            start = min((info.header_offset for info in archive.infolist()), default=0)
+            if start:
+                raise ValueError(
+                    f"{path} has {start} bytes before its archive (a second layer saved after a first?); "
+                    "load reads one layer file, from the position to the end"
+                )
             return _read_archive(path, archive, size)
 
 

@@ -548,6 +548,65 @@ def test_file_objects_round_trip_from_their_position(tmp_path, dtype):
     assert _bits(io.load(tmp_path / "model.npz").params["W_hr_l0"]) == _bits(layer.params["W_hr_l0"])
 
 
+def test_binary_streams_of_the_standard_library_hold_a_layer(tmp_path):
+    """A gzip stream and a zip archive's member are binary file objects whose
+    ``mode`` has no "b" (an int, "r"): load refused them as text files (and
+    read GzipFile's int mode with an internal TypeError), and save into
+    them failed half-written, as np.savez seeks back in its archive."""
+    import gzip
+
+    layer = numba_lstm.LSTM(3, 4, num_layers=2, proj_size=2, seed=0)
+    with gzip.open(tmp_path / "model.npz.gz", "wb") as f:
+        io.save(layer, f)
+    with gzip.open(tmp_path / "model.npz.gz", "rb") as f:
+        from_gzip = io.load(f)
+    archive = BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        with z.open("model.npz", "w") as f:
+            io.save(layer, f)
+    with zipfile.ZipFile(archive) as z, z.open("model.npz") as f:
+        from_zip = io.load(f)
+    for loaded in (from_gzip, from_zip):
+        assert loaded.config == layer.config
+        for name, value in layer.params.items():
+            assert _bits(loaded.params[name]) == _bits(value), name
+
+
+def test_a_stream_of_two_layers_loads_the_one_at_its_position_or_refuses():
+    """zipfile finds an archive from its end and skips what precedes it: from
+    a stream holding two saved layers, load returned the second from the
+    position of the first."""
+    first, second = numba_lstm.LSTM(3, 4, seed=1), numba_lstm.LSTM(3, 4, seed=2)
+    stream = BytesIO()
+    io.save(first, stream)
+    first_end = stream.tell()
+    io.save(second, stream)
+    stream.seek(0)
+    with pytest.raises(
+        ValueError, match=rf"has {first_end} bytes before its archive \(a second layer saved after"
+    ):
+        io.load(stream)
+    stream.seek(first_end)
+    assert _bits(io.load(stream).params["W_l0"]) == _bits(second.params["W_l0"])
+
+
+def test_file_contents_or_a_text_stream_given_as_path_are_refused_by_name(tmp_path):
+    import codecs
+
+    layer = numba_lstm.LSTM(2, 3, seed=0)
+    io.save(layer, tmp_path / "model.npz")
+    contents = (tmp_path / "model.npz").read_bytes()
+    # open() said "embedded null byte", naming nothing.
+    with pytest.raises(
+        ValueError, match=r"path must be a file path, got bytes holding a NUL .*io.BytesIO\(data\)"
+    ):
+        io.load(contents)
+    # codecs.open adds "b" to its mode, and its read returns str.
+    with codecs.open(tmp_path / "model.npz", "r", "latin-1") as f:
+        with pytest.raises(TypeError, match=r"binary mode \('rb'\), got one whose read\(\) returns str"):
+            io.load(f)
+
+
 def test_file_objects_that_cannot_hold_a_layer_are_refused(tmp_path):
     import io as std_io
 
