@@ -451,7 +451,8 @@ class LSTM:
         if state is None:
             return np.zeros((LD, B, P), self.dtype), np.zeros((LD, B, H), self.dtype)
         if not isinstance(state, tuple) or len(state) != 2:
-            raise TypeError(f"state must be a tuple ({h_name}, {c_name}), got {type(state).__name__}")
+            given = f"a tuple of {len(state)}" if isinstance(state, tuple) else type(state).__name__
+            raise TypeError(f"state must be a tuple of 2 arrays ({h_name}, {c_name}), got {given}")
         h0 = as_float_array(h_name, state[0], self.dtype, "the layer")
         c0 = as_float_array(c_name, state[1], self.dtype, "the layer")
         check_shape(h_name, h0, (LD, B, P), "(num_layers * num_directions, B, P)")

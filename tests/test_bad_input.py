@@ -161,8 +161,8 @@ LAYER_FORWARD_CASES = [
     (dict(x=_x(T, B, I).tolist()), TypeError, r"x must be a numpy array"),
     (dict(x=_x(B, I)), ValueError, r"x must be 3-D \(T, B, I\), got 2-D shape \(2, 4\)"),
     (dict(x=_x(T, B, I + 1)), ValueError, r"x must have 4 features .*input_size.*got shape \(3, 2, 5\)"),
-    (dict(state=(np.zeros((2, B, H), np.float32),)), TypeError, r"state must be a tuple \(h0, c0\)"),
-    (dict(state=[np.zeros((2, B, H), np.float32)] * 2), TypeError, r"state must be a tuple \(h0, c0\), got list"),
+    (dict(state=(np.zeros((2, B, H), np.float32),)), TypeError, r"state must be a tuple of 2 arrays \(h0, c0\), got a tuple of 1$"),
+    (dict(state=[np.zeros((2, B, H), np.float32)] * 2), TypeError, r"state must be a tuple of 2 arrays \(h0, c0\), got list"),
     (dict(state=(np.zeros((2, B + 1, H), np.float32), np.zeros((2, B + 1, H), np.float32))), ValueError, r"h0 must have shape \(2, 2, 5\).*got \(2, 3, 5\)"),
     (dict(state=(np.zeros((1, B, H), np.float32), np.zeros((2, B, H), np.float32))), ValueError, r"h0 must have shape \(2, 2, 5\).*got \(1, 2, 5\)"),
     (dict(state=(np.zeros((2, B, H), np.float32), np.zeros((2, B, H), np.float64))), TypeError, r"c0 has dtype float64"),
@@ -240,7 +240,8 @@ def test_layer_backward_rejects(layer, kwargs, error, message):
         (dict(x_t=_x(B, I).astype(np.uint8)), TypeError, r"x_t must have dtype .*got uint8"),
         (dict(state=(np.zeros((2, B + 1, H), np.float32), np.zeros((2, B + 1, H), np.float32))), ValueError, r"^h must have shape \(2, 2, 5\).*got \(2, 3, 5\)"),
         (dict(state=(np.zeros((2, B, H), np.float32), np.zeros((2, B, H + 1), np.float32))), ValueError, r"^c must have shape \(2, 2, 5\).*got \(2, 2, 6\)"),
-        (dict(state=[np.zeros((2, B, H), np.float32)] * 2), TypeError, r"state must be a tuple \(h, c\), got list"),
+        (dict(state=[np.zeros((2, B, H), np.float32)] * 2), TypeError, r"state must be a tuple of 2 arrays \(h, c\), got list"),
+        (dict(state=(np.zeros((2, B, H), np.float32),) * 3), TypeError, r"state must be a tuple of 2 arrays \(h, c\), got a tuple of 3$"),
     ],
 )  # fmt: skip
 def test_layer_step_rejects(layer, kwargs, error, message):
