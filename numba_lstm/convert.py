@@ -1207,6 +1207,22 @@ def _onnx_source(name, ops, producers):
     return path, name
 
 
+def _onnx_lstm_upstream(name, producers):
+    """An ``LSTM`` node whose outputs the value ``name`` is computed from
+    (through any operators but the shape ops, which read no values), or None."""
+    seen, todo = set(), [name]
+    while todo:
+        node = producers.get(todo.pop())
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.op_type == "LSTM":
+            return node
+        if node.op_type not in _ONNX_SHAPE_OPS:
+            todo.extend(value for value in node.input if value)
+    return None
+
+
 def _onnx_batch_first(model, input_size, constants):
     """Whether the first ``LSTM`` node of ``model`` reads a graph input of
     shape (B, T, I): True or False where it reads one through layout
@@ -1233,13 +1249,27 @@ def _check_onnx_stack(nodes, wheres, D, H, graph, constants, dynamic, value_of):
     ``wheres``) that are not one stacked LSTM: layer k > 0 must read layer
     k - 1's output Y, (T, D, B, H), rearranged into (T, B, D * H) by layout
     operators alone (both batch-major with the attribute ``layout = 1``);
-    and no node may start from a constant state other than zero (the native
-    parameters hold no initial state).  ``value_of``: a value of the graph
-    computed from constants (and the inputs' shapes), or None."""
+    no node may start from a constant state other than zero (the native
+    parameters hold no initial state), nor from a state computed from an
+    LSTM node's outputs; and all nodes must read one ``sequence_lens`` or
+    none (forward applies one ``lengths`` to every layer).  ``value_of``: a
+    value of the graph computed from constants (and the inputs' shapes), or
+    None."""
     from onnx import numpy_helper
 
     producers = _onnx_producers(graph)
     layouts = [_onnx_attributes(node).get("layout", 0) for node in nodes]
+    read = [node.input[4] if len(node.input) > 4 else "" for node in nodes]
+    sources = [_onnx_source(name, ("Identity", "Cast"), producers)[1] if name else "" for name in read]
+    if len(set(sources)) > 1:
+        listed = ", ".join(
+            f"{where}: {repr(source) if source else 'none'}"
+            for where, source in zip(wheres, sources, strict=True)
+        )
+        raise ValueError(
+            f"the LSTM nodes read different sequence_lens ({listed}); the layer applies one lengths= to "
+            "every layer"
+        )
 
     for k, (node, where) in enumerate(zip(nodes, wheres, strict=True)):
         lengths = node.input[4] if len(node.input) > 4 else ""
@@ -1271,6 +1301,14 @@ def _check_onnx_stack(nodes, wheres, D, H, graph, constants, dynamic, value_of):
                 fill = _onnx_attributes(start_node).get("value")
                 value = 0.0 if fill is None else numpy_helper.to_array(fill)  # 0.0: ONNX's default
             else:  # an input of the model, or computed from one
+                upstream = _onnx_lstm_upstream(name, producers)
+                if upstream is not None:
+                    outputs = list(upstream.output)
+                    source = next(w for n, w in zip(nodes, wheres, strict=True) if list(n.output) == outputs)
+                    raise ValueError(
+                        f"{where} starts from an {label} computed from the outputs of {source}: each layer of "
+                        "a stacked LSTM starts from the state given to forward, not from another layer's"
+                    )
                 continue
             if np.any(np.asarray(value) != 0):
                 raise ValueError(
@@ -1324,10 +1362,11 @@ def from_onnx(path_or_model):
         ``layout``, ``sequence_lens``, ``initial_h`` and ``initial_c`` concern
         the inputs, not the weights, and are not read, but a ``sequence_lens``
         must come from the model's inputs (pass the lengths to ``forward``),
-        and a constant initial state must be zero (one computed from constants
-        and the inputs' shapes, such as zeros of B rows, is evaluated; an
-        initializer counts as the state's value even where the graph also
-        lists it as an input).
+        the same one in every node (or none in any), a constant initial state
+        must be zero (one computed from constants and the inputs' shapes,
+        such as zeros of B rows, is evaluated; an initializer counts as the
+        state's value even where the graph also lists it as an input), and
+        no initial state may be computed from an ``LSTM`` node's outputs.
 
     Returns
     -------
@@ -1341,8 +1380,9 @@ def from_onnx(path_or_model):
         Sigmoid, Tanh, Tanh (or any ``activation_alpha`` / ``activation_beta``),
         ``direction='reverse'`` alone, nodes that do not stack (other sizes,
         or other operators between them), a ``sequence_lens`` built into the
-        model, or a constant initial state other than zero; a file that is
-        not an ONNX model.
+        model or not the same in every node, a constant initial state other
+        than zero, or one computed from an ``LSTM`` node's outputs; a file
+        that is not an ONNX model.
     TypeError
         ``path_or_model`` is neither a path, a file object nor a ``ModelProto``.
     """

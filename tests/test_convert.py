@@ -883,6 +883,52 @@ def test_from_onnx_refuses_sequence_lens_built_into_the_model(onnx, source):
             convert.from_onnx(model)
 
 
+@pytest.mark.parametrize("through", ["directly", "Identity"])
+def test_from_onnx_refuses_a_layer_that_starts_from_another_layers_state(onnx, through):
+    """Layer 1 starting from layer 0's final state (Y_h, Y_c) was accepted as
+    an input-driven state: the layer it made gave other outputs than
+    onnxruntime (0.3 apart), and no state given to forward could match."""
+    from onnx import helper
+
+    config = CONFIGS["2layers"]
+    model = convert.to_onnx(config, random_params(config, np.float32))
+    first, second = [n for n in model.graph.node if n.op_type == "LSTM"]
+    states = list(first.output[1:3])
+    if through == "Identity":
+        after_first = [n.name for n in model.graph.node].index("lstm_l0") + 1
+        for position, state in enumerate(list(states)):
+            model.graph.node.insert(after_first, helper.make_node("Identity", [state], [f"{state}_copy"]))
+            states[position] = f"{state}_copy"
+    second.input.extend(["", "", ""][: 7 - len(second.input)])
+    second.input[5], second.input[6] = states
+    with pytest.raises(
+        ValueError, match="'lstm_l1' starts from an initial_h computed from the outputs of .*'lstm_l0'"
+    ):
+        convert.from_onnx(model)
+
+
+def test_from_onnx_refuses_nodes_that_read_different_sequence_lens(onnx):
+    """One node limited by sequence_lens and the other not: neither
+    forward(x) nor forward(x, lengths=...) gives what the model gives."""
+    from onnx import helper
+
+    config = CONFIGS["2layers_bidir"]
+    params = random_params(config, np.float32)
+    model = convert.to_onnx(config, params, sequence_lens=True)
+    first, second = [n for n in model.graph.node if n.op_type == "LSTM"]
+    # The same input through a Cast is the same lengths.
+    model.graph.node.insert(0, helper.make_node("Cast", ["sequence_lens"], ["lens_again"], to=6))
+    second.input[4] = "lens_again"
+    _, back = convert.from_onnx(model)
+    np.testing.assert_array_equal(back["W_l1"], params["W_l1"])
+    first.input[4] = ""
+    with pytest.raises(
+        ValueError,
+        match=r"read different sequence_lens \(LSTM node 'lstm_l0': none, LSTM node 'lstm_l1': 'sequence_lens'\)",
+    ):
+        convert.from_onnx(model)
+
+
 def test_from_onnx_follows_batch_major_nodes(onnx):
     # layout = 1 (opset 14): Y (B, T, D, H) reshaped into the next node's X
     # (B, T, D * H), with no Transpose; onnxruntime cannot run such nodes
