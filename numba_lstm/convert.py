@@ -881,6 +881,10 @@ def to_onnx(
         Add inputs ``initial_h`` and ``initial_c`` of shape
         ``(num_layers * D, B, H)`` (the layer's ``state=(h0, c0)``, in
         torch's order); without them every sequence starts from zeros.
+        From opset 9, ``Where`` nodes give ``Y_h`` and ``Y_c`` the initial
+        state when ``X`` has no steps (T = 0), as the layer does (the
+        ``LSTM`` operator of onnxruntime does not, nor, without ``Where``, a
+        model of opset 7 or 8).
     sequence_lens : bool, default False
         Add an ``int32`` input ``sequence_lens`` of shape (B,) (ONNX semantics:
         steps past a sequence's length give zeros in ``Y`` and do not change
@@ -903,8 +907,10 @@ def to_onnx(
         ``h_n``, ``c_n``).  Each node holds ``W (D, 4H, I_k)``, ``R (D, 4H, H)``,
         ``B (D, 8H) = [b, 0]`` in ONNX's gate order i, o, f, c; between layers
         a ``Transpose`` and a ``Reshape`` turn ``(T, D, B, H)`` into ``(T, B, D*H)``.
-        With ``initial_state`` and ``sequence_lens``, ``Equal``, ``Reshape``
-        and two ``Where`` nodes follow the stack (above).
+        With ``initial_state`` (opset 9 and later), two ``Where`` nodes
+        follow the stack, choosing by ``Equal`` and ``Reshape`` nodes on
+        ``sequence_lens``, or by ``Shape``, ``Gather`` and ``Equal`` nodes on
+        ``X``'s T without it (above).
     """
     onnx = _require("onnx", "to_onnx")
     from onnx import helper, numpy_helper
@@ -929,9 +935,10 @@ def to_onnx(
     if path is not None and not hasattr(path, "write"):  # onnx.save takes a file object too
         path = check_path("path", path)
     # onnxruntime's LSTM gives zeros as the final state of a sequence of
-    # length 0: Where nodes put the initial state there (opset 9 and later).
-    keep_empty_states = initial_state and sequence_lens
-    if keep_empty_states and opset < 9:
+    # length 0, and of every sequence when T = 0: Where nodes put the initial
+    # state there (opset 9 and later).
+    keep_empty_states = initial_state and (sequence_lens or opset >= 9)
+    if initial_state and sequence_lens and opset < 9:
         raise ValueError(
             f"initial_state=True with sequence_lens=True needs opset 9 or later (the Where operator that "
             f"keeps the initial state of sequences of length 0), got opset {opset}"
@@ -1004,13 +1011,22 @@ def to_onnx(
             nodes.append(
                 helper.make_node("Concat", [f"{name}_l{k}" for k in range(L)], [name + stack], axis=0)
             )
-    if keep_empty_states:
+    if keep_empty_states and sequence_lens:  # (1, B, 1): each sequence of length 0 (all of them at T = 0)
+        empty = "empty_1_B_1"
         initializers.append(numpy_helper.from_array(np.zeros((), np.int32), "zero_length"))
         initializers.append(numpy_helper.from_array(np.array([1, -1, 1], np.int64), "shape_1_B_1"))
         nodes.append(helper.make_node("Equal", ["sequence_lens", "zero_length"], ["empty"]))
-        nodes.append(helper.make_node("Reshape", ["empty", "shape_1_B_1"], ["empty_1_B_1"]))
+        nodes.append(helper.make_node("Reshape", ["empty", "shape_1_B_1"], [empty]))
+    elif keep_empty_states:  # a scalar: X has no steps
+        empty = "no_steps"
+        initializers.append(numpy_helper.from_array(np.array(1 if batch_first else 0, np.int64), "time_axis"))
+        initializers.append(numpy_helper.from_array(np.zeros((), np.int64), "zero_steps"))
+        nodes.append(helper.make_node("Shape", ["X"], ["shape_X"]))
+        nodes.append(helper.make_node("Gather", ["shape_X", "time_axis"], ["steps"], axis=0))
+        nodes.append(helper.make_node("Equal", ["steps", "zero_steps"], [empty]))
+    if keep_empty_states:
         for name, initial in (("Y_h", "initial_h"), ("Y_c", "initial_c")):
-            nodes.append(helper.make_node("Where", ["empty_1_B_1", initial, name + stack], [name]))
+            nodes.append(helper.make_node("Where", [empty, initial, name + stack], [name]))
     outputs = [
         helper.make_tensor_value_info("Y", elem, [*leading_axes, D * H]),
         helper.make_tensor_value_info("Y_h", elem, [L * D, "B", H]),

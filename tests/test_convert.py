@@ -494,6 +494,40 @@ def test_onnx_export_with_batch_first_and_initial_states_runs_like_native(onnx, 
         np.testing.assert_array_equal(back[key], params[key], err_msg=key)
 
 
+@pytest.mark.parametrize("opset", [8, 9, 17])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("name", ["1layer", "2layers_bidir"])
+def test_onnx_export_with_initial_states_keeps_them_when_x_has_no_steps(onnx, ort, name, batch_first, opset):
+    """T = 0: the layer returns the initial state; onnxruntime's LSTM does
+    not (zeros, and in this test's first runs other values), which the export
+    of initial_state=True without sequence_lens returned (with sequence_lens,
+    each length is 0 and Where kept the state)."""
+    config = CONFIGS[name]
+    L, H = config["num_layers"], config["hidden_size"]
+    LD = L * (2 if config["bidirectional"] else 1)
+    params = random_params(config, np.float32, seed=15)
+    rng = np.random.default_rng(16)
+    state = [rng.standard_normal((LD, 3, H)).astype(np.float32) for _ in range(2)]
+    model = convert.to_onnx(config, params, initial_state=True, batch_first=batch_first, opset=opset)
+    session = _session(ort, model)
+    for T in (0, 4):
+        x = rng.standard_normal((T, 3, config["input_size"])).astype(np.float32)
+        X = np.ascontiguousarray(x.transpose(1, 0, 2)) if batch_first else x
+        y, h_n, c_n = session.run(["Y", "Y_h", "Y_c"], {"X": X, "initial_h": state[0], "initial_c": state[1]})
+        if batch_first:
+            y = y.transpose(1, 0, 2)
+        if T == 0 and opset < 9:  # no Where operator: what onnxruntime gives (zeros, or not even those)
+            continue
+        _assert_outputs_close((y, h_n, c_n), native_forward(config, params, x, None, state), np.float32)
+        if T == 0:
+            np.testing.assert_array_equal(h_n, state[0])
+            np.testing.assert_array_equal(c_n, state[1])
+    back_config, back = convert.from_onnx(model)
+    assert back_config == config
+    for key in params:
+        np.testing.assert_array_equal(back[key], params[key], err_msg=key)
+
+
 @pytest.mark.parametrize("option", ["batch_first", "initial_state", "sequence_lens"])
 def test_to_onnx_refuses_options_that_are_not_bools(onnx, option):
     config = CONFIGS["1layer"]
