@@ -542,7 +542,12 @@ def from_keras(layer_or_weights):
     ``return_sequences=True`` returns the native ``y``; ``False`` returns its
     last step, the native ``h_n``.  ``unit_forget_bias``, ``dropout`` and
     ``recurrent_dropout`` only change initialisation or training and need no
-    conversion.  Keras's state order is ``(h, c)``, the native one too.
+    conversion.  Keras's state order is ``(h, c)``, the native one too.  A
+    layer under a mixed-precision policy (``dtype="mixed_float16"`` or
+    ``"mixed_bfloat16"``) holds float32 variables and computes in 16 bits;
+    its weights convert exactly, to a float32 layer, which computes in
+    float32: its outputs differ from Keras's by the 16-bit rounding (at most
+    5e-4 for float16 and 4e-3 for bfloat16 at T = 20, B = 4, I = 16, H = 32).
     """
     obj = layer_or_weights
     if isinstance(obj, (list, tuple)):
