@@ -25,7 +25,7 @@ from numba_lstm._validation import (
     make_rng,
 )
 from numba_lstm.convert import parameter_shapes
-from numba_lstm.functional import _forward, lstm_backward
+from numba_lstm.functional import SpareArrays, _forward, lstm_backward
 
 __all__ = ["LSTM", "NotReadyError"]
 
@@ -56,6 +56,14 @@ def _no_forward_yet(owner):
 
 _WITHOUT_CACHE = "backward needs a forward that keeps its cache: the last forward ran with cache=False"
 _UNFINISHED = "backward needs a forward that returned: the last forward raised an error"
+
+
+def _rows_of(caches):
+    """The arrays of a row per step and sequence in a layer's ``_caches``
+    (none for None): x, y, m, c, gates and tanh_c of each ``LSTMCache``."""
+    if caches is None:
+        return []
+    return [a for saved in caches[0] for a in (saved.x, saved.y, saved.m, saved.c, saved.gates, saved.tanh_c)]
 
 
 def _copy_without_cache(owner):
@@ -501,8 +509,10 @@ class LSTM:
         h_n, c_n = np.empty_like(h0), np.empty_like(c0)
         # The last forward's cache goes before this one's is made, not when it
         # is replaced: a training loop holds one cache at a time, not two.
-        # Until this forward returns, backward refuses (it would take the
-        # last call's activations for this one's).
+        # Its arrays of a row per step and sequence are this one's when their
+        # shapes match (``SpareArrays``).  Until this forward returns,
+        # backward refuses (it would take the last call's activations).
+        spare = SpareArrays(_rows_of(self._caches))
         self._caches = None
         self._why_no_cache = _UNFINISHED
         caches, masks = [], []
@@ -523,7 +533,7 @@ class LSTM:
                 W, b, W_hr = self._layer_params(k, suffix)
                 y, h_n[idx], c_n[idx], saved = _forward(
                     layer_input, W, b, h0[idx], c0[idx], W_hr, lengths, d == 1, cache,
-                    private_x=private_x, private_y=private_y,
+                    private_x=private_x, private_y=private_y, spare=spare,
                 )  # fmt: skip
                 outputs.append(y)
                 caches.append(saved)

@@ -1,5 +1,6 @@
 """The LSTM layer object: parameters, initialisation, forward/backward plumbing."""
 
+import copy
 import pickle
 import tracemalloc
 
@@ -84,11 +85,13 @@ def test_batch_first_is_a_transpose_of_time_major(dtype):
 
 def test_a_forward_frees_the_last_forward_cache_before_it_makes_its_own():
     """A training loop holds one forward cache at a time, not two: at 2
-    layers of H = 512, T = 200, B = 64 (float32) the peak of each forward
-    after the first was 893 MB when the last cache was kept until the new
-    one replaced it, and is 482 MB.  Here the second forward's peak above
-    what the layer held before it is measured against the first forward's
-    cache: 1.07 of it when the old cache stayed, 0.07 now."""
+    layers of H = 512, T = 200, B = 64 (float32, 516 MB held between
+    iterations) the peak of each forward after the first was 954 MB when
+    the last cache was kept until the new one replaced it, and is 543 MB
+    (the new cache is written into the last one's arrays).  Here the second
+    forward's peak above what the layer held before it is measured against
+    the first forward's cache: 1.07 of it when the old cache stayed, 0.07
+    now."""
     T, B, I, H = 100, 32, 64, 64
     x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
     numba_lstm.LSTM(I, H, num_layers=2, dtype=np.float32)(x)  # compiled before tracing
@@ -106,6 +109,69 @@ def test_a_forward_frees_the_last_forward_cache_before_it_makes_its_own():
         tracemalloc.stop()
     assert cache_bytes > 10 * 2**20  # the activations of 2 layers, 100 steps (12.6 MB)
     assert second_peak < 0.5 * cache_bytes, (second_peak, cache_bytes)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(num_layers=2),
+        dict(num_layers=2, bidirectional=True, proj_size=3),
+        dict(num_layers=3, dropout=0.5, batch_first=True),
+    ],
+)
+def test_a_forward_takes_the_last_caches_arrays_and_gives_the_same_bits(options, dtype):
+    """Each forward writes its cache into the last forward's arrays of the
+    same shape (no new pages to map and zero at each call of a training
+    loop); a layer so reused gives the bits of a new layer at every call,
+    through changes of T, B, lengths and cache=False in between."""
+    I, H = 5, 6
+    layer = numba_lstm.LSTM(I, H, dtype=dtype, seed=0, **options)
+    rng = np.random.default_rng(1)
+    calls = [(7, 4, None, True), (7, 4, None, True), (7, 4, [7, 3, 0, 5], True), (7, 4, None, False),
+             (7, 4, None, True), (7, 4, None, True), (9, 2, None, True), (7, 4, None, True),
+             (7, 4, None, True)]  # fmt: skip
+    last_gates, reused = None, 0
+    for T, B, lengths, cache in calls:
+        shape = (B, T, I) if layer.batch_first else (T, B, I)
+        x = rng.standard_normal(shape).astype(dtype)
+        dy = rng.standard_normal((*shape[:2], layer.num_directions * layer.output_size)).astype(dtype)
+        same = dict(batch_first=layer.batch_first, dropout=layer.dropout)
+        fresh = numba_lstm.LSTM.from_params(layer.config, layer.params, **same)
+        fresh._rng = copy.deepcopy(layer._rng)  # the same dropout masks
+        x_before = x.copy()
+        y, (h_n, c_n) = layer(x, lengths=lengths, cache=cache)
+        want_y, (want_h, want_c) = fresh(x, lengths=lengths, cache=cache)
+        np.testing.assert_array_equal(x, x_before)
+        for got, want in ((y, want_y), (h_n, want_h), (c_n, want_c)):
+            np.testing.assert_array_equal(got, want)
+        if not cache:  # no cache kept: the next call's arrays are new
+            last_gates = None
+            continue
+        np.testing.assert_array_equal(layer.backward(dy), fresh.backward(dy))
+        for name, grad in fresh.grads.items():
+            np.testing.assert_array_equal(layer.grads[name], grad, err_msg=name)
+        # Each layer's gates in memory of the last call's (one layer's may be another's).
+        gates = sorted((saved.gates.shape, saved.gates.ctypes.data) for saved in layer._caches[0])
+        if last_gates is not None and [s for s, _ in gates] == [s for s, _ in last_gates]:
+            assert gates == last_gates
+            reused += 1
+        last_gates = gates
+    assert reused == 3  # the second call, and the second of each later pair of one shape
+
+
+def test_a_forward_does_not_write_into_its_input_when_it_is_the_last_caches(dtype):
+    """The spare arrays skip any that overlap x or the state: here x is the
+    last forward's own y (reachable only through the layer's internals),
+    which the new cache's y would otherwise have overwritten as it read it."""
+    T, B, H = 6, 3, 4
+    layer = numba_lstm.LSTM(H, H, dtype=dtype, seed=0)
+    layer(np.random.default_rng(0).standard_normal((T, B, H)).astype(dtype))
+    x = layer._caches[0][0].y.reshape(T, B, H)
+    x_before = x.copy()
+    want, _ = numba_lstm.LSTM.from_params(layer.config, layer.params)(x_before)
+    y, _ = layer(x)
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(x, x_before)
 
 
 def test_backward_refuses_after_a_forward_that_raised(monkeypatch, dtype):
