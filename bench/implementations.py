@@ -230,6 +230,26 @@ def _functional_training(module):
     return prepare
 
 
+def _layer_training(p):
+    """numba_lstm's ``LSTM`` layer as a training loop calls it, forward then
+    ``backward`` (as ``torch.nn.LSTM``'s row): each forward writes its cache
+    into the last one's arrays, which the functional call cannot (its
+    caller owns the cache)."""
+    layer = _layer_of(p)
+    state = (p["h0"][None], p["c0"][None])
+    out = {}
+
+    def run():
+        y, _ = layer(p["x"], state)
+        out["r"] = y, layer.backward(p["dy"])
+
+    def collect():
+        y, dx = out["r"]
+        return {"y": y, "dx": dx, "dW": layer.grads["W_l0"], "db": layer.grads["b_l0"]}
+
+    return run, collect
+
+
 def _jit_missing():
     try:
         importlib.import_module("numba_lstm.jit")
@@ -605,6 +625,7 @@ REGISTRY = [
     Implementation("onnxruntime LSTM", "inference", _onnx_inference, ("onnx", "onnxruntime"), _F32),
     # training: forward + backward
     Implementation("numba_lstm", "training", _functional_training(numba_lstm)),
+    Implementation("numba_lstm.LSTM (layer)", "training", _layer_training),
     Implementation("numpy reference", "training", _functional_training(numba_lstm.reference)),
     Implementation("torch.nn.LSTM", "training", _torch_training, ("torch",), baseline=True),
     # streaming: one step at a time, B = 1
