@@ -198,11 +198,14 @@ class SpareArrays:
     def __init__(self, arrays=()):
         self._arrays = []  # (array, first byte, one past its last byte), by first byte
         kept_end = 0
-        spans = sorted((_span(a), id(a), a) for a in arrays if a is not None and a.size)
-        for (start, end), _, a in spans:
+        spans = sorted(((byte_bounds(a), a) for a in arrays if a is not None and a.size), key=lambda s: s[0])
+        for (start, end), a in spans:
             if start >= kept_end:
                 self._arrays.append((a, start, end))
                 kept_end = end
+
+    def __bool__(self):
+        return bool(self._arrays)
 
     def take(self, shape, dtype, inputs=()):
         """An array of ``shape`` and ``dtype`` on a cache line, as ``aligned_empty``:
@@ -213,11 +216,6 @@ class SpareArrays:
                 del self._arrays[i]
                 return a
         return aligned_empty(shape, dtype)
-
-
-def _span(a):
-    """The bytes that the array ``a`` may touch: (first, one past the last)."""
-    return byte_bounds(a)
 
 
 def _threads(threaded):
@@ -312,7 +310,7 @@ def _forward(x, W, b, h0, c0, W_hr, lengths, reverse, cache, *, private_x, priva
     # the caller keeps it private; y unless the caller keeps it private).
     copies = cache and packing.packed_row is None
     spare = SpareArrays() if spare is None else spare
-    inputs = [_span(a) for a in (x, h0, c0)] if spare._arrays else []
+    inputs = [byte_bounds(a) for a in (x, h0, c0)] if spare else []  # the bytes each may touch
 
     def take(shape):
         return spare.take(shape, dtype, inputs)
