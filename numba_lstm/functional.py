@@ -182,39 +182,43 @@ class LSTMProjGrads(NamedTuple):
     dW_hr: np.ndarray
 
 
-class SpareArrays:
+class _SpareArrays:
     """Arrays of an earlier forward's cache that nothing else holds any more,
     which a forward takes for its cache instead of new ones of the same
     shape and dtype (``LSTM.forward`` passes its last cache's).
 
     A training loop then writes its activations into the same memory at
     every call: new arrays of tens of MB came from pages the system mapped
-    and zeroed again at each call once the last cache was freed first (2
-    layers, I = H = 256, T = 100, B = 64: 2,900 page faults and 1.25-1.3x
-    the time of an iteration).  An array that overlaps one kept already (a
-    layer's x is the layer below's y) is left out.
+    and zeroed again at each call once the last cache was freed first (1
+    layer, I = H = 256, T = 100, B = 64: 2,900-5,300 page faults and 1.25x
+    the time of an iteration).  Only C-contiguous, writeable arrays on a
+    cache line are kept (``aligned_empty``'s), none that overlaps one of the
+    arrays ``avoid`` (the caller's inputs), and an array that overlaps one
+    kept already (a layer's x is the layer below's y) is left out.
     """
 
-    def __init__(self, arrays=()):
-        self._arrays = []  # (array, first byte, one past its last byte), by first byte
+    def __init__(self, arrays=(), avoid=()):
+        self._arrays = []
+        usable = [
+            a
+            for a in arrays
+            if a is not None and a.size and a.flags.c_contiguous and a.flags.writeable
+            and a.ctypes.data % CACHE_LINE == 0
+        ]  # fmt: skip
+        if not usable:
+            return
+        avoided = [byte_bounds(v) for v in avoid]  # (first byte, one past the last) of each
         kept_end = 0
-        spans = sorted(((byte_bounds(a), a) for a in arrays if a is not None and a.size), key=lambda s: s[0])
-        for (start, end), a in spans:
-            if start >= kept_end:
-                self._arrays.append((a, start, end))
+        for (start, end), a in sorted(((byte_bounds(a), a) for a in usable), key=lambda pair: pair[0]):
+            if start >= kept_end and all(end <= lo or hi <= start for lo, hi in avoided):
+                self._arrays.append(a)
                 kept_end = end
 
-    def __bool__(self):
-        return bool(self._arrays)
-
-    def take(self, shape, dtype, inputs=()):
-        """An array of ``shape`` and ``dtype`` on a cache line, as ``aligned_empty``:
-        a spare one that overlaps none of the byte spans ``inputs``, else a new one."""
-        for i, (a, start, end) in enumerate(self._arrays):
-            fits = a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
-            if fits and start % CACHE_LINE == 0 and all(end <= lo or hi <= start for lo, hi in inputs):
-                del self._arrays[i]
-                return a
+    def take(self, shape, dtype):
+        """A spare array of ``shape`` and ``dtype``, else a new one (``aligned_empty``)."""
+        for i, a in enumerate(self._arrays):
+            if a.shape == shape and a.dtype == dtype:
+                return self._arrays.pop(i)
         return aligned_empty(shape, dtype)
 
 
@@ -279,8 +283,9 @@ def _forward(x, W, b, h0, c0, W_hr, lengths, reverse, cache, *, private_x, priva
     stack, or a concatenation): it may be the cache's own array.  A stacked
     ``LSTM`` passes both for its inner layers, which otherwise copied each
     layer's output twice (once as y, once as the next layer's x).  spare:
-    a ``SpareArrays`` from which the arrays of the cache that have a row per
-    step and sequence are taken.
+    a ``_SpareArrays`` from which the arrays that have a row per step and
+    sequence are taken (the cache's, and ``y``, which is the caller's with
+    ``cache=False``).
     """
     cache, reverse = check_bool("cache", cache), check_bool("reverse", reverse)
     W, b, W_hr, I, H, P = check_weights(W, b, W_hr=W_hr)
@@ -309,11 +314,10 @@ def _forward(x, W, b, h0, c0, W_hr, lengths, reverse, cache, *, private_x, priva
     # cache's, so they are copied (x unless as_float_array made a copy, or
     # the caller keeps it private; y unless the caller keeps it private).
     copies = cache and packing.packed_row is None
-    spare = SpareArrays() if spare is None else spare
-    inputs = [byte_bounds(a) for a in (x, h0, c0)] if spare else []  # the bytes each may touch
+    spare = _SpareArrays() if spare is None else spare
 
     def take(shape):
-        return spare.take(shape, dtype, inputs)
+        return spare.take(shape, dtype)
 
     if copies:
         if x is given_x and not private_x:

@@ -1,5 +1,6 @@
 """``LSTM``: a layer object that owns its parameters and calls the kernels."""
 
+import threading
 from collections.abc import Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -25,7 +26,7 @@ from numba_lstm._validation import (
     make_rng,
 )
 from numba_lstm.convert import parameter_shapes
-from numba_lstm.functional import SpareArrays, _forward, lstm_backward
+from numba_lstm.functional import _forward, _SpareArrays, lstm_backward
 
 __all__ = ["LSTM", "NotReadyError"]
 
@@ -58,12 +59,22 @@ _WITHOUT_CACHE = "backward needs a forward that keeps its cache: the last forwar
 _UNFINISHED = "backward needs a forward that returned: the last forward raised an error"
 
 
-def _rows_of(caches):
-    """The arrays of a row per step and sequence in a layer's ``_caches``
-    (none for None): x, y, m, c, gates and tanh_c of each ``LSTMCache``."""
+#: Held while a layer's forward takes its last cache or a backward marks it
+#: in use: the arrays of one cache go to one forward, and to none while a
+#: backward (of another thread) reads them.
+_CACHE_SWAP = threading.Lock()
+
+
+def _rows_of(caches, rows):
+    """The arrays of a layer's ``_caches`` (none for None) with ``rows`` rows,
+    a row per step and sequence: x, y, m, c, gates and tanh_c of each
+    ``LSTMCache``."""
     if caches is None:
         return []
-    return [a for saved in caches[0] for a in (saved.x, saved.y, saved.m, saved.c, saved.gates, saved.tanh_c)]
+    arrays = (
+        a for saved in caches[0] for a in (saved.x, saved.y, saved.m, saved.c, saved.gates, saved.tanh_c)
+    )
+    return [a for a in arrays if a is not None and a.shape[0] == rows]
 
 
 def _copy_without_cache(owner):
@@ -133,6 +144,11 @@ class LSTM:
     uniform in ``[-1/sqrt(H), 1/sqrt(H)]``.  A new layer is in training mode
     (as in PyTorch); ``eval()`` switches dropout off.
     """
+
+    #: Backward calls running on this layer (other threads'): while any runs,
+    #: a forward leaves the cache it reads alone.  A class attribute, so that
+    #: layers unpickled from before it count from 0 too.
+    _backward_calls = 0
 
     def __init__(
         self, input_size, hidden_size, num_layers=1, *, bidirectional=False, proj_size=0,
@@ -212,6 +228,7 @@ class LSTM:
             **self._no_step_buffers(),
             "_caches": None,
             "_why_no_cache": _copy_without_cache("layer"),
+            "_backward_calls": 0,
         }
 
     def _uniform(self, bound, shape):
@@ -509,12 +526,17 @@ class LSTM:
         h_n, c_n = np.empty_like(h0), np.empty_like(c0)
         # The last forward's cache goes before this one's is made, not when it
         # is replaced: a training loop holds one cache at a time, not two.
-        # Its arrays of a row per step and sequence are this one's when their
-        # shapes match (``SpareArrays``).  Until this forward returns,
-        # backward refuses (it would take the last call's activations).
-        spare = SpareArrays(_rows_of(self._caches))
-        self._caches = None
-        self._why_no_cache = _UNFINISHED
+        # Its arrays of this call's rows (N) are this one's where their shapes
+        # match (``_SpareArrays``); the others are freed first.  Until this
+        # forward returns, backward refuses (it would take the last call's
+        # activations).  A backward running on another thread keeps its cache.
+        with _CACHE_SWAP:
+            last = None if self._backward_calls else self._caches
+            self._caches = None
+            self._why_no_cache = _UNFINISHED
+        N = T * B if lengths is None else int(lengths.sum())
+        spare = _SpareArrays(_rows_of(last, N), avoid=(given_x, x, h0, c0))
+        del last
         caches, masks = [], []
         layer_input = x
         for k in range(self.num_layers):
@@ -570,9 +592,21 @@ class LSTM:
             an error, or the layer is a copy (``copy``, ``deepcopy`` or
             ``pickle``) on which no forward ran since.
         """
-        if self._caches is None:
+        with _CACHE_SWAP:
+            saved = self._caches
+            if saved is not None:
+                self._backward_calls += 1  # no forward takes these arrays meanwhile
+        if saved is None:
             raise NotReadyError(self._why_no_cache)
-        caches, masks, (T, B) = self._caches
+        try:
+            return self._backward(saved, dy, dh_n, dc_n)
+        finally:
+            with _CACHE_SWAP:
+                self._backward_calls -= 1
+
+    def _backward(self, saved, dy, dh_n, dc_n):
+        """``backward`` through the cache ``saved`` (``_caches`` of a forward)."""
+        caches, masks, (T, B) = saved
         D, P, H = self.num_directions, self.output_size, self.hidden_size
         LD = self.num_layers * D
         if dy is None:
