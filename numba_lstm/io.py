@@ -133,7 +133,12 @@ def save(layer, path):
         # directly, a stream that cannot (GzipFile) failed half-written.
         archive = BytesIO()
         np.savez(archive, **arrays)
-        path.write(archive.getbuffer())
+        unwritten = archive.getbuffer()
+        while unwritten:  # a raw stream may write part of it
+            written = path.write(unwritten)
+            if written is None or written >= len(unwritten):  # None: a writer that returns nothing
+                break
+            unwritten = unwritten[written:]
         return
     if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
         raise IsADirectoryError(f"path {path!r} names a directory; save writes a file")
