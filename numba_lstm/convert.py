@@ -1280,7 +1280,7 @@ def _check_onnx_stack(nodes, wheres, D, H, graph, constants, dynamic, value_of):
 
     producers = _onnx_producers(graph)
     layouts = [_onnx_attributes(node).get("layout", 0) for node in nodes]
-    read = [node.input[4] if len(node.input) > 4 else "" for node in nodes]
+    read = [node.input[4] if len(node.input) > 4 else "" for node in nodes]  # each node's sequence_lens
     sources = [_onnx_source(name, ("Identity", "Cast"), producers)[1] if name else "" for name in read]
     if len(set(sources)) > 1:
         listed = ", ".join(
@@ -1293,7 +1293,7 @@ def _check_onnx_stack(nodes, wheres, D, H, graph, constants, dynamic, value_of):
         )
 
     for k, (node, where) in enumerate(zip(nodes, wheres, strict=True)):
-        lengths = node.input[4] if len(node.input) > 4 else ""
+        lengths = read[k]
         if lengths and lengths not in dynamic:
             raise ValueError(
                 f"{where} reads a sequence_lens built into the model (computed from constants and the inputs' "
@@ -1325,7 +1325,10 @@ def _check_onnx_stack(nodes, wheres, D, H, graph, constants, dynamic, value_of):
                 upstream = _onnx_lstm_upstream(name, producers)
                 if upstream is not None:
                     outputs = list(upstream.output)
-                    source = next(w for n, w in zip(nodes, wheres, strict=True) if list(n.output) == outputs)
+                    source = next(
+                        (w for n, w in zip(nodes, wheres, strict=True) if list(n.output) == outputs),
+                        "an LSTM node",
+                    )
                     raise ValueError(
                         f"{where} starts from an {label} computed from the outputs of {source}: each layer of "
                         "a stacked LSTM starts from the state given to forward, not from another layer's"
