@@ -8,10 +8,12 @@ STAMP_BENCH := $(VENV)/.installed-bench
 .PHONY: test lint bench bench-quick clean
 
 # The interpreter that made the venv, recorded in it: a venv made by another
-# one (`make test PYTHON=python3.12` after a python3 venv) is made again.  A
+# one (`make test PYTHON=python3.12` after a python3 venv) is made again.  It
+# is named by its installation (sys.base_prefix) and version, which are the
+# same from inside the venv itself, and for python3 and python3.11 alike.  A
 # PYTHON that does not run leaves an existing venv alone.
 VENV_MADE := $(VENV)/.made-by
-PYTHON_ID := $(shell $(PYTHON) -c 'import sys; print(sys.executable, *sys.version_info[:3])' 2>/dev/null)
+PYTHON_ID := $(shell $(PYTHON) -c 'import sys; print(sys.base_prefix, *sys.version_info[:3])' 2>/dev/null)
 ifneq ($(PYTHON_ID),)
 ifneq ($(shell cat $(VENV_MADE) 2>/dev/null),$(PYTHON_ID))
 .PHONY: $(VENV_MADE)
