@@ -36,6 +36,7 @@ bzip2 or LZMA member a 4 KB chunk at a time without a limit, before it
 checks the declared size, so those are refused.
 """
 
+import codecs
 import json
 import lzma
 import math
@@ -159,15 +160,19 @@ def save(layer, path):
         raise
 
 
+_CODECS_STREAMS = (codecs.StreamReader, codecs.StreamWriter, codecs.StreamReaderWriter)
+
+
 def _check_binary_file(f, operation):
     """TypeError unless the file object ``f`` is binary and open for ``operation`` ("read" or "write")."""
     mode = "'rb'" if operation == "read" else "'wb'"
     # A mode without "b" marks a text file, except on the io module's binary
-    # streams: a zipfile member's mode is "r", a GzipFile's an int.
+    # streams: a zipfile member's mode is "r", a GzipFile's an int.  A codecs
+    # stream is text whatever its mode (codecs.open adds "b" to it).
     given_mode = getattr(f, "mode", "b")
     binary_stream = isinstance(f, (BufferedIOBase, RawIOBase))
     text_mode = isinstance(given_mode, str) and "b" not in given_mode and not binary_stream
-    if isinstance(f, TextIOBase) or text_mode:
+    if isinstance(f, (TextIOBase, *_CODECS_STREAMS)) or text_mode:
         raise TypeError(
             f"path as a file object must be opened in binary mode ({mode}), got a text file {f!r:.200}"
         )

@@ -601,10 +601,21 @@ def test_file_contents_or_a_text_stream_given_as_path_are_refused_by_name(tmp_pa
         ValueError, match=r"path must be a file path, got bytes holding a NUL .*io.BytesIO\(data\)"
     ):
         io.load(contents)
-    # codecs.open adds "b" to its mode, and its read returns str.
+    # codecs.open adds "b" to its mode: load got str from its read(), and
+    # save an internal TypeError from its write.
     with codecs.open(tmp_path / "model.npz", "r", "latin-1") as f:
-        with pytest.raises(TypeError, match=r"binary mode \('rb'\), got one whose read\(\) returns str"):
+        with pytest.raises(TypeError, match=r"binary mode \('rb'\), got a text file"):
             io.load(f)
+    with codecs.open(tmp_path / "other.npz", "w", "latin-1") as f:
+        with pytest.raises(TypeError, match=r"binary mode \('wb'\), got a text file"):
+            io.save(layer, f)
+
+    class ReadsText:  # a file object of no known kind whose read() returns str
+        def read(self):
+            return contents.decode("latin-1")
+
+    with pytest.raises(TypeError, match=r"binary mode \('rb'\), got one whose read\(\) returns str"):
+        io.load(ReadsText())
 
 
 def test_file_objects_that_cannot_hold_a_layer_are_refused(tmp_path):
