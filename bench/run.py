@@ -41,31 +41,97 @@ TITLES = {
 }
 
 
+def _positive_ints(text, parts):
+    """``text`` as ``parts`` positive integers joined by "x"; ValueError otherwise."""
+    numbers = [int(n) for n in text.split("x")]  # ValueError for a part that is not an integer
+    if len(numbers) != parts or min(numbers) < 1:
+        raise ValueError(text)
+    return numbers
+
+
+def _list_of(parts, what):
+    """An argparse type: 'none', or comma-separated values of ``parts``
+    positive integers joined by "x" (``what`` names them in the message)."""
+
+    def check(text):
+        tokens = [token for token in text.replace(" ", ",").split(",") if token]
+        if text.strip().lower() == "none":
+            return "none"
+        try:
+            if not tokens:
+                raise ValueError(text)
+            for token in tokens:
+                _positive_ints(token, parts)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected 'none' or comma-separated {what}, positive integers, got {text!r}"
+            ) from None
+        return text
+
+    return check
+
+
+def _at_least(minimum, kind=int):
+    """An argparse type: a finite number of ``kind`` at least ``minimum``."""
+
+    def check(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not minimum <= value < float("inf"):
+            raise argparse.ArgumentTypeError(f"expected a number >= {minimum}, got {text!r}")
+        return value
+
+    return check
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module docstring as it is, and each option's default."""
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--shapes", default="16x100x128x256", help="float32 shapes, comma-separated BxTxIxH")
-    parser.add_argument("--shapes64", default="16x100x128x256", help="float64 shapes ('none' for none)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
+    shapes, hidden = _list_of(4, "BxTxIxH shapes"), _list_of(1, "hidden sizes H")
     parser.add_argument(
-        "--stream-hidden", default="32,128,512", help="streaming hidden sizes H ('none' for none)"
-    )
-    parser.add_argument("--stream-steps", type=int, default=100, help="steps per streaming call")
-    parser.add_argument(
-        "--lengths", default="64x100x256x256", help="variable-lengths shape ('none' for none)"
+        "--shapes",
+        type=shapes,
+        default="16x100x128x256",
+        help="float32 shapes, comma-separated BxTxIxH ('none' for none)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=5, help="timed calls per implementation (median of them)"
+        "--shapes64", type=shapes, default="16x100x128x256", help="float64 shapes ('none' for none)"
     )
     parser.add_argument(
-        "--threads", type=int, default=0, help="threads for every implementation (0: torch's default)"
+        "--stream-hidden",
+        type=hidden,
+        default="32,128,512",
+        help="streaming hidden sizes H ('none' for none)",
+    )
+    parser.add_argument("--stream-steps", type=_at_least(1), default=100, help="steps per streaming call")
+    parser.add_argument(
+        "--lengths", type=shapes, default="64x100x256x256", help="variable-lengths shapes ('none' for none)"
     )
     parser.add_argument(
-        "--gemm-size", type=int, default=2048, help="n of the n^3 GEMM that measures the ceiling"
+        "--repeats", type=_at_least(1), default=5, help="timed calls per implementation (median of them)"
     )
-    parser.add_argument("--pause", type=float, default=0.1, help="idle seconds before each timed round")
+    parser.add_argument(
+        "--threads",
+        type=_at_least(0),
+        default=0,
+        help="threads for every implementation (0: torch's default)",
+    )
+    parser.add_argument(
+        "--gemm-size", type=_at_least(1), default=2048, help="n of the n^3 GEMM that measures the ceiling"
+    )
+    parser.add_argument(
+        "--pause", type=_at_least(0.0, float), default=0.1, help="idle seconds before each timed round"
+    )
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON, Markdown and PNG")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if all(value == "none" for value in (args.shapes, args.shapes64, args.stream_hidden, args.lengths)):
+        parser.error("nothing to run: --shapes, --shapes64, --stream-hidden and --lengths are all 'none'")
+    return args
 
 
 def run_pytest(args, raw_json, log_path):
@@ -104,7 +170,8 @@ def run_pytest(args, raw_json, log_path):
                 line_start = char == "\n"
             sys.stdout.flush()
         returncode = process.wait()
-    if returncode != 0 and not raw_json.exists():
+    if returncode != 0 and not raw_json.stat().st_size:  # claim_stamp made it empty: nothing written
+        raw_json.unlink()
         sys.exit(
             f"pytest failed (exit {returncode}); its output is in {log_path}:\n"
             + log_path.read_text()[-4000:]

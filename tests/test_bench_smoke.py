@@ -9,6 +9,7 @@ yet, is skipped with the reason the benchmark table prints.
 import datetime
 import os
 import pathlib
+import re
 import sys
 import types
 
@@ -194,6 +195,56 @@ def test_a_run_with_failed_benchmarks_still_writes_the_others(tmp_path, monkeypa
     assert "**Incomplete run**: pytest exited with 1" in tables and failed in tables
     assert "| 2×5×4×4 | float32 | numba_lstm |" in tables
     assert json_path.with_suffix(".log").exists() and not list(tmp_path.glob("*.raw.json"))
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--shapes", "2x3x4"], r"--shapes: expected 'none' or comma-separated BxTxIxH shapes, positive integers, got '2x3x4'"),
+        (["--shapes", "ax3x4x5"], r"--shapes: expected .* got 'ax3x4x5'"),
+        (["--shapes64", "0x3x4x5"], r"--shapes64: expected .* got '0x3x4x5'"),
+        (["--lengths", "4x10x3"], r"--lengths: expected .* got '4x10x3'"),
+        (["--stream-hidden", "abc"], r"--stream-hidden: expected 'none' or comma-separated hidden sizes H"),
+        (["--repeats", "0"], r"--repeats: expected a number >= 1, got '0'"),
+        (["--threads", "-1"], r"--threads: expected a number >= 0, got '-1'"),
+        (["--gemm-size", "0"], r"--gemm-size: expected a number >= 1"),
+        (["--stream-steps", "0"], r"--stream-steps: expected a number >= 1"),
+        (["--pause", "nan"], r"--pause: expected a number >= 0.0, got 'nan'"),
+        (["--shapes", "none", "--shapes64", "none", "--stream-hidden", "none", "--lengths", "none"], "nothing to run"),
+    ],
+)  # fmt: skip
+def test_bench_arguments_are_checked_before_any_work(arguments, message, capsys):
+    """Bad values went to the benchmarks' pytest process and ended about 20
+    s later in a JSONDecodeError of an empty file (or in the chart, or an
+    abort of onnxruntime at B = 0), naming no argument."""
+    from bench import run
+
+    with pytest.raises(SystemExit) as exit_info:
+        run.parse_args(arguments)
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_run_whose_pytest_wrote_nothing_stops_at_once(tmp_path, monkeypatch):
+    """claim_stamp creates the run's .raw.json empty, so the check for a
+    missing file never stopped a failed run: it went on to the start-up
+    measurement and failed reading the empty file, which it left behind."""
+    import io
+
+    from bench import run
+
+    class PytestThatFails:
+        def __init__(self, *args, **kwargs):
+            self.stdout = io.BytesIO(b"INTERNALERROR> the benchmarks could not start\n")
+
+        def wait(self):
+            return 3
+
+    monkeypatch.setattr(run.subprocess, "Popen", PytestThatFails)
+    monkeypatch.setattr(run, "measure_startup", lambda: pytest.fail("the run went on"))
+    with pytest.raises(SystemExit, match=r"(?s)pytest failed \(exit 3\).*could not start"):
+        run.main(["--shapes", "2x5x4x4", "--out", str(tmp_path)])
+    assert not list(tmp_path.glob("*.raw.json")) and len(list(tmp_path.glob("*.log"))) == 1
 
 
 def test_runs_of_the_same_second_keep_their_own_files(tmp_path, monkeypatch):
