@@ -10,6 +10,11 @@ import os
 
 import numpy as np
 
+try:  # re-exported for the package: the overlap checks of optim and functional
+    from numpy.lib.array_utils import byte_bounds  # NumPy >= 2.0
+except ImportError:  # NumPy 1.x
+    from numpy import byte_bounds  # noqa: F401 (re-exported)
+
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 

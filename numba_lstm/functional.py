@@ -12,11 +12,6 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-try:
-    from numpy.lib.array_utils import byte_bounds  # NumPy >= 2.0
-except ImportError:  # NumPy 1.x
-    from numpy import byte_bounds
-
 from numba_lstm._kernels import (
     GRAD_ROWS,
     ONE_TILE_GRAD_ROWS,
@@ -51,6 +46,7 @@ from numba_lstm._panels import (
 from numba_lstm._sync import counters
 from numba_lstm._validation import (
     as_float_array,
+    byte_bounds,
     check_bool,
     check_lengths,
     check_ndim,
@@ -220,6 +216,14 @@ class _SpareArrays:
             if a.shape == shape and a.dtype == dtype:
                 return self._arrays.pop(i)
         return aligned_empty(shape, dtype)
+
+
+def _cache_rows(caches, rows):
+    """The arrays of the ``LSTMCache`` objects ``caches`` that have ``rows``
+    rows, a row per step and sequence (x, y, m, c, gates and tanh_c; not the
+    packed weights nor the states): what ``_SpareArrays`` can hand out."""
+    arrays = (a for saved in caches for a in (saved.x, saved.y, saved.m, saved.c, saved.gates, saved.tanh_c))
+    return [a for a in arrays if a is not None and a.shape[0] == rows]
 
 
 def _threads(threaded):

@@ -26,7 +26,7 @@ from numba_lstm._validation import (
     make_rng,
 )
 from numba_lstm.convert import parameter_shapes
-from numba_lstm.functional import _forward, _SpareArrays, lstm_backward
+from numba_lstm.functional import _cache_rows, _forward, _SpareArrays, lstm_backward
 
 __all__ = ["LSTM", "NotReadyError"]
 
@@ -63,18 +63,6 @@ _UNFINISHED = "backward needs a forward that returned: the last forward raised a
 #: in use: the arrays of one cache go to one forward, and to none while a
 #: backward (of another thread) reads them.
 _CACHE_SWAP = threading.Lock()
-
-
-def _rows_of(caches, rows):
-    """The arrays of a layer's ``_caches`` (none for None) with ``rows`` rows,
-    a row per step and sequence: x, y, m, c, gates and tanh_c of each
-    ``LSTMCache``."""
-    if caches is None:
-        return []
-    arrays = (
-        a for saved in caches[0] for a in (saved.x, saved.y, saved.m, saved.c, saved.gates, saved.tanh_c)
-    )
-    return [a for a in arrays if a is not None and a.shape[0] == rows]
 
 
 def _copy_without_cache(owner):
@@ -535,7 +523,7 @@ class LSTM:
             self._caches = None
             self._why_no_cache = _UNFINISHED
         N = T * B if lengths is None else int(lengths.sum())
-        spare = _SpareArrays(_rows_of(last, N), avoid=(given_x, x, h0, c0))
+        spare = _SpareArrays(_cache_rows(last[0] if last else [], N), avoid=(given_x, x, h0, c0))
         del last
         caches, masks = [], []
         layer_input = x

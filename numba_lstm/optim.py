@@ -29,12 +29,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-try:
-    from numpy.lib.array_utils import byte_bounds  # NumPy >= 2.0
-except ImportError:  # NumPy 1.x
-    from numpy import byte_bounds
-
-from numba_lstm._validation import FLOAT_DTYPES, check_bool, is_real
+from numba_lstm._validation import FLOAT_DTYPES, byte_bounds, check_bool, is_real
 
 __all__ = ["SGD", "Adam", "AdamW", "clip_grad_norm", "merge"]
 
