@@ -1,5 +1,6 @@
 """``LSTM``: a layer object that owns its parameters and calls the kernels."""
 
+import copy
 import threading
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ from numba.core.errors import TypingError
 
 from numba_lstm import jit
 from numba_lstm._kernels import SMALL_ROWS, STEP_SPLIT_MIN_BYTES, STEP_SPLIT_MIN_ROWS, STEP_SPLIT_SHARES
-from numba_lstm._panels import aligned_empty, aligned_zeros
+from numba_lstm._panels import aligned_copy, aligned_empty, aligned_zeros
 from numba_lstm._sync import counters
 from numba_lstm._validation import (
     as_float_array,
@@ -218,6 +219,32 @@ class LSTM:
             "_why_no_cache": _copy_without_cache("layer"),
             "_backward_calls": 0,
         }
+
+    def __deepcopy__(self, memo):
+        """``copy.deepcopy``: the state of ``__getstate__``, with the
+        parameters copied onto cache lines as the constructor makes them
+        (NumPy's copies start 16 or 32 bytes off a line, and ``step`` on such
+        a copy took 10.8 against 7.6 us at H = 128, bench/NOTES.md "Session
+        44").  The copies go into ``memo``, so that an optimizer copied in
+        the same call updates the copy's own arrays; a parameter that the
+        call copied before the layer (an optimizer first in a tuple) is
+        taken from ``memo`` as NumPy copied it.  ``pickle`` keeps NumPy's
+        copies: replacing them on load would part a layer from an
+        optimizer pickled with it."""
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        originals = memo.setdefault(id(memo), [])  # as copy.deepcopy's own memo: alive while memo is
+        for array in self.params.values():
+            if type(array) is np.ndarray and id(array) not in memo:
+                memo[id(array)] = aligned_copy(array)
+                originals.append(array)
+        state = copy.deepcopy(self.__getstate__(), memo)
+        setstate = getattr(copied, "__setstate__", None)
+        if setstate is None:
+            copied.__dict__.update(state)
+        else:
+            setstate(state)
+        return copied
 
     def _uniform(self, bound, shape):
         # On a cache line, as the kernels' own arrays: step() reads W row by
