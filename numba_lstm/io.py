@@ -236,6 +236,11 @@ def _load(cls, path):
         _check_binary_file(path, "read")
         shown = f"the file object {getattr(path, 'name', type(path).__name__)!r}"
         data = path.read()
+        if data is None:  # io.RawIOBase: a non-blocking stream with no bytes ready
+            raise ValueError(
+                f"path as a file object returned None from read(): a non-blocking stream with no data ready; "
+                f"load reads the whole file at once: read it yourself and pass io.BytesIO(data): {path!r:.200}"
+            )
         if not isinstance(data, (bytes, bytearray)):
             raise TypeError(
                 f"path as a file object must be opened in binary mode ('rb'), got one whose read() "

@@ -617,6 +617,14 @@ def test_file_contents_or_a_text_stream_given_as_path_are_refused_by_name(tmp_pa
     with pytest.raises(TypeError, match=r"binary mode \('rb'\), got one whose read\(\) returns str"):
         io.load(ReadsText())
 
+    class NotReady:  # a non-blocking stream with no bytes ready: io.RawIOBase.read returns None
+        def read(self):
+            return None
+
+    # It was called "not in binary mode" (read() returns NoneType).
+    with pytest.raises(ValueError, match=r"returned None from read\(\): a non-blocking stream .*io.BytesIO"):
+        io.load(NotReady())
+
 
 def test_file_objects_that_cannot_hold_a_layer_are_refused(tmp_path):
     import io as std_io
