@@ -77,6 +77,9 @@ class Packing(NamedTuple):
 
     @classmethod
     def build(cls, T, B, lengths, reverse):
+        if B == 0:  # no steps to run: no array of T entries (T may be any size when x has no values)
+            none = np.zeros(0, np.int64)
+            return cls(T, B, none, none, none, None)
         if lengths is None and not reverse:
             full = np.full(T, B, np.int64)
             return cls(T, B, full, np.arange(B), np.full(B, T, np.int64), None)
@@ -396,7 +399,12 @@ def _check_cache(cache):
         name for name, shape in expected.items() if shape is not None and getattr(cache, name).shape != shape
     ]
     sizes = pk.batch_sizes
-    if sizes.shape != (T,) or int(sizes.sum()) != N or (T > 0 and not 0 <= sizes.min() <= sizes.max() <= B):
+    steps = T if B > 0 else 0  # Packing.build: no batch, no steps
+    if (
+        sizes.shape != (steps,)
+        or int(sizes.sum()) != N
+        or (steps > 0 and not 0 <= sizes.min() <= sizes.max() <= B)
+    ):
         wrong.append("packing.batch_sizes")
     rows = pk.packed_row  # the jitted pack and unpack write by it
     if rows is not None and (

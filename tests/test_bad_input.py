@@ -87,6 +87,30 @@ def test_lengths_as_an_empty_list_for_an_empty_batch():
     assert y.shape == (T, 0, H) and h_n.shape == c_n.shape == (1, 0, H)
 
 
+@pytest.mark.parametrize("lengths", [None, []], ids=["no lengths", "lengths"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_an_empty_batch_of_any_length_allocates_nothing_per_step(lengths, reverse):
+    """x of shape (T, 0, I) holds no values whatever T: at T = 10**8 the
+    forward built arrays of T entries (1.7 GB, 2.9 s), and at 10**12 it
+    could not run.  Forward and backward, functional and layer, give their
+    empty results at once."""
+    T_huge = 10**12
+    x = np.zeros((T_huge, 0, I), np.float32)
+    problem = make_problem(T, B, I, H, np.float32)
+    y, h_n, c_n, cache = numba_lstm.lstm_forward(
+        x, problem["W"], problem["b"], lengths=lengths, reverse=reverse
+    )
+    assert y.shape == (T_huge, 0, H) and h_n.shape == c_n.shape == (0, H)
+    grads = numba_lstm.lstm_backward(np.zeros((T_huge, 0, H), np.float32), cache)
+    assert grads.dx.shape == (T_huge, 0, I) and grads.dh0.shape == grads.dc0.shape == (0, H)
+    assert not grads.dW.any() and not grads.db.any()
+    layer = numba_lstm.LSTM(I, H, num_layers=2, bidirectional=True, proj_size=2, dropout=0.5, seed=0)
+    y, (h_n, c_n) = layer.forward(x, lengths=lengths)
+    assert y.shape == (T_huge, 0, 4) and h_n.shape == (4, 0, 2) and c_n.shape == (4, 0, H)
+    assert layer.backward(np.zeros(y.shape, np.float32)).shape == (T_huge, 0, I)
+    assert not any(grad.any() for grad in layer.grads.values())
+
+
 @pytest.mark.parametrize(("change", "error", "message"), FORWARD_CASES)
 def test_functional_forward_rejects(p, change, error, message):
     before = {k: v.copy() for k, v in p.items()}
