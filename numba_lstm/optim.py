@@ -186,7 +186,9 @@ class Optimizer:
         A flat dict of ``"<parameter name>/<key>"`` -> ndarray (copies) for
         each parameter that has taken a step: SGD's ``momentum_buffer``;
         Adam's and AdamW's ``step`` (an int64 scalar), ``exp_avg`` and
-        ``exp_avg_sq``, as ``torch.optim`` names them.  The hyperparameters
+        ``exp_avg_sq``, the keys ``torch.optim`` uses (the dict is flat and
+        not torch's format: torch keeps ``step`` as a tensor, for one, which
+        ``load_state_dict`` refuses).  The hyperparameters
         (``lr``, ``betas``, ...) are not in it: they are the constructor's.
         """
         self._names_by_text()  # names that read the same as text would collide here
