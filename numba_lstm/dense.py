@@ -95,19 +95,22 @@ class Dense:
                 f"x must have {self.in_features} features on its last axis (in_features), got shape {x.shape}"
             )
         W, b = self._checked_params()
+        # As a plain ndarray: ``@`` keeps an np.matrix's subclass, and the
+        # losses and the gradients would be matrices.
+        plain = np.asarray(x)
         # backward's own copies: the caller may change x (or the parameters)
         # in place before it, and the gradients stay those of this forward.
-        self._x = x.copy() if x is given else x
+        self._x = plain.copy() if x is given else plain
         self._W = W.copy()
-        return x @ W + b
+        return plain @ W + b
 
     def _checked_params(self):
         """W and b, checked: a parameter replaced with another dtype or shape
         is refused by its name (it would change y's dtype or fail in NumPy)."""
         F, K = self.in_features, self.out_features
-        W = as_float_array("params['W']", self.params["W"], self.dtype, "the layer")
+        W = np.asarray(as_float_array("params['W']", self.params["W"], self.dtype, "the layer"))
         check_shape("params['W']", W, (F, K), "(in_features, out_features)")
-        b = as_float_array("params['b']", self.params["b"], self.dtype, "the layer")
+        b = np.asarray(as_float_array("params['b']", self.params["b"], self.dtype, "the layer"))
         check_shape("params['b']", b, (K,), "(out_features,)")
         return W, b
 
@@ -132,7 +135,7 @@ class Dense:
         if self._x is None:
             raise NotReadyError(self._why_no_cache)
         x = self._x
-        dy = as_float_array("dy", dy, self.dtype, "the layer")
+        dy = np.asarray(as_float_array("dy", dy, self.dtype, "the layer"))
         check_shape("dy", dy, x.shape[:-1] + (self.out_features,), "the shape of y from the last forward")
         x2 = x.reshape(-1, self.in_features)  # (N, F)
         dy2 = dy.reshape(-1, self.out_features)  # (N, K)

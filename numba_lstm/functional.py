@@ -401,9 +401,12 @@ def _check_cache(cache):
     sizes = pk.batch_sizes
     steps = T if B > 0 else 0  # Packing.build: no batch, no steps
     if (
-        sizes.shape != (steps,)
+        not isinstance(sizes, np.ndarray)
+        or sizes.dtype != np.int64
+        or sizes.shape != (steps,)
         or int(sizes.sum()) != N
         or (steps > 0 and not 0 <= sizes.min() <= sizes.max() <= B)
+        or np.any(sizes[1:] > sizes[:-1])  # the kernels walk steps of non-increasing rows
     ):
         wrong.append("packing.batch_sizes")
     rows = pk.packed_row  # the jitted pack and unpack write by it

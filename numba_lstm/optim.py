@@ -29,7 +29,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from numba_lstm._validation import FLOAT_DTYPES, byte_bounds, check_bool, is_real
+from numba_lstm._validation import FLOAT_DTYPES, byte_bounds, check_bool, is_real, refuse_masked
 
 __all__ = ["SGD", "Adam", "AdamW", "clip_grad_norm", "merge"]
 
@@ -113,6 +113,7 @@ def _check_params(params):
     for name, p in params.items():
         if not isinstance(p, np.ndarray):
             raise TypeError(f"params[{name!r}] must be a numpy array, got {type(p).__name__}")
+        refuse_masked(f"params[{name!r}]", p)
         if p.dtype not in FLOAT_DTYPES:
             raise TypeError(f"params[{name!r}] must have dtype float32 or float64, got {p.dtype}")
         if not p.flags.writeable:
@@ -148,6 +149,9 @@ def _check_grad(name, g, p):
         return None
     if not isinstance(g, np.ndarray):
         raise TypeError(f"grads[{name!r}] must be a numpy array, got {type(g).__name__}")
+    # NumPy's arithmetic on a masked array computes the masked values too (an
+    # SGD step moved a masked entry by lr times the one beside it).
+    refuse_masked(f"grads[{name!r}]", g)
     if g.shape != p.shape:
         raise ValueError(f"grads[{name!r}] must have shape {p.shape} (its parameter's), got {g.shape}")
     if g.dtype != p.dtype:
@@ -433,6 +437,7 @@ def clip_grad_norm(grads, max_norm, names=None):
             continue
         if not isinstance(g, np.ndarray) or g.dtype not in FLOAT_DTYPES:
             raise TypeError(f"grads[{name!r}] must be a float32 or float64 numpy array, got {g!r:.80}")
+        refuse_masked(f"grads[{name!r}]", g)  # its norm counted the masked values
         if not g.flags.writeable:
             raise ValueError(f"grads[{name!r}] must be writeable: clip_grad_norm scales it in place")
         arrays[name] = g

@@ -5,6 +5,7 @@ import pytest
 from conftest import import_or_skip
 from test_dense import numerical_grad
 
+import numba_lstm
 from numba_lstm.losses import (
     cross_entropy_backward,
     cross_entropy_forward,
@@ -131,6 +132,34 @@ def test_cross_entropy_is_stable_for_huge_logits(dtype):
 def test_loss_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix itself
+def test_losses_and_dense_take_an_np_matrix_as_a_plain_array():
+    """``np.matrix`` logits gave NumPy's "matrix.max() got an unexpected
+    keyword argument 'keepdims'", and ``Dense`` returned a matrix for one
+    (``@`` keeps the subclass), so ``head(np.asmatrix(x))`` could not reach
+    the loss.  Each now computes on the plain array and returns arrays."""
+    rng = np.random.default_rng(0)
+    logits, labels = rng.standard_normal((4, 3)), np.array([0, 2, 1, 2])
+    matrix = np.asmatrix(logits)
+    assert cross_entropy_forward(matrix, labels) == cross_entropy_forward(logits, labels)
+    for fn, args in [(cross_entropy_backward, (labels,)), (log_softmax, ()), (softmax, ())]:
+        got = fn(matrix, *args)
+        assert type(got) is np.ndarray, fn.__name__
+        np.testing.assert_array_equal(got, fn(logits, *args), err_msg=fn.__name__)
+    got = mse_backward(matrix, np.asmatrix(np.zeros((4, 3))))
+    assert type(got) is np.ndarray
+    np.testing.assert_array_equal(got, mse_backward(logits, np.zeros((4, 3))))
+    head = numba_lstm.Dense(5, 3, dtype=np.float64, seed=0)
+    x = rng.standard_normal((4, 5))
+    y = head(np.asmatrix(x))
+    assert type(y) is np.ndarray
+    np.testing.assert_array_equal(y, head(x))
+    dx = head.backward(np.asmatrix(np.ones((4, 3))))
+    assert type(dx) is np.ndarray and all(type(g) is np.ndarray for g in head.grads.values())
+    head.params["W"] = np.asmatrix(head.params["W"])
+    assert type(head(x)) is np.ndarray
 
 
 def test_losses_leave_their_inputs_unchanged(dtype):

@@ -319,6 +319,13 @@ def test_float32_norm_does_not_overflow():
             "max_norm must be a number and >= 0",
         ),
         (lambda: clip_grad_norm({"W": np.zeros(2)}, 1.0, names=["V"]), KeyError, "no entry for"),
+        # The masked 3 was counted: the norm was 5.
+        (
+            lambda: clip_grad_norm({"W": np.ma.array([3.0, 4.0], mask=[True, False])}, 10.0),
+            TypeError,
+            r"grads\['W'\] is a masked array",
+        ),
+        (lambda: SGD({"W": np.ma.zeros(2)}, lr=0.1), TypeError, r"params\['W'\] is a masked array"),
     ],
 )
 def test_argument_errors(make, error, match):
@@ -333,6 +340,8 @@ def test_argument_errors(make, error, match):
         ({"W": np.zeros(3)}, ValueError, r"grads\['W'\] must have shape \(2,\)"),
         ({"W": np.zeros(2, np.float32)}, TypeError, r"grads\['W'\] must have dtype float64"),
         ({"W": [0.0, 0.0]}, TypeError, r"grads\['W'\] must be a numpy array"),
+        # The masked entry moved by -0.1: NumPy computes under the mask too.
+        ({"W": np.ma.array([100.0, 1.0], mask=[True, False])}, TypeError, r"grads\['W'\] is a masked array"),
     ],
 )
 def test_step_errors_leave_params_untouched(grads, error, match):

@@ -349,6 +349,13 @@ def test_backward_refuses_a_cache_whose_arrays_do_not_fit(dtype):
         ValueError, match=r"packing.batch_sizes do not fit its packing \(T = 4, B = 3, N = 12 rows\)"
     ):
         numba_lstm.lstm_backward(y, cache._replace(packing=short))
+    # Steps of growing rows gave wrong gradients; float sizes a Numba TypingError.
+    p["lengths"] = np.array([4, 1, 3])
+    y, _, _, cache = numba_lstm.lstm_forward(**p)
+    sizes = cache.packing.batch_sizes
+    for edited in (sizes[::-1].copy(), sizes.astype(np.float64), list(sizes)):
+        with pytest.raises(ValueError, match=r"packing.batch_sizes do not fit"):
+            numba_lstm.lstm_backward(y, cache._replace(packing=cache.packing._replace(batch_sizes=edited)))
 
 
 # --- NaN and Inf propagation ------------------------------------------------------
