@@ -156,6 +156,13 @@ def _check_grad(name, g, p):
         raise ValueError(f"grads[{name!r}] must have shape {p.shape} (its parameter's), got {g.shape}")
     if g.dtype != p.dtype:
         raise TypeError(f"grads[{name!r}] must have dtype {p.dtype} (its parameter's), got {g.dtype}")
+    (g_lo, g_hi), (p_lo, p_hi) = byte_bounds(g), byte_bounds(p)
+    if g.size and g_lo < p_hi and p_lo < g_hi and np.shares_memory(g, p):
+        # AdamW's decay shrank p, and so g, before the Adam step read g.
+        raise ValueError(
+            f"grads[{name!r}] shares memory with its parameter: the step would change the gradient while "
+            "it updates the parameter; pass a copy"
+        )
     return g
 
 

@@ -340,15 +340,23 @@ def test_argument_errors(make, error, match):
         ({"W": np.zeros(3)}, ValueError, r"grads\['W'\] must have shape \(2,\)"),
         ({"W": np.zeros(2, np.float32)}, TypeError, r"grads\['W'\] must have dtype float64"),
         ({"W": [0.0, 0.0]}, TypeError, r"grads\['W'\] must be a numpy array"),
+        # AdamW's decay shrank the gradient with its parameter before the Adam step.
+        ({"W": "the parameter"}, ValueError, r"grads\['W'\] shares memory with its parameter"),
         # The masked entry moved by -0.1: NumPy computes under the mask too.
         ({"W": np.ma.array([100.0, 1.0], mask=[True, False])}, TypeError, r"grads\['W'\] is a masked array"),
     ],
 )
-def test_step_errors_leave_params_untouched(grads, error, match):
+@pytest.mark.parametrize("make", [SGD, Adam, AdamW])
+def test_step_errors_leave_params_untouched(grads, error, match, make):
     params = {"W": np.ones(2)}
-    opt = SGD(params, lr=0.1)
-    with pytest.raises(error, match=match):
-        opt.step(grads)
+    opt = make(params, lr=0.1)
+    if isinstance(grads.get("W"), str):  # the parameter itself, and a reversed view of it
+        for view in (params["W"], params["W"][::-1]):
+            with pytest.raises(error, match=match):
+                opt.step({"W": view})
+    else:
+        with pytest.raises(error, match=match):
+            opt.step(grads)
     np.testing.assert_array_equal(params["W"], np.ones(2))
 
 
