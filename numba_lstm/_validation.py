@@ -21,7 +21,7 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def _describe(value):
     if isinstance(value, np.ndarray):
         return f"an array of shape {value.shape} and dtype {value.dtype}"
-    return f"{type(value).__name__} {value!r}"[:200]
+    return " ".join(f"{type(value).__name__} {value!r}"[:400].split())[:200]  # one line
 
 
 def c_writeable(a):
@@ -56,7 +56,14 @@ def check_float_array(name, value, dtype=None, source=None):
                 f"{name} must be a numpy array of float32 or float64, got a "
                 f"{type(value).__name__}; convert it with numpy.asarray(..., dtype=...) first"
             )
-        raise TypeError(f"{name} must be a numpy array of float32 or float64, got {_describe(value)}")
+        hint = ""
+        if type(value).__module__.split(".")[0] == "torch":
+            hint = f"; convert it with {name}.detach().cpu().numpy() first"
+        elif hasattr(value, "__array__"):
+            hint = "; convert it with numpy.asarray(...) first"
+        raise TypeError(
+            f"{name} must be a numpy array of float32 or float64, got {_describe(value)}"[:300] + hint
+        )
     refuse_masked(name, value)
     if value.dtype not in FLOAT_DTYPES:
         raise TypeError(
@@ -65,7 +72,8 @@ def check_float_array(name, value, dtype=None, source=None):
         )
     if dtype is not None and value.dtype != dtype:
         raise TypeError(
-            f"{name} has dtype {value.dtype} but {source} has dtype {np.dtype(dtype)}; pass every array in one dtype"
+            f"{name} has dtype {value.dtype} but {source} has dtype {np.dtype(dtype)}; pass every array in one "
+            f"dtype (numba_lstm never casts): {name}.astype(np.{np.dtype(dtype).name}), for one"
         )
 
 
@@ -157,6 +165,16 @@ def check_ndim(name, value, ndim, letters):
         raise ValueError(f"{name} must be {ndim}-D {letters}, got {value.ndim}-D shape {value.shape}")
 
 
+def _transposed_hint(W):
+    """For a W whose rows, not columns, hold the 4H gates: PyTorch's layout."""
+    if W.shape[0] == 0 or W.shape[0] % 4:
+        return ""
+    return (
+        "; W looks transposed: PyTorch stores (4H, I) and (4H, H) weights, which "
+        "numba_lstm.convert.from_torch (or LSTM.from_torch) turns into the native (I + H, 4H)"
+    )
+
+
 def check_weights(W, b, input_size=None, W_hr=None):
     """Validate the native weights; return ``(W, b, W_hr, I, H, P)``.
 
@@ -168,9 +186,15 @@ def check_weights(W, b, input_size=None, W_hr=None):
     check_ndim("W", W, 2, "(I + P, 4H)")
     G = W.shape[1]
     if G == 0 or G % 4:
-        raise ValueError(f"W must have shape (I + H, 4H) with 4H a positive multiple of 4, got {W.shape}")
+        raise ValueError(
+            f"W must have shape (I + H, 4H) with 4H a positive multiple of 4, got {W.shape}{_transposed_hint(W)}"
+        )
     H = G // 4
     b = as_float_array("b", b, W.dtype, "W")
+    if b.ndim == 1 and b.shape[0] == W.shape[0] != G:
+        raise ValueError(
+            f"b must have shape ({G},) (4H,) to match W {W.shape}, got {b.shape}{_transposed_hint(W)}"
+        )
     check_shape("b", b, (G,), "(4H,) to match W")
     P = H
     if W_hr is not None:

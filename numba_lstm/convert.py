@@ -96,8 +96,8 @@ def _require(module, needed_by):
         if error.name != module:  # the package is there but broken: its own error
             raise
         raise ModuleNotFoundError(
-            f"{needed_by} needs {module}, which is not installed: pip install 'numba_lstm[convert]' "
-            f"(or {module} alone)",
+            f"{needed_by} needs {module}, which is not installed: pip install {module}, or numba_lstm's "
+            "convert extra (pip install '.[convert]' in its clone)",
             name=module,
         ) from error
 

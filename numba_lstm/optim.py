@@ -16,7 +16,7 @@ each with the same gradient, so their sum moves twice as far a step.
 
 An optimizer holds the arrays it was given, not the dict: a parameter
 replaced in the layer's dict afterwards (``layer.params["W"] = W``) is not
-the one it updates.  Assign in place (``layer.params["W"][...] = W``), or
+the one it updates.  Assign in place (``layer.params["W_l0"][...] = W``), or
 build the optimizer again (``load_state_dict`` carries its state over).
 
 Every update runs in the parameters' dtype: float32 parameters stay float32

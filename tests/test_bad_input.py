@@ -801,3 +801,24 @@ def test_from_params_takes_a_dtype_option_that_agrees():
     copy = numba_lstm.LSTM.from_params(layer.config, layer.params, dtype="float64")
     assert copy.dtype == np.float64
     np.testing.assert_array_equal(copy.params["W_l0"], layer.params["W_l0"])
+
+
+def test_messages_say_how_to_mend_the_commonest_mistakes():
+    """A W in PyTorch's layout, a float64 x for a float32 layer and a torch
+    tensor are what a newcomer passes first: each message says what to do."""
+    x = np.zeros((2, 1, 4), np.float32)
+    transposed = "W looks transposed: PyTorch stores .* numba_lstm.convert.from_torch"
+    with pytest.raises(ValueError, match=r"positive multiple of 4, got \(16, 7\); " + transposed):
+        numba_lstm.lstm_forward(x, np.zeros((16, 7), np.float32), np.zeros(28, np.float32))
+    with pytest.raises(ValueError, match=r"b must have shape \(12,\) .* got \(32,\); " + transposed):
+        numba_lstm.lstm_forward(x, np.zeros((32, 12), np.float32), np.zeros(32, np.float32))
+    with pytest.raises(ValueError, match=r"got \(31,\)$"):  # not every wrong b is a transposed W
+        numba_lstm.lstm_forward(x, np.zeros((12, 32), np.float32), np.zeros(31, np.float32))
+    layer = numba_lstm.LSTM(4, 3)
+    with pytest.raises(TypeError, match=r"x has dtype float64 .* x.astype\(np.float32\), for one"):
+        layer(np.zeros((2, 1, 4)))
+    torch = pytest.importorskip("torch")
+    with pytest.raises(
+        TypeError, match=r"got Tensor .*; convert it with x.detach\(\).cpu\(\).numpy\(\) first"
+    ):
+        layer(torch.zeros(2, 1, 4))

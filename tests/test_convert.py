@@ -1140,5 +1140,8 @@ def test_params_of_a_config_with_many_layers_are_refused_in_a_short_message():
 )
 def test_a_missing_optional_package_names_the_extra(module, call, needed_by, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, module, None)  # import module: ModuleNotFoundError, as if not installed
-    with pytest.raises(ModuleNotFoundError, match=rf"{needed_by} needs {module}, .*numba_lstm\[convert\]"):
+    with pytest.raises(
+        ModuleNotFoundError,
+        match=rf"{needed_by} needs {module}, .*pip install {module}, .*pip install '\.\[convert\]' in its clone",
+    ):
         call(numba_lstm.LSTM(2, 3), tmp_path)
