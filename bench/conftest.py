@@ -4,9 +4,13 @@
 Cases are ordered so that the implementations are interleaved: for each
 workload, shape and dtype, repeat r of every implementation (and of the GEMM
 that measures the ceiling, in that dtype) runs before repeat r + 1 of any, so
-drift on a shared machine hits them all alike.  Each pytest item is one
-pytest-benchmark round; the runner takes the median of an implementation's
-repeats.
+drift on a shared machine hits them all alike.  Within a group the order
+turns by one place at every repeat (``_turned``), so that no implementation
+always runs right after the same other one: OpenBLAS's threads spin for
+about 0.1 s after a call, and a fixed order always put numba_lstm after the
+GEMM and torch after the NumPy reference (bench/NOTES.md, "Session 44").
+Each pytest item is one pytest-benchmark round; the runner takes the median
+of an implementation's repeats.
 """
 
 import importlib.metadata
@@ -26,6 +30,12 @@ from bench import implementations as registry  # noqa: E402
 GEMM = registry.Implementation("BLAS GEMM (ceiling)", "gemm", prepare=None)
 
 QUICK = {"shapes": "16x100x128x256", "shapes64": "16x100x128x256", "stream_hidden": "32,128"}
+
+#: Seconds of idle before each timed round: OpenBLAS's threads spin for 2^28
+#: TSC ticks after a call (0.10 s at 2.6 GHz, 0.13 s at 2 GHz), and a pause
+#: of 0.1 s left numba_lstm's B = 1 forward 4-9% slower after the GEMM
+#: (bench/NOTES.md, "Session 44").
+PAUSE_S = 0.25
 
 THREADS = pytest.StashKey[int]()
 SKIPPED = pytest.StashKey[dict]()
@@ -73,7 +83,9 @@ def pytest_addoption(parser):
     group.addoption("--bench-repeats", type=int, default=5, help="timed calls per implementation and case")
     group.addoption("--bench-threads", type=int, default=0, help="threads for everyone (0: torch's default)")
     group.addoption("--bench-gemm-size", type=int, default=2048, help="n of the n x n x n GEMM ceiling")
-    group.addoption("--bench-pause", type=float, default=0.1, help="seconds of idle before each timed round")
+    group.addoption(
+        "--bench-pause", type=float, default=PAUSE_S, help="seconds of idle before each timed round"
+    )
 
 
 def _tokens(text):
@@ -101,8 +113,14 @@ def cases(config):
         Case(workload, shape, dtype, repeat, impl)
         for workload, shape, dtype in groups
         for repeat in range(option("--bench-repeats"))
-        for impl in [*registry.implementations(workload), GEMM]
+        for impl in _turned([*registry.implementations(workload), GEMM], repeat)
     ]
+
+
+def _turned(items, repeat):
+    """``items`` turned by ``repeat`` places: each repeat starts one implementation later."""
+    k = repeat % len(items)
+    return items[k:] + items[:k]
 
 
 def pytest_configure(config):

@@ -113,7 +113,10 @@ def parse_args(argv=None):
         "--lengths", type=shapes, default="64x100x256x256", help="variable-lengths shapes ('none' for none)"
     )
     parser.add_argument(
-        "--repeats", type=_at_least(1), default=5, help="timed calls per implementation (median of them)"
+        "--repeats",
+        type=_at_least(1),
+        default=5,
+        help="timed rounds per implementation and shape (median of them; a round lasts at least 20 ms)",
     )
     parser.add_argument(
         "--threads",
@@ -125,7 +128,10 @@ def parse_args(argv=None):
         "--gemm-size", type=_at_least(1), default=2048, help="n of the n^3 GEMM that measures the ceiling"
     )
     parser.add_argument(
-        "--pause", type=_at_least(0.0, float), default=0.1, help="idle seconds before each timed round"
+        "--pause",
+        type=_at_least(0.0, float),
+        default=0.25,
+        help="idle seconds before each timed round (OpenBLAS's threads spin for about 0.1 s after a call)",
     )
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON, Markdown and PNG")
     args = parser.parse_args(argv)
@@ -224,33 +230,67 @@ def measure_startup(repeats=3):
     return {"cold_s": cold, "warm_s": warm}
 
 
+def _quartiles(values):
+    """``(q1, median, q3)`` of ``values``, the quartiles interpolated within the data.
+
+    "inclusive": the default ("exclusive") extrapolates past the data with
+    few repeats: with 5 it gave the min and max half weight, with 2 it gave
+    1.5x the range.  One value is its own quartiles.
+    """
+    if len(values) == 1:
+        return (values[0],) * 3
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, median, q3
+
+
 def summarise(raw):
-    """One row per (group, implementation): the median of its repeats and derived rates."""
-    calls = {}
+    """One row per (group, implementation): the median of its repeats and derived rates.
+
+    Each row keeps its rounds' times in run order (``times``, ``repeats``).
+    ``vs_pytorch`` is the median over the repeats of PyTorch's time divided
+    by this implementation's in the same repeat, with the interquartile
+    range of those ratios (``vs_pytorch_iqr``): the rounds of one repeat run
+    side by side, so the ratio's spread is the comparison's own.
+    ``gemm_percent`` is against the GEMM rounds run within the same group
+    (``gemm_gflops`` of the row); the returned ``gemm`` is the median rate
+    of all of a dtype's GEMM rounds, for the header.
+    """
+    calls, gemm_within = {}, {}
     for bench in raw["benchmarks"]:
         info = bench["extra_info"]
         key = (info["group"], info["implementation"])
-        row = calls.setdefault(key, {k: info[k] for k in info if k != "repeat"} | {"times": []})
+        row = calls.setdefault(
+            key, {k: info[k] for k in info if k not in ("repeat", "within")} | {"times": [], "repeats": []}
+        )
         row["times"].append(bench["stats"]["median"])
+        row["repeats"].append(info["repeat"])
+        if "within" in info:  # a GEMM round, run among that group's rounds
+            gemm_within.setdefault(info["within"], []).append(info["flops"] / bench["stats"]["median"] / 1e9)
     rows = list(calls.values())
     for row in rows:
-        times = sorted(row["times"])
-        row["median_s"] = statistics.median(times)
-        # "inclusive": quartiles interpolated within the data.  The default
-        # ("exclusive") extrapolates past it with few repeats: with 5 it gave
-        # the min and max half weight, with 2 it gave 1.5x the range.
-        q1, _, q3 = (
-            statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (times[0],) * 3
-        )
-        row["iqr_percent"] = 100 * (q3 - q1) / row["median_s"]
+        q1, row["median_s"], q3 = _quartiles(row["times"])
+        row["iqr_percent"] = 100 * (q3 - q1) / row["median_s"] if len(row["times"]) > 1 else None
         row["gflops"] = row["flops"] / row["median_s"] / 1e9
         row["steps_per_s"] = row["sequence_steps"] / row["median_s"]
     rows.sort(key=lambda row: row["workload"] == "gemm")
     gemm = {row["dtype"]: row["gflops"] for row in rows if row["workload"] == "gemm"}
-    baseline = {row["group"]: row["median_s"] for row in rows if row["baseline"]}
+    baseline = {row["group"]: row for row in rows if row["baseline"]}
     for row in rows:
-        row["gemm_percent"] = 100 * row["gflops"] / gemm[row["dtype"]] if row["dtype"] in gemm else None
-        row["vs_pytorch"] = baseline[row["group"]] / row["median_s"] if row["group"] in baseline else None
+        group_gemm = gemm_within.get(row["group"])
+        row["gemm_gflops"] = statistics.median(group_gemm) if group_gemm else gemm.get(row["dtype"])
+        row["gemm_percent"] = 100 * row["gflops"] / row["gemm_gflops"] if row["gemm_gflops"] else None
+        row["vs_pytorch"] = row["vs_pytorch_iqr"] = None
+        base = baseline.get(row["group"])
+        if base is not None:
+            base_times = dict(zip(base["repeats"], base["times"], strict=True))
+            ratios = [
+                base_times[r] / t
+                for r, t in zip(row["repeats"], row["times"], strict=True)
+                if r in base_times
+            ]
+            if ratios:
+                q1, row["vs_pytorch"], q3 = _quartiles(ratios)
+                row["vs_pytorch_iqr"] = [q1, q3] if len(ratios) > 1 else None
     return rows, gemm
 
 
@@ -260,7 +300,7 @@ def _fmt(value, spec, unit="", missing="n/a"):
 
 
 def _blas_line(info):
-    """Which BLAS kernels numba_lstm's GEMMs ran on, and whether the environment chose them."""
+    """Which BLAS kernels the GEMM ceiling ran on, and whether the environment chose them."""
     pools = [p for p in info.get("threadpools", []) if "scipy.libs" in (p.get("filepath") or "")]
     pools = pools or [p for p in info.get("threadpools", []) if p.get("user_api") == "blas"]
     kernels = ", ".join(
@@ -272,7 +312,27 @@ def _blas_line(info):
         if forced
         else "chosen by OpenBLAS for this CPU"
     )
-    return f"BLAS under numba_lstm: {kernels or 'unknown'}, {why}."
+    return (
+        f"BLAS of the GEMM ceiling (Numba's `np.dot`, which numba_lstm's sequence kernels do not call): "
+        f"{kernels or 'unknown'}, {why}."
+    )
+
+
+def _gemm_range(rows, dtype):
+    """`` (shapes: LOW-HIGH)``: the range of the GEMM rates measured within each shape, or nothing."""
+    rates = sorted({row["gemm_gflops"] for row in rows if row["workload"] != "gemm" and row["dtype"] == dtype
+                    and row.get("gemm_gflops")})  # fmt: skip
+    return f" (within the shapes: {rates[0]:.0f}-{rates[-1]:.0f})" if len(rates) > 1 else ""
+
+
+def _ratio(row):
+    """The 'vs PyTorch' cell: ``0.83x [0.80-0.86]``, or n/a."""
+    if row["vs_pytorch"] is None:
+        return "n/a"
+    if row["vs_pytorch_iqr"] is None:  # one repeat
+        return f"{row['vs_pytorch']:.2f}x"
+    low, high = row["vs_pytorch_iqr"]
+    return f"{row['vs_pytorch']:.2f}x [{low:.2f}-{high:.2f}]"
 
 
 def render_tables(rows, skipped, gemm, machine, startup):
@@ -285,13 +345,17 @@ def render_tables(rows, skipped, gemm, machine, startup):
         "",
         _blas_line(info),
         "",
-        "GEMM ceiling (n = {n}, `np.dot` inside `@njit`): ".format(
+        "GEMM ceiling (n = {n}, `np.dot` inside `@njit`, median of every round): ".format(
             n=next((r["shape"][0] for r in rows if r["workload"] == "gemm"), "?")
         )
-        + ", ".join(f"{dtype} {rate:.1f} GFLOP/s" for dtype, rate in sorted(gemm.items())),
+        + ", ".join(
+            f"{dtype} {rate:.1f} GFLOP/s{_gemm_range(rows, dtype)}" for dtype, rate in sorted(gemm.items())
+        ),
         "",
         "Times are medians of the repeats; ± is the interquartile range as % of the median; "
-        "'vs PyTorch' is PyTorch's time divided by this time (above 1: faster than PyTorch).",
+        "'vs PyTorch' is PyTorch's time divided by this time in the same repeat, the median over the "
+        "repeats [and the interquartile range of those ratios] (above 1: faster than PyTorch); "
+        "'% of GEMM' is against the GEMM rounds run among the same shape's.",
         "",
         f"Start-up, new process, `import numba_lstm` + first float32 forward: "
         f"{startup['warm_s']:.2f} s with the compile cache warm, {startup['cold_s']:.1f} s cold (empty cache).",
@@ -326,8 +390,8 @@ def render_tables(rows, skipped, gemm, machine, startup):
                 t = row["median_s"] * (1e6 / row["sequence_steps"] if streaming else 1e3)
                 lines.append(
                     f"| {shape} | {row['dtype']} | {row['implementation']} | {t:.3g} | "
-                    f"{row['iqr_percent']:.0f}% | {row['steps_per_s']:.3g} | {row['gflops']:.3g} | "
-                    f"{_fmt(row['vs_pytorch'], '.2f', 'x')} | {_fmt(row['gemm_percent'], '.0f', '%')} |"
+                    f"{_fmt(row['iqr_percent'], '.0f', '%')} | {row['steps_per_s']:.3g} | {row['gflops']:.3g} | "
+                    f"{_ratio(row)} | {_fmt(row['gemm_percent'], '.0f', '%')} |"
                 )
     return "\n".join(lines) + "\n"
 
@@ -432,7 +496,9 @@ def main(argv=None):
     # per-round records (about 20x larger) are not kept.
     (out / f"{stamp}.json").write_text(json.dumps(results, indent=1))
     (out / f"{stamp}.md").write_text(tables)
-    render_chart([r for r in rows if r["workload"] != "gemm"], out / f"{stamp}.png")
+    charted = [r for r in rows if r["workload"] != "gemm"]
+    if charted:  # a run whose every benchmark failed has none
+        render_chart(charted, out / f"{stamp}.png")
     raw_json.unlink()
     if returncode == 0:
         log_path.unlink()

@@ -118,13 +118,18 @@ def _gemm_operands(n, dtype):
 
 
 def _gemm_round(benchmark, case, config):
-    """The machine's GEMM rate through the BLAS numba_lstm calls (``np.dot`` inside ``@njit``)."""
+    """The machine's GEMM rate through Numba's BLAS (``np.dot`` inside ``@njit``), within ``case``'s group.
+
+    An outside reference: numba_lstm's sequence kernels use their own tiles
+    (only a step of more than 8 rows calls BLAS).  ``within`` names the
+    group whose rounds this one ran among, for that group's "% of GEMM".
+    """
     n = config.getoption("--bench-gemm-size")
     operands = _gemm_operands(n, case.dtype)
     _extra_info(
         benchmark, group=f"gemm {case.dtype}", workload="gemm", shape=[n, n, n], dtype=case.dtype,
         implementation=GEMM.name, position=case.position, baseline=False, repeat=case.repeat, flops=2 * n**3,
-        sequence_steps=0, iterations=1,
+        sequence_steps=0, iterations=1, within=case.group,
     )  # fmt: skip
     _lead_in(config, _gemm, *operands)
     benchmark.pedantic(_gemm, operands, rounds=1, iterations=1)

@@ -105,12 +105,20 @@ def test_make_bench_pipeline_end_to_end(tmp_path):
         "### Training",
         "### Streaming",
         "### Variable lengths",
-        "BLAS under numba_lstm",
+        "BLAS of the GEMM ceiling",
     ):
         assert title in tables
+    # One repeat has no spread: n/a, not 0%, and a ratio without its range.
+    assert all(r["iqr_percent"] is None for r in rows if r["workload"] != "gemm")
+    cells = [
+        line.split(" | ")
+        for line in tables.splitlines()
+        if line.startswith("| 2×5×4×4 | float32 | numba_lstm |")
+    ]
+    assert cells and all(c[4] == "n/a" and "[" not in c[7] for c in cells)
 
 
-def _raw(times_by_implementation, workload="inference", baseline=None):
+def _raw(times_by_implementation, workload="inference", baseline=None, gemm_within=None):
     """pytest-benchmark's JSON as ``bench/run.py`` reads it: one record per timed round."""
     return {
         "benchmarks": [
@@ -133,6 +141,26 @@ def _raw(times_by_implementation, workload="inference", baseline=None):
             for position, (name, times) in enumerate(times_by_implementation.items())
             for repeat, t in enumerate(times)
         ]
+        + [
+            {
+                "stats": {"median": t},
+                "extra_info": {
+                    "group": "gemm float32",
+                    "workload": "gemm",
+                    "shape": [10, 10, 10],
+                    "dtype": "float32",
+                    "implementation": "BLAS GEMM (ceiling)",
+                    "position": 9,
+                    "baseline": False,
+                    "repeat": repeat,
+                    "flops": 1e9,
+                    "sequence_steps": 0,
+                    "iterations": 1,
+                    "within": f"{workload} B=2 T=5 I=4 H=4 float32",
+                },
+            }  # fmt: skip
+            for repeat, t in enumerate(gemm_within or [])
+        ]
     }
 
 
@@ -146,6 +174,56 @@ def test_summary_spread_is_the_interquartile_range_within_the_repeats():
     assert row["iqr_percent"] == pytest.approx(100 * 2 / 3)
     (row,) = run.summarise(_raw({"numba_lstm": [1.0, 2.0]}))[0]
     assert row["iqr_percent"] == pytest.approx(100 * 0.5 / 1.5)  # half the range, not 1.5x it
+
+
+def test_vs_pytorch_pairs_the_rounds_of_each_repeat():
+    """The ratio is the median of each repeat's PyTorch / ours, with the
+    quartiles of those ratios: rounds of one repeat run side by side.  The
+    ratio of the medians (here 4 / 3) hid which repeats drifted together."""
+    from bench import run
+
+    raw = _raw({"numba_lstm": [1.0, 4.0, 3.0], "torch.nn.LSTM": [2.0, 4.0, 9.0]}, baseline="torch.nn.LSTM")
+    ours, torch_row = run.summarise(raw)[0]
+    assert ours["vs_pytorch"] == 2.0 and ours["vs_pytorch_iqr"] == [1.5, 2.5]
+    assert torch_row["vs_pytorch"] == 1.0 and torch_row["vs_pytorch_iqr"] == [1.0, 1.0]
+    assert run._ratio(ours) == "2.00x [1.50-2.50]"
+
+
+def test_percent_of_gemm_is_against_the_gemm_rounds_of_the_same_shape():
+    from bench import run
+
+    # GEMM rounds of 1e9 flops: 2 s and 4 s within this group (median 0.333
+    # GFLOP/s); the ceiling of the header pools every round of the dtype.
+    rows, gemm = run.summarise(_raw({"numba_lstm": [10.0]}, gemm_within=[2.0, 4.0, 4.0]))
+    ours = next(r for r in rows if r["implementation"] == "numba_lstm")
+    assert ours["gemm_gflops"] == pytest.approx(0.25)
+    assert ours["gemm_percent"] == pytest.approx(100 * 0.1 / 0.25)
+    assert gemm["float32"] == pytest.approx(0.25)
+
+
+def test_the_order_turns_at_every_repeat():
+    """No implementation always runs right after the same one (OpenBLAS's
+    threads spin for about 0.1 s after a call: numba_lstm always ran after
+    the GEMM, torch after the NumPy reference)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_conftest", pathlib.Path(__file__).parent.parent / "bench" / "conftest.py"
+    )
+    bench_conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_conftest)
+    options = {"--bench-shapes": "2x5x4x4", "--bench-shapes64": "none", "--bench-stream-steps": 3,
+               "--bench-stream-hidden": "none", "--bench-lengths": "none", "--bench-repeats": 4}  # fmt: skip
+    config = types.SimpleNamespace(getoption=options.__getitem__)
+    cases = bench_conftest.cases(config)
+    group = [c for c in cases if c.group == cases[0].group]
+    names = [impl.name for impl in [*registry.implementations("inference"), bench_conftest.GEMM]]
+    n = len(names)
+    for repeat in range(4):
+        run = [c.impl.name for c in group if c.repeat == repeat]
+        assert run == names[repeat % n :] + names[: repeat % n]
+    followers = {(a.impl.name, b.impl.name) for a, b in zip(group, group[1:], strict=False)}
+    assert sum(1 for a, _ in followers if a == bench_conftest.GEMM.name) > 1
 
 
 def test_tables_without_a_baseline_or_gemm_row():
