@@ -4,11 +4,12 @@
 Cases are ordered so that the implementations are interleaved: for each
 workload, shape and dtype, repeat r of every implementation (and of the GEMM
 that measures the ceiling, in that dtype) runs before repeat r + 1 of any, so
-drift on a shared machine hits them all alike.  Within a group the order
-turns by one place at every repeat (``_turned``), so that no implementation
-always runs right after the same other one: OpenBLAS's threads spin for
-about 0.1 s after a call, and a fixed order always put numba_lstm after the
-GEMM and torch after the NumPy reference (bench/NOTES.md, "Session 44").
+drift on a shared machine hits them all alike.  Within a group each repeat
+runs the implementations in another order (``_order``, the rows of a
+Williams square), so that none runs right after the same other one at
+every repeat: OpenBLAS's threads spin for about 0.1 s after a call, and a
+fixed order always put numba_lstm after the GEMM and torch after the NumPy
+reference (bench/NOTES.md, "Session 44").
 Each pytest item is one pytest-benchmark round; the runner takes the median
 of an implementation's repeats.
 """
@@ -113,14 +114,27 @@ def cases(config):
         Case(workload, shape, dtype, repeat, impl)
         for workload, shape, dtype in groups
         for repeat in range(option("--bench-repeats"))
-        for impl in _turned([*registry.implementations(workload), GEMM], repeat)
+        for impl in _order([*registry.implementations(workload), GEMM], repeat)
     ]
 
 
-def _turned(items, repeat):
-    """``items`` turned by ``repeat`` places: each repeat starts one implementation later."""
-    k = repeat % len(items)
-    return items[k:] + items[:k]
+def _order(items, repeat):
+    """``items`` in the order of row ``repeat`` of a Williams square of their count n.
+
+    Row 0 is 0, 1, n - 1, 2, n - 2, ...; row r adds r to each index (mod n).
+    Over n rows of an even n each item runs right after every other exactly
+    once; over up to n rows of an odd n, right after the same one at most
+    twice.  A rotation of one order kept every item's predecessor but one.
+    """
+    n = len(items)
+    first, low, high = [0], 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    return [items[(k + repeat) % n] for k in first]
 
 
 def pytest_configure(config):

@@ -116,7 +116,8 @@ def parse_args(argv=None):
         "--repeats",
         type=_at_least(1),
         default=5,
-        help="timed rounds per implementation and shape (median of them; a round lasts at least 20 ms)",
+        help="timed rounds per implementation and shape (median of them; a round repeats a short call "
+        "for about 20 ms, up to 1000 calls)",
     )
     parser.add_argument(
         "--threads",
@@ -130,8 +131,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--pause",
         type=_at_least(0.0, float),
-        default=0.25,
-        help="idle seconds before each timed round (OpenBLAS's threads spin for about 0.1 s after a call)",
+        default=None,
+        help="idle seconds before each timed round (None: PAUSE_S of bench/conftest.py, longer than "
+        "OpenBLAS's threads spin after a call)",
     )
     parser.add_argument("--out", default=str(HERE / "results"), help="folder for the JSON, Markdown and PNG")
     args = parser.parse_args(argv)
@@ -153,7 +155,8 @@ def run_pytest(args, raw_json, log_path):
         f"--bench-shapes={args.shapes}", f"--bench-shapes64={args.shapes64}",
         f"--bench-stream-hidden={args.stream_hidden}", f"--bench-stream-steps={args.stream_steps}",
         f"--bench-lengths={args.lengths}", f"--bench-repeats={args.repeats}",
-        f"--bench-threads={args.threads}", f"--bench-gemm-size={args.gemm_size}", f"--bench-pause={args.pause}",
+        f"--bench-threads={args.threads}", f"--bench-gemm-size={args.gemm_size}",
+        *([f"--bench-pause={args.pause}"] if args.pause is not None else []),
     ]  # fmt: skip
     # Unbuffered, so that each benchmark's dot shows when it ends (through a
     # pipe the child's output came in blocks of minutes).
@@ -252,8 +255,9 @@ def summarise(raw):
     range of those ratios (``vs_pytorch_iqr``): the rounds of one repeat run
     side by side, so the ratio's spread is the comparison's own.
     ``gemm_percent`` is against the GEMM rounds run within the same group
-    (``gemm_gflops`` of the row); the returned ``gemm`` is the median rate
-    of all of a dtype's GEMM rounds, for the header.
+    (``gemm_gflops`` of the row); the returned ``gemm`` is the rate of all
+    of a dtype's GEMM rounds, for the header; each rate is the flops over
+    the median time, as every row's.
     """
     calls, gemm_within = {}, {}
     for bench in raw["benchmarks"]:
@@ -265,7 +269,7 @@ def summarise(raw):
         row["times"].append(bench["stats"]["median"])
         row["repeats"].append(info["repeat"])
         if "within" in info:  # a GEMM round, run among that group's rounds
-            gemm_within.setdefault(info["within"], []).append(info["flops"] / bench["stats"]["median"] / 1e9)
+            gemm_within.setdefault(info["within"], []).append((info["flops"], bench["stats"]["median"]))
     rows = list(calls.values())
     for row in rows:
         q1, row["median_s"], q3 = _quartiles(row["times"])
@@ -276,8 +280,12 @@ def summarise(raw):
     gemm = {row["dtype"]: row["gflops"] for row in rows if row["workload"] == "gemm"}
     baseline = {row["group"]: row for row in rows if row["baseline"]}
     for row in rows:
-        group_gemm = gemm_within.get(row["group"])
-        row["gemm_gflops"] = statistics.median(group_gemm) if group_gemm else gemm.get(row["dtype"])
+        group_gemm = gemm_within.get(row["group"])  # its rate as the header's: the flops over the median time
+        row["gemm_gflops"] = (
+            group_gemm[0][0] / statistics.median(t for _, t in group_gemm) / 1e9
+            if group_gemm
+            else gemm.get(row["dtype"])
+        )
         row["gemm_percent"] = 100 * row["gflops"] / row["gemm_gflops"] if row["gemm_gflops"] else None
         row["vs_pytorch"] = row["vs_pytorch_iqr"] = None
         base = baseline.get(row["group"])
@@ -319,7 +327,7 @@ def _blas_line(info):
 
 
 def _gemm_range(rows, dtype):
-    """`` (shapes: LOW-HIGH)``: the range of the GEMM rates measured within each shape, or nothing."""
+    """`` (within the shapes: LOW-HIGH)``: the range of the GEMM rates measured among each shape's rounds, or nothing."""
     rates = sorted({row["gemm_gflops"] for row in rows if row["workload"] != "gemm" and row["dtype"] == dtype
                     and row.get("gemm_gflops")})  # fmt: skip
     return f" (within the shapes: {rates[0]:.0f}-{rates[-1]:.0f})" if len(rates) > 1 else ""
@@ -412,7 +420,7 @@ def render_chart(rows, path):
     workloads = [w for w in TITLES if any(r["workload"] == w for r in rows)]
     everyone = list(dict.fromkeys(r["implementation"] for r in rows))
     colours = {name: plt.get_cmap("tab20")(k % 20) for k, name in enumerate(everyone)}  # same in every panel
-    fig, axes = plt.subplots(len(workloads), 1, figsize=(12, 3.6 * len(workloads)), squeeze=False)
+    fig, axes = plt.subplots(len(workloads), 1, figsize=(14, 3.6 * len(workloads)), squeeze=False)
     for ax, workload in zip(axes[:, 0], workloads, strict=True):
         mine = [r for r in rows if r["workload"] == workload]
         groups = list(dict.fromkeys(r["group"] for r in mine))
@@ -435,7 +443,7 @@ def render_chart(rows, path):
             ax.set_yscale("log")
         ax.set_ylabel("µs per step (lower is better)" if streaming else "GFLOP/s (higher is better)")
         ax.set_title(TITLES[workload], fontsize=10)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0))  # beside the bars, never on them
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

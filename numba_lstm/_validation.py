@@ -57,7 +57,7 @@ def check_float_array(name, value, dtype=None, source=None):
                 f"{type(value).__name__}; convert it with numpy.asarray(..., dtype=...) first"
             )
         hint = ""
-        if type(value).__module__.split(".")[0] == "torch":
+        if type(value).__module__.split(".")[0] == "torch" and hasattr(value, "detach"):  # a tensor
             hint = f"; convert it with {name}.detach().cpu().numpy() first"
         elif hasattr(value, "__array__"):
             hint = "; convert it with numpy.asarray(...) first"
@@ -71,10 +71,24 @@ def check_float_array(name, value, dtype=None, source=None):
             "numba_lstm never casts arrays silently"
         )
     if dtype is not None and value.dtype != dtype:
+        wanted = np.dtype(dtype).name
+        # A parameter replaced by a new array would part it from an optimizer that holds the old one.
+        mend = (
+            f"assign in place, {name}[...] = W"
+            if name.startswith("params[")
+            else f"{name}.astype(np.{wanted})"
+        )
         raise TypeError(
             f"{name} has dtype {value.dtype} but {source} has dtype {np.dtype(dtype)}; pass every array in one "
-            f"dtype (numba_lstm never casts): {name}.astype(np.{np.dtype(dtype).name}), for one"
+            f"dtype (numba_lstm never casts): {mend}, for one"
         )
+
+
+def as_plain_float_array(name, value, dtype=None, source=None):
+    """``as_float_array`` as a plain ndarray, for code that computes with NumPy's
+    operators: an ``np.matrix`` keeps its subclass through them (``@`` returns
+    a matrix, ``max`` has no ``keepdims``)."""
+    return np.asarray(as_float_array(name, value, dtype, source))
 
 
 def refuse_masked(name, value):
@@ -167,7 +181,7 @@ def check_ndim(name, value, ndim, letters):
 
 def _transposed_hint(W):
     """For a W whose rows, not columns, hold the 4H gates: PyTorch's layout."""
-    if W.shape[0] == 0 or W.shape[0] % 4:
+    if 0 in W.shape or W.shape[0] % 4:
         return ""
     return (
         "; W looks transposed: PyTorch stores (4H, I) and (4H, H) weights, which "

@@ -2,7 +2,14 @@
 
 import numpy as np
 
-from numba_lstm._validation import as_float_array, check_float_dtype, check_integer, check_shape, make_rng
+from numba_lstm._validation import (
+    as_float_array,
+    as_plain_float_array,
+    check_float_dtype,
+    check_integer,
+    check_shape,
+    make_rng,
+)
 from numba_lstm.layer import NotReadyError, _copy_without_cache, _no_forward_yet
 
 __all__ = ["Dense"]
@@ -89,7 +96,9 @@ class Dense:
         y : ndarray, shape (..., K)
         """
         given = x
-        x = as_float_array("x", x, self.dtype, "the layer")
+        x = as_float_array(
+            "x", x, self.dtype, "the layer"
+        )  # not yet plain: x is given tells whether it is a copy
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"x must have {self.in_features} features on its last axis (in_features), got shape {x.shape}"
@@ -108,9 +117,9 @@ class Dense:
         """W and b, checked: a parameter replaced with another dtype or shape
         is refused by its name (it would change y's dtype or fail in NumPy)."""
         F, K = self.in_features, self.out_features
-        W = np.asarray(as_float_array("params['W']", self.params["W"], self.dtype, "the layer"))
+        W = as_plain_float_array("params['W']", self.params["W"], self.dtype, "the layer")
         check_shape("params['W']", W, (F, K), "(in_features, out_features)")
-        b = np.asarray(as_float_array("params['b']", self.params["b"], self.dtype, "the layer"))
+        b = as_plain_float_array("params['b']", self.params["b"], self.dtype, "the layer")
         check_shape("params['b']", b, (K,), "(out_features,)")
         return W, b
 
@@ -135,7 +144,7 @@ class Dense:
         if self._x is None:
             raise NotReadyError(self._why_no_cache)
         x = self._x
-        dy = np.asarray(as_float_array("dy", dy, self.dtype, "the layer"))
+        dy = as_plain_float_array("dy", dy, self.dtype, "the layer")
         check_shape("dy", dy, x.shape[:-1] + (self.out_features,), "the shape of y from the last forward")
         x2 = x.reshape(-1, self.in_features)  # (N, F)
         dy2 = dy.reshape(-1, self.out_features)  # (N, K)

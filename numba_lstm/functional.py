@@ -60,7 +60,7 @@ __all__ = ["LSTMCache", "LSTMGrads", "LSTMProjGrads", "lstm_backward", "lstm_for
 class Packing(NamedTuple):
     """Where each row of the packed arrays comes from (see ``numba_lstm._kernels``).
 
-    batch_sizes (T,) rows of each step, non-increasing
+    batch_sizes (T,) rows of each step, non-increasing; (0,) for an empty batch
     order       (B,) original batch index of each sorted row (longest first)
     lengths     (B,) sorted lengths
     packed_row  (T, B) the packed row that holds time t of sequence b (in the
@@ -401,8 +401,7 @@ def _check_cache(cache):
     sizes = pk.batch_sizes
     steps = T if B > 0 else 0  # Packing.build: no batch, no steps
     if (
-        not isinstance(sizes, np.ndarray)
-        or sizes.dtype != np.int64
+        not _int64_array(sizes)
         or sizes.shape != (steps,)
         or int(sizes.sum()) != N
         or (steps > 0 and not 0 <= sizes.min() <= sizes.max() <= B)
@@ -411,10 +410,13 @@ def _check_cache(cache):
         wrong.append("packing.batch_sizes")
     rows = pk.packed_row  # the jitted pack and unpack write by it
     if rows is not None and (
-        rows.shape != (T, B) or (rows.size > 0 and not -1 <= rows.min() <= rows.max() < N)
+        not _int64_array(rows)
+        or rows.shape != (T, B)
+        or (rows.size > 0 and not -1 <= rows.min() <= rows.max() < N)
     ):
         wrong.append("packing.packed_row")
-    if rows is not None and not np.array_equal(np.sort(pk.order), np.arange(B)):  # unsort's scatter
+    order = pk.order  # unsort's scatter
+    if rows is not None and (not _int64_array(order) or not np.array_equal(np.sort(order), np.arange(B))):
         wrong.append("packing.order")
     if wrong:
         raise ValueError(
@@ -422,6 +424,11 @@ def _check_cache(cache):
             f"packing (T = {T}, B = {B}, N = {N} rows) and sizes (I = {I}, H = {H}, P = {P})"
         )
     return T, B, N, I, H, P
+
+
+def _int64_array(a):
+    """Whether ``a`` is an int64 ndarray, as the packing's index arrays are made."""
+    return isinstance(a, np.ndarray) and a.dtype == np.int64
 
 
 def _projection_grad_of(m, dh_all):

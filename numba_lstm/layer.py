@@ -14,6 +14,7 @@ from numba_lstm._kernels import SMALL_ROWS, STEP_SPLIT_MIN_BYTES, STEP_SPLIT_MIN
 from numba_lstm._panels import aligned_copy, aligned_empty, aligned_zeros
 from numba_lstm._sync import counters
 from numba_lstm._validation import (
+    FLOAT_DTYPES,
     as_float_array,
     c_writeable,
     check_bool,
@@ -235,7 +236,9 @@ class LSTM:
         memo[id(self)] = copied
         originals = memo.setdefault(id(memo), [])  # as copy.deepcopy's own memo: alive while memo is
         for array in self.params.values():
-            if type(array) is np.ndarray and id(array) not in memo:
+            # Other dtypes (a parameter replaced by a big-endian or integer
+            # array, which forward refuses by name) are NumPy's to copy.
+            if type(array) is np.ndarray and array.dtype in FLOAT_DTYPES and id(array) not in memo:
                 memo[id(array)] = aligned_copy(array)
                 originals.append(array)
         state = copy.deepcopy(self.__getstate__(), memo)

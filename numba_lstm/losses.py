@@ -16,7 +16,7 @@ with respect to ``pred`` / ``logits``, in their dtype.
 
 import numpy as np
 
-from numba_lstm._validation import as_float_array, check_shape, refuse_masked
+from numba_lstm._validation import as_plain_float_array, check_shape, refuse_masked
 
 __all__ = [
     "cross_entropy_backward",
@@ -28,15 +28,9 @@ __all__ = [
 ]
 
 
-def _plain(name, value, dtype=None, source=None):
-    """``as_float_array`` as a plain ndarray: an ``np.matrix`` keeps its
-    subclass through NumPy's operations, and its ``max`` has no ``keepdims``."""
-    return np.asarray(as_float_array(name, value, dtype, source))
-
-
 def _check_pair(pred, target):
-    pred = _plain("pred", pred)
-    target = _plain("target", target, pred.dtype, "pred")
+    pred = as_plain_float_array("pred", pred)
+    target = as_plain_float_array("target", target, pred.dtype, "pred")
     check_shape("target", target, pred.shape, "(the shape of pred)")
     if pred.size == 0:
         raise ValueError(f"pred must not be empty, got shape {pred.shape}")
@@ -68,7 +62,7 @@ def mse_backward(pred, target):
 
 def log_softmax(logits):
     """Numerically stable ``log softmax`` over the last axis (the row maximum is subtracted first)."""
-    logits = _plain("logits", logits)
+    logits = as_plain_float_array("logits", logits)
     if logits.ndim == 0 or logits.shape[-1] == 0:
         raise ValueError(
             f"logits must have at least one class on its last axis (..., C) with C >= 1, got shape {logits.shape}"
@@ -83,7 +77,7 @@ def softmax(logits):
 
 
 def _check_labels(logits, labels):
-    logits = _plain("logits", logits)
+    logits = as_plain_float_array("logits", logits)
     if logits.ndim != 2 or logits.shape[0] == 0 or logits.shape[1] == 0:
         raise ValueError(f"logits must be 2-D (N, C) with N, C >= 1, got shape {logits.shape}")
     N, C = logits.shape

@@ -23,6 +23,7 @@ Every update runs in the parameters' dtype: float32 parameters stay float32
 and so does the optimizer's state.
 """
 
+import bisect
 import math
 from collections import Counter
 from collections.abc import Mapping
@@ -126,6 +127,7 @@ def _check_state_entry(entry, value, key, p):
     """An entry of a loaded state, checked against its parameter ``p``: a
     positive integer scalar for ``"step"``, else a copy of ``p``'s shape and
     dtype (``"exp_avg_sq"``, a mean of squares, >= 0 everywhere)."""
+    refuse_masked(f"state_dict[{entry!r}]", value)  # np.asarray would load the values under the mask
     value = np.asarray(value)
     if key == "step":
         if value.shape != () or value.dtype.kind not in "iu" or value < 1:
@@ -156,14 +158,38 @@ def _check_grad(name, g, p):
         raise ValueError(f"grads[{name!r}] must have shape {p.shape} (its parameter's), got {g.shape}")
     if g.dtype != p.dtype:
         raise TypeError(f"grads[{name!r}] must have dtype {p.dtype} (its parameter's), got {g.dtype}")
-    (g_lo, g_hi), (p_lo, p_hi) = byte_bounds(g), byte_bounds(p)
-    if g.size and g_lo < p_hi and p_lo < g_hi and np.shares_memory(g, p):
-        # AdamW's decay shrank p, and so g, before the Adam step read g.
-        raise ValueError(
-            f"grads[{name!r}] shares memory with its parameter: the step would change the gradient while "
-            "it updates the parameter; pass a copy"
-        )
     return g
+
+
+def _refuse_gradients_in_parameters(params, grads):
+    """ValueError if a gradient shares memory with a parameter, its own or another's.
+
+    The step updates the parameters in place, so such a gradient would change
+    before the step read it (AdamW's decay shrank a gradient that was its own
+    parameter before the Adam step read it; an earlier parameter's update
+    changes another's gradient in any optimizer).  The parameters do not
+    overlap (``_refuse_shared``), so in the order of their first byte their
+    ends are in order too: each gradient is compared with the parameters
+    whose bytes reach its own, found by bisection.
+    """
+    names = list(params)
+    spans = sorted((*byte_bounds(p), k) for k, p in enumerate(params.values()) if p.size)
+    starts = [start for start, _, _ in spans]
+    for name, g in grads.items():
+        if g is None or not g.size:
+            continue
+        g_lo, g_hi = byte_bounds(g)
+        k = max(bisect.bisect_right(starts, g_lo) - 1, 0)  # the last parameter that starts at or before g
+        while k < len(spans) and spans[k][0] < g_hi:
+            _, end, index = spans[k]
+            owner = names[index]
+            if end > g_lo and np.shares_memory(g, params[owner]):
+                whose = "its own parameter" if owner == name else f"params[{owner!r}]"
+                raise ValueError(
+                    f"grads[{name!r}] shares memory with {whose}: the step updates the parameters in place, "
+                    "which would change the gradient before it is read; pass a copy"
+                )
+            k += 1
 
 
 class Optimizer:
@@ -253,6 +279,7 @@ class Optimizer:
                 f"got {list(grads)}"
             )
         checked = [(name, p, _check_grad(name, grads[name], p)) for name, p in self.params.items()]
+        _refuse_gradients_in_parameters(self.params, {name: g for name, _, g in checked})
         for name, p, g in checked:
             if g is not None:
                 self._update(p, g, self.state[name])

@@ -817,8 +817,13 @@ def test_messages_say_how_to_mend_the_commonest_mistakes():
     layer = numba_lstm.LSTM(4, 3)
     with pytest.raises(TypeError, match=r"x has dtype float64 .* x.astype\(np.float32\), for one"):
         layer(np.zeros((2, 1, 4)))
+    layer.params["W_l0"] = layer.params["W_l0"].astype(np.float64)  # the optimizer holds the old array
+    with pytest.raises(TypeError, match=r"assign in place, params\['W_l0'\]\[...\] = W, for one"):
+        layer(x)
     torch = pytest.importorskip("torch")
     with pytest.raises(
         TypeError, match=r"got Tensor .*; convert it with x.detach\(\).cpu\(\).numpy\(\) first"
     ):
-        layer(torch.zeros(2, 1, 4))
+        numba_lstm.LSTM(4, 3)(torch.zeros(2, 1, 4))
+    with pytest.raises(TypeError, match=r"got Linear .*\)$"):  # a module has no detach: no hint
+        numba_lstm.LSTM(4, 3)(torch.nn.Linear(2, 2))

@@ -287,6 +287,17 @@ def test_a_deep_copy_holds_its_parameters_on_cache_lines(dtype):
         np.testing.assert_array_equal(new, param, err_msg=name)
 
 
+def test_a_deep_copy_leaves_a_parameter_of_another_dtype_to_numpy():
+    """A parameter replaced by a big-endian array (which forward refuses by
+    name) went through numba_lstm's jitted allocator and raised a Numba
+    error from deepcopy; NumPy copies it as it is."""
+    layer = numba_lstm.LSTM(2, 3, seed=0)
+    layer.params["W_l0"] = layer.params["W_l0"].astype(">f4")
+    copied = copy.deepcopy(layer)
+    assert copied.params["W_l0"].dtype == np.dtype(">f4")
+    np.testing.assert_array_equal(copied.params["W_l0"], layer.params["W_l0"])
+
+
 @pytest.mark.parametrize("layer_first", [True, False])
 def test_a_deep_copy_with_its_optimizer_updates_the_copys_parameters(layer_first):
     """A layer and its optimizer copied in one ``deepcopy`` call stay linked:

@@ -341,7 +341,7 @@ def test_argument_errors(make, error, match):
         ({"W": np.zeros(2, np.float32)}, TypeError, r"grads\['W'\] must have dtype float64"),
         ({"W": [0.0, 0.0]}, TypeError, r"grads\['W'\] must be a numpy array"),
         # AdamW's decay shrank the gradient with its parameter before the Adam step.
-        ({"W": "the parameter"}, ValueError, r"grads\['W'\] shares memory with its parameter"),
+        ({"W": "the parameter"}, ValueError, r"grads\['W'\] shares memory with its own parameter"),
         # The masked entry moved by -0.1: NumPy computes under the mask too.
         ({"W": np.ma.array([100.0, 1.0], mask=[True, False])}, TypeError, r"grads\['W'\] is a masked array"),
     ],
@@ -358,6 +358,26 @@ def test_step_errors_leave_params_untouched(grads, error, match, make):
         with pytest.raises(error, match=match):
             opt.step(grads)
     np.testing.assert_array_equal(params["W"], np.ones(2))
+
+
+@pytest.mark.parametrize("make", [SGD, Adam, AdamW])
+def test_a_gradient_inside_another_parameter_is_refused(make):
+    """Updating params['b'] first would change grads['c'], a view of it,
+    before the step read it: refused, naming both, with nothing updated."""
+    params = {"b": np.ones(4), "c": np.ones(2)}
+    opt = make(params, lr=0.1)
+    with pytest.raises(ValueError, match=r"grads\['c'\] shares memory with params\['b'\]"):
+        opt.step({"b": np.ones(4), "c": params["b"][1:3]})
+    np.testing.assert_array_equal(params["b"], np.ones(4))
+    np.testing.assert_array_equal(params["c"], np.ones(2))
+    opt.step({"b": np.ones(4), "c": params["b"][1:3].copy()})  # a copy is fine
+
+
+def test_load_state_dict_refuses_a_masked_entry():
+    opt = SGD({"W": np.ones(2)}, lr=0.1, momentum=0.9)
+    state = {"W/momentum_buffer": np.ma.array([1.0, 2.0], mask=[True, False])}
+    with pytest.raises(TypeError, match=r"state_dict\['W/momentum_buffer'\] is a masked array"):
+        opt.load_state_dict(state)
 
 
 RESUME_CASES = [

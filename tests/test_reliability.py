@@ -356,6 +356,12 @@ def test_backward_refuses_a_cache_whose_arrays_do_not_fit(dtype):
     for edited in (sizes[::-1].copy(), sizes.astype(np.float64), list(sizes)):
         with pytest.raises(ValueError, match=r"packing.batch_sizes do not fit"):
             numba_lstm.lstm_backward(y, cache._replace(packing=cache.packing._replace(batch_sizes=edited)))
+    # Float index arrays reached NumPy's indexing or a Numba TypingError; a list, an AttributeError.
+    for field in ("packed_row", "order"):
+        index = getattr(cache.packing, field)
+        for edited in (index.astype(np.float64), index.tolist()):
+            with pytest.raises(ValueError, match=rf"packing.{field} do not fit"):
+                numba_lstm.lstm_backward(y, cache._replace(packing=cache.packing._replace(**{field: edited})))
 
 
 # --- NaN and Inf propagation ------------------------------------------------------
