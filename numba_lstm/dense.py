@@ -96,9 +96,8 @@ class Dense:
         y : ndarray, shape (..., K)
         """
         given = x
-        x = as_float_array(
-            "x", x, self.dtype, "the layer"
-        )  # not yet plain: x is given tells whether it is a copy
+        # Not yet plain: whether x is given tells whether it is a copy already.
+        x = as_float_array("x", x, self.dtype, "the layer")
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"x must have {self.in_features} features on its last axis (in_features), got shape {x.shape}"
