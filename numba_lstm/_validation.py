@@ -61,9 +61,7 @@ def check_float_array(name, value, dtype=None, source=None):
             hint = f"; convert it with {name}.detach().cpu().numpy() first"
         elif hasattr(value, "__array__"):
             hint = "; convert it with numpy.asarray(...) first"
-        raise TypeError(
-            f"{name} must be a numpy array of float32 or float64, got {_describe(value)}"[:300] + hint
-        )
+        raise TypeError(f"{name} must be a numpy array of float32 or float64, got {_describe(value)}{hint}")
     refuse_masked(name, value)
     if value.dtype not in FLOAT_DTYPES:
         raise TypeError(

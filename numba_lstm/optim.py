@@ -23,7 +23,6 @@ Every update runs in the parameters' dtype: float32 parameters stay float32
 and so does the optimizer's state.
 """
 
-import bisect
 import math
 from collections import Counter
 from collections.abc import Mapping
@@ -67,29 +66,36 @@ def merge(dicts):
     return merged
 
 
-def _refuse_shared(what, arrays):
-    """Raise ValueError if two entries of ``arrays`` (name -> ndarray) share memory.
+def _shared_pairs(arrays):
+    """The pairs of keys of ``arrays`` (key -> ndarray) whose arrays share memory, in sweep order.
 
-    Updating such entries in place would change the memory twice (an
-    optimizer step or a clip applied twice).  The arrays are taken in the
-    order of their first byte, and each is compared only with the earlier
-    ones whose memory reaches past that byte: for arrays apart that is a
-    sort, where comparing every pair took 0.1 s for 1000 arrays at every
-    ``clip_grad_norm`` call.
+    The arrays are taken in the order of their first byte, and each is
+    compared only with the earlier ones whose memory reaches past that byte:
+    for arrays apart that is a sort, where comparing every pair took 0.1 s
+    for 1000 arrays at every ``clip_grad_norm`` call.
     """
-    names = list(arrays)
+    keys = list(arrays)
     spans = sorted((*byte_bounds(a), i) for i, a in enumerate(arrays.values()) if a.size)
     reaching = []  # (end, index) of the arrays taken so far that may reach the next one
     for start, end, i in spans:
         reaching = [(e, j) for e, j in reaching if e > start]
         for _, j in reaching:
-            if np.shares_memory(arrays[names[i]], arrays[names[j]]):
-                first, second = names[min(i, j)], names[max(i, j)]
-                raise ValueError(
-                    f"{what}[{first!r}] and {what}[{second!r}] are the same array (or share memory): "
-                    "it would be updated twice; pass each array under one name only"
-                )
+            if np.shares_memory(arrays[keys[i]], arrays[keys[j]]):
+                yield keys[min(i, j)], keys[max(i, j)]
         reaching.append((end, i))
+
+
+def _refuse_shared(what, arrays):
+    """Raise ValueError if two entries of ``arrays`` (name -> ndarray) share memory.
+
+    Updating such entries in place would change the memory twice (an
+    optimizer step or a clip applied twice).
+    """
+    for first, second in _shared_pairs(arrays):
+        raise ValueError(
+            f"{what}[{first!r}] and {what}[{second!r}] are the same array (or share memory): "
+            "it would be updated twice; pass each array under one name only"
+        )
 
 
 def _check_number(name, value, low=0.0, low_inclusive=True, high=None, infinite=False):
@@ -167,29 +173,19 @@ def _refuse_gradients_in_parameters(params, grads):
     The step updates the parameters in place, so such a gradient would change
     before the step read it (AdamW's decay shrank a gradient that was its own
     parameter before the Adam step read it; an earlier parameter's update
-    changes another's gradient in any optimizer).  The parameters do not
-    overlap (``_refuse_shared``), so in the order of their first byte their
-    ends are in order too: each gradient is compared with the parameters
-    whose bytes reach its own, found by bisection.
+    changes another's gradient in any optimizer).  Gradients that share
+    memory with each other are only read: allowed.
     """
-    names = list(params)
-    spans = sorted((*byte_bounds(p), k) for k, p in enumerate(params.values()) if p.size)
-    starts = [start for start, _, _ in spans]
-    for name, g in grads.items():
-        if g is None or not g.size:
-            continue
-        g_lo, g_hi = byte_bounds(g)
-        k = max(bisect.bisect_right(starts, g_lo) - 1, 0)  # the last parameter that starts at or before g
-        while k < len(spans) and spans[k][0] < g_hi:
-            _, end, index = spans[k]
-            owner = names[index]
-            if end > g_lo and np.shares_memory(g, params[owner]):
-                whose = "its own parameter" if owner == name else f"params[{owner!r}]"
-                raise ValueError(
-                    f"grads[{name!r}] shares memory with {whose}: the step updates the parameters in place, "
-                    "which would change the gradient before it is read; pass a copy"
-                )
-            k += 1
+    arrays = {("params", name): p for name, p in params.items()}
+    arrays |= {("grads", name): g for name, g in grads.items() if g is not None}
+    for first, second in _shared_pairs(arrays):
+        if first[0] != second[0]:  # a parameter and a gradient
+            (_, name), (_, owner) = (first, second) if first[0] == "grads" else (second, first)
+            whose = "its own parameter" if owner == name else f"params[{owner!r}]"
+            raise ValueError(
+                f"grads[{name!r}] shares memory with {whose}: the step updates the parameters in place, "
+                "which would change the gradient before it is read; pass a copy"
+            )
 
 
 class Optimizer:
