@@ -24,6 +24,7 @@ import json
 import os
 import pathlib
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -167,18 +168,22 @@ def run_pytest(args, raw_json, log_path):
         process = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
         )
-        for chunk in iter(lambda: process.stdout.read1(4096), b""):
-            log.write(chunk)
-            # pytest -q starts with its progress lines (one character a test,
-            # then "[ NN%]"): echo them as they come, and nothing after.
-            for char in decoder.decode(chunk) if echo else "":
-                if line_start and char not in ".sFExX":
-                    echo = False
-                    break
-                sys.stdout.write(char)
-                line_start = char == "\n"
-            sys.stdout.flush()
-        returncode = process.wait()
+        try:
+            for chunk in iter(lambda: process.stdout.read1(4096), b""):
+                log.write(chunk)
+                # pytest -q starts with its progress lines (one character a test,
+                # then "[ NN%]"): echo them as they come, and nothing after.
+                for char in decoder.decode(chunk) if echo else "":
+                    if line_start and char not in ".sFExX":
+                        echo = False
+                        break
+                    sys.stdout.write(char)
+                    line_start = char == "\n"
+                sys.stdout.flush()
+            returncode = process.wait()
+        except BaseException:  # Ctrl-C, or a signal that _Stopped stands for: pytest stops too
+            _end(process)
+            raise
     if returncode != 0 and not raw_json.stat().st_size:  # claim_stamp made it empty: nothing written
         raw_json.unlink()
         sys.exit(
@@ -186,6 +191,32 @@ def run_pytest(args, raw_json, log_path):
             + log_path.read_text()[-4000:]
         )
     return returncode
+
+
+#: Seconds that pytest has to end after SIGTERM before it is killed.
+END_GRACE_S = 10
+
+
+def _end(process):
+    """Stop a child process: SIGTERM, then SIGKILL after ``END_GRACE_S``."""
+    process.terminate()
+    try:
+        process.wait(timeout=END_GRACE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP reached run.py: it stops as on Ctrl-C (``main``)."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped(signum)
 
 
 def failures(log_path):
@@ -480,9 +511,20 @@ def main(argv=None):
     stamp = claim_stamp(out, base)
     raw_json, log_path = out / f"{stamp}.raw.json", out / f"{stamp}.log"
     start = time.perf_counter()
-    returncode = run_pytest(args, raw_json, log_path)
-    print("Start-up: cold and warm compile cache, in new processes", flush=True)
-    startup = measure_startup()
+    # Without these handlers, `kill` ended this process alone and left its
+    # pytest running, along with the claimed .raw.json and the log.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_stopped)
+    try:
+        returncode = run_pytest(args, raw_json, log_path)
+        print("Start-up: cold and warm compile cache, in new processes", flush=True)
+        startup = measure_startup()  # subprocess.run kills its child on an exception
+    except (KeyboardInterrupt, _Stopped) as stop:
+        raw_json.unlink(missing_ok=True)
+        log_path.unlink(missing_ok=True)
+        signum = stop.signum if isinstance(stop, _Stopped) else signal.SIGINT
+        print(f"\nbench/run.py stopped ({signal.Signals(signum).name}): no results written", file=sys.stderr)
+        sys.exit(128 + signum)
     wall = time.perf_counter() - start
     raw = json.loads(raw_json.read_text())
     rows, gemm = summarise(raw)

@@ -401,3 +401,51 @@ def test_bench_threads_are_capped_by_numba_num_threads():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["1", "1", "1", "1", "[1]"]
+
+
+def _children(pid):
+    """The process ids of pid's children (Linux's /proc)."""
+    path = pathlib.Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def _gone(pid):
+    """Whether process pid has ended and been reaped (or is a zombie of a parent that ended)."""
+    status = pathlib.Path(f"/proc/{pid}/status")
+    try:
+        return "\nState:\tZ" in status.read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/task").exists(), reason="reads children from Linux's /proc")
+@pytest.mark.parametrize("signum", [2, 15], ids=["SIGINT", "SIGTERM"])
+def test_a_stopped_run_ends_its_pytest_and_leaves_no_files(tmp_path, signum):
+    """`kill` of bench/run.py ended it alone: its pytest went on running
+    benchmarks (an orphan), and the claimed .raw.json and the log stayed in
+    the results folder, as they did after Ctrl-C."""
+    import signal
+    import subprocess
+    import time
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    command = [
+        sys.executable, str(root / "bench" / "run.py"), "--shapes", "2x5x4x4", "--shapes64", "none",
+        "--stream-hidden", "none", "--lengths", "none", "--repeats", "1000", "--pause", "0",
+        "--out", str(tmp_path),
+    ]  # fmt: skip
+    runner = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (children := _children(runner.pid)) or not list(tmp_path.glob("*.log")):
+            assert runner.poll() is None, runner.stderr.read()
+            assert time.monotonic() < deadline, "pytest did not start"
+            time.sleep(0.05)
+        runner.send_signal(signum)
+        _, err = runner.communicate(timeout=60)
+    finally:
+        runner.kill()
+    assert runner.returncode == 128 + signum, err
+    assert f"stopped ({signal.Signals(signum).name}): no results written" in err
+    assert all(_gone(pid) for pid in children), "pytest outlived bench/run.py"
+    assert not list(tmp_path.iterdir())
