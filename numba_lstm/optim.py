@@ -297,7 +297,8 @@ class SGD(Optimizer):
     Parameters
     ----------
     params : dict of name -> ndarray
-    lr : float
+    lr : float, default 0.001
+        torch's default too.
     momentum : float, default 0
     dampening : float, default 0
     weight_decay : float, default 0
@@ -308,7 +309,7 @@ class SGD(Optimizer):
 
     state_keys = ("momentum_buffer",)
 
-    def __init__(self, params, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(self, params, lr=0.001, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, lr)
         self.momentum = _check_number("momentum", momentum)
         self.dampening = _check_number("dampening", dampening)

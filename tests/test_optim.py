@@ -500,3 +500,28 @@ def test_a_learning_rate_set_between_steps_is_checked_and_used(cls):
     opt.step(make_grads(np.float64)[0])
     for name, p in params.items():
         np.testing.assert_array_equal(p, before[name], err_msg=name)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
+def test_defaults_are_torchs(name):
+    """SGD had no default lr where torch.optim.SGD has 1e-3: a loop ported
+    from torch without one failed.  Every argument both take defaults alike."""
+    import inspect
+
+    torch = import_or_skip("torch")
+    ours = inspect.signature(getattr(numba_lstm.optim, name)).parameters
+    theirs = inspect.signature(getattr(torch.optim, name)).parameters
+    shared = [arg for arg in ours if arg != "params" and arg in theirs]
+    assert "lr" in shared and len(shared) >= 4
+    for arg in shared:
+        assert ours[arg].default == theirs[arg].default, (name, arg, ours[arg].default, theirs[arg].default)
+
+
+def test_sgd_with_the_default_lr_steps_as_torchs():
+    params = {"W": np.linspace(-1.0, 1.0, 6).reshape(2, 3)}
+    grads = [{"W": np.full((2, 3), 0.5)}, {"W": np.arange(6.0).reshape(2, 3)}]
+    torch = import_or_skip("torch")
+    ours, theirs = run_ours(SGD, params, grads), run_torch(torch.optim.SGD, params, grads)
+    for mine, torchs in zip(ours, theirs, strict=True):
+        assert not np.array_equal(mine["W"], params["W"])
+        assert_close(mine["W"], torchs["W"], np.float64, "SGD with the default lr")
