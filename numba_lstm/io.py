@@ -110,6 +110,7 @@ def save(layer, path):
         _check_binary_file(path, "write")
     else:
         path = check_path("path", path)
+    layer._check_options()  # as load checks them: a file load refuses never replaces a good one
     config = layer_config(layer)
     config["dtype"] = np.dtype(layer.dtype).name
     arrays = {
@@ -235,7 +236,8 @@ def _load(cls, path):
     if hasattr(path, "read"):
         _check_binary_file(path, "read")
         shown = f"the file object {getattr(path, 'name', type(path).__name__)!r}"
-        data = path.read()
+        with _read_errors(shown):  # a damaged gzip or zip member fails here, in its own read()
+            data = path.read()
         if data is None:  # io.RawIOBase: a non-blocking stream with no bytes ready
             raise ValueError(
                 f"path as a file object returned None from read(): a non-blocking stream with no data ready; "

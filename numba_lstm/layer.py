@@ -93,6 +93,15 @@ class NotReadyError(RuntimeError, ValueError):
     ``except`` catches it."""
 
 
+def _check_dropout(name, dropout):
+    """``dropout`` as a float in [0, 1); TypeError or ValueError naming ``name`` otherwise."""
+    if not is_real(dropout):
+        raise TypeError(f"{name} must be a number in [0, 1), got {dropout!r:.200}")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {dropout!r}")
+    return float(dropout)
+
+
 class LSTM:
     """A stacked, optionally bidirectional LSTM in the native layout.
 
@@ -150,13 +159,10 @@ class LSTM:
         self.proj_size = check_integer("proj_size", proj_size, minimum=0)
         if self.proj_size >= self.hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size, got {proj_size} >= {hidden_size}")
-        if not is_real(dropout):
-            raise TypeError(f"dropout must be a number in [0, 1), got {dropout!r:.200}")
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        dropout = _check_dropout("dropout", dropout)
         dtype = check_float_dtype("dtype", dtype)
         self.bidirectional = check_bool("bidirectional", bidirectional)
-        self.dropout = float(dropout)
+        self.dropout = dropout
         self.batch_first = check_bool("batch_first", batch_first)
         self.dtype = dtype
         self.training = True
@@ -484,6 +490,13 @@ class LSTM:
             check_float_array(f"params[{name!r}]", self.params[name], self.dtype, "the layer")
             check_shape(f"params[{name!r}]", self.params[name], shape)
 
+    def _check_options(self):
+        """Refuse ``dropout`` and ``batch_first`` set on the layer to what its
+        constructor refuses: a dropout of 1.5 ran, scaling the kept values by
+        -2, and ``save`` wrote a file that ``load`` refuses over a good one."""
+        _check_dropout("layer.dropout", self.dropout)
+        check_bool("layer.batch_first", self.batch_first)
+
     def _time_major(self, a):
         return np.ascontiguousarray(a.transpose(1, 0, 2)) if self.batch_first else a
 
@@ -529,6 +542,7 @@ class LSTM:
         (h_n, c_n) : ndarrays (L * D, B, P) and (L * D, B, H)
             From each sequence's last valid step.
         """
+        self._check_options()
         given_x = x
         x = as_float_array("x", x, self.dtype, "the layer")
         check_ndim("x", x, 3, "(B, T, I)" if self.batch_first else "(T, B, I)")
@@ -624,6 +638,7 @@ class LSTM:
 
     def _backward(self, saved, dy, dh_n, dc_n):
         """``backward`` through the cache ``saved`` (``_caches`` of a forward)."""
+        self._check_options()
         caches, masks, (T, B) = saved
         D, P, H = self.num_directions, self.output_size, self.hidden_size
         LD = self.num_layers * D

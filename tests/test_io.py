@@ -572,6 +572,58 @@ def test_binary_streams_of_the_standard_library_hold_a_layer(tmp_path):
             assert _bits(loaded.params[name]) == _bits(value), name
 
 
+def test_a_damaged_gzip_or_zip_member_is_refused_as_corrupted():
+    """load read a file object's bytes outside the check that turns the
+    errors of a damaged archive into ValueError: a truncated or flipped gzip
+    stream raised EOFError or zlib.error, a zip member's bad CRC BadZipFile."""
+    import gzip
+
+    layer = numba_lstm.LSTM(8, 16, num_layers=2, seed=0)
+    stream = BytesIO()
+    with gzip.GzipFile(fileobj=stream, mode="wb") as f:
+        io.save(layer, f)
+    good = stream.getvalue()
+    flipped = good[:10] + bytes(b ^ 0xFF for b in good[10:40]) + good[40:]
+    for damaged in (good[: len(good) // 2], flipped):
+        with (
+            gzip.GzipFile(fileobj=BytesIO(damaged)) as f,
+            pytest.raises(ValueError, match="truncated or corrupted"),
+        ):
+            io.load(f)
+    archive = BytesIO()
+    with zipfile.ZipFile(archive, "w") as z, z.open("model.npz", "w") as f:
+        io.save(layer, f)
+    raw = bytearray(archive.getvalue())
+    raw[200] ^= 0xFF  # inside the stored member: its CRC no longer matches
+    with zipfile.ZipFile(BytesIO(bytes(raw))) as z, z.open("model.npz") as f:
+        with pytest.raises(ValueError, match="truncated or corrupted: BadZipFile"):
+            io.load(f)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "error", "message"),
+    [
+        ("dropout", 1.5, ValueError, r"layer.dropout must be in \[0, 1\), got 1.5"),
+        ("dropout", float("nan"), ValueError, r"layer.dropout must be in \[0, 1\)"),
+        ("dropout", -0.1, ValueError, r"layer.dropout must be in \[0, 1\)"),
+        ("dropout", "0.5", TypeError, r"layer.dropout must be a number"),
+        ("batch_first", "False", TypeError, r"layer.batch_first must be True or False"),
+    ],
+)  # fmt: skip
+def test_options_set_on_a_layer_are_checked_before_saving(tmp_path, name, value, error, message):
+    """save checked the parameters alone: a layer whose dropout was set to
+    1.5 replaced a good file with one that load refuses."""
+    path = tmp_path / "model.npz"
+    numba_lstm.LSTM(3, 4, num_layers=2, seed=0).save(path)
+    before = path.read_bytes()
+    layer = numba_lstm.LSTM(3, 4, num_layers=2, seed=1)
+    setattr(layer, name, value)
+    with pytest.raises(error, match=message):
+        layer.save(path)
+    assert path.read_bytes() == before
+    assert io.load(path).config == layer.config
+
+
 def test_a_stream_of_two_layers_loads_the_one_at_its_position_or_refuses():
     """zipfile finds an archive from its end and skips what precedes it: from
     a stream holding two saved layers, load returned the second from the
