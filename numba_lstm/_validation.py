@@ -6,7 +6,9 @@ expected and what was given.  Nothing here casts a dtype: float32 and float64
 are the only accepted dtypes and mixing them is an error.
 """
 
+import codecs
 import os
+from io import BufferedIOBase, RawIOBase, TextIOBase
 
 import numpy as np
 
@@ -123,6 +125,27 @@ def check_path(name, value):
             "character (a file's contents? pass them as a file object, io.BytesIO(data))"
         )
     return path
+
+
+_CODECS_STREAMS = (codecs.StreamReader, codecs.StreamWriter, codecs.StreamReaderWriter)
+
+
+def check_binary_file(name, f, operation):
+    """TypeError naming ``name`` unless the file object ``f`` is binary and open for ``operation`` ("read" or "write")."""
+    mode = "'rb'" if operation == "read" else "'wb'"
+    # A mode without "b" marks a text file, except on the io module's binary
+    # streams: a zipfile member's mode is "r", a GzipFile's an int.  A codecs
+    # stream is text whatever its mode (codecs.open adds "b" to it).
+    given_mode = getattr(f, "mode", "b")
+    binary_stream = isinstance(f, (BufferedIOBase, RawIOBase))
+    text_mode = isinstance(given_mode, str) and "b" not in given_mode and not binary_stream
+    if isinstance(f, (TextIOBase, *_CODECS_STREAMS)) or text_mode:
+        raise TypeError(
+            f"{name} as a file object must be opened in binary mode ({mode}), got a text file {f!r:.200}"
+        )
+    able = getattr(f, "readable" if operation == "read" else "writable", None)
+    if callable(able) and not able():
+        raise TypeError(f"{name} as a file object must be open to {operation} ({mode}), got {f!r:.200}")
 
 
 def check_integer(name, value, minimum=1):

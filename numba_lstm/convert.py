@@ -48,6 +48,7 @@ import numpy as np
 from numba_lstm._panels import aligned_copy
 from numba_lstm._validation import (
     FLOAT_DTYPES,
+    check_binary_file,
     check_bool,
     check_integer,
     check_path,
@@ -937,7 +938,9 @@ def to_onnx(
     batch_first = check_bool("batch_first", batch_first)
     initial_state = check_bool("initial_state", initial_state)
     sequence_lens = check_bool("sequence_lens", sequence_lens)
-    if path is not None and not hasattr(path, "write"):  # onnx.save takes a file object too
+    if path is not None and hasattr(path, "write"):  # onnx.save takes a file object too
+        check_binary_file("path", path, "write")
+    elif path is not None:
         path = check_path("path", path)
     # onnxruntime's LSTM gives zeros as the final state of a sequence of
     # length 0, and of every sequence when T = 0: Where nodes put the initial
@@ -1062,12 +1065,21 @@ def _onnx_constants(graph):
     """Initializers and ``Constant`` node values of ``graph``, by name."""
     from onnx import numpy_helper
 
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    def array(tensor, what):
+        try:
+            return numpy_helper.to_array(tensor)
+        except (KeyError, TypeError, ValueError) as error:  # an unknown data_type, data of another length
+            raise ValueError(
+                f"the ONNX model's {what} cannot be read as an array (a damaged model?): "
+                f"{type(error).__name__}: {error}"
+            ) from error
+
+    values = {t.name: array(t, f"initializer {t.name!r}") for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.output:
             for name, value in _onnx_attributes(node).items():
                 if name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(value)
+                    values[node.output[0]] = array(value, f"Constant {node.output[0]!r}")
                 elif name in _ONNX_CONSTANT_LISTS:
                     values[node.output[0]] = np.array(value, _ONNX_CONSTANT_LISTS[name])
     return values
@@ -1095,9 +1107,9 @@ def _onnx_dynamic(graph, constants):
     return dynamic
 
 
-def _onnx_shapes(model):
+def _onnx_shapes(model, unknown):
     """The shape of each value of ``model`` whose rank onnx's shape inference
-    knows, by name: its dimensions where they are numbers, else 2."""
+    knows, by name: its dimensions where they are numbers, else ``unknown``."""
     from onnx import shape_inference
 
     try:
@@ -1108,7 +1120,9 @@ def _onnx_shapes(model):
     for info in (*graph.input, *graph.value_info, *graph.output):
         tensor = info.type.tensor_type
         if tensor.HasField("shape"):
-            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else 2 for d in tensor.shape.dim]
+            shapes[info.name] = [
+                d.dim_value if d.HasField("dim_value") else unknown for d in tensor.shape.dim
+            ]
     return shapes
 
 
@@ -1116,15 +1130,19 @@ def _onnx_evaluate(model, name, dynamic, shapes):
     """The value ``name`` of ``model``, which ``dynamic`` does not hold, or
     None where it cannot be computed.  onnx's reference evaluator runs the
     nodes that lead to it; the ``Shape`` (or ``Size``) of a value computed
-    from the inputs is given from its declared or inferred shape (2 for a
-    dimension that is not a number): ``shapes()``, ``_onnx_shapes`` of the
-    model, inferred once for all the values evaluated."""
+    from the inputs is given from its declared or inferred shape:
+    ``shapes(unknown)``, ``_onnx_shapes`` of the model, inferred once for
+    all the values evaluated.  A dimension that is not a number is taken as
+    2, and again as 3: a value zero at one of these sizes and not at the
+    other is returned as the other, so that a state of B rows counts as zero
+    only if it is zero at both (with 2 alone, a state zero at B = 2 only was
+    read as zero at every B)."""
     from onnx import TensorProto, ValueInfoProto, helper, reference
 
     graph = model.graph
     producers = _onnx_producers(graph)
     initializers = {t.name: t for t in graph.initializer}
-    needed, used, feeds, todo = set(), [], {}, [name]
+    needed, used, measured, todo = set(), [], {}, [name]
     while todo:
         value = todo.pop()
         if not value or value in needed:
@@ -1136,30 +1154,53 @@ def _onnx_evaluate(model, name, dynamic, shapes):
         elif node is None:  # an input of a subgraph's scope, or of nothing
             return None
         elif node.op_type in _ONNX_SHAPE_OPS and node.input[0] in dynamic:
-            if node.input[0] not in shapes():
+            if node.input[0] not in shapes(2):
                 return None
-            shape = np.array(shapes()[node.input[0]], np.int64)
+            measured[value] = node
+        else:
+            todo.extend(node.input)
+
+    def feeds_at(unknown):
+        feeds = {}
+        for value, node in measured.items():
+            shape = np.array(shapes(unknown)[node.input[0]], np.int64)
             attrs = _onnx_attributes(node)
             feeds[value] = (
                 shape[attrs.get("start", 0) : attrs.get("end")] if node.op_type == "Shape" else np.prod(shape)
             )
-        else:
-            todo.extend(node.input)
+        return feeds
+
+    feeds = feeds_at(2)
     nodes = [n for n in graph.node if any(out in needed and out not in feeds for out in n.output)]
     inputs = [helper.make_tensor_value_info(v, TensorProto.INT64, list(a.shape)) for v, a in feeds.items()]
     subgraph = helper.make_graph(nodes, "constant", inputs, [ValueInfoProto(name=name)], used)
     submodel = helper.make_model(subgraph, opset_imports=model.opset_import, ir_version=model.ir_version)
     try:
-        return reference.ReferenceEvaluator(submodel).run(None, feeds)[0]
+        evaluator = reference.ReferenceEvaluator(submodel)
+        value = evaluator.run(None, feeds)[0]
+        other = evaluator.run(None, feeds_at(3))[0] if measured else value
     except Exception:  # an operator it does not know (another domain), or cannot run here
         return None
+    return other if np.any(other != 0) and not np.any(value != 0) else value
 
 
 def _onnx_attributes(node):
     """The attributes of an ONNX node, by name, as Python values."""
     from onnx import helper
 
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    attributes = {}
+    for a in node.attribute:
+        try:
+            value = helper.get_attribute_value(a)
+        except ValueError:  # onnx: "Unsupported ONNX attribute"
+            value = None
+        if value is None:  # type UNDEFINED, or one that onnx does not know
+            raise ValueError(
+                f"the ONNX model's {node.op_type} node {node.name or ', '.join(node.output)!r} has an attribute "
+                f"{a.name!r} of type {a.type} without a value of that type (a damaged model?)"
+            )
+        attributes[a.name] = value
+    return attributes
 
 
 #: ONNX operators that only rearrange the values of their first input.
@@ -1425,8 +1466,11 @@ def _read_onnx(path_or_model):
     else:
         from google.protobuf.message import DecodeError
 
-        # onnx.load takes a file object too
-        path = path_or_model if hasattr(path_or_model, "read") else check_path("path_or_model", path_or_model)
+        if hasattr(path_or_model, "read"):  # onnx.load takes a file object too
+            path = path_or_model
+            check_binary_file("path_or_model", path, "read")
+        else:
+            path = check_path("path_or_model", path_or_model)
         try:
             model = onnx.load(path)
         except DecodeError as error:
@@ -1437,7 +1481,7 @@ def _read_onnx(path_or_model):
         raise ValueError("the ONNX model has no LSTM node")
     constants = _onnx_constants(graph)
     dynamic = _onnx_dynamic(graph, constants)
-    shapes = functools.cache(lambda: _onnx_shapes(model))  # inference copies the model: once
+    shapes = functools.cache(lambda unknown: _onnx_shapes(model, unknown))  # inference copies the model
 
     def value_of(name):
         if name in constants:

@@ -36,7 +36,6 @@ bzip2 or LZMA member a 4 KB chunk at a time without a limit, before it
 checks the declared size, so those are refused.
 """
 
-import codecs
 import json
 import lzma
 import math
@@ -46,12 +45,12 @@ import stat
 import zipfile
 import zlib
 from contextlib import contextmanager, nullcontext
-from io import BufferedIOBase, BytesIO, RawIOBase, TextIOBase
+from io import BytesIO
 
 import numpy as np
 
 from numba_lstm import convert
-from numba_lstm._validation import check_path, some_names
+from numba_lstm._validation import check_binary_file, check_path, some_names
 
 __all__ = ["layer_config", "load", "save"]
 
@@ -107,7 +106,7 @@ def save(layer, path):
         raise TypeError(f"layer must be a numba_lstm.LSTM, got {type(layer).__name__}")
     file_object = hasattr(path, "write")
     if file_object:
-        _check_binary_file(path, "write")
+        check_binary_file("path", path, "write")
     else:
         path = check_path("path", path)
     layer._check_options()  # as load checks them: a file load refuses never replaces a good one
@@ -159,27 +158,6 @@ def save(layer, path):
         except FileNotFoundError:
             pass
         raise
-
-
-_CODECS_STREAMS = (codecs.StreamReader, codecs.StreamWriter, codecs.StreamReaderWriter)
-
-
-def _check_binary_file(f, operation):
-    """TypeError unless the file object ``f`` is binary and open for ``operation`` ("read" or "write")."""
-    mode = "'rb'" if operation == "read" else "'wb'"
-    # A mode without "b" marks a text file, except on the io module's binary
-    # streams: a zipfile member's mode is "r", a GzipFile's an int.  A codecs
-    # stream is text whatever its mode (codecs.open adds "b" to it).
-    given_mode = getattr(f, "mode", "b")
-    binary_stream = isinstance(f, (BufferedIOBase, RawIOBase))
-    text_mode = isinstance(given_mode, str) and "b" not in given_mode and not binary_stream
-    if isinstance(f, (TextIOBase, *_CODECS_STREAMS)) or text_mode:
-        raise TypeError(
-            f"path as a file object must be opened in binary mode ({mode}), got a text file {f!r:.200}"
-        )
-    able = getattr(f, "readable" if operation == "read" else "writable", None)
-    if callable(able) and not able():
-        raise TypeError(f"path as a file object must be open to {operation} ({mode}), got {f!r:.200}")
 
 
 def _copy_mode(target, tmp):
@@ -234,7 +212,7 @@ def _load(cls, path):
     from numba_lstm.layer import _parameters_filled_afterwards
 
     if hasattr(path, "read"):
-        _check_binary_file(path, "read")
+        check_binary_file("path", path, "read")
         shown = f"the file object {getattr(path, 'name', type(path).__name__)!r}"
         with _read_errors(shown):  # a damaged gzip or zip member fails here, in its own read()
             data = path.read()

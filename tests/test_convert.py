@@ -568,6 +568,62 @@ def test_from_onnx_refuses_a_file_that_is_not_onnx_naming_it(onnx, tmp_path):
             convert.from_onnx(path)
 
 
+def test_from_onnx_refuses_a_damaged_model_as_valueerror(onnx):
+    """A model whose bytes decode but hold damaged values raised internal
+    errors: an attribute without a value of its type a TypeError in the
+    reader ('NoneType' object is not iterable), an initializer of an unknown
+    data type onnx's KeyError."""
+    config = CONFIGS["2layers"]
+    base = convert.to_onnx(config, random_params(config, np.float32))
+    no_value = onnx.ModelProto()
+    no_value.CopyFrom(base)
+    transpose = next(n for n in no_value.graph.node if n.op_type == "Transpose")
+    transpose.attribute[0].type = onnx.AttributeProto.UNDEFINED
+    with pytest.raises(
+        ValueError, match="Transpose node .* has an attribute 'perm' of type 0 without a value"
+    ):
+        convert.from_onnx(no_value)
+    unknown_type = onnx.ModelProto()
+    unknown_type.CopyFrom(base)
+    unknown_type.graph.initializer[0].data_type = 93
+    name = unknown_type.graph.initializer[0].name
+    with pytest.raises(ValueError, match=f"initializer '{name}' cannot be read as an array .*KeyError: 93"):
+        convert.from_onnx(unknown_type)
+
+
+def test_onnx_file_objects_are_checked_as_save_and_load_check_them(onnx, tmp_path):
+    """A text file or one open the other way went to onnx as it was:
+    UnicodeDecodeError, io.UnsupportedOperation, or write() of bytes to text."""
+    config = CONFIGS["1layer"]
+    params = random_params(config, np.float32)
+    path = tmp_path / "model.onnx"
+    convert.to_onnx(config, params, path)
+    before = path.read_bytes()
+    with (
+        open(path) as text,
+        pytest.raises(
+            TypeError, match=r"path_or_model as a file object must be opened in binary mode \('rb'\)"
+        ),
+    ):
+        convert.from_onnx(text)
+    with (
+        open(tmp_path / "other.onnx", "wb") as written,
+        pytest.raises(TypeError, match="path_or_model as a file object must be open to read"),
+    ):
+        convert.from_onnx(written)
+    with (
+        open(tmp_path / "text.onnx", "w") as text,
+        pytest.raises(TypeError, match=r"path as a file object must be opened in binary mode \('wb'\)"),
+    ):
+        convert.to_onnx(config, params, text)
+    with (
+        open(path, "rb") as read_only,
+        pytest.raises(TypeError, match="path as a file object must be open to write"),
+    ):
+        convert.to_onnx(config, params, read_only)
+    assert path.read_bytes() == before
+
+
 def _edit_lstm_node(onnx, model, **attrs):
     node = next(n for n in model.graph.node if n.op_type == "LSTM")
     kept = [a for a in node.attribute if a.name not in attrs]
@@ -780,6 +836,46 @@ def test_from_onnx_evaluates_a_state_of_b_rows_from_the_input_shape(torch, onnx,
     else:
         with pytest.raises(ValueError, match="starts from a constant initial_h that is not zero"):
             convert.from_onnx(model)
+
+
+@pytest.mark.parametrize("offset", [0, 2])
+def test_from_onnx_evaluates_a_state_from_the_input_shape_at_more_than_one_size(onnx, offset):
+    """A state computed from X's shape was evaluated with every dimension
+    that is not a number taken as 2: h0 = (B - 2) * ones(1, B, H) was read as
+    zero, and at B = 3 the layer ran 0.48 off onnxruntime.  B * ones is not
+    zero at either size."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    I, H = 3, 4
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((1, 4 * H, I)).astype(np.float32), "W"),
+        numpy_helper.from_array(rng.standard_normal((1, 4 * H, H)).astype(np.float32), "R"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis_1"),
+        numpy_helper.from_array(np.array(1, np.int64), "axis_1_scalar"),
+        numpy_helper.from_array(np.array([H], np.int64), "H"),
+        numpy_helper.from_array(np.array(offset, np.int64), "offset"),
+    ]
+    ones = numpy_helper.from_array(np.array([1.0], np.float32))
+    nodes = [
+        helper.make_node("Shape", ["X"], ["shape_X"]),
+        helper.make_node("Gather", ["shape_X", "axis_1"], ["B_1"], axis=0),
+        helper.make_node("Concat", ["axis_1", "B_1", "H"], ["shape_h"], axis=0),
+        helper.make_node("ConstantOfShape", ["shape_h"], ["ones"], value=ones),
+        helper.make_node("Gather", ["shape_X", "axis_1_scalar"], ["B"], axis=0),
+        helper.make_node("Sub", ["B", "offset"], ["B_less"]),
+        helper.make_node("Cast", ["B_less"], ["scale"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["ones", "scale"], ["h0"]),
+        helper.make_node("LSTM", ["X", "W", "R", "", "", "h0", "h0"], ["Y", "Y_h", "Y_c"], hidden_size=H),
+    ]
+    graph = helper.make_graph(
+        nodes, "state_from_B", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", I])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["T", 1, "B", H])], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    with pytest.raises(ValueError, match="starts from a constant initial_h that is not zero"):
+        convert.from_onnx(model)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
