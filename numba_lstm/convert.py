@@ -888,9 +888,10 @@ def to_onnx(
         ``(num_layers * D, B, H)`` (the layer's ``state=(h0, c0)``, in
         torch's order); without them every sequence starts from zeros.
         From opset 9, ``Where`` nodes give ``Y_h`` and ``Y_c`` the initial
-        state when ``X`` has no steps (T = 0), as the layer does (the
-        ``LSTM`` operator of onnxruntime does not, nor, without ``Where``, a
-        model of opset 7 or 8).
+        state (zeros without one) when ``X`` has no steps (T = 0), as the
+        layer does: the ``LSTM`` operator of onnxruntime leaves them
+        unwritten then (what an earlier run left in its buffers), and so
+        does a model of opset 7 or 8, which has no ``Where``.
     sequence_lens : bool, default False
         Add an ``int32`` input ``sequence_lens`` of shape (B,) (ONNX semantics:
         steps past a sequence's length give zeros in ``Y`` and do not change
@@ -943,9 +944,10 @@ def to_onnx(
     elif path is not None:
         path = check_path("path", path)
     # onnxruntime's LSTM gives zeros as the final state of a sequence of
-    # length 0, and of every sequence when T = 0: Where nodes put the initial
-    # state there (opset 9 and later).
-    keep_empty_states = initial_state and (sequence_lens or opset >= 9)
+    # length 0, and leaves Y_c (and sometimes Y_h) unwritten when T = 0, so
+    # that it holds what an earlier run left in its buffer: Where nodes put
+    # the initial state there, or zeros without one (opset 9 and later).
+    keep_empty_states = opset >= 9
     if initial_state and sequence_lens and opset < 9:
         raise ValueError(
             f"initial_state=True with sequence_lens=True needs opset 9 or later (the Where operator that "
@@ -1033,7 +1035,10 @@ def to_onnx(
         nodes.append(helper.make_node("Gather", ["shape_X", "time_axis"], ["steps"], axis=0))
         nodes.append(helper.make_node("Equal", ["steps", "zero_steps"], [empty]))
     if keep_empty_states:
+        if not initial_state:  # a zero that Where broadcasts to (L * D, B, H)
+            initializers.append(numpy_helper.from_array(np.zeros((), dtype), "zero_state"))
         for name, initial in (("Y_h", "initial_h"), ("Y_c", "initial_c")):
+            initial = initial if initial_state else "zero_state"
             nodes.append(helper.make_node("Where", [empty, initial, name + stack], [name]))
     outputs = [
         helper.make_tensor_value_info("Y", elem, [*leading_axes, D * H]),
