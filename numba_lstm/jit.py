@@ -13,8 +13,8 @@ same dtype (a whole array, not a strided view), which shares memory with no
 other argument (not checked: the check cost 4-15% of a step at H = 32);
 ``h_out``/``c_out`` may be the same arrays as ``h``/``c`` (update in place),
 but never share memory with each other (refused).  Above ``SMALL_ROWS`` = 8
-rows the products go through BLAS, and a strided ``x_t``, ``h`` or ``c``, or
-a ``W`` in Fortran order, is copied at every step (an allocation).
+rows the products go through BLAS, and a strided ``x_t`` or ``h``, or a ``W``
+that is not C-contiguous, is copied at every step (an allocation).
 
 Bad arguments are refused, never cast: a non-array, a dtype other than
 float32/float64 or mixed dtypes raise ``TypeError``, a wrong rank or shape

@@ -288,6 +288,43 @@ def test_jit_steps_read_views_with_the_bits_of_contiguous_arrays(view, B, I, H, 
     np.testing.assert_array_equal(c_out, expected[1], err_msg="step_into c")
 
 
+def _record_field(a, reverse=False):
+    """``a``'s values as a field of a packed record array: rows one byte more
+    than a whole number of values apart (and in reverse order: a negative
+    stride)."""
+    records = np.zeros(a.shape[0], dtype=[("v", a.dtype, (a.shape[1],)), ("pad", "u1")])
+    records["v"] = a[::-1] if reverse else a
+    field = records["v"][::-1] if reverse else records["v"]
+    assert np.array_equal(field, a) and field.strides[0] % a.itemsize != 0
+    return field
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["rows apart", "rows apart, reversed"])
+@pytest.mark.parametrize("k, name", [(0, "x_t"), (1, "h"), (3, "W")])
+@pytest.mark.parametrize("B", [1, 4, 8])
+def test_jit_steps_read_rows_apart_by_bytes_that_are_no_whole_value(B, k, name, reverse, dtype):
+    """The tiles of up to SMALL_ROWS rows took a row stride of 129 bytes
+    (float32) for 128: wrong results (0.98 off, NaN for W), and a segfault
+    where a reversed h started after an unmapped page."""
+    I, H = 3, 32
+    rng = np.random.default_rng(B)
+    args = [
+        rng.standard_normal((B, I)).astype(dtype),
+        rng.standard_normal((B, H)).astype(dtype),
+        rng.standard_normal((B, H)).astype(dtype),
+        (rng.standard_normal((I + H, 4 * H)) * 0.5).astype(dtype),
+        (rng.standard_normal(4 * H) * 0.1).astype(dtype),
+    ]
+    expected = jit.step(*args)
+    args[k] = _record_field(args[k], reverse)
+    for label, g, e in zip(("h", "c"), jit.step(*args), expected, strict=True):
+        np.testing.assert_array_equal(g, e, err_msg=f"jit.step {label} with {name} a record field")
+    h_out, c_out = np.empty((B, H), dtype), np.empty((B, H), dtype)
+    jit.step_into(*args, h_out, c_out, np.empty(jit.work_size(B, H), dtype))
+    np.testing.assert_array_equal(h_out, expected[0], err_msg="step_into h")
+    np.testing.assert_array_equal(c_out, expected[1], err_msg="step_into c")
+
+
 @numba.njit
 def simulate(W, b, x0, steps, gain):
     """A user's simulation: a scalar system driven by an LSTM controller.
