@@ -256,7 +256,17 @@ def _add_matmul_rows(out, a, w):
     N = out.shape[1]
     NR = _panel_width_of(w)
     lo = N - N % NR
-    if lo > 0 and _contiguous_rows(out) and _contiguous_rows(a) and _contiguous_rows(w):
+    # The tiles step from row to row by whole values (``_row_stride``): rows
+    # of a field of a packed record array, 129 bytes apart in float32, were
+    # read 128 apart (wrong results, or before the array with a negative
+    # stride).  A mask, itemsize being 4 or 8; the same check inside
+    # ``_contiguous_rows`` made a step of ``jit.step_into`` at H = 32 8-10%
+    # slower, changing the code LLVM made around it (bench/NOTES.md "Session 45").
+    mask = a.itemsize - 1
+    whole = (out.strides[0] | a.strides[0] | w.strides[0]) & mask == 0 or (
+        a.shape[0] <= 1 and w.strides[0] & mask == 0
+    )
+    if lo > 0 and whole and _contiguous_rows(out) and _contiguous_rows(a) and _contiguous_rows(w):
         _unpacked_product(out, a, w, lo // NR)
         if lo < N:
             _add_row_fmas(out[:, lo:], a, w[:, lo:])

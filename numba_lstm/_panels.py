@@ -250,13 +250,8 @@ def _row_stride(a):
 
 @numba.njit(**SERIAL)
 def _contiguous_rows(a):
-    """Whether the tiles can read the 2-D ``a``: the values of each row
-    adjacent, and a row a whole number of values from the next
-    (``_row_stride``).  A field of a packed record array has rows 129 bytes
-    apart in float32, which ``_row_stride`` rounded down to 32 values: the
-    tiles read the wrong values, or before the array with a negative stride."""
-    adjacent = a.shape[1] <= 1 or a.strides[1] == a.itemsize
-    return adjacent and (a.shape[0] <= 1 or a.strides[0] % a.itemsize == 0)
+    """Whether the values of each row of the 2-D ``a`` are adjacent, as the tiles read them."""
+    return a.shape[1] <= 1 or a.strides[1] == a.itemsize
 
 
 @numba.njit(**SERIAL)
