@@ -26,6 +26,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))  # the repository root, for bench/
 from bench import implementations as registry  # noqa: E402
+from bench import sizes  # noqa: E402
 
 #: The GEMM ceiling, timed like an implementation inside every group (``n x n x n``, n = --bench-gemm-size).
 GEMM = registry.Implementation("BLAS GEMM (ceiling)", "gemm", prepare=None)
@@ -89,27 +90,16 @@ def pytest_addoption(parser):
     )
 
 
-def _tokens(text):
-    """The comma- or space-separated values of an option; none for '' or 'none'."""
-    if text.strip().lower() in ("", "none"):
-        return []
-    return [token for token in text.replace(" ", ",").split(",") if token]
-
-
-def _shapes(text):
-    return [tuple(int(n) for n in token.split("x")) for token in _tokens(text)]
-
-
 def cases(config):
     """Every timed call, in run order (implementations interleaved)."""
     option = config.getoption
-    groups = [("inference", s, "float32") for s in _shapes(option("--bench-shapes"))]
-    groups += [("inference", s, "float64") for s in _shapes(option("--bench-shapes64"))]
+    groups = [("inference", s, "float32") for s in sizes.parse(option("--bench-shapes"), 4)]
+    groups += [("inference", s, "float64") for s in sizes.parse(option("--bench-shapes64"), 4)]
     groups = groups + [("training", s, d) for _, s, d in groups]
     steps = option("--bench-stream-steps")
-    hidden = [int(H) for H in _tokens(option("--bench-stream-hidden"))]
+    hidden = [H for (H,) in sizes.parse(option("--bench-stream-hidden"), 1)]
     groups += [("streaming", (1, steps, H, H), "float32") for H in hidden]
-    groups += [("lengths", s, "float32") for s in _shapes(option("--bench-lengths"))]
+    groups += [("lengths", s, "float32") for s in sizes.parse(option("--bench-lengths"), 4)]
     return [
         Case(workload, shape, dtype, repeat, impl)
         for workload, shape, dtype in groups

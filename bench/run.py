@@ -33,6 +33,8 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))  # run as a script: the repository root, for bench/
+from bench import sizes  # noqa: E402
 
 TITLES = {
     "inference": "Inference: forward over the whole sequence",
@@ -42,27 +44,16 @@ TITLES = {
 }
 
 
-def _positive_ints(text, parts):
-    """``text`` as ``parts`` positive integers joined by "x"; ValueError otherwise."""
-    numbers = [int(n) for n in text.split("x")]  # ValueError for a part that is not an integer
-    if len(numbers) != parts or min(numbers) < 1:
-        raise ValueError(text)
-    return numbers
-
-
 def _list_of(parts, what):
     """An argparse type: 'none', or comma-separated values of ``parts``
     positive integers joined by "x" (``what`` names them in the message)."""
 
     def check(text):
-        tokens = [token for token in text.replace(" ", ",").split(",") if token]
         if text.strip().lower() == "none":
             return "none"
         try:
-            if not tokens:
+            if not sizes.parse(text, parts):
                 raise ValueError(text)
-            for token in tokens:
-                _positive_ints(token, parts)
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"expected 'none' or comma-separated {what}, positive integers, got {text!r}"
