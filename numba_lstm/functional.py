@@ -489,7 +489,7 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
         dW_hr = np.zeros((H, P), dtype) if projected else None
         dx = np.zeros((T, B, I), dtype)
         dW, db = np.zeros((I + P, 4 * H), dtype), np.zeros(4 * H, dtype)
-        dh0, dc0 = dh_n.copy(), dc_n.copy()
+        dh0, dc0 = np.array(dh_n), np.array(dc_n)  # plain arrays, as the kernel's (not an np.matrix given)
     else:
         Hp, Ip, NR = padded(H, dtype), padded(I, dtype), panel_width(dtype)
         # The policy goes by the rows of the first step, the sequences not

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from numba_lstm._validation import FLOAT_DTYPES
+from numba_lstm._validation import FLOAT_DTYPES, refuse_masked
 from numba_lstm.convert import _layer_sizes, check_params
 
 __all__ = ["GateParams", "parameter_table", "split_gates"]
@@ -50,6 +50,7 @@ def split_gates(W, b, input_size):
     for name, value in (("W", W), ("b", b)):
         if not isinstance(value, np.ndarray):
             raise TypeError(f"{name} must be a numpy array (views need one), got {type(value).__name__}")
+        refuse_masked(name, value)
         if value.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{name} must have dtype float32 or float64, got {value.dtype}")
     if W.ndim != 2 or W.shape[1] == 0 or W.shape[1] % 4:
@@ -61,6 +62,10 @@ def split_gates(W, b, input_size):
         raise TypeError(f"b has dtype {b.dtype} but W has {W.dtype}; pass both in one dtype")
     if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)):
         raise TypeError(f"input_size must be an integer, got {type(input_size).__name__} {input_size!r}")
+    if W.shape[0] < 2:
+        raise ValueError(
+            f"W must have at least 2 rows (I + H_out: at least one input and one recurrent row), got shape {W.shape}"
+        )
     if not 1 <= input_size < W.shape[0]:
         raise ValueError(
             f"input_size must be in [1, {W.shape[0] - 1}] for W of shape {W.shape} (I + H_out rows), "

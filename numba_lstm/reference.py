@@ -64,7 +64,14 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
             y[t, n] = h
             steps[t, n] = (h_prev, c_prev, i, f, g, o, c, m)
         h_n[n], c_n[n] = h, c
-    return y, h_n, c_n, (x, W, W_hr, lengths, reverse, steps) if cache else None
+    if not cache:
+        return y, h_n, c_n, None
+    # Copies, as numba_lstm's cache keeps: the caller may reuse its arrays
+    # before the backward (the steps' h_prev and c_prev of the first step
+    # are rows of h0 and c0 themselves).
+    steps = {key: tuple(np.array(a) for a in values) for key, values in steps.items()}
+    W_hr = None if W_hr is None else np.array(W_hr)
+    return y, h_n, c_n, (np.array(x), np.array(W), W_hr, np.array(lengths), reverse, steps)
 
 
 def lstm_backward(dy, cache, dh_n=None, dc_n=None):

@@ -67,6 +67,15 @@ def test_split_gates_refusals_name_the_argument():
         gates.split_gates(W, b.astype(np.float64), I)
     with pytest.raises(TypeError, match="W must have dtype float32 or float64, got int64"):
         gates.split_gates(W.astype(np.int64), b, I)
+    # A W of fewer than 2 rows said "input_size must be in [1, 0]".
+    for rows in (1, 0):
+        with pytest.raises(ValueError, match=rf"W must have at least 2 rows .*got shape \({rows}, 8\)"):
+            gates.split_gates(W[:rows], b, 1)
+    # Masked arrays were split into masked views, where every other entry point refuses them.
+    with pytest.raises(TypeError, match="W is a masked array"):
+        gates.split_gates(np.ma.masked_array(W), b, I)
+    with pytest.raises(TypeError, match="b is a masked array"):
+        gates.split_gates(W, np.ma.masked_array(b), I)
 
 
 def _row(table, label):

@@ -75,3 +75,16 @@ def test_zero_length_sequence_returns_initial_state(p):
     g = numba_lstm.lstm_backward(None, cache, p["h0"], p["c0"])
     assert g.dx.shape == (0, 2, 4) and not np.any(g.dW) and not np.any(g.db)
     np.testing.assert_array_equal(g.dh0, p["h0"])
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix itself
+def test_lstm_backward_gives_plain_arrays_for_matrix_states_when_no_step_runs():
+    """With no step (all lengths 0), dh0 and dc0 were dh_n.copy(): an
+    np.matrix given came back as one, a plain array when any step ran."""
+    x, W, b = np.zeros((3, 2, 1)), np.ones((1 + 2, 8)), np.zeros(8)
+    d = np.asmatrix(np.ones((2, 2)))
+    for lengths in ([3, 1], [0, 0]):
+        grads = numba_lstm.lstm_backward(None, numba_lstm.lstm_forward(x, W, b, lengths=lengths)[3], d, d)
+        assert type(grads.dh0) is np.ndarray and type(grads.dc0) is np.ndarray, lengths
+        if lengths == [0, 0]:
+            np.testing.assert_array_equal(grads.dh0, np.ones((2, 2)))
