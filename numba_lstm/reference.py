@@ -42,8 +42,10 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
     T, B, _ = x.shape
     H = W.shape[1] // 4
     P = H if W_hr is None else W_hr.shape[1]
-    h0 = np.zeros((B, P), W.dtype) if h0 is None else h0
-    c0 = np.zeros((B, H), W.dtype) if c0 is None else c0
+    # Copies, as numba_lstm's cache keeps: the caller may reuse its arrays
+    # before the backward (the first step's states are rows of h0 and c0).
+    h0 = np.zeros((B, P), W.dtype) if h0 is None else np.array(h0)
+    c0 = np.zeros((B, H), W.dtype) if c0 is None else np.array(c0)
     lengths = np.full(B, T) if lengths is None else lengths
     y = np.zeros((T, B, P), W.dtype)
     h_n = np.zeros((B, P), W.dtype)
@@ -66,10 +68,6 @@ def lstm_forward(x, W, b, h0=None, c0=None, *, W_hr=None, lengths=None, reverse=
         h_n[n], c_n[n] = h, c
     if not cache:
         return y, h_n, c_n, None
-    # Copies, as numba_lstm's cache keeps: the caller may reuse its arrays
-    # before the backward (the steps' h_prev and c_prev of the first step
-    # are rows of h0 and c0 themselves).
-    steps = {key: tuple(np.array(a) for a in values) for key, values in steps.items()}
     W_hr = None if W_hr is None else np.array(W_hr)
     return y, h_n, c_n, (np.array(x), np.array(W), W_hr, np.array(lengths), reverse, steps)
 
