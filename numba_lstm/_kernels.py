@@ -105,7 +105,7 @@ from numba_lstm._panels import (
     _tail_joins,
     _unpacked_product,
 )
-from numba_lstm._sync import MAX_SHARES, claim, finish, home, is_done, pause, thread_count, wait_for
+from numba_lstm._sync import MAX_SHARES, claim, finish, home, is_done, pause, reset, thread_count, wait_for
 
 
 @numba.njit(**SERIAL, inline="always")
@@ -1495,7 +1495,7 @@ def _block_grads(
     the gather is done, dW += that @ the rows' gate gradients (dW's panels,
     each share packing its own panels' gradients).
     """
-    sync[:] = 0
+    reset(sync)
     arrays = (dx_pad, dW_pad, db_pad, AT, dG_block, prev, dgates, x, h0, y, W_xT)
     if workers > 1:
         for worker in numba.prange(workers):
@@ -1632,6 +1632,40 @@ def _backward_steps(
 
 
 @numba.njit(**SERIAL)
+def _backward_blocks(
+    grads, walk, dG_ring, x, h0, y, W_xT, offsets, batch_sizes, t_los, h_shares, row_shares, m_shares, sync,
+    grad_sync, worker, step_workers, grad_workers,
+):  # fmt: skip
+    """One thread's part of ``_lstm_backward`` in one parallel region: each
+    block's steps (``_backward_steps``, as ``step_workers`` of them share
+    them out), then its weight gradients (``_block_grads_worker``, as
+    ``grad_workers``), block after block.  Both return when every share is
+    done, so a block's gradients are summed into dW before the next block's
+    and its slot of the ring is read before another block writes it: the
+    bits of the loop over blocks.  ``grad_sync``: ``counters(3)`` for each
+    block, all zero.  ``walk``: dh_pad, dc, dh_all, dm_pad, dy, c0, c, gates,
+    tanh_c, W_hT, W_hrT."""
+    dh_pad, dc, dh_all, dm_pad, dy, c0, c, gates, tanh_c, W_hT, W_hrT = walk
+    T = batch_sizes.size
+    S = dG_ring.shape[0]
+    dgates_next = dG_ring[0, :0]  # the gate gradients of the step after the current one
+    for k in range(t_los.size):
+        t_hi, t_lo = T if k == 0 else t_los[k - 1], t_los[k]
+        n_lo, n_hi = offsets[t_lo], offsets[t_hi]
+        slot = dG_ring[k % S]
+        _backward_steps(
+            dh_pad, dc, dh_all, dm_pad, slot, dgates_next, dy, c0, c, gates, tanh_c, W_hT, W_hrT, offsets,
+            batch_sizes, t_hi, t_lo if t_lo > 0 else -1, n_lo, h_shares, row_shares, m_shares, sync, worker,
+            step_workers,
+        )  # fmt: skip
+        dgates_next = slot[: batch_sizes[t_lo]]
+        if n_hi > n_lo:
+            _block_grads_worker(
+                *grads, slot, x, h0, y, W_xT, n_lo, n_hi, grad_sync[6 * k : 6 * k + 6], worker, grad_workers
+            )
+
+
+@numba.njit(**SERIAL)
 def _pipelined_worker(
     grads, walk, dG_ring, x, h0, y, W_xT, offsets, batch_sizes, t_los, sync, block_sync, worker, workers
 ):
@@ -1723,12 +1757,16 @@ def _lstm_backward(
     row_split_max_bytes  ROW_SPLIT_MAX_BYTES (``_backward_shares``)
     sync   (4(T + 1),) work: ``counters(2(T + 1))``, the taken shares and done counters of each step
                      (``numba_lstm._sync``), t = -1 included
-    grad_sync        work: ``counters(3)``, the same for ``_block_grads``; pipelined,
-                     ``counters(4T)`` (``_pipelined_worker``)
+    grad_sync (8T,)  work: ``counters(4T)``, all zero: the same for the weight
+                     gradients, ``counters(3)`` a block (the first three for
+                     ``_block_grads``, which zeroes them each block), or the
+                     phases of ``_pipelined_worker``
 
     The steps run from the last to the first in blocks of whole steps of at
-    most R rows, each block's steps in one parallel region
-    (``_backward_steps``).  Per step, threads take shares through the step's
+    most R rows (``_backward_steps``), all in one parallel region when both
+    the steps and the weight gradients have several workers
+    (``_backward_blocks``), else each block's steps in a region of their
+    own.  Per step, threads take shares through the step's
     counters: blocks of rows, or panels of columns of h (of c and m too
     without a projection).  Each finishes dL/dh_t for its rows and columns
     (the product with the next step's gate gradients plus dy_t), then their
@@ -1771,6 +1809,18 @@ def _lstm_backward(
         m_shares = _share_count(n_m, np.int64(1), step_shares)
         workers = max(h_shares * row_shares, m_shares)
         S = dG_ring.shape[0]
+        if workers > 1 and grad_shares > 1:
+            # One parallel region for every block: Numba's launcher takes the
+            # GIL at the start and the end of each region, and with two
+            # regions a block a Python thread running beside the backward
+            # made it 5.4x as slow (bench/NOTES.md, "Session 45").
+            walk = (dh_pad, dc, dh_all, dm_pad, dy, c0, c, gates, tanh_c, W_hT, W_hrT)
+            for worker in numba.prange(max(workers, grad_shares)):
+                _backward_blocks(
+                    grads, walk, dG_ring, *inputs, offsets, batch_sizes, t_los, h_shares, row_shares, m_shares,
+                    sync, grad_sync, np.int64(worker), workers, grad_shares,
+                )  # fmt: skip
+            return
         dgates_next = dG_ring[0, :0]  # the gate gradients of the step after the current one
         for k in range(t_los.size):
             # Block k: steps t_lo..t_hi - 1 in slot k % S of the ring (its

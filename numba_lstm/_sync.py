@@ -145,6 +145,16 @@ def counters(phases):
 
 
 @numba.njit(**SERIAL)
+def reset(sync):
+    """Zero ``sync`` again for a new region, in a loop: ``sync[:] = 0`` in a
+    parallel function is a parallel region of its own, and Numba's launcher
+    of a region takes the GIL, waiting for any Python thread that holds it
+    (bench/NOTES.md, "Session 45")."""
+    for i in range(sync.size):
+        sync[i] = 0
+
+
+@numba.njit(**SERIAL)
 def claim(sync, phase, shares, first):
     """A share of ``phase`` that no thread has taken, or -1 when all are taken.
 

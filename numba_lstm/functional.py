@@ -521,7 +521,7 @@ def lstm_backward(dy, cache, dh_n=None, dc_n=None):
             aligned_empty((I + P, rows), dtype), aligned_empty((4 * Hp // NR, rows, NR), dtype), prev,
             dy_packed, cache.x, cache.h0, cache.y, cache.m, cache.c0, cache.c, cache.gates, cache.tanh_c,
             W_hT, W_hrT, W_xT, pk.batch_sizes, step_workers, grad_workers, pipelined, ROW_SPLIT_MAX_BYTES,
-            counters(2 * (pk.batch_sizes.size + 1)), counters(4 * pk.batch_sizes.size if pipelined else 3),
+            counters(2 * (pk.batch_sizes.size + 1)), counters(4 * pk.batch_sizes.size),
         )  # fmt: skip
         dW_hr = _projection_grad_of(cache.m, dh_all) if projected else None
         dh0 = dh_pad[:, :P].copy()
