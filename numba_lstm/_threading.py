@@ -96,12 +96,15 @@ def warn_if_started_without_tbb(tbb_path):
     config = numba.config
     chosen = config.THREADING_LAYER != "default" or config.THREADING_LAYER_PRIORITY != _NUMBAS_ORDER
     if layer != "tbb" and not chosen:
+        risk = {
+            "omp": "a process forked after a parallel call may be killed (GNU OpenMP)",
+            "workqueue": "concurrent calls from Python threads are not safe with it",
+        }.get(layer, "numba_lstm is tested with TBB")
         warnings.warn(
             f"Numba's threads were started before numba_lstm was imported, with the {layer!r} threading "
-            "layer, not TBB: a process forked after a parallel call may be killed (GNU OpenMP), and "
-            "concurrent calls from Python threads are not safe with 'workqueue'. Import numba_lstm "
-            "before calling numba.set_num_threads, numba.get_num_threads or a parallel function, or set "
-            "NUMBA_THREADING_LAYER to choose a layer yourself.",
+            f"layer, not TBB: {risk}. Only importing numba_lstm before numba.set_num_threads, "
+            "numba.get_num_threads or a parallel function gets TBB (it makes the tbb package's library "
+            "loadable); to keep this layer knowingly, set NUMBA_THREADING_LAYER to it.",
             RuntimeWarning,
             stacklevel=3,  # the user's import
         )

@@ -169,6 +169,11 @@ def test_import_warns_when_numbas_threads_started_without_tbb():
         assert "RuntimeWarning: Numba's threads were started before numba_lstm was imported" in stderr
         assert f"with the {layer!r} threading layer" in stderr
         assert stderr.startswith("<string>:2: RuntimeWarning"), stderr  # points at the import
+        # The risk of the layer in use only (it spoke of workqueue with omp),
+        # and no remedy that cannot give TBB here (NUMBA_THREADING_LAYER=tbb
+        # fails to load it before the import).
+        other = {"omp": "workqueue", "workqueue": "OpenMP"}[layer]
+        assert other not in stderr and "Only importing numba_lstm before" in stderr
     # Imported first: TBB and no warning; a layer or an order chosen by the user: no warning.
     assert _import_after("") == ("tbb", "")
     assert _import_after(started, NUMBA_THREADING_LAYER="omp") == ("omp", "")
