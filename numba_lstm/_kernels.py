@@ -1813,7 +1813,7 @@ def _lstm_backward(
             # One parallel region for every block: Numba's launcher takes the
             # GIL at the start and the end of each region, and with two
             # regions a block a Python thread running beside the backward
-            # made it 5.4x as slow (bench/NOTES.md, "Session 45").
+            # made it 4.5x as slow (bench/NOTES.md, "Session 45").
             walk = (dh_pad, dc, dh_all, dm_pad, dy, c0, c, gates, tanh_c, W_hT, W_hrT)
             for worker in numba.prange(max(workers, grad_shares)):
                 _backward_blocks(
