@@ -189,13 +189,17 @@ END_GRACE_S = 10
 
 
 def _end(process):
-    """Stop a child process: SIGTERM, then SIGKILL after ``END_GRACE_S``."""
-    process.terminate()
+    """Stop a child process: SIGTERM, then SIGKILL after ``END_GRACE_S`` (or
+    at once if another signal interrupts the wait)."""
     try:
+        process.terminate()
         process.wait(timeout=END_GRACE_S)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        pass
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 class _Stopped(Exception):
@@ -499,23 +503,31 @@ def main(argv=None):
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     base = datetime.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + platform.node().split(".")[0]
-    stamp = claim_stamp(out, base)
-    raw_json, log_path = out / f"{stamp}.raw.json", out / f"{stamp}.log"
-    start = time.perf_counter()
     # Without these handlers, `kill` ended this process alone and left its
-    # pytest running, along with the claimed .raw.json and the log.
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _raise_stopped)
+    # pytest running, along with the claimed .raw.json and the log.  Set
+    # before the name is claimed, restored once the measurements are done.
+    stops = [
+        s for s in (signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None
+    ]  # no SIGHUP on Windows
+    previous = {signum: signal.signal(signum, _raise_stopped) for signum in stops}
+    raw_json = log_path = None
     try:
+        stamp = claim_stamp(out, base)
+        raw_json, log_path = out / f"{stamp}.raw.json", out / f"{stamp}.log"
+        start = time.perf_counter()
         returncode = run_pytest(args, raw_json, log_path)
         print("Start-up: cold and warm compile cache, in new processes", flush=True)
         startup = measure_startup()  # subprocess.run kills its child on an exception
     except (KeyboardInterrupt, _Stopped) as stop:
-        raw_json.unlink(missing_ok=True)
-        log_path.unlink(missing_ok=True)
+        for path in (raw_json, log_path):
+            if path is not None:
+                path.unlink(missing_ok=True)
         signum = stop.signum if isinstance(stop, _Stopped) else signal.SIGINT
         print(f"\nbench/run.py stopped ({signal.Signals(signum).name}): no results written", file=sys.stderr)
         sys.exit(128 + signum)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     wall = time.perf_counter() - start
     raw = json.loads(raw_json.read_text())
     rows, gemm = summarise(raw)

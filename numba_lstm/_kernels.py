@@ -246,8 +246,9 @@ def _add_matmul_rows(out, a, w):
     the bits of the same step of the sequence kernels, whatever the number
     of rows or the layout of the operands.  Whole panels of NR columns go
     through those tiles reading w in place (``_unpacked_product``); the last
-    N % NR columns, and operands whose rows are not contiguous (strided
-    views from a user's jitted code), through ``_add_row_fmas``.  For one
+    N % NR columns, and operands whose rows are not contiguous or not a
+    whole number of values apart (strided views from a user's jitted code,
+    fields of record arrays), through ``_add_row_fmas``.  For one
     row the tiles also read w faster than row updates did while w fits in
     L2 (float32, K x N = 64 x 128: 0.19 against 0.32 us; 256 x 512: 4.68
     against 4.91), and about as fast past it (512 x 1024: 25.2 against
@@ -1488,7 +1489,7 @@ def _block_grads(
     """The weight gradients and dx of the packed rows n_lo..n_hi, whose gate gradients are dgates[:n_hi - n_lo].
 
     dx_pad, dW_pad, db_pad, AT, dG_block, prev, x, h0, y, W_xT: as in
-    ``_lstm_backward``; sync: ``counters(3)``, zeroed here.  In one parallel
+    ``_lstm_backward``; sync: ``counters(3)``, zeroed here (all of it).  In one parallel
     region of ``workers`` threads, each takes shares (``numba_lstm._sync``)
     of three phases: gather ``[x, h_{t-1}]`` of the rows, transposed (groups
     of features); dx of the rows = dgates @ W_x.T (dx's panels); then, once
@@ -1758,15 +1759,16 @@ def _lstm_backward(
     sync   (4(T + 1),) work: ``counters(2(T + 1))``, the taken shares and done counters of each step
                      (``numba_lstm._sync``), t = -1 included
     grad_sync (8T,)  work: ``counters(4T)``, all zero: the same for the weight
-                     gradients, ``counters(3)`` a block (the first three for
-                     ``_block_grads``, which zeroes them each block), or the
-                     phases of ``_pipelined_worker``
+                     gradients, ``counters(3)`` a block in one region
+                     (``_backward_blocks``), else its first six entries for
+                     every block's ``_block_grads``, which zeroes them, or
+                     the phases of ``_pipelined_worker``
 
     The steps run from the last to the first in blocks of whole steps of at
-    most R rows (``_backward_steps``), all in one parallel region when both
-    the steps and the weight gradients have several workers
-    (``_backward_blocks``), else each block's steps in a region of their
-    own.  Per step, threads take shares through the step's
+    most R rows (``_backward_steps``), all in one parallel region when the
+    steps and the weight gradients have the same number of workers, more
+    than one (``_backward_blocks``), else each block's steps in a region of
+    their own.  Per step, threads take shares through the step's
     counters: blocks of rows, or panels of columns of h (of c and m too
     without a projection).  Each finishes dL/dh_t for its rows and columns
     (the product with the next step's gate gradients plus dy_t), then their
@@ -1809,13 +1811,15 @@ def _lstm_backward(
         m_shares = _share_count(n_m, np.int64(1), step_shares)
         workers = max(h_shares * row_shares, m_shares)
         S = dG_ring.shape[0]
-        if workers > 1 and grad_shares > 1:
+        if workers > 1 and workers == grad_shares:
             # One parallel region for every block: Numba's launcher takes the
             # GIL at the start and the end of each region, and with two
             # regions a block a Python thread running beside the backward
-            # made it 4.5x as slow (bench/NOTES.md, "Session 45").
+            # made it 4.5x as slow (bench/NOTES.md, "Session 45").  Only
+            # when the steps and the gradients have as many workers: a worker
+            # with no share of the steps would spin through every step.
             walk = (dh_pad, dc, dh_all, dm_pad, dy, c0, c, gates, tanh_c, W_hT, W_hrT)
-            for worker in numba.prange(max(workers, grad_shares)):
+            for worker in numba.prange(workers):
                 _backward_blocks(
                     grads, walk, dG_ring, *inputs, offsets, batch_sizes, t_los, h_shares, row_shares, m_shares,
                     sync, grad_sync, np.int64(worker), workers, grad_shares,
@@ -1845,4 +1849,4 @@ def _lstm_backward(
             dgates_next = slot[: batch_sizes[t_lo]]
             # The block's weight gradients, while its gate gradients are in cache.
             if n_hi > n_lo:
-                _block_grads(*grads, slot, *inputs, n_lo, n_hi, grad_shares, grad_sync)
+                _block_grads(*grads, slot, *inputs, n_lo, n_hi, grad_shares, grad_sync[:6])

@@ -1112,9 +1112,9 @@ def _onnx_dynamic(graph, constants):
     return dynamic
 
 
-def _onnx_shapes(model, unknown):
+def _onnx_shapes(model):
     """The shape of each value of ``model`` whose rank onnx's shape inference
-    knows, by name: its dimensions where they are numbers, else ``unknown``."""
+    knows, by name: its dimensions where they are numbers, else None."""
     from onnx import shape_inference
 
     try:
@@ -1125,9 +1125,7 @@ def _onnx_shapes(model, unknown):
     for info in (*graph.input, *graph.value_info, *graph.output):
         tensor = info.type.tensor_type
         if tensor.HasField("shape"):
-            shapes[info.name] = [
-                d.dim_value if d.HasField("dim_value") else unknown for d in tensor.shape.dim
-            ]
+            shapes[info.name] = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
     return shapes
 
 
@@ -1136,8 +1134,8 @@ def _onnx_evaluate(model, name, dynamic, shapes):
     None where it cannot be computed.  onnx's reference evaluator runs the
     nodes that lead to it; the ``Shape`` (or ``Size``) of a value computed
     from the inputs is given from its declared or inferred shape:
-    ``shapes(unknown)``, ``_onnx_shapes`` of the model, inferred once for
-    all the values evaluated.  A dimension that is not a number is taken as
+    ``shapes()``, ``_onnx_shapes`` of the model, inferred once for all the
+    values evaluated.  A dimension that is not a number is taken as
     2, and again as 3: a value zero at one of these sizes and not at the
     other is returned as the other, so that a state of B rows counts as zero
     only if it is zero at both (with 2 alone, a state zero at B = 2 only was
@@ -1159,7 +1157,7 @@ def _onnx_evaluate(model, name, dynamic, shapes):
         elif node is None:  # an input of a subgraph's scope, or of nothing
             return None
         elif node.op_type in _ONNX_SHAPE_OPS and node.input[0] in dynamic:
-            if node.input[0] not in shapes(2):
+            if node.input[0] not in shapes():
                 return None
             measured[value] = node
         else:
@@ -1168,7 +1166,7 @@ def _onnx_evaluate(model, name, dynamic, shapes):
     def feeds_at(unknown):
         feeds = {}
         for value, node in measured.items():
-            shape = np.array(shapes(unknown)[node.input[0]], np.int64)
+            shape = np.array([unknown if d is None else d for d in shapes()[node.input[0]]], np.int64)
             attrs = _onnx_attributes(node)
             feeds[value] = (
                 shape[attrs.get("start", 0) : attrs.get("end")] if node.op_type == "Shape" else np.prod(shape)
@@ -1202,7 +1200,7 @@ def _onnx_attributes(node):
         if value is None:  # type UNDEFINED, or one that onnx does not know
             raise ValueError(
                 f"the ONNX model's {node.op_type} node {node.name or ', '.join(node.output)!r} has an attribute "
-                f"{a.name!r} of type {a.type} without a value of that type (a damaged model?)"
+                f"{a.name!r} of an undefined or unknown type ({a.type}) (a damaged model?)"
             )
         attributes[a.name] = value
     return attributes
@@ -1486,7 +1484,7 @@ def _read_onnx(path_or_model):
         raise ValueError("the ONNX model has no LSTM node")
     constants = _onnx_constants(graph)
     dynamic = _onnx_dynamic(graph, constants)
-    shapes = functools.cache(lambda unknown: _onnx_shapes(model, unknown))  # inference copies the model
+    shapes = functools.cache(lambda: _onnx_shapes(model))  # inference copies the model: once
 
     def value_of(name):
         if name in constants:

@@ -36,6 +36,7 @@ bzip2 or LZMA member a 4 KB chunk at a time without a limit, before it
 checks the declared size, so those are refused.
 """
 
+import gzip
 import json
 import lzma
 import math
@@ -214,8 +215,11 @@ def _load(cls, path):
     if hasattr(path, "read"):
         check_binary_file("path", path, "read")
         shown = f"the file object {getattr(path, 'name', type(path).__name__)!r}"
-        with _read_errors(shown):  # a damaged gzip or zip member fails here, in its own read()
+        try:  # a damaged gzip stream or zip member fails here, in its own read()
             data = path.read()
+        except (EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile, lzma.LZMAError) as error:
+            # Only the errors of damaged data: a stream's own (a timeout, EIO) stay as they are.
+            raise ValueError(f"{shown} is truncated or corrupted: {type(error).__name__}: {error}") from error
         if data is None:  # io.RawIOBase: a non-blocking stream with no bytes ready
             raise ValueError(
                 f"path as a file object returned None from read(): a non-blocking stream with no data ready; "

@@ -401,6 +401,7 @@ class LSTM:
         """
         from numba_lstm import convert
 
+        self._check_options()
         options = {"batch_first": self.batch_first, **options}
         return convert.to_onnx(self.config, self.params, path, **options)
 

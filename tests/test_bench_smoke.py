@@ -418,8 +418,11 @@ def _gone(pid):
         return True
 
 
-@pytest.mark.skipif(not pathlib.Path("/proc/self/task").exists(), reason="reads children from Linux's /proc")
-@pytest.mark.parametrize("signum", [2, 15], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.skipif(
+    not pathlib.Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+    reason="reads children from Linux's /proc (CONFIG_PROC_CHILDREN)",
+)
+@pytest.mark.parametrize("signum", [1, 2, 15], ids=["SIGHUP", "SIGINT", "SIGTERM"])
 def test_a_stopped_run_ends_its_pytest_and_leaves_no_files(tmp_path, signum):
     """`kill` of bench/run.py ended it alone: its pytest went on running
     benchmarks (an orphan), and the claimed .raw.json and the log stayed in

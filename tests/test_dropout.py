@@ -1,7 +1,6 @@
 """Dropout between layers: statistics, seeding, eval mode, and a consistent backward."""
 
 import numpy as np
-import pytest
 
 import numba_lstm
 
@@ -64,25 +63,3 @@ def test_backward_uses_the_forward_mask():
         down = loss(x)
         W[idx] = old
         np.testing.assert_allclose(dW[idx], (up - down) / (2 * eps), rtol=1e-6, atol=1e-9)
-
-
-@pytest.mark.parametrize(
-    ("name", "value", "error", "message"),
-    [
-        ("dropout", 1.5, ValueError, r"layer.dropout must be in \[0, 1\), got 1.5"),
-        ("dropout", 1.0, ValueError, r"layer.dropout must be in \[0, 1\), got 1.0"),
-        ("dropout", None, TypeError, r"layer.dropout must be a number in \[0, 1\), got None"),
-        ("batch_first", 1, TypeError, r"layer.batch_first must be True or False, got 1"),
-    ],
-)  # fmt: skip
-def test_options_set_on_a_layer_are_checked_at_each_call(name, value, error, message):
-    """The constructor refused dropout=1.5, but the attribute set afterwards
-    was used as it was: the kept values scaled by 1 / (1 - 1.5) = -2."""
-    layer = numba_lstm.LSTM(3, 4, num_layers=2, seed=0)
-    x = np.ones((5, 2, 3), np.float32)
-    layer(x)
-    setattr(layer, name, value)
-    with pytest.raises(error, match=message):
-        layer(x)
-    with pytest.raises(error, match=message):  # on the cache of the forward before
-        layer.backward(np.ones((5, 2, 4), np.float32))
