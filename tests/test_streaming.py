@@ -265,27 +265,39 @@ _STEP_VIEWS = {
 }
 
 
-@pytest.mark.parametrize("B, I, H", [(9, 20, 33), (16, 7, 33), (40, 100, 50)])
-@pytest.mark.parametrize("view", _STEP_VIEWS)
-def test_jit_steps_read_views_with_the_bits_of_contiguous_arrays(view, B, I, H, dtype):
+def _step_arguments(B, I, H, dtype):
+    """x_t, h, c, W, b of one step, drawn from a generator seeded by B."""
     rng = np.random.default_rng(B)
-    args = [
+    return [
         rng.standard_normal((B, I)).astype(dtype),
         rng.standard_normal((B, H)).astype(dtype),
         rng.standard_normal((B, H)).astype(dtype),
         (rng.standard_normal((I + H, 4 * H)) * 0.3).astype(dtype),
         (rng.standard_normal(4 * H) * 0.1).astype(dtype),
     ]
+
+
+def _assert_steps_give(args, expected, what):
+    """``jit.step`` and ``jit.step_into`` of ``args`` give ``expected`` (h, c) bit for bit."""
+    B, H = args[2].shape
+    dtype = args[2].dtype
+    for label, g, e in zip(("h", "c"), jit.step(*args), expected, strict=True):
+        np.testing.assert_array_equal(g, e, err_msg=f"jit.step {label} {what}")
+    h_out, c_out = np.empty((B, H), dtype), np.empty((B, H), dtype)
+    jit.step_into(*args, h_out, c_out, np.empty(jit.work_size(B, H), dtype))
+    np.testing.assert_array_equal(h_out, expected[0], err_msg=f"step_into h {what}")
+    np.testing.assert_array_equal(c_out, expected[1], err_msg=f"step_into c {what}")
+
+
+@pytest.mark.parametrize("B, I, H", [(9, 20, 33), (16, 7, 33), (40, 100, 50)])
+@pytest.mark.parametrize("view", _STEP_VIEWS)
+def test_jit_steps_read_views_with_the_bits_of_contiguous_arrays(view, B, I, H, dtype):
+    args = _step_arguments(B, I, H, dtype)
     expected = jit.step(*args)
     k, make = _STEP_VIEWS[view]
     args[k] = make(args[k])
     assert not args[k].flags.c_contiguous
-    for label, g, e in zip(("h", "c"), jit.step(*args), expected, strict=True):
-        np.testing.assert_array_equal(g, e, err_msg=f"jit.step {label}")
-    h_out, c_out = np.empty((B, H), dtype), np.empty((B, H), dtype)
-    jit.step_into(*args, h_out, c_out, np.empty(jit.work_size(B, H), dtype))
-    np.testing.assert_array_equal(h_out, expected[0], err_msg="step_into h")
-    np.testing.assert_array_equal(c_out, expected[1], err_msg="step_into c")
+    _assert_steps_give(args, expected, f"with {view}")
 
 
 def _record_field(a, reverse=False):
@@ -306,23 +318,10 @@ def test_jit_steps_read_rows_apart_by_bytes_that_are_no_whole_value(B, k, name, 
     """The tiles of up to SMALL_ROWS rows took a row stride of 129 bytes
     (float32) for 128: wrong results (0.98 off, NaN for W), and a segfault
     where a reversed h started after an unmapped page."""
-    I, H = 3, 32
-    rng = np.random.default_rng(B)
-    args = [
-        rng.standard_normal((B, I)).astype(dtype),
-        rng.standard_normal((B, H)).astype(dtype),
-        rng.standard_normal((B, H)).astype(dtype),
-        (rng.standard_normal((I + H, 4 * H)) * 0.5).astype(dtype),
-        (rng.standard_normal(4 * H) * 0.1).astype(dtype),
-    ]
+    args = _step_arguments(B, 3, 32, dtype)
     expected = jit.step(*args)
     args[k] = _record_field(args[k], reverse)
-    for label, g, e in zip(("h", "c"), jit.step(*args), expected, strict=True):
-        np.testing.assert_array_equal(g, e, err_msg=f"jit.step {label} with {name} a record field")
-    h_out, c_out = np.empty((B, H), dtype), np.empty((B, H), dtype)
-    jit.step_into(*args, h_out, c_out, np.empty(jit.work_size(B, H), dtype))
-    np.testing.assert_array_equal(h_out, expected[0], err_msg="step_into h")
-    np.testing.assert_array_equal(c_out, expected[1], err_msg="step_into c")
+    _assert_steps_give(args, expected, f"with {name} a record field")
 
 
 @numba.njit
