@@ -215,11 +215,10 @@ def _load(cls, path):
     if hasattr(path, "read"):
         check_binary_file("path", path, "read")
         shown = f"the file object {getattr(path, 'name', type(path).__name__)!r}"
-        try:  # a damaged gzip stream or zip member fails here, in its own read()
+        # A damaged gzip stream or zip member fails here, in its own read();
+        # only the errors of damaged data: a stream's own (a timeout, EIO) stay as they are.
+        with _read_errors(shown, _DAMAGED_DATA):
             data = path.read()
-        except (EOFError, zlib.error, zipfile.BadZipFile, gzip.BadGzipFile, lzma.LZMAError) as error:
-            # Only the errors of damaged data: a stream's own (a timeout, EIO) stay as they are.
-            raise ValueError(f"{shown} is truncated or corrupted: {type(error).__name__}: {error}") from error
         if data is None:  # io.RawIOBase: a non-blocking stream with no bytes ready
             raise ValueError(
                 f"path as a file object returned None from read(): a non-blocking stream with no data ready; "
@@ -344,24 +343,33 @@ def _describe(value):
     return type(value).__name__
 
 
+#: Errors of decompressing damaged data.
+_DAMAGED_DATA = (
+    EOFError,
+    zipfile.BadZipFile,
+    gzip.BadGzipFile,
+    zlib.error,  # a corrupted deflated member (an archive of another tool)
+    lzma.LZMAError,
+)
+#: Errors of reading a damaged archive.
+_DAMAGED_ARCHIVE = (
+    OSError,
+    *_DAMAGED_DATA,
+    UnicodeDecodeError,
+    NotImplementedError,
+    RuntimeError,  # zipfile: a member flagged as encrypted
+)
+
+
 @contextmanager
-def _read_errors(path):
-    """Errors of reading the archive, as ValueError "truncated or corrupted"; those
-    of opening the path (missing, a directory, no permission) as they are."""
+def _read_errors(path, errors=_DAMAGED_ARCHIVE):
+    """``errors`` as ValueError "truncated or corrupted"; those of opening the
+    path (missing, a directory, no permission) as they are."""
     try:
         yield
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError):
         raise
-    except (
-        OSError,
-        EOFError,
-        zipfile.BadZipFile,
-        UnicodeDecodeError,
-        NotImplementedError,
-        zlib.error,  # a corrupted deflated member (an archive of another tool)
-        lzma.LZMAError,
-        RuntimeError,  # zipfile: a member flagged as encrypted
-    ) as error:
+    except errors as error:
         raise ValueError(f"{path} is truncated or corrupted: {type(error).__name__}: {error}") from error
 
 
