@@ -1572,6 +1572,14 @@ def _step_blocks(offsets, R):
 
 
 @numba.njit(**SERIAL)
+def _block_bounds(k, t_los, offsets):
+    """Block k of ``_step_blocks``: its steps t_lo..t_hi - 1 and their packed rows n_lo..n_hi - 1."""
+    t_hi = offsets.size - 1 if k == 0 else t_los[k - 1]
+    t_lo = t_los[k]
+    return t_hi, t_lo, offsets[t_lo], offsets[t_hi]
+
+
+@numba.njit(**SERIAL)
 def _backward_steps(
     dh_pad, dc, dh_all, dm_pad, dG_slot, dgates_next, dy, c0, c, gates, tanh_c, W_hT, W_hrT,
     offsets, batch_sizes, t_hi, t_end, n_lo, h_shares, row_shares, m_shares, sync, worker, workers,
@@ -1647,12 +1655,10 @@ def _backward_blocks(
     block, all zero.  ``walk``: dh_pad, dc, dh_all, dm_pad, dy, c0, c, gates,
     tanh_c, W_hT, W_hrT."""
     dh_pad, dc, dh_all, dm_pad, dy, c0, c, gates, tanh_c, W_hT, W_hrT = walk
-    T = batch_sizes.size
     S = dG_ring.shape[0]
     dgates_next = dG_ring[0, :0]  # the gate gradients of the step after the current one
     for k in range(t_los.size):
-        t_hi, t_lo = T if k == 0 else t_los[k - 1], t_los[k]
-        n_lo, n_hi = offsets[t_lo], offsets[t_hi]
+        t_hi, t_lo, n_lo, n_hi = _block_bounds(k, t_los, offsets)
         slot = dG_ring[k % S]
         _backward_steps(
             dh_pad, dc, dh_all, dm_pad, slot, dgates_next, dy, c0, c, gates, tanh_c, W_hT, W_hrT, offsets,
@@ -1688,7 +1694,7 @@ def _pipelined_worker(
     before, so that dW adds the blocks' sums in the order of the other paths.
     """
     dh_pad, dc, dh_all, dm_pad, dy, c0, c, gates, tanh_c, W_hT, W_hrT = walk
-    n_blocks, S, T = t_los.size, dG_ring.shape[0], batch_sizes.size
+    n_blocks, S = t_los.size, dG_ring.shape[0]
     one, zero = np.int64(1), np.int64(0)
     s = 0  # the next block whose steps this thread may take
     g = 0  # the oldest block whose weight gradients this thread has not seen done
@@ -1698,11 +1704,11 @@ def _pipelined_worker(
         gradients = is_done(block_sync, 4 * g + 3, one)  # the steps of block g: its gradients may start
         if s < n_blocks and walked and s < g + S and (worker == 0 or not gradients):
             if claim(block_sync, 4 * s + 3, one, zero) >= 0:
-                t_hi, t_lo = T if s == 0 else t_los[s - 1], t_los[s]
+                t_hi, t_lo, n_lo, _ = _block_bounds(s, t_los, offsets)
                 dgates_next = dG_ring[(s - 1) % S, : batch_sizes[t_hi]] if s > 0 else dG_ring[0, :0]
                 _backward_steps(
                     dh_pad, dc, dh_all, dm_pad, dG_ring[s % S], dgates_next, dy, c0, c, gates, tanh_c, W_hT, W_hrT,
-                    offsets, batch_sizes, t_hi, t_lo if t_lo > 0 else -1, offsets[t_lo], one, one, one, sync, zero,
+                    offsets, batch_sizes, t_hi, t_lo if t_lo > 0 else -1, n_lo, one, one, one, sync, zero,
                     one,
                 )  # fmt: skip
                 finish(block_sync, 4 * s + 3)
@@ -1710,7 +1716,7 @@ def _pipelined_worker(
             spins = np.int64(0)
             continue
         if gradients:
-            n_lo, n_hi = offsets[t_los[g]], offsets[T if g == 0 else t_los[g - 1]]
+            _, _, n_lo, n_hi = _block_bounds(g, t_los, offsets)
             done = -1
             if n_hi > n_lo:
                 done = _grads_share(
@@ -1830,8 +1836,7 @@ def _lstm_backward(
             # Block k: steps t_lo..t_hi - 1 in slot k % S of the ring (its
             # first step reads the gradients of the step after it from the
             # slot before).  The block of step 0 also finishes dh0 (t = -1).
-            t_hi, t_lo = T if k == 0 else t_los[k - 1], t_los[k]
-            n_lo, n_hi = offsets[t_lo], offsets[t_hi]
+            t_hi, t_lo, n_lo, n_hi = _block_bounds(k, t_los, offsets)
             t_end = t_lo if t_lo > 0 else -1
             slot = dG_ring[k % S]
             walk = (dh_pad, dc, dh_all, dm_pad, slot, dgates_next, dy, c0, c, gates, tanh_c, W_hT, W_hrT)
