@@ -1380,8 +1380,9 @@ def _check_onnx_stack(nodes, wheres, D, H, graph, constants, dynamic, value_of):
                 continue
             if np.any(np.asarray(value) != 0):
                 raise ValueError(
-                    f"{where} starts from a constant {label} that is not zero: the native parameters hold "
-                    "no initial state (pass it to forward as state=(h0, c0))"
+                    f"{where} starts from an {label} that is not zero and that the model fixes (a constant, or "
+                    "computed from X's shape) rather than takes as an input: the native parameters hold no "
+                    "initial state (pass it to forward as state=(h0, c0))"
                 )
         if k == 0:
             continue
