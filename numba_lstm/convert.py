@@ -175,6 +175,14 @@ def _same_dtype(arrays):
     return dtypes.pop() if dtypes else None
 
 
+def _sum_of_biases(first, second):
+    """``first + second``, with ``first`` itself where ``second`` is zero: the
+    native bias goes out as a framework's first bias beside a zero second
+    one, and ``-0.0 + 0.0`` is ``+0.0``, so a plain sum did not bring back a
+    ``-0.0`` of the native bias."""
+    return np.where(second == 0, first, first + second)
+
+
 def check_config(config):
     """Validate a config dict; return a normalised copy with the five keys of ``CONFIG_KEYS``.
 
@@ -393,7 +401,9 @@ def from_torch(module_or_state_dict):
             w_ih, w_hh = tensors[f"weight_ih_l{k}{sfx}"], tensors[f"weight_hh_l{k}{sfx}"]
             params[f"W_l{k}{sfx}"] = np.concatenate([w_ih.T, w_hh.T], axis=0)
             if has_bias:
-                params[f"b_l{k}{sfx}"] = tensors[f"bias_ih_l{k}{sfx}"] + tensors[f"bias_hh_l{k}{sfx}"]
+                params[f"b_l{k}{sfx}"] = _sum_of_biases(
+                    tensors[f"bias_ih_l{k}{sfx}"], tensors[f"bias_hh_l{k}{sfx}"]
+                )
             else:
                 params[f"b_l{k}{sfx}"] = np.zeros(w_ih.shape[0], dtype)
             if has_proj:
@@ -574,6 +584,14 @@ def from_keras(layer_or_weights):
     import keras
 
     if isinstance(obj, keras.layers.Bidirectional):
+        _refuse_overrides(
+            obj,
+            keras.layers.Bidirectional,
+            "keras.layers.Bidirectional",
+            ["call"],
+            "the keras layer",
+            "forward_layer.get_weights() + backward_layer.get_weights()",
+        )
         if obj.merge_mode != "concat":
             raise ValueError(
                 f"Bidirectional has merge_mode={obj.merge_mode!r}; the native bidirectional output "
@@ -1578,7 +1596,7 @@ def _read_onnx(path_or_model):
             if B is None:
                 params[f"b_l{k}{sfx}"] = np.zeros(4 * H, W.dtype)
             else:
-                b = B[d, : 4 * H] + B[d, 4 * H :]
+                b = _sum_of_biases(B[d, : 4 * H], B[d, 4 * H :])
                 params[f"b_l{k}{sfx}"] = _permute_blocks(b, _NATIVE_FROM_ONNX, axis=0)
     _same_dtype(params)
     _check_onnx_stack(lstm_nodes, [where for where, *_ in layers], D, H, graph, constants, dynamic, value_of)

@@ -347,6 +347,25 @@ def test_onnx_round_trip_is_exact(onnx, name, dtype, tmp_path):
             np.testing.assert_array_equal(back[key], params[key], err_msg=key)
 
 
+@pytest.mark.parametrize("framework", ["torch", "onnx"])
+def test_round_trips_keep_the_sign_of_a_zero_bias(request, framework, dtype):
+    # The native bias goes out as the first of two biases beside zeros, and
+    # the import summed them: -0.0 + 0.0 came back as +0.0.
+    request.getfixturevalue(framework)
+    config = CONFIGS["2layers"]
+    params = random_params(config, dtype, seed=7)
+    params["b_l0"][:3] = [-0.0, 0.0, -0.0]
+    params["b_l1"][-1] = -0.0
+    if framework == "torch":
+        _, back = convert.from_torch(convert.to_torch_state_dict(config, params))
+    else:
+        _, back = convert.from_onnx(convert.to_onnx(config, params))
+    for key in params:
+        np.testing.assert_array_equal(
+            back[key].view(f"u{dtype().itemsize}"), params[key].view(f"u{dtype().itemsize}")
+        )
+
+
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "sequence_lens"])
 @pytest.mark.parametrize("name", NO_PROJ)
 def test_onnxruntime_runs_the_export_like_native(onnx, ort, name, with_lengths):
