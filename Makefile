@@ -11,14 +11,17 @@ STAMP_BENCH := $(VENV)/.installed-bench
 # one (`make test PYTHON=python3.12` after a python3 venv) is made again.  It
 # is named by its installation (sys.base_prefix) and version, which are the
 # same from inside the venv itself, and for python3 and python3.11 alike.  A
-# PYTHON given that does not run stops make (it left an existing venv alone,
-# and `make test PYTHON=python3.99` tested the old venv and passed); the
-# default python3 not running leaves an existing venv alone.
+# PYTHON given (on the command line or in the environment) that does not run
+# stops every target but clean (it left an existing venv alone, and `make
+# test PYTHON=python3.99` tested the old venv and passed); the default
+# python3 not running leaves an existing venv alone.
 VENV_MADE := $(VENV)/.made-by
 PYTHON_ID := $(shell $(PYTHON) -c 'import sys; print(sys.base_prefix, *sys.version_info[:3])' 2>/dev/null)
 ifeq ($(PYTHON_ID),)
 ifneq ($(origin PYTHON),file)
+ifneq ($(MAKECMDGOALS),clean)
 $(error PYTHON=$(PYTHON) does not run here: name an interpreter on PATH, or give its path)
+endif
 endif
 endif
 ifneq ($(PYTHON_ID),)

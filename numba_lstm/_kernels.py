@@ -1573,7 +1573,8 @@ def _step_blocks(offsets, R):
 
 @numba.njit(**SERIAL)
 def _block_bounds(k, t_los, offsets):
-    """Block k of ``_step_blocks``: its steps t_lo..t_hi - 1 and their packed rows n_lo..n_hi - 1."""
+    """Block k of ``_step_blocks`` as ``(t_hi, t_lo, n_lo, n_hi)``: its steps
+    t_lo..t_hi - 1 and their packed rows n_lo..n_hi - 1."""
     t_hi = offsets.size - 1 if k == 0 else t_los[k - 1]
     t_lo = t_los[k]
     return t_hi, t_lo, offsets[t_lo], offsets[t_hi]

@@ -280,8 +280,9 @@ def _from_package(obj, package):
 
 def _refuse_overrides(obj, base, base_name, methods, what, remedy):
     """Refuse an instance of a subclass of ``base`` that overrides one of
-    ``methods``: it may compute something else than ``base``."""
-    changed = [m for m in methods if getattr(type(obj), m) is not getattr(base, m)]
+    ``methods`` (those ``base`` has: private ones vary between versions): it
+    may compute something else than ``base``."""
+    changed = [m for m in methods if hasattr(base, m) and getattr(type(obj), m) is not getattr(base, m)]
     if changed:
         raise TypeError(
             f"{what} is a {type(obj).__name__}, a subclass of {base_name} that overrides {', '.join(changed)}: "
@@ -588,7 +589,7 @@ def from_keras(layer_or_weights):
             obj,
             keras.layers.Bidirectional,
             "keras.layers.Bidirectional",
-            ["call"],
+            ["call", "_call_fused_lstm"],  # the latter: Keras 3.15's path for two LSTM layers
             "the keras layer",
             "forward_layer.get_weights() + backward_layer.get_weights()",
         )

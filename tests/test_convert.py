@@ -360,10 +360,9 @@ def test_round_trips_keep_the_sign_of_a_zero_bias(request, framework, dtype):
         _, back = convert.from_torch(convert.to_torch_state_dict(config, params))
     else:
         _, back = convert.from_onnx(convert.to_onnx(config, params))
+    bits = f"u{np.dtype(dtype).itemsize}"  # assert_array_equal takes -0.0 for +0.0
     for key in params:
-        np.testing.assert_array_equal(
-            back[key].view(f"u{dtype().itemsize}"), params[key].view(f"u{dtype().itemsize}")
-        )
+        np.testing.assert_array_equal(back[key].view(bits), params[key].view(bits), err_msg=key)
 
 
 @pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "sequence_lens"])
