@@ -247,6 +247,16 @@ def test_from_keras_refuses_a_bidirectional_subclass_that_overrides_call():
         TypeError, match=r"Reversed, a subclass of keras.layers.Bidirectional that overrides call"
     ):
         convert.from_keras(changed)
+    if hasattr(keras.layers.Bidirectional, "_call_fused_lstm"):  # Keras 3.15's path for two LSTMs
+
+        class Fused(keras.layers.Bidirectional):
+            def _call_fused_lstm(self, *args, **kwargs):
+                return super()._call_fused_lstm(*args, **kwargs)
+
+        fused = Fused(keras.layers.LSTM(H, return_sequences=True))
+        fused.build((None, T, I))
+        with pytest.raises(TypeError, match=r"Fused, a subclass of .* that overrides _call_fused_lstm"):
+            convert.from_keras(fused)
 
 
 def test_from_keras_refuses_other_layers_and_settings():
