@@ -1697,8 +1697,8 @@ def _pipelined_worker(
     dh_pad, dc, dh_all, dm_pad, dy, c0, c, gates, tanh_c, W_hT, W_hrT = walk
     n_blocks, S = t_los.size, dG_ring.shape[0]
     one, zero = np.int64(1), np.int64(0)
-    s = 0  # the next block whose steps this thread may take
-    g = 0  # the oldest block whose weight gradients this thread has not seen done
+    s = np.int64(0)  # the next block whose steps this thread may take (not a literal: see "Compile time")
+    g = np.int64(0)  # the oldest block whose weight gradients this thread has not seen done
     spins = np.int64(0)  # not a literal: see "Compile time"
     while g < n_blocks:
         walked = s == 0 or is_done(block_sync, 4 * s - 1, one)  # the steps of block s - 1
