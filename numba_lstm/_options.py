@@ -13,9 +13,28 @@
   block vectorisation).
 """
 
+import os
+import sys
 import warnings
 
 import numba
+
+
+def _stacklevel_of_importer():
+    """The ``stacklevel`` of a warning given by the caller that points at the
+    first frame outside this package: the user's import line, however deep in
+    the package's own imports this module was first imported.  ``warnings``
+    steps over importlib's frames itself, so they are not counted."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    level, frame = 1, sys._getframe(2)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not ("importlib" in name and "_bootstrap" in name):
+            level += 1
+            if not os.path.abspath(name).startswith(package):
+                break
+        frame = frame.f_back
+    return level
 
 
 def _numba_can_cache():
@@ -37,7 +56,7 @@ def _numba_can_cache():
             "compiles them again, about a minute for a first forward and backward. Set NUMBA_CACHE_DIR "
             "to a writable folder.",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=_stacklevel_of_importer(),
         )
         return False
     return True
