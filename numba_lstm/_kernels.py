@@ -302,9 +302,15 @@ def _add_row_fmas(out, a, w):
 
 
 @numba.njit(**SERIAL)
+def _blas_matmul(out, a, w):
+    """out = a @ w through BLAS (``np.dot``), a and w of any layout (``_blas_operand``)."""
+    np.dot(_blas_operand(a), _blas_operand(w), out)
+
+
+@numba.njit(**SERIAL)
 def _add_blas_matmul(out, a, w, work):
-    """out += a @ w through BLAS: ``np.dot`` into ``work`` (like ``out``), then one pass adding it."""
-    np.dot(_blas_operand(a), _blas_operand(w), work)
+    """out += a @ w through BLAS: ``_blas_matmul`` into ``work`` (like ``out``), then one pass adding it."""
+    _blas_matmul(work, a, w)
     for r in range(out.shape[0]):
         out_r, work_r = out[r], work[r]
         for j in range(out.shape[1]):
@@ -321,7 +327,8 @@ def _blas_operand(a):
     ``np.dot`` copies an "A" array itself, even one that is contiguous, and
     warns at compile time that it "is faster on contiguous arrays" (a
     NumbaPerformanceWarning for a strided ``x_t`` or a W in Fortran order
-    given to ``jit.step_into``, whose rows past ``SMALL_ROWS`` take BLAS).
+    given to ``jit.step_into``, whose rows past ``SMALL_ROWS`` take BLAS,
+    and for a strided ``W_hr`` in ``LSTM.step``'s projection).
     ``np.ascontiguousarray`` copies only an array that is not C-contiguous.
     """
 

@@ -47,6 +47,7 @@ from numba_lstm._kernels import (
     SPLIT_STEP_MIN_FLOP,
     _add_blas_matmul,
     _add_matmul_rows,
+    _blas_matmul,
     _copy_columns,
     _fill_columns,
     _gates_forward,
@@ -588,7 +589,7 @@ def _layer_step_projected(x_t, h, c, W, b, W_hr, h_new, c_new, work, k):
         h_out[:, :] = 0
         _add_matmul_rows(h_out, m, W_hr)
     else:
-        np.dot(m, W_hr, h_out)
+        _blas_matmul(h_out, m, W_hr)
     return True
 
 

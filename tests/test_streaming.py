@@ -57,6 +57,28 @@ def test_projected_step_loop_equals_forward(B, dtype):
     assert_step_loop_equals_forward(layer, x, state, exact=B <= SMALL_ROWS)
 
 
+# A W_hr replaced by a strided view or a Fortran-order copy: the bits of the
+# layer's own C-order W_hr, whether the projection runs in tiles (B <=
+# SMALL_ROWS) or through BLAS (_blas_operand copies the operand first).
+@pytest.mark.parametrize("B", [3, 12])
+@pytest.mark.parametrize("layout", ["strided", "F"])
+def test_projected_step_reads_W_hr_of_any_layout(layout, B, dtype):
+    layer = numba_lstm.LSTM(5, 40, proj_size=9, dtype=dtype, seed=0).eval()
+    x = np.random.default_rng(4).standard_normal((B, 5)).astype(dtype)
+    want_y, (want_h, want_c) = layer.step(x)
+    W_hr = layer.params["W_hr_l0"]
+    if layout == "F":
+        replaced = np.asfortranarray(W_hr)
+    else:
+        wide = np.zeros((W_hr.shape[0], 2 * W_hr.shape[1]), dtype)
+        wide[:, ::2] = W_hr
+        replaced = wide[:, ::2]
+    layer.params["W_hr_l0"] = replaced
+    y, (h, c) = layer.step(x)
+    for got, want, what in ((y, want_y, "y"), (h, want_h, "h"), (c, want_c, "c")):
+        np.testing.assert_array_equal(got, want, err_msg=what)
+
+
 # A small layer (one jitted call per layer) and a split one (_split_step):
 # a replaced parameter is refused by its name on either path.
 @pytest.mark.parametrize(
@@ -184,7 +206,7 @@ _BLAS_VIEWS_SCRIPT = """
 import warnings
 import numpy as np
 from numba.core.errors import NumbaPerformanceWarning
-from numba_lstm._kernels import _add_blas_matmul
+from numba_lstm._kernels import _add_blas_matmul, _blas_matmul
 
 warnings.simplefilter("error", NumbaPerformanceWarning)
 rng = np.random.default_rng(0)
@@ -195,12 +217,16 @@ for x, y in ((a, w), (a, np.ascontiguousarray(w)), (a.copy(), w), (a.copy(), np.
     want = out + x @ y
     _add_blas_matmul(out, x, y, np.empty_like(out))
     assert np.allclose(out, want, rtol=1e-13, atol=1e-13), np.abs(out - want).max()
+    _blas_matmul(out, x, y)  # LSTM.step's projection, h = m @ W_hr
+    assert np.allclose(out, x @ y, rtol=1e-13, atol=1e-13), np.abs(out - x @ y).max()
 """
 
 
 def test_blas_products_of_views_compile_without_a_performance_warning(tmp_path):
     # In a new cache, so that Numba compiles (and would warn) whatever the
-    # project's cache holds.  Before, each of the first three pairs warned.
+    # project's cache holds.  Before, each of the first three pairs warned,
+    # and LSTM.step's projection (np.dot, now _blas_matmul) warned for a
+    # strided W_hr past SMALL_ROWS rows.
     import os
     import subprocess
     import sys
