@@ -43,6 +43,8 @@ FORWARD_CASES = [
     (lambda p: p.update(W=p["W"].astype(np.int64)), TypeError, r"W must have dtype float32 or float64, got int64"),
     (lambda p: p.update(W=p["W"][:, :0]), ValueError, r"W must have shape .*got \(9, 0\)"),
     (lambda p: p.update(W=p["W"][:-1]), ValueError, r"x must have shape \(3, 2, 3\).*W .*\(8, 20\).*got \(3, 2, 4\)"),
+    # A projection's W without its W_hr: the message says where a W_hr goes.
+    (lambda p: p.update(W=p["W"][:-2]), ValueError, r"with I = 2 from W \(I \+ H, 4H\) = \(7, 20\) \(a W \(I \+ P, 4H\) of a projection goes with its W_hr \(H, P\)\), got \(3, 2, 4\)"),
     (lambda p: p.update(W=p["W"][:5]), ValueError, r"W must have shape \(I \+ P, 4H\) with I >= 1 inputs, so more than P = 5 rows, got \(5, 20\)"),
     (lambda p: p.update(W=p["W"][:3]), ValueError, r"more than P = 5 rows, got \(3, 20\)"),  # not "(-2 + 5, 20)"
     (lambda p: p.update(b=p["b"][None]), ValueError, r"b must have shape \(20,\).*got \(1, 20\)"),
