@@ -24,7 +24,7 @@ PyTorch ``nn.LSTM``     ``from_torch`` / ``to_torch_state_dict``
 Keras 3 ``LSTM``        ``from_keras`` / ``to_keras_weights``
 TF1 ``LSTMCell``        ``from_tf1`` / ``to_tf1`` (one cell: ``(W, b)``)
 ONNX ``LSTM``           ``from_onnx`` / ``to_onnx``
-Flax ``LSTMCell``       ``from_flax`` / ``to_flax`` (one cell: ``(W, b)``)
+Flax ``LSTMCell``       ``from_flax`` / ``to_flax`` (one cell: ``(W, b)``; linen or nnx)
 
 Arrays keep their dtype (float32 stays float32, float64 stays float64);
 other dtypes are refused, never cast.  Every conversion only moves values
@@ -58,6 +58,7 @@ from numba_lstm._validation import (
 )
 
 __all__ = [
+    "FLAX_LAYOUTS",
     "check_config",
     "check_params",
     "from_flax",
@@ -752,8 +753,10 @@ def from_tf1(kernel, bias, forget_bias=1.0):
     -----
     TF1's state tuple (``LSTMStateTuple``) is ``(c, h)``, not ``(h, c)``:
     pass ``h0 = state.h``, ``c0 = state.c`` (or ``state[1]``, ``state[0]``).
-    ``LSTMCell``'s peepholes (``use_peepholes``) and ``cell_clip`` have no
-    native equivalent; a cell using them cannot be converted.  Folding the
+    ``LSTMCell``'s peepholes (``use_peepholes``), ``cell_clip`` and an
+    ``activation`` other than tanh have no native equivalent, and the arrays
+    do not show them: a cell using them cannot be converted, and is not
+    refused (it runs 0.06-2.4 off, bench/NOTES.md "Session 47").  Folding the
     forget bias in and out is one float addition/subtraction, so
     ``to_tf1(*from_tf1(k, b, fb), fb)`` returns the f block of ``b`` to within
     rounding (exactly when ``forget_bias = 0``, but for the sign of a zero:
@@ -786,15 +789,33 @@ def to_tf1(W, b, forget_bias=1.0):
 
 _FLAX_GATES = ("i", "f", "g", "o")
 
+#: What ``to_flax`` writes: the tree of ``flax.linen``'s ``LSTMCell`` and
+#: ``OptimizedLSTMCell`` (one per gate, ``ii``..``ho``), of ``flax.nnx``'s
+#: ``LSTMCell`` (the same, but ``if_``: ``if`` is a Python keyword) and of
+#: ``flax.nnx``'s ``OptimizedLSTMCell`` (two fused layers, ``dense_i`` and
+#: ``dense_h``, gates i, f, g, o: the native layout split at row I).
+FLAX_LAYOUTS = ("linen", "nnx", "nnx_optimized")
+
+
+def _flax_node(tree, key, leaves, arrays):
+    """Put the arrays of ``tree[key]``, a dict of exactly ``leaves``, into ``arrays`` as "key.leaf"."""
+    node = tree[key]
+    if not isinstance(node, Mapping) or sorted(node) != sorted(leaves):
+        got = sorted(node) if isinstance(node, Mapping) else type(node).__name__
+        raise ValueError(f"params[{key!r}] must be a dict with keys {list(leaves)}, got {got}")
+    for leaf in leaves:
+        arrays[f"{key}.{leaf}"] = _to_numpy(f"params[{key!r}][{leaf!r}]", node[leaf])
+
 
 def from_flax(params):
-    """Flax ``LSTMCell`` / ``OptimizedLSTMCell`` parameters -> native ``(W, b)``.
+    """Flax ``LSTMCell`` / ``OptimizedLSTMCell`` parameters (linen or nnx) -> native ``(W, b)``.
 
     Parameters
     ----------
     params : dict
-        The cell's parameter tree (``variables['params']``; a dict holding
-        only ``'params'`` or only ``'cell'``, as ``nn.RNN`` nests it, is
+        The cell's parameter tree.  ``flax.linen``'s ``LSTMCell`` and
+        ``OptimizedLSTMCell`` (``variables['params']``; a dict holding only
+        ``'params'`` or only ``'cell'``, as ``nn.RNN`` nests it, is
         unwrapped)::
 
             {'ii': {'kernel': (I, H)}, 'if': {...}, 'ig': {...}, 'io': {...},
@@ -802,10 +823,16 @@ def from_flax(params):
 
         Flax computes ``i = sigmoid(x @ ii.kernel + h @ hi.kernel + hi.bias)``
         and likewise f, o, with ``g = tanh(...)``, ``c' = f*c + i*g``,
-        ``h' = o*tanh(c')``; the carry is ``(c, h)``.  Arrays may be JAX
-        arrays (their dtype is kept).  A cell built with another ``gate_fn``
-        or ``activation_fn`` has the same parameters: that is not seen here,
-        and is yours to rule out.
+        ``h' = o*tanh(c')``; the carry is ``(c, h)``.  ``flax.nnx``'s
+        ``LSTMCell`` has the same tree with ``if_`` for ``if``;
+        ``nnx.OptimizedLSTMCell`` has ``{'dense_i': {'kernel': (I, 4H)},
+        'dense_h': {'kernel': (H, 4H), 'bias': (4H,)}}``, gates i, f, g, o.
+        For an nnx cell pass ``nnx.state(cell, nnx.Param)`` (or its
+        ``nnx.to_pure_dict``).  Arrays may be JAX arrays or nnx ``Param``s
+        (their dtype is kept).  A cell built with another ``gate_fn`` or
+        ``activation_fn``, or computing in another ``dtype`` than its
+        parameters' (bfloat16, say), has the same parameters: that is not
+        seen here, and is yours to rule out.
 
     Returns
     -------
@@ -817,36 +844,41 @@ def from_flax(params):
         tree = tree[next(iter(tree))]
     if not isinstance(tree, Mapping):
         raise TypeError(f"params must be a Flax LSTMCell parameter dict, got {type(params).__name__}")
-    expected = [p + g for p in "ih" for g in _FLAX_GATES]
-    _expect_keys("params is not a Flax LSTMCell tree", tree, expected, "expected")
+    if "dense_i" in tree or "dense_h" in tree:
+        return _from_fused_flax(tree)
+    # nnx.LSTMCell's f gate: "if_" (a tree with both is refused as unexpected "if_").
+    input_keys = {g: "i" + g for g in _FLAX_GATES}
+    if "if_" in tree and "if" not in tree:
+        input_keys["f"] = "if_"
+    expected = [input_keys[g] for g in _FLAX_GATES] + ["h" + g for g in _FLAX_GATES]
+    _expect_keys(
+        "params is not the parameter tree of a Flax LSTMCell or OptimizedLSTMCell (for an nnx cell, pass "
+        "nnx.state(cell, nnx.Param))",
+        tree, expected, "expected",
+    )  # fmt: skip
     arrays = {}
-    for key in expected:
-        node = tree[key]
-        want = ("kernel",) if key[0] == "i" else ("kernel", "bias")
-        if not isinstance(node, Mapping) or sorted(node) != sorted(want):
-            got = sorted(node) if isinstance(node, Mapping) else type(node).__name__
-            raise ValueError(f"params[{key!r}] must be a dict with keys {list(want)}, got {got}")
-        for leaf in want:
-            arrays[f"{key}.{leaf}"] = _to_numpy(f"params[{key!r}][{leaf!r}]", node[leaf])
+    for g in _FLAX_GATES:
+        _flax_node(tree, input_keys[g], ("kernel",), arrays)
+        _flax_node(tree, "h" + g, ("kernel", "bias"), arrays)
+    inputs = {g: arrays[input_keys[g] + ".kernel"] for g in _FLAX_GATES}
     hi = arrays["hi.kernel"]
     if hi.ndim != 2 or hi.shape[0] != hi.shape[1] or hi.shape[0] == 0:
         raise ValueError(f"params['hi']['kernel'] must have shape (H, H), got {hi.shape}")
     H = hi.shape[0]
     # I is the input size most of the four input kernels agree on, so that the
     # message names the kernel that differs, whichever gate it is.
-    sizes = [a.shape[0] for g in _FLAX_GATES if (a := arrays[f"i{g}.kernel"]).ndim == 2 and a.shape[1] == H]
+    sizes = [a.shape[0] for a in inputs.values() if a.ndim == 2 and a.shape[1] == H]
     if not any(sizes):
-        ii = arrays["ii.kernel"]
-        raise ValueError(f"params['ii']['kernel'] must have shape (I, H) = (I, {H}), got {ii.shape}")
+        raise ValueError(f"params['ii']['kernel'] must have shape (I, H) = (I, {H}), got {inputs['i'].shape}")
     I = Counter(size for size in sizes if size).most_common(1)[0][0]
     for g in _FLAX_GATES:
-        _expect_shape(f"params['i{g}']['kernel']", arrays[f"i{g}.kernel"], (I, H), "(I, H)")
+        _expect_shape(f"params[{input_keys[g]!r}]['kernel']", inputs[g], (I, H), "(I, H)")
         _expect_shape(f"params['h{g}']['kernel']", arrays[f"h{g}.kernel"], (H, H), "(H, H)")
         _expect_shape(f"params['h{g}']['bias']", arrays[f"h{g}.bias"], (H,), "(H,)")
     _same_dtype(arrays)
     W = np.concatenate(
         [
-            np.concatenate([arrays[f"i{g}.kernel"] for g in _FLAX_GATES], axis=1),
+            np.concatenate([inputs[g] for g in _FLAX_GATES], axis=1),
             np.concatenate([arrays[f"h{g}.kernel"] for g in _FLAX_GATES], axis=1),
         ],
         axis=0,
@@ -855,23 +887,59 @@ def from_flax(params):
     return aligned_copy(W), aligned_copy(b)
 
 
-def to_flax(W, b, input_size):
+def _from_fused_flax(tree):
+    """``from_flax`` of ``nnx.OptimizedLSTMCell``'s tree: ``dense_i`` and ``dense_h``."""
+    _expect_keys(
+        "params is not the parameter tree of a Flax nnx.OptimizedLSTMCell (pass nnx.state(cell, nnx.Param))",
+        tree, ["dense_i", "dense_h"], "expected",
+    )  # fmt: skip
+    arrays = {}
+    _flax_node(tree, "dense_i", ("kernel",), arrays)
+    _flax_node(tree, "dense_h", ("kernel", "bias"), arrays)
+    kernel_h, kernel_i, bias = arrays["dense_h.kernel"], arrays["dense_i.kernel"], arrays["dense_h.bias"]
+    if kernel_h.ndim != 2 or kernel_h.shape[0] == 0 or kernel_h.shape[1] != 4 * kernel_h.shape[0]:
+        raise ValueError(f"params['dense_h']['kernel'] must have shape (H, 4H), got {kernel_h.shape}")
+    H = kernel_h.shape[0]
+    if kernel_i.ndim != 2 or kernel_i.shape[0] == 0 or kernel_i.shape[1] != 4 * H:
+        raise ValueError(
+            f"params['dense_i']['kernel'] must have shape (I, 4H) = (I, {4 * H}), got {kernel_i.shape}"
+        )
+    _expect_shape("params['dense_h']['bias']", bias, (4 * H,), "(4H,)")
+    _same_dtype(arrays)
+    return aligned_copy(np.concatenate([kernel_i, kernel_h], axis=0)), aligned_copy(bias)
+
+
+def to_flax(W, b, input_size, layout="linen"):
     """Native ``(W, b)`` -> a Flax ``LSTMCell`` / ``OptimizedLSTMCell`` parameter dict.
 
-    Returns ``{'ii': {'kernel': (I, H)}, ..., 'hi': {'kernel': (H, H),
-    'bias': (H,)}, ...}`` (numpy copies; see ``from_flax`` for the
-    structure); use it as ``cell.apply({'params': to_flax(W, b, I)}, carry, x)``.
+    ``layout`` (``FLAX_LAYOUTS``): ``"linen"`` gives ``flax.linen``'s tree,
+    ``{'ii': {'kernel': (I, H)}, ..., 'hi': {'kernel': (H, H), 'bias':
+    (H,)}, ...}``, for ``cell.apply({'params': to_flax(W, b, I)}, carry,
+    x)``; ``"nnx"`` the same with ``if_`` for ``if`` (``nnx.LSTMCell``);
+    ``"nnx_optimized"`` ``{'dense_i': {'kernel': (I, 4H)}, 'dense_h':
+    {'kernel': (H, 4H), 'bias': (4H,)}}`` (``nnx.OptimizedLSTMCell``).  An
+    nnx cell takes its tree through ``state = nnx.state(cell, nnx.Param)``,
+    ``nnx.replace_by_pure_dict(state, tree)`` and ``nnx.update(cell,
+    state)``.  The arrays are numpy copies (see ``from_flax``).
     """
     W, b = _cell_arrays("W", W, "b", b)
     H = W.shape[1] // 4
     input_size = check_integer("input_size", input_size)
+    if layout not in FLAX_LAYOUTS:
+        raise ValueError(f"layout must be one of {list(FLAX_LAYOUTS)}, got {layout!r}")
     if W.shape[0] != input_size + H:
         raise ValueError(
             f"W must have shape (input_size + H, 4H) = ({input_size} + {H}, {4 * H}), got {W.shape}"
         )
+    if layout == "nnx_optimized":
+        return {
+            "dense_i": {"kernel": W[:input_size].copy()},
+            "dense_h": {"kernel": W[input_size:].copy(), "bias": b.copy()},
+        }
     out = {}
     for j, g in enumerate(_FLAX_GATES):
-        out[f"i{g}"] = {"kernel": W[:input_size, j * H : (j + 1) * H].copy()}
+        key = "if_" if layout == "nnx" and g == "f" else "i" + g
+        out[key] = {"kernel": W[:input_size, j * H : (j + 1) * H].copy()}
     for j, g in enumerate(_FLAX_GATES):
         out[f"h{g}"] = {
             "kernel": W[input_size:, j * H : (j + 1) * H].copy(),

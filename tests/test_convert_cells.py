@@ -2,8 +2,10 @@
 
 Neither TensorFlow 1 nor Flax/JAX is a dependency; their cell equations are
 written below from the frameworks' source (TF1 ``BasicLSTMCell.call``, Flax
-``linen.recurrent.LSTMCell.__call__``) and the converted weights must give
-the same sequence through ``numba_lstm``.
+``linen.recurrent.LSTMCell.__call__`` and ``nnx.OptimizedLSTMCell.__call__``)
+and the converted weights must give the same sequence through ``numba_lstm``.
+(Checked once against live Flax 0.12.8 and TensorFlow 2.21 too:
+bench/NOTES.md, "Session 47".)
 """
 
 import numpy as np
@@ -221,6 +223,110 @@ def test_flax_round_trips_are_exact(dtype):
     tree = convert.to_flax(W, b, I)
     tree["ii"]["kernel"][0, 0] += 1
     np.testing.assert_array_equal(W2, W)
+
+
+def flax_fused_lstm_cell(carry, x, params):
+    """One step of Flax ``nnx.OptimizedLSTMCell``: carry (c, h), Dense ``dense_i``
+    (no bias) and ``dense_h`` (bias), their sum split in four: i, f, g, o."""
+    c, h = carry
+    z = x @ params["dense_i"]["kernel"] + h @ params["dense_h"]["kernel"] + params["dense_h"]["bias"]
+    zi, zf, zg, zo = np.split(z, 4, axis=-1)
+    new_c = _sigmoid(zf) * c + _sigmoid(zi) * np.tanh(zg)
+    new_h = _sigmoid(zo) * np.tanh(new_c)
+    return (new_c, new_h), new_h
+
+
+def test_from_flax_reads_the_nnx_cells(dtype):
+    # nnx.LSTMCell: linen's tree with "if_" for "if" (a Python keyword).
+    params = _flax_params(dtype, seed=6)
+    nnx_params = {("if_" if key == "if" else key): node for key, node in params.items()}
+    W, b = convert.from_flax(params)
+    W_nnx, b_nnx = convert.from_flax(nnx_params)
+    np.testing.assert_array_equal(W_nnx, W)
+    np.testing.assert_array_equal(b_nnx, b)
+    # nnx.OptimizedLSTMCell: two fused layers, run by its own equations.
+    rng = np.random.default_rng(7)
+    fused = {
+        "dense_i": {"kernel": _random((I, 4 * H), dtype, rng)},
+        "dense_h": {"kernel": _random((H, 4 * H), dtype, rng), "bias": _random(4 * H, dtype, rng)},
+    }
+    x = _random((T, B, I), dtype, rng, 1.0)
+    c0, h0 = _random((B, H), dtype, rng), _random((B, H), dtype, rng)
+    p64 = {k: {n: a.astype(np.float64) for n, a in v.items()} for k, v in fused.items()}
+    carry, ys = (c0.astype(np.float64), h0.astype(np.float64)), []
+    for t in range(T):
+        carry, out = flax_fused_lstm_cell(carry, x[t].astype(np.float64), p64)
+        ys.append(out)
+    W, b = convert.from_flax({"params": fused})
+    assert W.shape == (I + H, 4 * H) and W.dtype == dtype and b.dtype == dtype
+    y, h_n, c_n, _ = numba_lstm.lstm_forward(x, W, b, h0=h0, c0=c0)
+    assert_close(y, np.stack(ys), dtype, "y")
+    assert_close(h_n, carry[1], dtype, "h_n")
+    assert_close(c_n, carry[0], dtype, "c_n")
+
+
+@pytest.mark.parametrize("layout", ["linen", "nnx", "nnx_optimized"])
+def test_to_flax_layouts_round_trip_exactly(layout, dtype):
+    rng = np.random.default_rng(8)
+    W, b = _random((I + H, 4 * H), dtype, rng), _random(4 * H, dtype, rng)
+    tree = convert.to_flax(W, b, I, layout=layout)
+    keys = {
+        "linen": ["hf", "hg", "hi", "ho", "if", "ig", "ii", "io"],
+        "nnx": ["hf", "hg", "hi", "ho", "if_", "ig", "ii", "io"],
+        "nnx_optimized": ["dense_h", "dense_i"],
+    }[layout]
+    assert sorted(tree) == keys
+    if layout == "nnx_optimized":
+        assert tree["dense_i"]["kernel"].shape == (I, 4 * H) and tree["dense_h"]["bias"].shape == (4 * H,)
+    W2, b2 = convert.from_flax(tree)
+    np.testing.assert_array_equal(W2, W)
+    np.testing.assert_array_equal(b2, b)
+    # Copies: the caller's W is not shared.
+    next(iter(tree.values()))["kernel"][0, 0] += 1
+    np.testing.assert_array_equal(W2, W)
+
+
+def test_flax_nnx_refusals_name_the_parameter():
+    rng = np.random.default_rng(9)
+    fused = {
+        "dense_i": {"kernel": _random((I, 4 * H), np.float32, rng)},
+        "dense_h": {"kernel": _random((H, 4 * H), np.float32, rng), "bias": _random(4 * H, np.float32, rng)},
+    }
+    with pytest.raises(ValueError, match=r"nnx.OptimizedLSTMCell.*missing \['dense_i'\]"):
+        convert.from_flax({"dense_h": fused["dense_h"]})
+    with pytest.raises(ValueError, match=r"nnx.state\(cell, nnx.Param\).*unexpected \['rngs'\]"):
+        convert.from_flax({**fused, "rngs": {"count": np.zeros(1)}})
+    with pytest.raises(
+        ValueError, match=r"params\['dense_h'\] must be a dict with keys \['kernel', 'bias'\]"
+    ):
+        convert.from_flax({**fused, "dense_h": {"kernel": fused["dense_h"]["kernel"]}})
+    with pytest.raises(
+        ValueError, match=r"params\['dense_h'\]\['kernel'\] must have shape \(H, 4H\), got \(5, 16\)"
+    ):
+        convert.from_flax({**fused, "dense_h": {**fused["dense_h"], "kernel": np.zeros((H, 16), np.float32)}})
+    with pytest.raises(
+        ValueError,
+        match=r"params\['dense_i'\]\['kernel'\] must have shape \(I, 4H\) = \(I, 20\), got \(4, 16\)",
+    ):
+        convert.from_flax({**fused, "dense_i": {"kernel": np.zeros((I, 16), np.float32)}})
+    with pytest.raises(
+        ValueError, match=r"params\['dense_h'\]\['bias'\] must have shape \(20,\) \(4H,\), got \(5,\)"
+    ):
+        convert.from_flax({**fused, "dense_h": {**fused["dense_h"], "bias": np.zeros(H, np.float32)}})
+    with pytest.raises(TypeError, match="one dtype"):
+        convert.from_flax({**fused, "dense_i": {"kernel": np.zeros((I, 4 * H))}})
+    # nnx.LSTMCell's "if_" beside linen's "if": one of them is not expected.
+    params = _flax_params(np.float32)
+    with pytest.raises(ValueError, match=r"unexpected \['if_'\]"):
+        convert.from_flax({**params, "if_": params["if"]})
+    with pytest.raises(ValueError, match=r"params\['if_'\]\['kernel'\] must have shape \(4, 5\)"):
+        nnx_params = {("if_" if key == "if" else key): node for key, node in params.items()}
+        convert.from_flax({**nnx_params, "if_": {"kernel": np.zeros((3, H), np.float32)}})
+    W, b = convert.from_flax(params)
+    with pytest.raises(
+        ValueError, match=r"layout must be one of \['linen', 'nnx', 'nnx_optimized'\], got 'NNX'"
+    ):
+        convert.to_flax(W, b, I, layout="NNX")
 
 
 def test_flax_refusals_name_the_parameter():
