@@ -756,7 +756,11 @@ def from_tf1(kernel, bias, forget_bias=1.0):
     ``LSTMCell``'s peepholes (``use_peepholes``), ``cell_clip`` and an
     ``activation`` other than tanh have no native equivalent, and the arrays
     do not show them: a cell using them cannot be converted, and is not
-    refused (it runs 0.06-2.4 off, bench/NOTES.md "Session 47").  Folding the
+    refused (it runs 0.06-2.4 off, bench/NOTES.md "Session 47").
+    ``LSTMBlockCell`` and ``BlockLSTM`` store the same kernel and bias as
+    ``LSTMCell``; ``BlockLSTMV2`` orders its gates i, f, c, o with no
+    ``forget_bias``, which is the native layout already: its kernel and bias
+    are ``W`` and ``b`` as they are, not for ``from_tf1``.  Folding the
     forget bias in and out is one float addition/subtraction, so
     ``to_tf1(*from_tf1(k, b, fb), fb)`` returns the f block of ``b`` to within
     rounding (exactly when ``forget_bias = 0``, but for the sign of a zero:
