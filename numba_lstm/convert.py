@@ -58,7 +58,6 @@ from numba_lstm._validation import (
 )
 
 __all__ = [
-    "FLAX_LAYOUTS",
     "check_config",
     "check_params",
     "from_flax",
