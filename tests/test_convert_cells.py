@@ -182,23 +182,30 @@ def _flax_params(dtype, seed=2):
     return params
 
 
-def test_from_flax_runs_like_the_flax_cell(dtype):
-    params = _flax_params(dtype)
-    rng = np.random.default_rng(3)
+def _assert_from_flax_runs_like(cell, params, given, dtype, seed):
+    """``from_flax(given)`` through ``lstm_forward`` against ``cell`` (one step
+    of the Flax equations, in float64) over T steps from a random carry;
+    returns the converted ``(W, b)``."""
+    rng = np.random.default_rng(seed)
     x = _random((T, B, I), dtype, rng, 1.0)
     c0, h0 = _random((B, H), dtype, rng), _random((B, H), dtype, rng)
     p64 = {k: {n: a.astype(np.float64) for n, a in v.items()} for k, v in params.items()}
     carry, ys = (c0.astype(np.float64), h0.astype(np.float64)), []
     for t in range(T):
-        carry, out = flax_lstm_cell(carry, x[t].astype(np.float64), p64)
+        carry, out = cell(carry, x[t].astype(np.float64), p64)
         ys.append(out)
-
-    W, b = convert.from_flax(params)
+    W, b = convert.from_flax(given)
     assert W.shape == (I + H, 4 * H) and W.dtype == dtype and b.dtype == dtype
     y, h_n, c_n, _ = numba_lstm.lstm_forward(x, W, b, h0=h0, c0=c0)
     assert_close(y, np.stack(ys), dtype, "y")
     assert_close(h_n, carry[1], dtype, "h_n")
     assert_close(c_n, carry[0], dtype, "c_n")
+    return W, b
+
+
+def test_from_flax_runs_like_the_flax_cell(dtype):
+    params = _flax_params(dtype)
+    W, b = _assert_from_flax_runs_like(flax_lstm_cell, params, params, dtype, seed=3)
     # The nested trees of variables / nn.RNN are unwrapped.
     W2, b2 = convert.from_flax({"params": {"cell": params}})
     np.testing.assert_array_equal(W2, W)
@@ -250,19 +257,7 @@ def test_from_flax_reads_the_nnx_cells(dtype):
         "dense_i": {"kernel": _random((I, 4 * H), dtype, rng)},
         "dense_h": {"kernel": _random((H, 4 * H), dtype, rng), "bias": _random(4 * H, dtype, rng)},
     }
-    x = _random((T, B, I), dtype, rng, 1.0)
-    c0, h0 = _random((B, H), dtype, rng), _random((B, H), dtype, rng)
-    p64 = {k: {n: a.astype(np.float64) for n, a in v.items()} for k, v in fused.items()}
-    carry, ys = (c0.astype(np.float64), h0.astype(np.float64)), []
-    for t in range(T):
-        carry, out = flax_fused_lstm_cell(carry, x[t].astype(np.float64), p64)
-        ys.append(out)
-    W, b = convert.from_flax({"params": fused})
-    assert W.shape == (I + H, 4 * H) and W.dtype == dtype and b.dtype == dtype
-    y, h_n, c_n, _ = numba_lstm.lstm_forward(x, W, b, h0=h0, c0=c0)
-    assert_close(y, np.stack(ys), dtype, "y")
-    assert_close(h_n, carry[1], dtype, "h_n")
-    assert_close(c_n, carry[0], dtype, "c_n")
+    _assert_from_flax_runs_like(flax_fused_lstm_cell, fused, {"params": fused}, dtype, seed=10)
 
 
 @pytest.mark.parametrize("layout", ["linen", "nnx", "nnx_optimized"])
