@@ -13,6 +13,7 @@
   block vectorisation).
 """
 
+import importlib
 import os
 import sys
 import warnings
@@ -22,16 +23,21 @@ import numba
 
 def _stacklevel_of_importer():
     """The ``stacklevel`` of a warning given by the caller that points at the
-    first frame outside this package: the user's import line, however deep in
-    the package's own imports this module was first imported.  ``warnings``
-    steps over importlib's frames itself, so they are not counted."""
-    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    first frame outside this package and importlib: the user's import line
+    (or ``importlib.import_module`` call), however deep in the package's own
+    imports this module was first imported.  ``warnings`` steps over
+    importlib's ``_bootstrap`` frames itself, so they are not counted; those
+    of ``importlib/__init__.py`` (``import_module``) are."""
+    inside = (
+        os.path.dirname(os.path.abspath(__file__)) + os.sep,
+        os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep,
+    )
     level, frame = 1, sys._getframe(2)
     while frame is not None:
         name = frame.f_code.co_filename
         if not ("importlib" in name and "_bootstrap" in name):
             level += 1
-            if not os.path.abspath(name).startswith(package):
+            if not os.path.abspath(name).startswith(inside):
                 break
         frame = frame.f_back
     return level

@@ -219,14 +219,19 @@ def test_layer_step_compiles_no_error_messages(digest_runs):
     assert counts == dict.fromkeys(_MESSAGE_CHECKS, 0)
 
 
-def test_import_works_without_a_writable_cache_folder():
+@pytest.mark.parametrize(
+    "importing", ["import numba_lstm", "import importlib; importlib.import_module('numba_lstm')"]
+)
+def test_import_works_without_a_writable_cache_folder(importing):
     """With no folder Numba can cache in (a read-only site-packages and no
     writable home; simulated with a locator that never applies), the import
     raised "no locator available".  Now it warns, at the user's import line
-    (it pointed at ``_options.py``, which the package imports first), and the
-    kernels compile without a cache."""
+    (it pointed at ``_options.py``, which the package imports first), through
+    ``importlib.import_module`` too, and the kernels compile without a
+    cache."""
     script = (
-        "import numpy as np, numba_lstm\n"
+        f"{importing}\n"
+        "import numpy as np\n"
         "from numba_lstm._options import SERIAL\n"
         "from numba_lstm._panels import _panel_width_of\n"
         "print(SERIAL['cache'], _panel_width_of(np.zeros(1, np.float32)) > 0)"
