@@ -59,7 +59,9 @@ def test_projected_step_loop_equals_forward(B, dtype):
 
 # A W_hr replaced by a strided view or a Fortran-order copy: the bits of the
 # layer's own C-order W_hr, whether the projection runs in tiles (B <=
-# SMALL_ROWS) or through BLAS (_blas_operand copies the operand first).
+# SMALL_ROWS) or through BLAS (_blas_operand copies the operand first).  A
+# guard of the bits: plain np.dot gave them too, with a compile-time warning
+# that the test below catches.
 @pytest.mark.parametrize("B", [3, 12])
 @pytest.mark.parametrize("layout", ["strided", "F"])
 def test_projected_step_reads_W_hr_of_any_layout(layout, B, dtype):
@@ -219,6 +221,14 @@ for x, y in ((a, w), (a, np.ascontiguousarray(w)), (a.copy(), w), (a.copy(), np.
     assert np.allclose(out, want, rtol=1e-13, atol=1e-13), np.abs(out - want).max()
     _blas_matmul(out, x, y)  # LSTM.step's projection, h = m @ W_hr
     assert np.allclose(out, x @ y, rtol=1e-13, atol=1e-13), np.abs(out - x @ y).max()
+# LSTM.step itself with a strided W_hr past SMALL_ROWS rows (its projection
+# called np.dot on it, which warned).
+import numba_lstm
+layer = numba_lstm.LSTM(5, 40, proj_size=9, seed=0).eval()
+wide = np.zeros((40, 18), np.float32)
+wide[:, ::2] = layer.params["W_hr_l0"]
+layer.params["W_hr_l0"] = wide[:, ::2]
+layer.step(rng.standard_normal((12, 5)).astype(np.float32))
 """
 
 
