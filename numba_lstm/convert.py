@@ -754,8 +754,8 @@ def from_tf1(kernel, bias, forget_bias=1.0):
     pass ``h0 = state.h``, ``c0 = state.c`` (or ``state[1]``, ``state[0]``).
     ``LSTMCell``'s peepholes (``use_peepholes``), ``cell_clip`` and an
     ``activation`` other than tanh have no native equivalent, and the arrays
-    do not show them: a cell using them cannot be converted, and is not
-    refused (it runs 0.06-2.4 off, bench/NOTES.md "Session 47").
+    do not show them: such a cell is converted without an error but
+    computes something else (0.06-2.4 off, bench/NOTES.md "Session 47").
     ``LSTMBlockCell`` and ``BlockLSTM`` store the same kernel and bias as
     ``LSTMCell``; ``BlockLSTMV2`` orders its gates i, f, c, o with no
     ``forget_bias``, which is the native layout already: its kernel and bias

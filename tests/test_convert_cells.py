@@ -314,8 +314,8 @@ def test_flax_nnx_refusals_name_the_parameter():
     params = _flax_params(np.float32)
     with pytest.raises(ValueError, match=r"unexpected \['if_'\]"):
         convert.from_flax({**params, "if_": params["if"]})
+    nnx_params = {("if_" if key == "if" else key): node for key, node in params.items()}
     with pytest.raises(ValueError, match=r"params\['if_'\]\['kernel'\] must have shape \(4, 5\)"):
-        nnx_params = {("if_" if key == "if" else key): node for key, node in params.items()}
         convert.from_flax({**nnx_params, "if_": {"kernel": np.zeros((3, H), np.float32)}})
     W, b = convert.from_flax(params)
     with pytest.raises(
