@@ -13,34 +13,11 @@
   block vectorisation).
 """
 
-import importlib
-import os
-import sys
 import warnings
 
 import numba
 
-
-def _stacklevel_of_importer():
-    """The ``stacklevel`` of a warning given by the caller that points at the
-    first frame outside this package and importlib: the user's import line
-    (or ``importlib.import_module`` call), however deep in the package's own
-    imports this module was first imported.  ``warnings`` steps over
-    importlib's ``_bootstrap`` frames itself, so they are not counted; those
-    of ``importlib/__init__.py`` (``import_module``) are."""
-    inside = (
-        os.path.dirname(os.path.abspath(__file__)) + os.sep,
-        os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep,
-    )
-    level, frame = 1, sys._getframe(2)
-    while frame is not None:
-        name = frame.f_code.co_filename
-        if not ("importlib" in name and "_bootstrap" in name):
-            level += 1
-            if not os.path.abspath(name).startswith(inside):
-                break
-        frame = frame.f_back
-    return level
+from numba_lstm._threading import importer_stacklevel
 
 
 def _numba_can_cache():
@@ -62,7 +39,7 @@ def _numba_can_cache():
             "compiles them again, about a minute for a first forward and backward. Set NUMBA_CACHE_DIR "
             "to a writable folder.",
             RuntimeWarning,
-            stacklevel=_stacklevel_of_importer(),
+            stacklevel=importer_stacklevel(),
         )
         return False
     return True

@@ -17,6 +17,7 @@ their choice.
 """
 
 import ctypes
+import importlib
 import os
 import site
 import sys
@@ -78,6 +79,28 @@ def launch_threads():
     numba.np.ufunc.parallel._launch_threads()
 
 
+def importer_stacklevel():
+    """The ``stacklevel`` of an import-time warning given by the caller that points at the
+    first frame outside this package and importlib: the user's import line
+    (or ``importlib.import_module`` call), however deep in the package's own
+    imports this module was first imported.  ``warnings`` steps over
+    importlib's ``_bootstrap`` frames itself, so they are not counted; those
+    of ``importlib/__init__.py`` (``import_module``) are."""
+    inside = (
+        os.path.dirname(os.path.abspath(__file__)) + os.sep,
+        os.path.dirname(os.path.abspath(importlib.__file__)) + os.sep,
+    )
+    level, frame = 1, sys._getframe(2)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not ("importlib" in name and "_bootstrap" in name):
+            level += 1
+            if not os.path.abspath(name).startswith(inside):
+                break
+        frame = frame.f_back
+    return level
+
+
 def warn_if_started_without_tbb(tbb_path):
     """Warn when Numba's threads were started before ``import numba_lstm``
     with another layer than TBB, though ``preload_tbb`` found TBB
@@ -106,5 +129,5 @@ def warn_if_started_without_tbb(tbb_path):
             "numba.get_num_threads or a parallel function gets TBB (it makes the tbb package's library "
             "loadable); to keep this layer knowingly, set NUMBA_THREADING_LAYER to it.",
             RuntimeWarning,
-            stacklevel=3,  # the user's import
+            stacklevel=importer_stacklevel(),
         )
