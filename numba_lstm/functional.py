@@ -303,11 +303,9 @@ def _forward(x, W, b, h0, c0, W_hr, lengths, reverse, cache, *, private_x, priva
     T, B = x.shape[:2]
     if x.shape[2] != I:  # the message is built only for the error
         if W_hr is None:
-            check_shape(
-                "x", x, (T, B, I),
-                f"(T, B, I) with I = {I} from W (I + H, 4H) = {W.shape} (a W (I + P, 4H) of a projection "
-                "goes with its W_hr (H, P))",
-            )  # fmt: skip
+            projection = 0 < W.shape[0] - x.shape[2] < H  # W's rows would fit x with a P < H
+            hint = " (a W (I + P, 4H) of a projection goes with its W_hr (H, P))" if projection else ""
+            check_shape("x", x, (T, B, I), f"(T, B, I) with I = {I} from W (I + H, 4H) = {W.shape}{hint}")
         raise ValueError(  # any of the three may be the wrong one
             f"x, W and W_hr do not agree: x (T, B, I) = {x.shape} has I = {x.shape[2]} and W_hr (H, P) = "
             f"{W_hr.shape} has P = {P}, so W (I + P, 4H) must have {x.shape[2] + P} rows; got {W.shape}"

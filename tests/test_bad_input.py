@@ -45,6 +45,8 @@ FORWARD_CASES = [
     (lambda p: p.update(W=p["W"][:-1]), ValueError, r"x must have shape \(3, 2, 3\).*W .*\(8, 20\).*got \(3, 2, 4\)"),
     # A projection's W without its W_hr: the message says where a W_hr goes.
     (lambda p: p.update(W=p["W"][:-2]), ValueError, r"with I = 2 from W \(I \+ H, 4H\) = \(7, 20\) \(a W \(I \+ P, 4H\) of a projection goes with its W_hr \(H, P\)\), got \(3, 2, 4\)"),
+    # No hint where W has H or more rows past x's I: no P < H would fit.
+    (lambda p: p.update(W=np.vstack([p["W"], p["W"][:1]])), ValueError, r"with I = 5 from W \(I \+ H, 4H\) = \(10, 20\), got \(3, 2, 4\)"),
     (lambda p: p.update(W=p["W"][:5]), ValueError, r"W must have shape \(I \+ P, 4H\) with I >= 1 inputs, so more than P = 5 rows, got \(5, 20\)"),
     (lambda p: p.update(W=p["W"][:3]), ValueError, r"more than P = 5 rows, got \(3, 20\)"),  # not "(-2 + 5, 20)"
     (lambda p: p.update(b=p["b"][None]), ValueError, r"b must have shape \(20,\).*got \(1, 20\)"),
