@@ -284,13 +284,23 @@ def _shape(a):
     return text + (",)" if a.ndim == 1 else ")")
 
 
-@numba.njit(**SERIAL)
-def _check_step(x_t, h, c, W, b):
-    _check_shapes(x_t, x_t.shape[0], x_t.shape[1], h, c, W, b, ("x_t (B, I)", "x_t.shape[0]", "h", "c"))
+# The run-time checks below start their messages with ``where``, the
+# function the user called ("numba_lstm.jit.step_into: "): from a user's
+# ``@njit`` code, Numba's traceback shows neither that function nor the line.
+# Jitted callers pass it as ``str("...")``, a plain string: a literal is a
+# type of its own (``Literal[str]``), for which Numba would compile the
+# checks' string code once more for each caller (bench/NOTES.md, "Session 23").
 
 
 @numba.njit(**SERIAL)
-def _check_shapes(x, B, I, h, c, W, b, names):
+def _check_step(where, x_t, h, c, W, b):
+    _check_shapes(
+        where, x_t, x_t.shape[0], x_t.shape[1], h, c, W, b, ("x_t (B, I)", "x_t.shape[0]", "h", "c")
+    )
+
+
+@numba.njit(**SERIAL)
+def _check_shapes(where, x, B, I, h, c, W, b, names):
     """Refuse a state (h, c) or weights (W, b) that do not fit an input x of
     B rows and I features; ``names``: x with its axes, where B is in x, and
     the names of h and c, as the caller's arguments are called."""
@@ -298,37 +308,38 @@ def _check_shapes(x, B, I, h, c, W, b, names):
     H = h.shape[1]
     if h.shape[0] != B or c.shape[0] != B or c.shape[1] != H:
         raise ValueError(
-            h_name + " and " + c_name + " must both have shape (B, H) with B = " + B_axis + " = " + str(B)
-            + "; got " + h_name + " " + _shape(h) + ", " + c_name + " " + _shape(c)
+            where + h_name + " and " + c_name + " must both have shape (B, H) with B = " + B_axis + " = "
+            + str(B) + "; got " + h_name + " " + _shape(h) + ", " + c_name + " " + _shape(c)
         )  # fmt: skip
     if W.shape[0] != I + H or W.shape[1] != 4 * H:
         raise ValueError(
-            "W must have shape (I + H, 4H) = (" + str(I + H) + ", " + str(4 * H) + ") for " + x_axes + " = "
-            + _shape(x) + " and " + h_name + " (B, H) = " + _shape(h) + "; got " + _shape(W)
+            where + "W must have shape (I + H, 4H) = (" + str(I + H) + ", " + str(4 * H) + ") for " + x_axes
+            + " = " + _shape(x) + " and " + h_name + " (B, H) = " + _shape(h) + "; got " + _shape(W)
         )  # fmt: skip
     if b.shape[0] != 4 * H:
-        raise ValueError("b must have shape (4H,) = (" + str(4 * H) + ",); got " + _shape(b))
+        raise ValueError(where + "b must have shape (4H,) = (" + str(4 * H) + ",); got " + _shape(b))
 
 
 @numba.njit(**SERIAL)
 def _check_step_into(x_t, h, c, W, b, h_out, c_out, work):
-    _check_step(x_t, h, c, W, b)
+    where = str("numba_lstm.jit.step_into: ")  # noqa: UP018
+    _check_step(where, x_t, h, c, W, b)
     B = x_t.shape[0]
     H = h.shape[1]
     if h_out.shape != h.shape or c_out.shape != c.shape:
         raise ValueError(
-            "h_out and c_out must have the shapes of h and c, " + _shape(h) + " and " + _shape(c)
+            where + "h_out and c_out must have the shapes of h and c, " + _shape(h) + " and " + _shape(c)
             + "; got " + _shape(h_out) + " and " + _shape(c_out)
         )  # fmt: skip
     if not _work_holds(work, B, H, 0):
         needed = str(_work_elements(B, H)) if B * H <= _MAX_STEP_UNITS else "more than 2**63 - 1"
         raise ValueError(
-            "work must have at least work_size(B, H) = 10 * B * H = " + needed + " elements; got "
+            where + "work must have at least work_size(B, H) = 10 * B * H = " + needed + " elements; got "
             + str(work.size)
         )  # fmt: skip
     if not _outputs_apart(h_out, c_out):
         raise ValueError(
-            "h_out and c_out must not share memory (or, with strides of their own, must not span "
+            where + "h_out and c_out must not share memory (or, with strides of their own, must not span "
             "overlapping bytes): the step writes both, element by element"
         )
 
@@ -505,10 +516,11 @@ def _refuse_layer_step(x_t, h, c, W, b, h_new, k, W_hr=None):
     is x_t for k = 0, else ``h_new[k - 1]``); W_hr None without projection.
     """
     x = x_t if k == 0 else h_new[k - 1]
+    where = f"numba_lstm.LSTM.step, layer {k}: "
     if W_hr is None:
-        _check_step(x, h[k], c[k], W, b)
+        _check_step(where, x, h[k], c[k], W, b)
     else:
-        _check_projected_step(x, h[k], c[k], W, b, W_hr)
+        _check_projected_step(where, x, h[k], c[k], W, b, W_hr)
     raise AssertionError(f"numba_lstm: the step of layer {k} refused shapes that its checks accept")
 
 
@@ -526,28 +538,24 @@ def _check_projection_type_overload(W_hr, like):
 
 
 @numba.njit(**SERIAL)
-def _check_projected_step(x, h, c, W, b, W_hr):
+def _check_projected_step(where, x, h, c, W, b, W_hr):
     B, I = x.shape
     P, H = h.shape[1], c.shape[1]
     if h.shape[0] != B or c.shape[0] != B:
         raise ValueError(
-            "h and c must have B = x_t.shape[0] = "
-            + str(B)
-            + " rows; got h "
-            + _shape(h)
-            + ", c "
+            where + "h and c must have B = x_t.shape[0] = " + str(B) + " rows; got h " + _shape(h) + ", c "
             + _shape(c)
-        )
+        )  # fmt: skip
     if W.shape != (I + P, 4 * H):
         raise ValueError(
-            "W must have shape (I + P, 4H) = (" + str(I + P) + ", " + str(4 * H) + ") for x_t (B, I) = "
+            where + "W must have shape (I + P, 4H) = (" + str(I + P) + ", " + str(4 * H) + ") for x_t (B, I) = "
             + _shape(x) + ", h (B, P) = " + _shape(h) + " and c (B, H) = " + _shape(c) + "; got " + _shape(W)
         )  # fmt: skip
     if b.shape[0] != 4 * H:
-        raise ValueError("b must have shape (4H,) = (" + str(4 * H) + ",); got " + _shape(b))
+        raise ValueError(where + "b must have shape (4H,) = (" + str(4 * H) + ",); got " + _shape(b))
     if W_hr.shape != (H, P):
         raise ValueError(
-            "W_hr must have shape (H, P) = (" + str(H) + ", " + str(P) + "); got " + _shape(W_hr)
+            where + "W_hr must have shape (H, P) = (" + str(H) + ", " + str(P) + "); got " + _shape(W_hr)
         )
 
 
@@ -638,7 +646,10 @@ def step(x_t, h, c, W, b):
     _check_step_args(x_t, h, c, W, b)
     h_new = np.empty_like(h)
     c_new = np.empty_like(c)
-    step_into(x_t, h, c, W, b, h_new, c_new, np.empty(_work_elements(h.shape[0], h.shape[1]), h.dtype))
+    work = np.empty(_work_elements(h.shape[0], h.shape[1]), h.dtype)
+    if not _unprojected_step_fits(x_t, h, c, W, b, work):  # else step_into's message would name step_into
+        _check_step(str("numba_lstm.jit.step: "), x_t, h, c, W, b)  # noqa: UP018
+    step_into(x_t, h, c, W, b, h_new, c_new, work)
     return h_new, c_new
 
 
@@ -651,7 +662,8 @@ def forward(x, W, b, h0, c0):
     # as they are: one specialisation of the kernel serves them all.
     x, h0, c0 = np.ascontiguousarray(x), np.ascontiguousarray(h0), np.ascontiguousarray(c0)
     T, B, I = x.shape
-    _check_shapes(x, B, I, h0, c0, W, b, ("x (T, B, I)", "x.shape[1]", "h0", "c0"))
+    where = str("numba_lstm.jit.forward: ")  # noqa: UP018
+    _check_shapes(where, x, B, I, h0, c0, W, b, ("x (T, B, I)", "x.shape[1]", "h0", "c0"))
     H = h0.shape[1]
     N = T * B
     if N == 0:
