@@ -800,14 +800,13 @@ _FLAX_GATES = ("i", "f", "g", "o")
 FLAX_LAYOUTS = ("linen", "nnx", "nnx_optimized")
 
 
-def _flax_node(tree, key, leaves, arrays):
-    """Put the arrays of ``tree[key]``, a dict of exactly ``leaves``, into ``arrays`` as "key.leaf"."""
+def _flax_node(tree, key, leaves):
+    """The arrays of ``tree[key]``, a dict of exactly ``leaves``, as ``{"key.leaf": array}``."""
     node = tree[key]
     if not isinstance(node, Mapping) or sorted(node) != sorted(leaves):
         got = sorted(node) if isinstance(node, Mapping) else type(node).__name__
         raise ValueError(f"params[{key!r}] must be a dict with keys {list(leaves)}, got {got}")
-    for leaf in leaves:
-        arrays[f"{key}.{leaf}"] = _to_numpy(f"params[{key!r}][{leaf!r}]", node[leaf])
+    return {f"{key}.{leaf}": _to_numpy(f"params[{key!r}][{leaf!r}]", node[leaf]) for leaf in leaves}
 
 
 def from_flax(params):
@@ -861,8 +860,7 @@ def from_flax(params):
     )  # fmt: skip
     arrays = {}
     for g in _FLAX_GATES:
-        _flax_node(tree, input_keys[g], ("kernel",), arrays)
-        _flax_node(tree, "h" + g, ("kernel", "bias"), arrays)
+        arrays |= _flax_node(tree, input_keys[g], ("kernel",)) | _flax_node(tree, "h" + g, ("kernel", "bias"))
     inputs = {g: arrays[input_keys[g] + ".kernel"] for g in _FLAX_GATES}
     hi = arrays["hi.kernel"]
     if hi.ndim != 2 or hi.shape[0] != hi.shape[1] or hi.shape[0] == 0:
@@ -896,9 +894,7 @@ def _from_fused_flax(tree):
         "params is not the parameter tree of a Flax nnx.OptimizedLSTMCell (pass nnx.state(cell, nnx.Param))",
         tree, ["dense_i", "dense_h"], "expected",
     )  # fmt: skip
-    arrays = {}
-    _flax_node(tree, "dense_i", ("kernel",), arrays)
-    _flax_node(tree, "dense_h", ("kernel", "bias"), arrays)
+    arrays = _flax_node(tree, "dense_i", ("kernel",)) | _flax_node(tree, "dense_h", ("kernel", "bias"))
     kernel_h, kernel_i, bias = arrays["dense_h.kernel"], arrays["dense_i.kernel"], arrays["dense_h.bias"]
     if kernel_h.ndim != 2 or kernel_h.shape[0] == 0 or kernel_h.shape[1] != 4 * kernel_h.shape[0]:
         raise ValueError(f"params['dense_h']['kernel'] must have shape (H, 4H), got {kernel_h.shape}")
