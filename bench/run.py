@@ -188,33 +188,46 @@ def run_pytest(args, raw_json, log_path):
     return returncode
 
 
-#: The signals that stop a run: Ctrl-C's, and those that ``main`` turns into ``_Stopped``.
+#: The signals that stop a run: Ctrl-C's, ``kill``'s and a closed terminal's.
 STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )  # no SIGHUP on Windows
 
+#: The stop signals that came while ``_signals_held``, which ``_stop`` notes
+#: instead of raising; None when they are not held.
+_held = None
+
+
+def _stop(signum, frame):
+    """``main``'s handler of the stop signals: raise ``_Stopped`` (Ctrl-C:
+    ``KeyboardInterrupt``), or note the signal while they are held."""
+    if _held is not None:
+        _held.append(signum)
+    elif signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    else:
+        raise _Stopped(signum)
+
 
 @contextlib.contextmanager
 def _signals_held():
-    """Hold back the stop signals until the block ends, then deliver them.
+    """Hold back the stop signals until the block ends, then raise the first.
 
     A stop raised inside ``subprocess.Popen``, after the fork and before it
     returned, left no process object to end: the pytest child went on
-    running after run.py exited (3 of 36 stops in the test, the host loaded;
-    none of 60 with the signals held).
-    Delivered after the block, the stop finds the process assigned.
+    running after run.py exited (3 of 36 stops in the test, the host loaded).
+    Raised after the block, the stop finds the process assigned.  No handler
+    is swapped here (a signal between two swaps left one in place): the
+    handler that ``main`` installs reads ``_held``.
     """
-    pending = []
-    previous = {
-        signum: signal.signal(signum, lambda signum, frame: pending.append(signum)) for signum in STOP_SIGNALS
-    }
+    global _held
+    _held = []
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum in pending:
-            signal.raise_signal(signum)
+        pending, _held = _held, None  # one that comes in between joins pending
+        if pending:
+            _stop(pending[0], None)
 
 
 #: Seconds that pytest has to end after SIGTERM before it is killed.
@@ -243,10 +256,6 @@ class _Stopped(Exception):
         self.signum = signum
 
 
-def _raise_stopped(signum, frame):
-    raise _Stopped(signum)
-
-
 def failures(log_path):
     """pytest's ``FAILED ...`` summary lines in the log (``-q`` prints one per failed test)."""
     return [line for line in log_path.read_text(errors="replace").splitlines() if line.startswith("FAILED ")]
@@ -269,21 +278,16 @@ print(time.perf_counter() - start)
 def measure_startup(repeats=3):
     """Seconds of ``import numba_lstm`` + a first forward in new processes: cold, then warm.
 
-    Cold: new, empty caches, Numba's (``NUMBA_CACHE_DIR``) and Python's
-    bytecode (``PYTHONPYCACHEPREFIX``), so every kernel the call needs is
-    compiled and every module it imports is compiled from source.  Warm:
-    later processes with both caches (the median of ``repeats``), as Python
-    leaves them by default.  ``PYTHONDONTWRITEBYTECODE``, which some hosts
-    set, is dropped for these processes: with it, every process compiled
-    numba_lstm's modules from source again (an editable install has no
-    bytecode from pip), 0.05-0.08 s of each warm start-up on the Zen 3.
+    Cold: a new, empty compile cache (``NUMBA_CACHE_DIR``), so every kernel
+    the call needs is compiled.  Warm: later processes with that cache (the
+    median of ``repeats``).  Python writes and reads its bytecode as it does
+    by default: ``PYTHONDONTWRITEBYTECODE``, which some hosts set, is dropped
+    for these processes.  With it, every warm process compiled numba_lstm's
+    modules from source again (an editable install gets no bytecode from
+    pip), 0.05-0.08 s of each warm start-up on the Zen 3.
     """
     with tempfile.TemporaryDirectory() as cache:
-        env = dict(
-            os.environ,
-            NUMBA_CACHE_DIR=os.path.join(cache, "numba"),
-            PYTHONPYCACHEPREFIX=os.path.join(cache, "bytecode"),
-        )
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         env.pop("PYTHONDONTWRITEBYTECODE", None)
 
         def once():
@@ -435,8 +439,7 @@ def render_tables(rows, skipped, gemm, machine, startup):
         "'% of GEMM' is against the GEMM rounds run among the same shape's.",
         "",
         f"Start-up, new process, `import numba_lstm` + first float32 forward: "
-        f"{startup['warm_s']:.2f} s with Numba's compile cache and Python's bytecode warm, "
-        f"{startup['cold_s']:.1f} s cold (both empty).",
+        f"{startup['warm_s']:.2f} s with the compile cache warm, {startup['cold_s']:.1f} s cold (empty cache).",
     ]
     order = {}
     for row in rows:
@@ -550,10 +553,15 @@ def main(argv=None):
     # Without these handlers, `kill` ended this process alone and left its
     # pytest running, along with the claimed .raw.json and the log.  Set
     # before the name is claimed, restored once the measurements are done.
-    stops = [signum for signum in STOP_SIGNALS if signum != signal.SIGINT]  # Ctrl-C raises KeyboardInterrupt
-    previous = {signum: signal.signal(signum, _raise_stopped) for signum in stops}
+    # A signal ignored is left ignored: nohup's SIGHUP (a handler here made
+    # `nohup make bench` stop when its terminal closed), a background job's
+    # SIGINT.
+    previous = {}
     raw_json = log_path = None
     try:
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, _stop)
         stamp = claim_stamp(out, base)
         raw_json, log_path = out / f"{stamp}.raw.json", out / f"{stamp}.log"
         start = time.perf_counter()

@@ -285,17 +285,19 @@ def test_a_run_with_failed_benchmarks_still_writes_the_others(tmp_path, monkeypa
     assert json_path.with_suffix(".log").exists() and not list(tmp_path.glob("*.raw.json"))
 
 
-def test_startup_processes_keep_python_bytecode_beside_numbas_cache(monkeypatch):
+def test_startup_processes_write_python_bytecode(monkeypatch):
     """The warm start-up read numba_lstm's modules from source in every
     process on a host with PYTHONDONTWRITEBYTECODE set (an editable install
     has no bytecode from pip): 0.05-0.08 s of its 0.8 on the Zen 3.  Its
-    processes now share one bytecode cache and one compile cache, both new."""
+    processes now write bytecode as Python does by default, and share one
+    new compile cache, removed after."""
     from bench import run
 
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     envs = []
 
     def fake_run(command, env, **kwargs):
+        assert os.path.isdir(env["NUMBA_CACHE_DIR"])
         envs.append(env)
         return types.SimpleNamespace(stdout="0.5\n")
 
@@ -303,10 +305,61 @@ def test_startup_processes_keep_python_bytecode_beside_numbas_cache(monkeypatch)
     assert run.measure_startup(repeats=3) == {"cold_s": 0.5, "warm_s": 0.5}
     assert len(envs) == 4
     assert all("PYTHONDONTWRITEBYTECODE" not in env for env in envs)
-    caches = {(env["NUMBA_CACHE_DIR"], env["PYTHONPYCACHEPREFIX"]) for env in envs}
-    ((numba_cache, bytecode),) = caches
-    assert numba_cache != bytecode
-    assert not os.path.exists(numba_cache) and not os.path.exists(bytecode)  # new, and removed after
+    (cache,) = {env["NUMBA_CACHE_DIR"] for env in envs}
+    assert not os.path.exists(cache)
+
+
+def test_a_stop_while_pytest_starts_still_ends_it(tmp_path, monkeypatch):
+    """A stop that came inside subprocess.Popen, after the fork and before
+    it returned, left run_pytest no process to end: pytest ran on after
+    run.py exited.  The stop signals are held while Popen runs."""
+    import signal
+
+    from bench import run
+
+    class StoppedWhileStarting:
+        def __init__(self, *args, **kwargs):
+            signal.raise_signal(signal.SIGTERM)
+
+    ended, handler = [], signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(run.subprocess, "Popen", StoppedWhileStarting)
+    monkeypatch.setattr(run, "_end", ended.append)
+    with pytest.raises(SystemExit) as stop:
+        run.main(["--shapes", "2x5x4x4", "--out", str(tmp_path)])
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert [type(process) for process in ended] == [StoppedWhileStarting]
+    assert not list(tmp_path.iterdir())
+    assert signal.getsignal(signal.SIGTERM) == handler  # main put pytest's back
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="no SIGHUP (Windows)")
+def test_a_run_under_nohup_goes_on_after_a_hangup(tmp_path, monkeypatch):
+    """main's handler of SIGHUP replaced nohup's SIG_IGN: `nohup make bench`
+    stopped when its terminal closed.  An ignored signal stays ignored."""
+    import json
+    import signal
+
+    from bench import run
+
+    machine = {"numba_lstm_bench": {"cpu_model": "cpu", "logical_cpus": 2, "threads_per_implementation": 2,
+                                    "numba_threading_layer": "tbb", "threadpools": []}}  # fmt: skip
+
+    def run_pytest(args, raw_json, log_path):
+        signal.raise_signal(signal.SIGHUP)  # the terminal closes
+        raw = _raw({"numba_lstm": [1.0]}) | {"datetime": "now", "machine_info": machine, "commit_info": {}}
+        raw_json.write_text(json.dumps(raw))
+        log_path.write_text("1 passed\n")
+        return 0
+
+    monkeypatch.setattr(run, "run_pytest", run_pytest)
+    monkeypatch.setattr(run, "measure_startup", lambda: {"warm_s": 0.5, "cold_s": 20.0})
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        run.main(["--shapes", "2x5x4x4", "--out", str(tmp_path)])
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert len(list(tmp_path.glob("*.json"))) == 1 and not list(tmp_path.glob("*.raw.json"))
 
 
 @pytest.mark.parametrize(
