@@ -303,7 +303,7 @@ def _forward(x, W, b, h0, c0, W_hr, lengths, reverse, cache, *, private_x, priva
     T, B = x.shape[:2]
     if x.shape[2] != I:  # the message is built only for the error
         if W_hr is None:
-            projection = 0 < W.shape[0] - x.shape[2] < H  # W's rows would fit x with a P < H
+            projection = W.shape[0] > x.shape[2]  # W's rows would fit x and a projection of P >= 1
             hint = " (a W (I + P, 4H) of a projection goes with its W_hr (H, P))" if projection else ""
             check_shape("x", x, (T, B, I), f"(T, B, I) with I = {I} from W (I + H, 4H) = {W.shape}{hint}")
         raise ValueError(  # any of the three may be the wrong one

@@ -8,7 +8,7 @@ except ``work``, and read-only except ``h_out``, ``c_out`` and ``work``;
 ``forward`` copies x, h0 and c0 to C-contiguous arrays when they are not.
 
 ``step_into`` allocates nothing: use it in tight loops.  Its ``work`` buffer is
-a C-contiguous 1-D array of ``work_size(B, H) = 10 * B * H`` elements of the
+a C-contiguous 1-D array of at least ``work_size(B, H) = 10 * B * H`` elements of the
 same dtype (a whole array, not a strided view), which shares memory with no
 other argument (not checked: the check cost 4-15% of a step at H = 32);
 ``h_out``/``c_out`` may be the same arrays as ``h``/``c`` (update in place),
@@ -400,7 +400,7 @@ def step_into(x_t, h, c, W, b, h_out, c_out, work):
 
     x_t (B, I), h (B, H), c (B, H), W (I + H, 4H), b (4H,) in;
     h_out (B, H), c_out (B, H) out (may be ``h`` and ``c`` themselves, not
-    each other's memory); work (10 * B * H,) scratch, apart from the others.
+    each other's memory); work (at least 10 * B * H,) scratch, apart from the others.
 
     W is read in place, row by row: a W that starts 16 or 48 bytes past a
     64-byte line, as NumPy may place a large array, made a step 15-17%

@@ -45,8 +45,8 @@ FORWARD_CASES = [
     (lambda p: p.update(W=p["W"][:-1]), ValueError, r"x must have shape \(3, 2, 3\).*W .*\(8, 20\).*got \(3, 2, 4\)"),
     # A projection's W without its W_hr: the message says where a W_hr goes.
     (lambda p: p.update(W=p["W"][:-2]), ValueError, r"with I = 2 from W \(I \+ H, 4H\) = \(7, 20\) \(a W \(I \+ P, 4H\) of a projection goes with its W_hr \(H, P\)\), got \(3, 2, 4\)"),
-    # No hint where W has H or more rows past x's I: no P < H would fit.
-    (lambda p: p.update(W=np.vstack([p["W"], p["W"][:1]])), ValueError, r"with I = 5 from W \(I \+ H, 4H\) = \(10, 20\), got \(3, 2, 4\)"),
+    # No hint where x has as many features as W has rows: no projection would fit.
+    (lambda p: p.update(x=np.concatenate([p["x"]] * 3, axis=2)), ValueError, r"with I = 4 from W \(I \+ H, 4H\) = \(9, 20\), got \(3, 2, 12\)$"),
     (lambda p: p.update(W=p["W"][:5]), ValueError, r"W must have shape \(I \+ P, 4H\) with I >= 1 inputs, so more than P = 5 rows, got \(5, 20\)"),
     (lambda p: p.update(W=p["W"][:3]), ValueError, r"more than P = 5 rows, got \(3, 20\)"),  # not "(-2 + 5, 20)"
     (lambda p: p.update(b=p["b"][None]), ValueError, r"b must have shape \(20,\).*got \(1, 20\)"),
@@ -388,7 +388,9 @@ def j():
 def test_jit_step_rejects_bad_shapes(j, change, step_message, forward_message):
     # Each message starts with the function called: from a user's @njit
     # code, Numba's traceback names neither it nor the line.
-    outputs = dict(h_out=np.empty_like(j["h"]), c_out=np.empty_like(j["c"]), work=np.empty(10 * B * H, np.float32))
+    outputs = dict(
+        h_out=np.empty_like(j["h"]), c_out=np.empty_like(j["c"]), work=np.empty(10 * B * H, np.float32)
+    )
     change(j)
     with pytest.raises(ValueError, match=r"^numba_lstm\.jit\.step: " + step_message):
         jit.step(**j)
@@ -396,6 +398,28 @@ def test_jit_step_rejects_bad_shapes(j, change, step_message, forward_message):
         jit.step_into(**j, **outputs)
     with pytest.raises(ValueError, match=r"^numba_lstm\.jit\.forward: " + forward_message):
         jit.forward(j["x_t"][None], j["W"], j["b"], j["h"], j["c"])
+
+
+def test_layer_step_refusal_names_the_step_and_the_layer():
+    # LSTM.step's jitted steps return False for shapes that do not fit, and
+    # _refuse_layer_step raises the message (a parameter replaced with
+    # another shape is refused by name before it, by _check_params).
+    L, B, H, P = 2, 3, 4, 2
+
+    def zeros(*shape):
+        return np.zeros(shape, np.float32)
+
+    x_t, c = zeros(B, 5), zeros(L, B, H)
+    message = r"^numba_lstm\.LSTM\.step, layer 1: b must have shape \(4H,\) = \(16,\); got \(15,\)"
+    with pytest.raises(ValueError, match=message):  # layer 1's input is h_new[0], (B, H)
+        jit._refuse_layer_step(
+            x_t, zeros(L, B, H), c, zeros(H + H, 4 * H), zeros(4 * H - 1), zeros(L, B, H), 1
+        )
+    message = r"^numba_lstm\.LSTM\.step, layer 0: W_hr must have shape \(H, P\) = \(4, 2\); got \(4, 3\)"
+    with pytest.raises(ValueError, match=message):
+        jit._refuse_layer_step(
+            x_t, zeros(L, B, P), c, zeros(5 + P, 4 * H), zeros(4 * H), zeros(L, B, P), 0, zeros(H, P + 1)
+        )
 
 
 def test_jit_step_into_counts_the_work_of_a_huge_batch_without_wrapping_around():

@@ -210,6 +210,46 @@ def test_no_function_compiles_for_a_literal_argument(digest_runs):
     assert digest_runs[0][2] == "none"
 
 
+_STEP_CHECKS_SCRIPT = """
+import numpy as np
+from numba.core import types
+from numba_lstm import jit
+
+x_t, h = np.zeros((2, 3), np.float32), np.zeros((2, 4), np.float32)
+W, b = np.zeros((6, 16), np.float32), np.zeros(16, np.float32)  # W one row short
+calls = (
+    lambda: jit.step(x_t, h, h, W, b),
+    lambda: jit.step_into(x_t, h, h, W, b, h.copy(), h.copy(), np.zeros(80, np.float32)),
+)
+for call in calls:
+    try:
+        call()
+    except ValueError as error:
+        print(str(error).split(":")[0])
+for check in (jit._check_step, jit._check_shapes):
+    print(len(check.signatures), any(isinstance(t, types.Literal) for s in check.signatures for t in s))
+"""
+
+
+def test_jit_step_checks_compile_once_for_the_names_of_their_callers(tmp_path):
+    """jit.step and jit.step_into pass their names to the same run-time
+    check as plain strings: as literals (``Literal[str]``) each caller
+    compiled the check's string code once more (two signatures of
+    ``_check_step``, not one).  A new cache, so that the checks compile here
+    (loaded from the cache, their callers leave them without signatures)."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    run = subprocess.run(
+        [sys.executable, "-c", _STEP_CHECKS_SCRIPT], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.splitlines() == [
+        "numba_lstm.jit.step",
+        "numba_lstm.jit.step_into",
+        "1 False",  # _check_step
+        "1 False",  # _check_shapes
+    ]
+
+
 def test_layer_step_compiles_no_error_messages(digest_runs):
     """``LSTM.step`` compiled none of the jitted checks that format messages:
     its jitted step reports a bad shape by returning False, and the message
