@@ -647,9 +647,11 @@ def step(x_t, h, c, W, b):
     h_new = np.empty_like(h)
     c_new = np.empty_like(c)
     work = np.empty(_work_elements(h.shape[0], h.shape[1]), h.dtype)
-    if not _unprojected_step_fits(x_t, h, c, W, b, work):  # else step_into's message would name step_into
+    # step_into's body without its checks: the outputs and work are new, of
+    # the right sizes, so the shapes of the inputs are all there is to check.
+    if not _unprojected_step_fits(x_t, h, c, W, b, work):
         _check_step(str("numba_lstm.jit.step: "), x_t, h, c, W, b)  # noqa: UP018
-    step_into(x_t, h, c, W, b, h_new, c_new, work)
+    _step_body(x_t, h, c, W, b, h_new, c_new, work)
     return h_new, c_new
 
 
