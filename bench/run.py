@@ -230,7 +230,7 @@ def _signals_held():
             _stop(pending[0], None)
 
 
-#: Seconds that pytest has to end after SIGTERM before it is killed.
+#: Seconds that a child (pytest, a start-up process) has to end after SIGTERM before it is killed.
 END_GRACE_S = 10
 
 
@@ -291,15 +291,25 @@ def measure_startup(repeats=3):
         env.pop("PYTHONDONTWRITEBYTECODE", None)
 
         def once():
-            done = subprocess.run(
-                [sys.executable, "-c", STARTUP_SCRIPT],
-                cwd=ROOT,
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            return float(done.stdout.split()[-1])
+            process = None
+            try:
+                with _signals_held():  # as in run_pytest
+                    process = subprocess.Popen(
+                        [sys.executable, "-c", STARTUP_SCRIPT],
+                        cwd=ROOT,
+                        env=env,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
+                stdout, stderr = process.communicate()
+            except BaseException:  # a stop: the child stops too
+                if process is not None:
+                    _end(process)
+                raise
+            if process.returncode:
+                raise subprocess.CalledProcessError(process.returncode, process.args, stdout, stderr)
+            return float(stdout.split()[-1])
 
         cold = once()
         warm = statistics.median(once() for _ in range(repeats))
@@ -567,7 +577,7 @@ def main(argv=None):
         start = time.perf_counter()
         returncode = run_pytest(args, raw_json, log_path)
         print("Start-up: cold and warm compile cache, in new processes", flush=True)
-        startup = measure_startup()  # subprocess.run kills its child on an exception
+        startup = measure_startup()
     except (KeyboardInterrupt, _Stopped) as stop:
         for path in (raw_json, log_path):
             if path is not None:

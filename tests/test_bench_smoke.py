@@ -10,6 +10,7 @@ import datetime
 import os
 import pathlib
 import re
+import subprocess
 import sys
 import types
 
@@ -296,12 +297,17 @@ def test_startup_processes_write_python_bytecode(monkeypatch):
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     envs = []
 
-    def fake_run(command, env, **kwargs):
-        assert os.path.isdir(env["NUMBA_CACHE_DIR"])
-        envs.append(env)
-        return types.SimpleNamespace(stdout="0.5\n")
+    class StartupProcess:
+        returncode = 0
 
-    monkeypatch.setattr(run.subprocess, "run", fake_run)
+        def __init__(self, command, env, **kwargs):
+            assert os.path.isdir(env["NUMBA_CACHE_DIR"])
+            envs.append(env)
+
+        def communicate(self):
+            return "0.5\n", ""
+
+    monkeypatch.setattr(run.subprocess, "Popen", StartupProcess)
     assert run.measure_startup(repeats=3) == {"cold_s": 0.5, "warm_s": 0.5}
     assert len(envs) == 4
     assert all("PYTHONDONTWRITEBYTECODE" not in env for env in envs)
@@ -330,6 +336,53 @@ def test_a_stop_while_pytest_starts_still_ends_it(tmp_path, monkeypatch):
     assert [type(process) for process in ended] == [StoppedWhileStarting]
     assert not list(tmp_path.iterdir())
     assert signal.getsignal(signal.SIGTERM) == handler  # main put pytest's back
+
+
+def test_a_startup_process_that_fails_stops_the_run_with_its_output(monkeypatch):
+    from bench import run
+
+    class FailedStartup:
+        returncode, args = 1, ["python", "-c", "..."]
+
+        def __init__(self, command, **kwargs):
+            pass
+
+        def communicate(self):
+            return "", "ImportError: no numba_lstm"
+
+    monkeypatch.setattr(run.subprocess, "Popen", FailedStartup)
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        run.measure_startup()
+    assert failed.value.returncode == 1 and failed.value.stderr == "ImportError: no numba_lstm"
+
+
+def test_a_stop_while_a_startup_process_starts_still_ends_it(tmp_path, monkeypatch):
+    """measure_startup's subprocess.run had the same window inside Popen as
+    run_pytest: a stop there left its process running (up to half a minute,
+    cold).  Its processes start with the stop signals held too."""
+    import json
+    import signal
+
+    from bench import run
+
+    class StoppedWhileStarting:
+        def __init__(self, *args, **kwargs):
+            signal.raise_signal(signal.SIGTERM)
+
+    def run_pytest(args, raw_json, log_path):
+        raw_json.write_text(json.dumps({"datetime": "now"}))
+        log_path.write_text("1 passed\n")
+        return 0
+
+    ended = []
+    monkeypatch.setattr(run, "run_pytest", run_pytest)
+    monkeypatch.setattr(run.subprocess, "Popen", StoppedWhileStarting)
+    monkeypatch.setattr(run, "_end", ended.append)
+    with pytest.raises(SystemExit) as stop:
+        run.main(["--shapes", "2x5x4x4", "--out", str(tmp_path)])
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert [type(process) for process in ended] == [StoppedWhileStarting]
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="no SIGHUP (Windows)")
