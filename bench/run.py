@@ -308,7 +308,9 @@ def measure_startup(repeats=3):
                     _end(process)
                 raise
             if process.returncode:
-                raise subprocess.CalledProcessError(process.returncode, process.args, stdout, stderr)
+                raise RuntimeError(
+                    f"the start-up process failed (exit {process.returncode}):\n{stderr[-4000:]}"
+                )
             return float(stdout.split()[-1])
 
         cold = once()
