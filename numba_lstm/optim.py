@@ -29,7 +29,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from numba_lstm._validation import FLOAT_DTYPES, byte_bounds, check_bool, is_real, refuse_masked
+from numba_lstm._validation import FLOAT_DTYPES, _describe, byte_bounds, check_bool, is_real, refuse_masked
 
 __all__ = ["SGD", "Adam", "AdamW", "clip_grad_norm", "merge"]
 
@@ -102,13 +102,44 @@ def _check_number(name, value, low=0.0, low_inclusive=True, high=None, infinite=
     """``value`` as a float; ``infinite``: +inf is accepted too (never NaN)."""
     if not is_real(value):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int past float's range
+        raise ValueError(f"{name} must be finite, got an integer of {len(str(abs(value)))} digits") from None
     below = value < low if low_inclusive else value <= low
     finite = math.isfinite(value) or (infinite and value == math.inf)
     if not finite or below or (high is not None and value >= high):
         bound = f"{'>=' if low_inclusive else '>'} {low}" + (f" and < {high}" if high is not None else "")
         raise ValueError(f"{name} must be {'a number' if infinite else 'finite'} and {bound}, got {value!r}")
     return value
+
+
+def _plain(a):
+    """``a`` itself, or a plain ndarray view of its memory if it is of a
+    subclass: NumPy's operators on an ``np.matrix`` are matrix algebra (Adam's
+    ``g * g`` a matrix product, which made its parameters NaN)."""
+    return a if type(a) is np.ndarray else a.view(np.ndarray)
+
+
+def _check_betas(name, value):
+    """``value`` as a pair of floats in [0, 1)."""
+    if not isinstance(value, (tuple, list, np.ndarray)) or np.shape(value) != (2,):
+        raise TypeError(f"{name} must be a pair (beta1, beta2), got {_describe(value)}")
+    return (_check_number(f"{name}[0]", value[0], high=1.0), _check_number(f"{name}[1]", value[1], high=1.0))
+
+
+def _hyperparameter(name, check, doc):
+    """A hyperparameter attribute checked as the constructor checks it,
+    whenever it is set: between steps too, to schedule it (a NaN momentum
+    set there made the parameters NaN at the next step)."""
+    private = "_" + name
+
+    def fset(self, value):
+        value = check(name, value)
+        self._check_together(**{name: value})
+        setattr(self, private, value)
+
+    return property(lambda self: getattr(self, private), fset, doc=doc)
 
 
 def _check_params(params):
@@ -126,7 +157,7 @@ def _check_params(params):
         if not p.flags.writeable:
             raise ValueError(f"params[{name!r}] must be writeable: the optimizer updates it in place")
     _refuse_shared("params", params)
-    return dict(params)
+    return {name: _plain(p) for name, p in params.items()}
 
 
 def _check_state_entry(entry, value, key, p):
@@ -164,7 +195,7 @@ def _check_grad(name, g, p):
         raise ValueError(f"grads[{name!r}] must have shape {p.shape} (its parameter's), got {g.shape}")
     if g.dtype != p.dtype:
         raise TypeError(f"grads[{name!r}] must have dtype {p.dtype} (its parameter's), got {g.dtype}")
-    return g
+    return _plain(g)
 
 
 def _refuse_gradients_in_parameters(params, grads):
@@ -204,14 +235,19 @@ class Optimizer:
         self.lr = lr
         self.state = {name: {} for name in self.params}
 
-    @property
-    def lr(self):
-        """The learning rate; set it between steps to schedule it (checked: finite, >= 0)."""
-        return self._lr
+    lr = _hyperparameter(
+        "lr", _check_number, "The learning rate; set it between steps to schedule it (finite, >= 0)."
+    )
 
-    @lr.setter
-    def lr(self, value):
-        self._lr = _check_number("lr", value)
+    weight_decay = _hyperparameter(
+        "weight_decay",
+        _check_number,
+        "Weight decay (finite, >= 0): an L2 penalty on the gradient, or AdamW's decay.",
+    )
+
+    def _check_together(self, **new):
+        """Raise ValueError if the hyperparameters, with ``new`` (name -> checked
+        value) in place of theirs, do not go together."""
 
     def state_dict(self):
         """The optimizer's state, to resume training: ``np.savez(path, **opt.state_dict())``.
@@ -311,14 +347,26 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=0.001, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
         super().__init__(params, lr)
-        self.momentum = _check_number("momentum", momentum)
-        self.dampening = _check_number("dampening", dampening)
-        self.weight_decay = _check_number("weight_decay", weight_decay)
-        self.nesterov = check_bool("nesterov", nesterov)  # bool("False") would be True
-        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+        self.momentum = momentum
+        self.dampening = dampening
+        self.weight_decay = weight_decay
+        self.nesterov = nesterov
+
+    momentum = _hyperparameter("momentum", _check_number, "Momentum factor (finite, >= 0).")
+    dampening = _hyperparameter("dampening", _check_number, "Dampening of the momentum (finite, >= 0).")
+    nesterov = _hyperparameter(
+        "nesterov", check_bool, "Nesterov momentum: True or False (a string such as 'False' is refused)."
+    )
+
+    def _check_together(self, **new):
+        values = {
+            name: new.get(name, getattr(self, "_" + name, None))
+            for name in ("momentum", "dampening", "nesterov")
+        }
+        if values["nesterov"] and (values["momentum"] <= 0 or values["dampening"] != 0):
             raise ValueError(
                 "nesterov=True needs momentum > 0 and dampening == 0, "
-                f"got momentum={self.momentum} and dampening={self.dampening}"
+                f"got momentum={values['momentum']} and dampening={values['dampening']}"
             )
 
     def _update(self, p, g, state):
@@ -358,14 +406,12 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, lr)
-        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-        self.betas = (
-            _check_number("betas[0]", betas[0], high=1.0),
-            _check_number("betas[1]", betas[1], high=1.0),
-        )
-        self.eps = _check_number("eps", eps)
-        self.weight_decay = _check_number("weight_decay", weight_decay)
+        self.betas = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
+
+    betas = _hyperparameter("betas", _check_betas, "(beta1, beta2), each in [0, 1).")
+    eps = _hyperparameter("eps", _check_number, "Added to the denominator (finite, >= 0).")
 
     def _update(self, p, g, state):
         beta1, beta2 = self.betas
@@ -467,11 +513,11 @@ def clip_grad_norm(grads, max_norm, names=None):
         if g is None:
             continue
         if not isinstance(g, np.ndarray) or g.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"grads[{name!r}] must be a float32 or float64 numpy array, got {g!r:.80}")
+            raise TypeError(f"grads[{name!r}] must be a float32 or float64 numpy array, got {_describe(g)}")
         refuse_masked(f"grads[{name!r}]", g)  # its norm counted the masked values
         if not g.flags.writeable:
             raise ValueError(f"grads[{name!r}] must be writeable: clip_grad_norm scales it in place")
-        arrays[name] = g
+        arrays[name] = _plain(g)  # an np.matrix's ravel() is 2-D: np.dot refused it
     _refuse_shared("grads", arrays)
     arrays = list(arrays.values())
     if not arrays:

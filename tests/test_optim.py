@@ -307,6 +307,23 @@ def test_float32_norm_does_not_overflow():
         ),
         (lambda: Adam({"W": np.zeros(2)}, betas=(0.9, 1.0)), ValueError, r"betas\[1\] must be finite"),
         (lambda: Adam({"W": np.zeros(2)}, betas=0.9), TypeError, "betas must be a pair"),
+        (
+            lambda: Adam({"W": np.zeros(2)}, betas=np.zeros(3)),
+            TypeError,
+            r"betas must be a pair .* shape \(3,\)",
+        ),
+        # float() raised a bare OverflowError that named nothing.
+        (
+            lambda: SGD({"W": np.zeros(2)}, lr=10**400),
+            ValueError,
+            "lr must be finite, got an integer of 401 digits",
+        ),
+        # The message showed a repr cut at 80 characters, without the dtype.
+        (
+            lambda: clip_grad_norm({"W": np.arange(40)}, 1.0),
+            TypeError,
+            r"grads\['W'\] must be a float32 or float64 numpy array, got an array of shape \(40,\) and dtype int64",
+        ),
         (lambda: clip_grad_norm({"W": np.zeros(2)}, "1"), TypeError, "max_norm must be a real number"),
         (
             lambda: clip_grad_norm({"W": np.zeros(2)}, np.nan),
@@ -500,6 +517,102 @@ def test_a_learning_rate_set_between_steps_is_checked_and_used(cls):
     opt.step(make_grads(np.float64)[0])
     for name, p in params.items():
         np.testing.assert_array_equal(p, before[name], err_msg=name)
+
+
+HYPERPARAMETERS_SET_BETWEEN_STEPS = [
+    (SGD, dict(momentum=0.9), "momentum", float("nan"), ValueError, r"momentum must be finite and >= 0"),
+    (SGD, dict(momentum=0.9), "momentum", -0.5, ValueError, r"momentum must be finite and >= 0"),
+    (SGD, dict(momentum=0.9), "dampening", float("inf"), ValueError, r"dampening must be finite"),
+    (SGD, dict(momentum=0.9), "weight_decay", -1.0, ValueError, r"weight_decay must be finite and >= 0"),
+    (SGD, dict(momentum=0.9), "nesterov", "False", TypeError, r"nesterov must be True or False, got 'False'"),
+    (
+        SGD,
+        dict(momentum=0.9, dampening=0.1),
+        "nesterov",
+        True,
+        ValueError,
+        r"nesterov=True needs .* dampening=0.1",
+    ),
+    (
+        SGD,
+        dict(momentum=0.9, nesterov=True),
+        "momentum",
+        0.0,
+        ValueError,
+        r"nesterov=True needs momentum > 0",
+    ),
+    (Adam, {}, "betas", (0.9, 1.0), ValueError, r"betas\[1\] must be finite and >= 0.0 and < 1.0, got 1.0"),
+    (Adam, {}, "betas", (float("nan"), 0.9), ValueError, r"betas\[0\] must be finite"),
+    (Adam, {}, "betas", 0.9, TypeError, r"betas must be a pair \(beta1, beta2\), got float 0.9"),
+    (Adam, {}, "eps", float("nan"), ValueError, r"eps must be finite and >= 0"),
+    (AdamW, {}, "weight_decay", "0.01", TypeError, r"weight_decay must be a real number, got str '0.01'"),
+]
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs, name, bad, error, match",
+    HYPERPARAMETERS_SET_BETWEEN_STEPS,
+    ids=[f"{case[0].__name__}-{case[2]}-{case[3]!r}" for case in HYPERPARAMETERS_SET_BETWEEN_STEPS],
+)
+def test_every_hyperparameter_set_between_steps_is_checked(cls, kwargs, name, bad, error, match):
+    """Only ``lr`` was checked after construction: a NaN momentum or a beta
+    of 1 set between steps (a schedule) made the parameters NaN at the next
+    step, and ``nesterov = "False"`` turned Nesterov on.  A refused value
+    leaves the one before in place."""
+    params = make_params(np.float64)
+    opt = cls(params, lr=0.1, **kwargs)
+    before = getattr(opt, name)
+    with pytest.raises(error, match=match):
+        setattr(opt, name, bad)
+    assert getattr(opt, name) == before
+    opt.step(make_grads(np.float64)[0])
+    assert all(np.isfinite(p).all() for p in params.values())
+
+
+def test_hyperparameters_set_between_steps_are_used():
+    """A momentum and betas schedule: the values set are the ones the next
+    steps use, as a new torch optimizer's would be (checked by switching
+    torch's param_group at the same step)."""
+    torch = import_or_skip("torch")
+    params, grad_steps = make_params(np.float64), make_grads(np.float64)
+    tensors = {name: torch.tensor(p.copy(), requires_grad=True) for name, p in params.items()}
+    theirs = torch.optim.Adam(list(tensors.values()), lr=0.1, foreach=False)
+    ours = Adam(params, lr=0.1)
+    for k, grads in enumerate(grad_steps):
+        if k == 3:
+            ours.betas = np.array([0.5, 0.9])  # a NumPy pair is taken too (it was refused)
+            theirs.param_groups[0]["betas"] = (0.5, 0.9)
+        for name, t in tensors.items():
+            t.grad = torch.tensor(grads[name].copy())
+        theirs.step()
+        ours.step(grads)
+    assert ours.betas == (0.5, 0.9) and all(type(beta) is float for beta in ours.betas)
+    for name, t in tensors.items():
+        assert_close(params[name], t.detach().numpy(), np.float64, name)
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix itself
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW])
+def test_np_matrix_parameters_and_gradients_step_as_plain_arrays(cls):
+    """An ``np.matrix`` gradient went through the checks, and NumPy's
+    operators on it are matrix algebra: Adam's ``g * g`` was a matrix product
+    and the parameters came out NaN.  A matrix parameter (with weight decay)
+    did the same.  Both are used as plain arrays; the matrix parameter is
+    still updated in place."""
+    grad_steps = [{"W": g["W"][:7, :7]} for g in make_grads(np.float64)]
+    plain = {"W": make_params(np.float64)["W"][:7, :7].copy()}
+    matrix = {"W": np.asmatrix(plain["W"].copy())}
+    kwargs = dict(lr=0.1, weight_decay=0.1) | (dict(momentum=0.9) if cls is SGD else {})
+    plain_opt, matrix_opt = cls(plain, **kwargs), cls(matrix, **kwargs)
+    for grads in grad_steps:
+        plain_opt.step(grads)
+        matrix_opt.step({"W": np.asmatrix(grads["W"])})
+    assert type(matrix["W"]) is np.matrix
+    np.testing.assert_array_equal(np.asarray(matrix["W"]), plain["W"])
+    g, before = {"W": np.asmatrix(grad_steps[0]["W"].copy())}, grad_steps[0]["W"]
+    expected = np.linalg.norm(before)
+    assert clip_grad_norm(g, 1.0) == pytest.approx(expected, rel=1e-12)  # was NumPy's "shapes not aligned"
+    np.testing.assert_allclose(np.asarray(g["W"]), before / (expected + 1e-6), rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
