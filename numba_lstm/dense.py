@@ -1,10 +1,14 @@
 """``Dense``: the affine output layer ``y = x @ W + b`` that sits on an LSTM."""
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from numba_lstm._validation import (
+    _describe,
     as_float_array,
     as_plain_float_array,
+    check_float_array,
     check_float_dtype,
     check_integer,
     check_shape,
@@ -112,6 +116,41 @@ class Dense:
         self._W = W.copy()
         return plain @ W + b
 
+    def load_params(self, arrays):
+        """Copy saved parameters into ``params``, in place.
+
+        Parameters
+        ----------
+        arrays : mapping of ``"W"``, ``"b"`` -> ndarray
+            ``np.load("head.npz")`` of ``np.savez("head.npz", **head.params)``,
+            or a dict.  Each must have its parameter's shape and the head's
+            dtype: nothing is cast or broadcast (``params["W"][...] = W``
+            would do both), and on an error no parameter changes.
+
+        The arrays in ``params`` stay the same objects, so an optimizer built
+        on them goes on updating them.
+        """
+        if not isinstance(arrays, Mapping):
+            raise TypeError(
+                f"arrays must be a mapping of name -> array (np.load of a .npz), got {_describe(arrays)}"
+            )
+        if set(arrays) != set(self.params):
+            raise ValueError(f"arrays must hold exactly {sorted(self.params)}, got {sorted(arrays)}")
+        shapes = {"W": (self.in_features, self.out_features), "b": (self.out_features,)}
+        checked = {}
+        for name, shape in shapes.items():
+            value = arrays[name]  # np.load's file reads the array here
+            check_float_array(f"arrays[{name!r}]", value, self.dtype, "the layer")
+            check_shape(f"arrays[{name!r}]", value, shape, f"(params[{name!r}]'s)")
+            target = self.params[name]  # replaced by the user, maybe: checked as forward checks it
+            check_float_array(f"params[{name!r}]", target, self.dtype, "the layer")
+            check_shape(f"params[{name!r}]", target, shape)
+            if not target.flags.writeable:
+                raise ValueError(f"params[{name!r}] is read-only: load_params copies into it")
+            checked[name] = value
+        for name, value in checked.items():
+            self.params[name][...] = value
+
     def _checked_params(self):
         """W and b, checked: a parameter replaced with another dtype or shape
         is refused by its name (it would change y's dtype or fail in NumPy)."""
@@ -147,5 +186,9 @@ class Dense:
         check_shape("dy", dy, x.shape[:-1] + (self.out_features,), "the shape of y from the last forward")
         x2 = x.reshape(-1, self.in_features)  # (N, F)
         dy2 = dy.reshape(-1, self.out_features)  # (N, K)
-        self.grads = {"W": x2.T @ dy2, "b": dy2.sum(axis=0)}
+        # The bias gradient summed in float64: NumPy sums down axis 0 one row
+        # after another (no pairwise summation), whose float32 error was
+        # 100-1000x torch's at a million rows.
+        db = dy2.sum(axis=0, dtype=np.float64).astype(self.dtype)
+        self.grads = {"W": x2.T @ dy2, "b": db}
         return dy @ self._W.T

@@ -84,7 +84,12 @@ def _check_labels(logits, labels):
     # A masked array's min and max skip the masked labels, while indexing reads what lies under the mask.
     refuse_masked("labels", labels)
     if not isinstance(labels, np.ndarray) or not np.issubdtype(labels.dtype, np.integer):
-        what = f"dtype {labels.dtype}" if isinstance(labels, np.ndarray) else type(labels).__name__
+        if isinstance(labels, np.ndarray):
+            what = f"dtype {labels.dtype}"
+        elif isinstance(labels, np.generic):  # "got int64" read as an integer dtype, which is taken
+            what = f"a NumPy scalar {labels!r}; pass an array of shape ({N},)"
+        else:
+            what = type(labels).__name__
         raise TypeError(f"labels must be a numpy array of integers (class indices), got {what}")
     check_shape("labels", labels, (N,), "(N,), one class index per row of logits")
     if labels.min() < 0 or labels.max() >= C:

@@ -108,6 +108,12 @@ def test_cross_entropy_is_stable_for_huge_logits(dtype):
             ValueError,
             r"labels must have shape",
         ),
+        # "got int64" read as an integer dtype, which labels may have.
+        (
+            lambda: cross_entropy_forward(np.zeros((1, 3)), np.array([2, 0])[0]),
+            TypeError,
+            r"labels must be .* got a NumPy scalar np.int64\(2\); pass an array of shape \(1,\)",
+        ),
         (lambda: cross_entropy_backward(np.zeros((2, 3)), np.array([0, 3])), ValueError, r"in \[0, 3\)"),
         # Negative labels would index the last classes.
         (lambda: cross_entropy_forward(np.zeros((2, 3)), np.array([0, -1])), ValueError, r"from -1 to 0"),
