@@ -240,7 +240,7 @@ def _load(cls, path):
     # load peaked at 3x the model's size, and now at 2x.
     del source
     try:
-        with _parameters_filled_afterwards():
+        with _parameters_filled_afterwards(cls):
             layer = cls(**config, dtype=dtype)
     except (TypeError, ValueError) as error:
         raise ValueError(f"{shown} has an invalid configuration {config}: {error}") from error

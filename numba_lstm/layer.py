@@ -33,19 +33,21 @@ from numba_lstm.functional import _cache_rows, _forward, _SpareArrays, lstm_back
 __all__ = ["LSTM", "NotReadyError"]
 
 
-#: Set while ``from_params`` or ``load`` builds a layer whose parameters it
-#: then overwrites: the constructor of the first layer built leaves them zero
-#: instead of drawing them.
-_FILLED_AFTERWARDS = ContextVar("numba_lstm_parameters_filled_afterwards", default=False)
+#: The class that ``from_params`` or ``load`` is building, whose parameters it
+#: then overwrites: the constructor of the first layer of that class built
+#: leaves them zero instead of drawing them.
+_FILLED_AFTERWARDS = ContextVar("numba_lstm_parameters_filled_afterwards", default=None)
 
 
 @contextmanager
-def _parameters_filled_afterwards():
-    """The first layer built inside this block starts with zero parameters,
-    not random ones: for the loaders, which copy every parameter in right
-    after (a draw of 96 MB of parameters took 155 ms and 1.7x their memory,
-    for nothing, and advanced the generator that ``seed`` gave)."""
-    token = _FILLED_AFTERWARDS.set(True)
+def _parameters_filled_afterwards(cls):
+    """The first layer of class ``cls`` built inside this block starts with
+    zero parameters, not random ones: for the loaders, which copy every
+    parameter in right after (a draw of 96 MB of parameters took 155 ms and
+    1.7x their memory, for nothing, and advanced the generator that ``seed``
+    gave).  Of that class only: a helper layer that a subclass's constructor
+    builds before its own stays drawn (it was left all zeros)."""
+    token = _FILLED_AFTERWARDS.set(cls)
     try:
         yield
     finally:
@@ -173,10 +175,11 @@ class LSTM:
         # parameters against them at every call (_check_params).
         self._param_shapes = parameter_shapes(self.config)
         # Inside _parameters_filled_afterwards the caller copies every
-        # parameter in next: zeros, no draw.  Only for the first layer built
-        # there, not for one that a subclass's constructor builds besides.
-        filled_afterwards = _FILLED_AFTERWARDS.get()
-        _FILLED_AFTERWARDS.set(False)
+        # parameter in next: zeros, no draw.  Only for the first layer of the
+        # class it builds, not for one that a subclass's constructor builds besides.
+        filled_afterwards = _FILLED_AFTERWARDS.get() is type(self)
+        if filled_afterwards:
+            _FILLED_AFTERWARDS.set(None)
         self.params = {
             name: aligned_zeros(shape, dtype) if filled_afterwards else self._uniform(bound, shape)
             for name, shape in self._param_shapes.items()
@@ -332,7 +335,7 @@ class LSTM:
                     f"dtype {wanted} was given but the parameters are {dtype}: numba_lstm never casts "
                     f"them; convert them first (a torch module: module.to(torch.{wanted}))"
                 )
-        with _parameters_filled_afterwards():
+        with _parameters_filled_afterwards(cls):
             layer = cls(**config, dtype=dtype, **options)
         for name, value in params.items():
             layer.params[name][...] = value

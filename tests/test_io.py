@@ -77,6 +77,31 @@ def test_load_of_a_subclass_builds_that_subclass(tmp_path):
     assert type(io.load(path)) is numba_lstm.LSTM
 
 
+@pytest.mark.parametrize("how", ["load", "from_params"])
+def test_a_helper_layer_that_a_subclass_builds_first_keeps_its_drawn_weights(how):
+    """The loaders' "zeros, filled afterwards" went to the first layer built,
+    whatever its class: a helper LSTM that a subclass's constructor built
+    before calling LSTM's came out all zeros from load and from_params."""
+
+    class Encoder(numba_lstm.LSTM):
+        def __init__(self, *args, **kwargs):
+            self.helper = numba_lstm.LSTM(2, 3, seed=0)
+            super().__init__(*args, **kwargs)
+
+    layer = Encoder(4, 8, seed=1)
+    if how == "load":
+        buffer = BytesIO()
+        layer.save(buffer)
+        buffer.seek(0)
+        built = Encoder.load(buffer)
+    else:
+        built = Encoder.from_params(layer.config, layer.params)
+    for name, value in layer.helper.params.items():
+        assert np.abs(value).max() > 0 and _bits(built.helper.params[name]) == _bits(value), name
+    for name, value in layer.params.items():
+        assert _bits(built.params[name]) == _bits(value), name
+
+
 def test_load_draws_no_initialisation_it_would_overwrite(tmp_path, monkeypatch):
     # As from_params: load built the layer with random parameters first.
     layer = numba_lstm.LSTM(3, 4, num_layers=2, seed=2)
