@@ -1552,7 +1552,7 @@ def _read_onnx(path_or_model):
 
     onnx = _require("onnx", "from_onnx")
     if isinstance(path_or_model, onnx.ModelProto):
-        model = path_or_model
+        model, where = path_or_model, "the ONNX model"
     else:
         from google.protobuf.message import DecodeError
 
@@ -1565,10 +1565,13 @@ def _read_onnx(path_or_model):
             model = onnx.load(path)
         except DecodeError as error:
             raise ValueError(f"{path} is not an ONNX model, or is truncated: {error}") from error
+        where = f"the ONNX model {getattr(path, 'name', path)!r}"
     graph = model.graph
+    if not graph.node:  # protobuf reads an empty file, and some short ones, as an empty model
+        raise ValueError(f"{where} has no graph nodes at all: is it empty, or not an ONNX model?")
     lstm_nodes = [n for n in graph.node if n.op_type == "LSTM"]
     if not lstm_nodes:
-        raise ValueError("the ONNX model has no LSTM node")
+        raise ValueError(f"{where} has no LSTM node")
     constants = _onnx_constants(graph)
     dynamic = _onnx_dynamic(graph, constants)
     shapes = functools.cache(lambda: _onnx_shapes(model))  # inference copies the model: once

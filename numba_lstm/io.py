@@ -23,7 +23,9 @@ end, which must hold one layer file: data before the archive (a second
 layer saved after a first) is refused, not skipped.
 The new file has the mode of the file it replaces, else that of any new file
 (0o666 less the umask); a symbolic link at ``path`` stays, and its target is
-replaced.
+replaced.  ``save`` replaces only what ``open(path, "wb")`` could write: not
+a directory, a FIFO, a device or a file it may not write.  ``load`` reads a
+path that cannot seek (a FIFO) whole, as a file object.
 ``load`` refuses (``ValueError``) a truncated or corrupted archive, another
 format or version, a configuration it cannot build, and arrays whose names,
 shapes or dtypes do not match that configuration; nothing is ever cast.
@@ -36,6 +38,7 @@ bzip2 or LZMA member a 4 KB chunk at a time without a limit, before it
 checks the declared size, so those are refused.
 """
 
+import errno
 import gzip
 import json
 import lzma
@@ -69,6 +72,12 @@ CONFIG_KEYS = (
 _PARAM_PREFIX = "param/"
 _META_KEYS = ("__format__", "__version__", "__config__")
 _NPY_MAGIC = b"\x93NUMPY"
+#: Formats that ``load`` may be handed by mistake, by their first bytes.
+_OTHER_FORMATS = {
+    b"\x89HDF": " (an HDF5 file, such as Keras's .weights.h5: load it in Keras, then LSTM.from_keras)",
+    b"\x80": " (a pickle? pickle.load reads those)",
+    b"\x08": " (an ONNX model? LSTM.from_onnx reads those)",
+}
 #: Bytes that a metadata member (format, version, configuration) may declare:
 #: ``save`` writes a few hundred.
 _META_MAX_BYTES = 64 * 1024
@@ -145,7 +154,15 @@ def save(layer, path):
     if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
         raise IsADirectoryError(f"path {path!r} names a directory; save writes a file")
     target = os.path.realpath(path)  # a symbolic link stays; its target is replaced
-    fd, tmp = _new_file_beside(target)
+    _check_replaceable(path, target)
+    try:
+        fd, tmp = _new_file_beside(target)
+    except OSError as error:  # it named the temporary file, not the path given
+        raise type(error)(
+            error.errno,
+            f"{error.strerror} (save writes a new file in {os.path.dirname(target)!r}, then renames it to the path)",
+            path,
+        ) from error
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -159,6 +176,27 @@ def save(layer, path):
         except FileNotFoundError:
             pass
         raise
+
+
+def _check_replaceable(path, target):
+    """Refuse to replace what ``open(path, "wb")`` would not have replaced:
+    a directory, a FIFO or a device (a root's ``save("/dev/null")`` would have
+    put a regular file in the system's /dev/null), a file we may not write."""
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:  # a new file (or a missing folder, which the new file's error names)
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"path {path!r} is a directory; save writes a file")
+    if not stat.S_ISREG(mode):
+        raise ValueError(
+            f"path {path!r} is not a regular file (a FIFO, a device or a socket): save replaces a file with a "
+            "new one, atomically; to write into this one, pass it open: with open(path, 'wb') as f: layer.save(f)"
+        )
+    if not os.access(target, os.W_OK):  # a rename needs only the folder's permission
+        raise PermissionError(
+            errno.EACCES, "save replaces only a file it may write, and this one is read-only", path
+        )
 
 
 def _copy_mode(target, tmp):
@@ -259,9 +297,25 @@ def _read_layer_file(path, source):
     compressed member's size is known only once expanded), so that absurd
     sizes allocate nothing.
     """
-    with open(source, "rb") if isinstance(source, str) else nullcontext(source) as f:
-        if f.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+    with open(source, "rb") if isinstance(source, str) else nullcontext(source) as opened:
+        # A path that cannot seek (a FIFO, /dev/stdin) is read whole, as a file object is.
+        f = opened if opened.seekable() else BytesIO(opened.read())
+        head = f.read(8)
+        if head.startswith(_NPY_MAGIC):
             raise ValueError(f"{path} is a single .npy array, not a numba_lstm layer file (.npz)")
+        if not head:
+            at_end = (
+                ""
+                if isinstance(source, str)
+                else " from its position: at its end (seek(0) after writing it)?"
+            )
+            raise ValueError(f"{path} is empty{at_end}")
+        if not head.startswith(b"PK"):  # zipfile said "truncated or corrupted: File is not a zip file"
+            known = next((hint for magic, hint in _OTHER_FORMATS.items() if head.startswith(magic)), "")
+            raise ValueError(
+                f"{path} is not a numba_lstm layer file, an .npz (zip) archive, which starts with b'PK': "
+                f"this one starts with {head!r}{known}"
+            )
         size = f.seek(0, os.SEEK_END)
         f.seek(0)
         with zipfile.ZipFile(f) as archive:

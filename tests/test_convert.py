@@ -595,6 +595,14 @@ def test_from_onnx_refuses_a_file_that_is_not_onnx_naming_it(onnx, tmp_path):
         path.write_bytes(content)
         with pytest.raises(ValueError, match=re.escape(f"{path} is not an ONNX model, or is truncated")):
             convert.from_onnx(path)
+    # protobuf reads these as an empty model: "the ONNX model has no LSTM node", naming no file.
+    for content in (b"", data[:2]):
+        path.write_bytes(content)
+        with pytest.raises(
+            ValueError,
+            match=re.escape(f"the ONNX model {str(path)!r} has no graph nodes at all: is it empty"),
+        ):
+            convert.from_onnx(path)
 
 
 def test_from_onnx_refuses_a_damaged_model_as_valueerror(onnx):
@@ -711,7 +719,7 @@ def test_from_onnx_refuses_a_node_without_w_or_r(onnx, index, label):
         convert.from_onnx(model)
 
 
-def test_from_onnx_refuses_a_model_without_lstm_and_unstackable_nodes(onnx):
+def test_from_onnx_refuses_a_model_without_lstm_and_unstackable_nodes(onnx, tmp_path):
     from onnx import helper
 
     graph = helper.make_graph(
@@ -720,8 +728,11 @@ def test_from_onnx_refuses_a_model_without_lstm_and_unstackable_nodes(onnx):
         [helper.make_tensor_value_info("X", 1, [2])],
         [helper.make_tensor_value_info("Y", 1, [2])],
     )
-    with pytest.raises(ValueError, match="no LSTM node"):
+    with pytest.raises(ValueError, match="^the ONNX model has no LSTM node$"):
         convert.from_onnx(helper.make_model(graph))
+    onnx.save(helper.make_model(graph), tmp_path / "relu.onnx")
+    with pytest.raises(ValueError, match=r"^the ONNX model '.*relu\.onnx' has no LSTM node$"):
+        convert.from_onnx(tmp_path / "relu.onnx")
     # Two independent one-layer models glued together: layer 1 reads 3 inputs, not H = 4.
     a = convert.to_onnx(CONFIGS["1layer"], random_params(CONFIGS["1layer"], np.float32))
     b = convert.to_onnx(CONFIGS["1layer"], random_params(CONFIGS["1layer"], np.float32))
