@@ -248,7 +248,7 @@ def load(path):
 
 def _load(cls, path):
     """``load``, building the layer as ``cls`` (``LSTM.load`` of a subclass)."""
-    from numba_lstm.layer import _parameters_filled_afterwards
+    from numba_lstm.layer import LSTM, _parameters_filled_afterwards
 
     if hasattr(path, "read"):
         check_binary_file("path", path, "read")
@@ -281,6 +281,8 @@ def _load(cls, path):
         with _parameters_filled_afterwards(cls):
             layer = cls(**config, dtype=dtype)
     except (TypeError, ValueError) as error:
+        if cls is not LSTM:  # the configuration passed check_config: the subclass's own error, not the file's
+            raise
         raise ValueError(f"{shown} has an invalid configuration {config}: {error}") from error
     for name, target in layer.params.items():
         target[...] = stored.pop(name)

@@ -77,6 +77,22 @@ def test_load_of_a_subclass_builds_that_subclass(tmp_path):
     assert type(io.load(path)) is numba_lstm.LSTM
 
 
+def test_a_subclass_that_cannot_be_built_from_the_configuration_raises_its_own_error():
+    """Its TypeError came out as "<file> has an invalid configuration": the
+    file was good, the subclass's constructor wants another argument."""
+
+    class Named(numba_lstm.LSTM):
+        def __init__(self, *args, name, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.name = name
+
+    buffer = BytesIO()
+    numba_lstm.LSTM(2, 3, seed=0).save(buffer)
+    buffer.seek(0)
+    with pytest.raises(TypeError, match=r"^.*__init__\(\) missing 1 required keyword-only argument: 'name'$"):
+        Named.load(buffer)
+
+
 @pytest.mark.parametrize("how", ["load", "from_params"])
 def test_a_helper_layer_that_a_subclass_builds_first_keeps_its_drawn_weights(how):
     """The loaders' "zeros, filled afterwards" went to the first layer built,
