@@ -66,6 +66,7 @@ def check_float_array(name, value, dtype=None, source=None):
         raise TypeError(f"{name} must be a numpy array of float32 or float64, got {_describe(value)}{hint}")
     refuse_masked(name, value)
     if value.dtype not in FLOAT_DTYPES:
+        refuse_foreign_byte_order(name, value)
         raise TypeError(
             f"{name} must have dtype float32 or float64, got {value.dtype}; "
             "numba_lstm never casts arrays silently"
@@ -89,6 +90,18 @@ def as_plain_float_array(name, value, dtype=None, source=None):
     operators: an ``np.matrix`` keeps its subclass through them (``@`` returns
     a matrix, ``max`` has no ``keepdims``)."""
     return np.asarray(as_float_array(name, value, dtype, source))
+
+
+def refuse_foreign_byte_order(name, value):
+    """TypeError if ``value`` is float32 or float64 in the other byte order
+    (``>f4`` on a little-endian machine): "must have dtype float32, got >f4"
+    did not say that the byte order was what was wrong."""
+    native = value.dtype.newbyteorder("=")
+    if native != value.dtype and native in FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} is {native.name} in the other byte order (dtype {value.dtype.str!r}); numba_lstm reads "
+            f"native byte order: pass {name}.astype({name}.dtype.newbyteorder('='))"
+        )
 
 
 def refuse_masked(name, value):

@@ -53,6 +53,7 @@ from numba_lstm._validation import (
     check_integer,
     check_path,
     is_real,
+    refuse_foreign_byte_order,
     refuse_masked,
     some_names,
 )
@@ -126,6 +127,7 @@ def _to_numpy(name, value):
         value = np.asarray(value)  # JAX / TF arrays: keeps their dtype
     refuse_masked(name, value)
     if value.dtype not in FLOAT_DTYPES:
+        refuse_foreign_byte_order(name, value)
         raise TypeError(
             f"{name} must have dtype float32 or float64, got {value.dtype}; "
             "numba_lstm never casts parameters silently"
@@ -481,8 +483,9 @@ def _keras_direction(arrays, what):
     return kernel.shape[0], H, aligned_copy(np.concatenate([kernel, recurrent], axis=0)), aligned_copy(b)
 
 
-def _check_keras_lstm(layer, what, go_backwards):
-    """Refuse a Keras LSTM whose computation the native layout cannot represent."""
+def _check_keras_lstm(layer, what, go_backwards, in_bidirectional=False):
+    """Refuse a Keras LSTM whose computation the native layout cannot represent
+    (``go_backwards``: the value it must have)."""
     import keras
 
     if not isinstance(layer, keras.layers.LSTM):
@@ -516,6 +519,11 @@ def _check_keras_lstm(layer, what, go_backwards):
     if bool(layer.go_backwards) != go_backwards:
         if go_backwards:
             raise ValueError(f"{what} must have go_backwards=True (the backward layer of a Bidirectional)")
+        if in_bidirectional:  # "wrap it in a Bidirectional" read oddly there
+            raise ValueError(
+                f"{what} has go_backwards=True: numba_lstm's bidirectional layer runs its forward direction "
+                "forwards; build the Bidirectional with a forward_layer of go_backwards=False"
+            )
         raise ValueError(
             f"{what} has go_backwards=True, which the native layout cannot represent on its own "
             "(it reverses the output sequence); wrap it in keras.layers.Bidirectional or "
@@ -533,8 +541,10 @@ def from_keras(layer_or_weights):
         recurrent_kernel (H, 4H), bias (4H,)]`` (2 arrays when
         ``use_bias=False``: the bias is then zero); 6 (or 4) arrays are a
         ``Bidirectional``'s forward then backward weights (a ``Bidirectional``
-        whose directions differ in ``use_bias``: pass the layer).  Gate order i, f,
-        c, o, the native order, so ``W = [kernel; recurrent_kernel]``.
+        whose directions differ in ``use_bias``: pass the layer); two stacked
+        layers' ``get_weights()`` of I = H have the same shapes and are read
+        as one ``Bidirectional`` too: convert a stack layer by layer.  Gate
+        order i, f, c, o, the native order, so ``W = [kernel; recurrent_kernel]``.
 
     Returns
     -------
@@ -598,8 +608,12 @@ def from_keras(layer_or_weights):
                 f"Bidirectional has merge_mode={obj.merge_mode!r}; the native bidirectional output "
                 "concatenates the directions, so only merge_mode='concat' is represented"
             )
-        _check_keras_lstm(obj.forward_layer, "the Bidirectional's forward_layer", go_backwards=False)
-        _check_keras_lstm(obj.backward_layer, "the Bidirectional's backward_layer", go_backwards=True)
+        _check_keras_lstm(
+            obj.forward_layer, "the Bidirectional's forward_layer", False, in_bidirectional=True
+        )
+        _check_keras_lstm(
+            obj.backward_layer, "the Bidirectional's backward_layer", True, in_bidirectional=True
+        )
         return _keras_bidirectional(
             obj.forward_layer.get_weights(),
             obj.backward_layer.get_weights(),
@@ -752,8 +766,9 @@ def from_tf1(kernel, bias, forget_bias=1.0):
     -----
     TF1's state tuple (``LSTMStateTuple``) is ``(c, h)``, not ``(h, c)``:
     pass ``h0 = state.h``, ``c0 = state.c`` (or ``state[1]``, ``state[0]``).
-    ``LSTMCell``'s peepholes (``use_peepholes``), ``cell_clip`` and an
-    ``activation`` other than tanh have no native equivalent, and the arrays
+    ``LSTMCell``'s peepholes (``use_peepholes``), ``cell_clip``,
+    ``proj_clip`` and an ``activation`` other than tanh have no native
+    equivalent, and the arrays
     do not show them: such a cell is converted without an error but
     computes something else (0.06-2.4 off, bench/NOTES.md "Session 47").
     ``LSTMBlockCell`` and ``BlockLSTM`` store the same kernel and bias as
@@ -955,7 +970,7 @@ _ONNX_DEFAULT_ACTIVATIONS = ("sigmoid", "tanh", "tanh")
 
 
 def to_onnx(
-    config, params, path=None, *, batch_first=False, initial_state=False, sequence_lens=False, opset=17
+    config, params, path=None, *, batch_first=None, initial_state=False, sequence_lens=False, opset=17
 ):
     """Native ``(config, params)`` -> an ONNX model with one ``LSTM`` node per layer.
 
@@ -964,11 +979,14 @@ def to_onnx(
     config, params : native; ``proj_size`` must be 0 (ONNX's LSTM has no projection).
     path : str, bytes, os.PathLike or a binary file object, optional
         Where to save the model (it is returned either way).
-    batch_first : bool, default False
+    batch_first : bool, optional
         ``X`` is ``(B, T, I)`` and ``Y`` is ``(B, T, D*H)`` (``Transpose``
         nodes around the stack, as torch exports a ``batch_first`` module);
-        ``Y_h`` and ``Y_c`` keep their shape.  ``LSTM.to_onnx`` passes the
-        layer's own.
+        ``Y_h`` and ``Y_c`` keep their shape.  By default ``config``'s
+        ``batch_first`` (a layer's configuration, as ``io`` saves it), else
+        False; given, it must agree with ``config``'s (it was ignored: one
+        configuration gave a batch-first layer and a time-major model).
+        ``LSTM.to_onnx`` passes the layer's own.
     initial_state : bool, default False
         Add inputs ``initial_h`` and ``initial_c`` of shape
         ``(num_layers * D, B, H)`` (the layer's ``state=(h0, c0)``, in
@@ -1008,12 +1026,22 @@ def to_onnx(
     onnx = _require("onnx", "to_onnx")
     from onnx import helper, numpy_helper
 
+    configured = config.get("batch_first") if isinstance(config, Mapping) else None
     config, params = check_params(config, params)
     if config["proj_size"]:
         raise ValueError(
             f"config has proj_size={config['proj_size']}: the ONNX LSTM operator has no projection, "
             "so this model cannot be exported"
         )
+    if configured is not None:
+        configured = check_bool("config['batch_first']", configured)
+        if batch_first is not None and check_bool("batch_first", batch_first) != configured:
+            raise ValueError(
+                f"batch_first={batch_first} contradicts config['batch_first'] = {configured}: the model's "
+                "input layout is one of them; drop one, or make them agree"
+            )
+    if batch_first is None:
+        batch_first = bool(configured)  # False without one
     if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
         raise TypeError(f"opset must be an integer, got {opset!r}")
     newest = onnx.defs.onnx_opset_version()

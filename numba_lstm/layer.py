@@ -373,6 +373,7 @@ class LSTM:
         """
         from numba_lstm import convert
 
+        self._check_params()  # as forward: a parameter of another dtype exported as it was
         return convert.to_torch_state_dict(self.config, self.params, bias=bias)
 
     @classmethod
@@ -394,6 +395,7 @@ class LSTM:
         """The list for Keras ``layer.set_weights`` (see ``numba_lstm.convert.to_keras_weights``)."""
         from numba_lstm import convert
 
+        self._check_params()
         return convert.to_keras_weights(self.config, self.params, **kwargs)
 
     def to_onnx(self, path=None, **options):
@@ -405,6 +407,7 @@ class LSTM:
         from numba_lstm import convert
 
         self._check_options()
+        self._check_params()
         options = {"batch_first": self.batch_first, **options}
         return convert.to_onnx(self.config, self.params, path, **options)
 

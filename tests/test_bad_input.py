@@ -726,6 +726,24 @@ def test_layer_names_a_replaced_parameter(call, name, replace, error, message):
         layer(_x(T, B, I)) if call == "forward" else layer.step(_x(B, I))
 
 
+@pytest.mark.parametrize("dtype", [">f4", ">f8"])
+def test_arrays_of_the_other_byte_order_are_refused_as_such(dtype):
+    """ "must have dtype float32 or float64, got >f4", of a float32 array:
+    the byte order was what was wrong, and the message did not say so."""
+    native = np.dtype(dtype).newbyteorder("=")
+    x = np.zeros((2, 1, 3), native)
+    W, b = np.zeros((8, 20), native), np.zeros(20, native)
+    message = rf"is {native.name} in the other byte order \(dtype '{dtype}'\); .* pass (\w+)\.astype\(\1\.dtype\.newbyteorder\('='\)\)$"
+    with pytest.raises(TypeError, match="x " + message):
+        numba_lstm.lstm_forward(x.astype(dtype), W, b)
+    with pytest.raises(TypeError, match="kernel " + message):
+        numba_lstm.convert.from_tf1(W.astype(dtype), b)
+    with pytest.raises(
+        TypeError, match=r"x must have dtype float32 or float64, got >i4"
+    ):  # not a float: as before
+        numba_lstm.lstm_forward(x.astype(">i4"), W, b)
+
+
 def test_layer_step_names_a_parameter_of_the_other_byte_order():
     """Run in a new process: once any Numba function in a process has seen
     an unaligned array, Numba's dispatcher reads an array of the other byte
@@ -749,7 +767,7 @@ def test_layer_step_names_a_parameter_of_the_other_byte_order():
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "params['W_l0'] must have dtype float32 or float64, got >f4" in out.stdout, out.stdout
+    assert "params['W_l0'] is float32 in the other byte order (dtype '>f4')" in out.stdout, out.stdout
 
 
 def _masked(*shape):

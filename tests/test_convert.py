@@ -564,6 +564,26 @@ def test_to_onnx_refuses_options_that_are_not_bools(onnx, option):
         convert.to_onnx(config, random_params(config, np.float32), **{option: "False"})
 
 
+def test_to_onnx_takes_the_configs_batch_first_and_refuses_a_contradiction(onnx):
+    """check_config accepts a layer's batch_first and drops it: to_onnx made
+    a time-major model of a configuration that from_params builds into a
+    batch-first layer."""
+    config = {**CONFIGS["1layer"], "batch_first": True}
+    params = random_params(CONFIGS["1layer"], np.float32)
+
+    def x_dims(model):
+        return [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+
+    assert x_dims(convert.to_onnx(config, params))[:2] == ["B", "T"]
+    assert x_dims(convert.to_onnx(config, params, batch_first=True))[:2] == ["B", "T"]
+    assert x_dims(convert.to_onnx({**config, "batch_first": False}, params))[:2] == ["T", "B"]
+    assert x_dims(convert.to_onnx(CONFIGS["1layer"], params))[:2] == ["T", "B"]
+    with pytest.raises(ValueError, match=r"batch_first=False contradicts config\['batch_first'\] = True"):
+        convert.to_onnx(config, params, batch_first=False)
+    with pytest.raises(TypeError, match=r"config\['batch_first'\] must be True or False, got 'yes'"):
+        convert.to_onnx({**config, "batch_first": "yes"}, params)
+
+
 def test_onnx_paths_may_be_bytes_but_not_integers(onnx, tmp_path):
     """An int given to onnx.load or onnx.save is a file descriptor: it was
     read or written, then closed."""

@@ -271,6 +271,15 @@ def test_from_keras_refuses_other_layers_and_settings():
         )
         layer.build((None, T, I))
         convert.from_keras(layer)
+    # It said "wrap it in keras.layers.Bidirectional", of a layer inside one.
+    with pytest.raises(
+        ValueError, match=r"forward_layer has go_backwards=True: .* forward_layer of go_backwards=False$"
+    ):
+        layer = keras.layers.Bidirectional(
+            keras.layers.LSTM(H, go_backwards=True), backward_layer=keras.layers.LSTM(H, go_backwards=False)
+        )
+        layer.build((None, T, I))
+        convert.from_keras(layer)
     with pytest.raises(ValueError, match="not built"):
         convert.from_keras(keras.layers.LSTM(H))
     gru = keras.layers.GRU(H)

@@ -221,3 +221,17 @@ def test_from_onnx_takes_the_layout_of_a_node_reading_the_input_as_it_is():
     model.graph.node.insert(0, onnx.helper.make_node("Relu", ["X"], ["X_relu"]))
     node.input[0] = "X_relu"
     assert numba_lstm.LSTM.from_onnx(model).batch_first is False
+
+
+@pytest.mark.parametrize("export", ["to_torch_state_dict", "to_keras_weights", "to_onnx"])
+def test_exports_refuse_a_parameter_replaced_with_another_dtype(export):
+    """forward refused a float64 parameter in a float32 layer, by its name;
+    the exports wrote it out as it was (float64 tensors, DOUBLE initializers)."""
+    if export == "to_onnx":
+        import_or_skip("onnx")
+    layer = numba_lstm.LSTM(3, 4, seed=0)
+    layer.params["W_l0"] = layer.params["W_l0"].astype(np.float64)
+    with pytest.raises(
+        TypeError, match=r"params\['W_l0'\] has dtype float64 but the layer has dtype float32"
+    ):
+        getattr(layer, export)()
