@@ -562,7 +562,10 @@ class LSTM:
         self._check_params()
         h0, c0 = self._initial_state(state, B)
         lengths = check_lengths(lengths, T, B)
-        h_n, c_n = np.empty_like(h0), np.empty_like(c0)
+        h_n, c_n = (
+            np.empty(h0.shape, self.dtype),
+            np.empty(c0.shape, self.dtype),
+        )  # not of h0's subclass (memmap)
         # The last forward's cache goes before this one's is made, not when it
         # is replaced: a training loop holds one cache at a time, not two.
         # Its arrays of this call's rows (N) are this one's where their shapes
@@ -778,7 +781,7 @@ class LSTM:
                 self._last_step_stacked = new_stacked
             else:
                 h, c = state if returned else self._initial_state(state, B, ("h", "c"))
-                h_new, c_new = np.empty_like(h), np.empty_like(c)
+                h_new, c_new = np.empty(h.shape, dtype), np.empty(c.shape, dtype)
                 for k, (W_key, b_key, W_hr_key, shares) in enumerate(self._step_keys):
                     W, b, W_hr = params[W_key], params[b_key], params[W_hr_key]
                     if shares and B <= SMALL_ROWS:

@@ -380,3 +380,15 @@ def test_options_set_on_a_layer_are_checked_at_each_call(name, value, error, mes
         layer(x)
     with pytest.raises(error, match=message):  # on the cache of the forward before
         layer.backward(np.ones((5, 2, 4), np.float32))
+
+
+@pytest.mark.parametrize("proj_size", [0, 2])
+def test_the_state_returned_is_a_plain_array_whatever_the_state_given(proj_size, tmp_path):
+    """h_n and c_n were made with np.empty_like(h0): an np.memmap state gave
+    back file-less memmaps (the projected step's new state too)."""
+    layer = numba_lstm.LSTM(3, 4, proj_size=proj_size, seed=0).eval()
+    shapes = {"h": (1, 2, proj_size or 4), "c": (1, 2, 4)}
+    h0, c0 = (np.memmap(tmp_path / k, np.float32, "w+", shape=shape) for k, shape in shapes.items())
+    y, state = layer(np.ones((5, 2, 3), np.float32), (h0, c0))
+    y_t, step_state = layer.step(np.ones((2, 3), np.float32), (h0, c0))
+    assert [type(a) for a in (y, *state, y_t, *step_state)] == [np.ndarray] * 6
