@@ -562,10 +562,8 @@ class LSTM:
         self._check_params()
         h0, c0 = self._initial_state(state, B)
         lengths = check_lengths(lengths, T, B)
-        h_n, c_n = (
-            np.empty(h0.shape, self.dtype),
-            np.empty(c0.shape, self.dtype),
-        )  # not of h0's subclass (memmap)
+        # Plain arrays: np.empty_like(h0) took the subclass of the state given (a memmap).
+        h_n, c_n = np.empty(h0.shape, self.dtype), np.empty(c0.shape, self.dtype)
         # The last forward's cache goes before this one's is made, not when it
         # is replaced: a training loop holds one cache at a time, not two.
         # Its arrays of this call's rows (N) are this one's where their shapes

@@ -105,7 +105,8 @@ def _check_number(name, value, low=0.0, low_inclusive=True, high=None, infinite=
     try:
         value = float(value)
     except OverflowError:  # an int past float's range
-        raise ValueError(f"{name} must be finite, got an integer of {len(str(abs(value)))} digits") from None
+        # Its bits, not its digits: str() of an int past 4300 digits raises.
+        raise ValueError(f"{name} must be finite, got an integer of {abs(value).bit_length()} bits") from None
     below = value < low if low_inclusive else value <= low
     finite = math.isfinite(value) or (infinite and value == math.inf)
     if not finite or below or (high is not None and value >= high):

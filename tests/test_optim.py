@@ -316,7 +316,12 @@ def test_float32_norm_does_not_overflow():
         (
             lambda: SGD({"W": np.zeros(2)}, lr=10**400),
             ValueError,
-            "lr must be finite, got an integer of 401 digits",
+            "lr must be finite, got an integer of 1329 bits",
+        ),
+        (  # past 4300 digits, str() of the int raises
+            lambda: SGD({"W": np.zeros(2)}, lr=-(10**5000)),
+            ValueError,
+            "lr must be finite, got an integer of 16610 bits",
         ),
         # The message showed a repr cut at 80 characters, without the dtype.
         (
