@@ -314,10 +314,13 @@ def test_startup_processes_write_python_bytecode(monkeypatch):
     assert not os.path.exists(cache)
 
 
-def test_a_stop_while_pytest_starts_still_ends_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("child", ["pytest", "start-up"])
+def test_a_stop_while_a_child_process_starts_still_ends_it(child, tmp_path, monkeypatch):
     """A stop that came inside subprocess.Popen, after the fork and before
-    it returned, left run_pytest no process to end: pytest ran on after
-    run.py exited.  The stop signals are held while Popen runs."""
+    it returned, left no process to end: run_pytest's pytest ran on after
+    run.py exited, and measure_startup's process (up to half a minute,
+    cold).  The stop signals are held while Popen runs."""
+    import json
     import signal
 
     from bench import run
@@ -326,6 +329,13 @@ def test_a_stop_while_pytest_starts_still_ends_it(tmp_path, monkeypatch):
         def __init__(self, *args, **kwargs):
             signal.raise_signal(signal.SIGTERM)
 
+    def run_pytest(args, raw_json, log_path):
+        raw_json.write_text(json.dumps({"datetime": "now"}))
+        log_path.write_text("1 passed\n")
+        return 0
+
+    if child == "start-up":
+        monkeypatch.setattr(run, "run_pytest", run_pytest)
     ended, handler = [], signal.getsignal(signal.SIGTERM)
     monkeypatch.setattr(run.subprocess, "Popen", StoppedWhileStarting)
     monkeypatch.setattr(run, "_end", ended.append)
@@ -354,35 +364,6 @@ def test_a_startup_process_that_fails_shows_its_error(monkeypatch):
         RuntimeError, match=r"the start-up process failed \(exit 1\):\nImportError: no numba_lstm$"
     ):
         run.measure_startup()
-
-
-def test_a_stop_while_a_startup_process_starts_still_ends_it(tmp_path, monkeypatch):
-    """measure_startup's subprocess.run had the same window inside Popen as
-    run_pytest: a stop there left its process running (up to half a minute,
-    cold).  Its processes start with the stop signals held too."""
-    import json
-    import signal
-
-    from bench import run
-
-    class StoppedWhileStarting:
-        def __init__(self, *args, **kwargs):
-            signal.raise_signal(signal.SIGTERM)
-
-    def run_pytest(args, raw_json, log_path):
-        raw_json.write_text(json.dumps({"datetime": "now"}))
-        log_path.write_text("1 passed\n")
-        return 0
-
-    ended = []
-    monkeypatch.setattr(run, "run_pytest", run_pytest)
-    monkeypatch.setattr(run.subprocess, "Popen", StoppedWhileStarting)
-    monkeypatch.setattr(run, "_end", ended.append)
-    with pytest.raises(SystemExit) as stop:
-        run.main(["--shapes", "2x5x4x4", "--out", str(tmp_path)])
-    assert stop.value.code == 128 + signal.SIGTERM
-    assert [type(process) for process in ended] == [StoppedWhileStarting]
-    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="no SIGHUP (Windows)")
