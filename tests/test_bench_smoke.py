@@ -548,7 +548,13 @@ def test_a_stopped_run_ends_its_pytest_and_leaves_no_files(tmp_path, signum):
         "--stream-hidden", "none", "--lengths", "none", "--repeats", "1000", "--pause", "0",
         "--out", str(tmp_path),
     ]  # fmt: skip
-    runner = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # Under nohup (a `nohup make test`) SIGHUP is ignored, and run.py leaves
+    # an ignored signal ignored: the SIGHUP case waited 60 s and failed.  The
+    # runner gets the default disposition, as from a terminal.
+    runner = subprocess.Popen(
+        command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while not (children := _children(runner.pid)) or not list(tmp_path.glob("*.log")):
