@@ -548,12 +548,18 @@ def test_a_stopped_run_ends_its_pytest_and_leaves_no_files(tmp_path, signum):
         "--stream-hidden", "none", "--lengths", "none", "--repeats", "1000", "--pause", "0",
         "--out", str(tmp_path),
     ]  # fmt: skip
-    # Under nohup (a `nohup make test`) SIGHUP is ignored, and run.py leaves
-    # an ignored signal ignored: the SIGHUP case waited 60 s and failed.  The
-    # runner gets the default disposition, as from a terminal.
+
+    # Under nohup SIGHUP is ignored, and in a background job SIGINT (`make
+    # test &`): run.py leaves an ignored signal ignored, and the case waited
+    # 60 s and failed.  The runner gets the default dispositions, as from a
+    # terminal.
+    def default_stop_signals():
+        for stop_signal in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop_signal, signal.SIG_DFL)
+
     runner = subprocess.Popen(
         command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL),
+        preexec_fn=default_stop_signals,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
